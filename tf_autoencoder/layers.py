@@ -1,0 +1,148 @@
+"""Encoder and decoder builders, Keras functional style: tensor in, tensor out.
+
+Shapes are written NHWC for the post's model ([16, 8, 8] filters, 28x28x1 images);
+with data_format="channels_first" the channel axis comes right after the batch axis.
+"""
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers
+
+
+def _kernel_settings(weight_decay):
+    # slim's l2_regularizer(w) in the original adds w * sum(k**2) / 2; Keras's L2(l)
+    # adds l * sum(k**2), hence the halving. He (variance scaling) init as in slim.
+    regularizer = keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+    return dict(kernel_initializer="he_normal", kernel_regularizer=regularizer)
+
+
+def _dropout(x, keep_prob, name):
+    """Dropout with the original's keep probability; None or 1 adds nothing."""
+    if keep_prob is None or keep_prob >= 1:
+        return x
+    return layers.Dropout(1 - keep_prob, name=name)(x)
+
+
+def _spatial(shape, data_format):
+    """(batch, H, W, C) or (batch, C, H, W) -> (H, W)."""
+    return tuple(shape[2:4]) if data_format == "channels_first" else tuple(shape[1:3])
+
+
+def _check_sizes(name, sizes):
+    if not sizes or any(not isinstance(s, int) or s < 1 for s in sizes):
+        raise ValueError(f"{name} must be a non-empty list of positive integers, got {sizes!r}")
+
+
+def conv_encoder(inputs, num_filters, *, data_format="channels_last", weight_decay=None,
+                 dropout=None):
+    """Stacks one block per entry of `num_filters`: two 3x3 ReLU convs, then 2x2 max-pool.
+
+    A block whose input has an odd height or width pads it with one row/column of
+    zeros at the bottom/right first, as the original does, so 28 -> 14 -> 7 (8) -> 4.
+
+    inputs: (batch, H, W, C).  Returns the code: (batch, H', W', num_filters[-1]) with
+    H' = H halved (rounding up) once per block; (batch, 4, 4, 8) for the post's model.
+    """
+    _check_sizes("num_filters", num_filters)
+    height, width = _spatial(inputs.shape, data_format)
+    size = (height, width)
+    for block in range(len(num_filters)):
+        if min(size) < 2:
+            raise ValueError(
+                f"input of {height}x{width} is too small for {len(num_filters)} pooling "
+                f"blocks: block {block} would get {size[0]}x{size[1]}; "
+                "use fewer num_filters entries or larger images")
+        size = tuple(math.ceil(s / 2) for s in size)
+
+    x = inputs
+    for block, filters in enumerate(num_filters):
+        h, w = _spatial(x.shape, data_format)
+        if h % 2 or w % 2:
+            x = layers.ZeroPadding2D(((0, h % 2), (0, w % 2)), data_format=data_format,
+                                     name=f"block{block}_pad")(x)
+        for i in range(2):
+            x = layers.Conv2D(filters, 3, padding="same", activation="relu",
+                              data_format=data_format, name=f"block{block}_conv{i}",
+                              **_kernel_settings(weight_decay))(x)
+            x = _dropout(x, dropout, name=f"block{block}_dropout{i}")
+        x = layers.MaxPooling2D(2, data_format=data_format, name=f"block{block}_pool")(x)
+    return x
+
+
+def conv_decoder(code, num_filters, output_shape, *, data_format="channels_last",
+                 weight_decay=None, dropout=None):
+    """Upsamples `code` back to an image: the mirror of `conv_encoder`.
+
+    One 3x3 stride-2 ReLU transposed conv per entry of `num_filters` (given in decoding
+    order, i.e. the encoder's list reversed), a linear 3x3 transposed conv to the
+    image's channels, then a centred crop: (batch, 4, 4, 8) -> 8 -> 16 -> 32 -> crop 28.
+
+    code: (batch, h, w, k).  output_shape: one image's shape in `data_format` order,
+    e.g. (28, 28, 1).  Returns logits of shape (batch, *output_shape).
+    """
+    _check_sizes("num_filters", num_filters)
+    if data_format == "channels_first":
+        channels, height, width = output_shape
+    else:
+        height, width, channels = output_shape
+    x = code
+    for block, filters in enumerate(num_filters):
+        x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu",
+                                   data_format=data_format, name=f"block{block}_deconv",
+                                   **_kernel_settings(weight_decay))(x)
+        x = _dropout(x, dropout, name=f"block{block}_dropout")
+    x = layers.Conv2DTranspose(channels, 3, padding="same", data_format=data_format,
+                               name="linear", **_kernel_settings(weight_decay))(x)
+    h, w = _spatial(x.shape, data_format)
+    if h < height or w < width:
+        raise ValueError(
+            f"decoder output {h}x{w} is smaller than the requested {height}x{width}: "
+            "the code is too small for this many upsampling blocks")
+    if (h, w) != (height, width):
+        top, left = (h - height) // 2, (w - width) // 2
+        x = layers.Cropping2D(((top, h - height - top), (left, w - width - left)),
+                              data_format=data_format, name="crop")(x)
+    return x
+
+
+def fc_encoder(inputs, hidden_units, *, data_format="channels_last", weight_decay=None,
+               dropout=None):
+    """Flattens the images and applies one ReLU dense layer per entry of `hidden_units`.
+
+    inputs: (batch, H, W, C).  Returns the code: (batch, hidden_units[-1]).
+    """
+    _check_sizes("hidden_units", hidden_units)
+    # Flatten in NHWC order whatever the layout, so both layouts share weights.
+    x = layers.Flatten(data_format=data_format, name="flatten")(inputs)
+    for i, units in enumerate(hidden_units):
+        x = layers.Dense(units, activation="relu", name=f"dense{i}",
+                         **_kernel_settings(weight_decay))(x)
+        x = _dropout(x, dropout, name=f"dropout{i}")
+    return x
+
+
+def fc_decoder(code, hidden_units, output_shape, *, data_format="channels_last",
+               weight_decay=None, dropout=None):
+    """ReLU dense layers for `hidden_units` (decoding order), then a linear layer to the pixels.
+
+    The original decodes [128, 64, 32] codes with hidden_units [64, 128].
+    code: (batch, k).  output_shape: one image's shape in `data_format` order.
+    Returns logits of shape (batch, *output_shape).
+    """
+    if any(not isinstance(s, int) or s < 1 for s in hidden_units):
+        raise ValueError(f"hidden_units must be positive integers, got {hidden_units!r}")
+    x = code
+    for i, units in enumerate(hidden_units):
+        x = layers.Dense(units, activation="relu", name=f"dense{i}",
+                         **_kernel_settings(weight_decay))(x)
+        x = _dropout(x, dropout, name=f"dropout{i}")
+    x = layers.Dense(math.prod(output_shape), name="linear", **_kernel_settings(weight_decay))(x)
+    if data_format == "channels_first":
+        channels, height, width = output_shape
+        x = layers.Reshape((height, width, channels), name="unflatten")(x)
+        x = layers.Permute((3, 1, 2), name="to_channels_first")(x)
+    else:
+        x = layers.Reshape(tuple(output_shape), name="unflatten")(x)
+    return x

@@ -1,0 +1,182 @@
+"""Compile, restore, fit, evaluate, save: one training run in a model_dir.
+
+model_dir/
+  config.json       the full resolved configuration (what data was actually used, too)
+  checkpoints/      one TF checkpoint per epoch (weights, optimizer, epoch): resume point
+  train/ validation/  TensorBoard logs
+  model.keras       the final model
+  test_metrics.json loss, RMSE, BCE, MSE on the test split
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import data as data_lib
+from .config import Config, ConfigError, write_text_atomic
+from .metrics import make_loss, make_metrics
+from .models import build_autoencoder
+from .summaries import SaveReconstructions
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+FINAL_MODEL = "model.keras"
+TEST_METRICS = "test_metrics.json"
+# What --overwrite removes: only what a run writes, never other files of the user's.
+RUN_OUTPUTS = (CONFIG_FILE, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, "train", "validation")
+NUM_RECONSTRUCTIONS = 10
+
+
+def compile_model(model: keras.Model, config: Config) -> None:
+    """Adam with the original's schedule: lr x 0.96 every 1000 steps, staircase."""
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        config.learning_rate, config.lr_decay_steps, config.lr_decay_rate, staircase=True)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=make_loss(config.loss),
+                  metrics=make_metrics())
+    model.optimizer.build(model.trainable_variables)  # so a checkpoint restores its state now
+
+
+def parameter_summary(model) -> str:
+    """Every weight's name, shape and size, and the total (the original's PrintParameterSummary)."""
+    rows = [(f"{part.name}/{w.path}", str(tuple(w.shape)), int(np.prod(w.shape)))
+            for part in (model.encoder, model.decoder) for w in part.weights]
+    width = max(len(name) for name, _, _ in rows)
+    lines = [f"{'weight':<{width}}  {'shape':<16} {'size':>9}"]
+    lines += [f"{name:<{width}}  {shape:<16} {size:>9,}" for name, shape, size in rows]
+    lines.append(f"{'total':<{width}}  {'':<16} {sum(r[2] for r in rows):>9,}")
+    return "\n".join(lines)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves weights, optimizer state and the epoch counter after every epoch.
+
+    tf.train.CheckpointManager writes the files first and then swaps the small
+    `checkpoint` index file atomically, so a crash mid-save keeps the previous one.
+    """
+
+    def __init__(self, model: keras.Model, directory: str, max_to_keep: int = 3):
+        super().__init__()
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                                              epoch=self.epoch)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)
+
+    def restore(self) -> int:
+        """Restores the newest checkpoint, if any; returns the number of finished epochs."""
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        return int(self.epoch.numpy())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
+
+
+def prepare_model_dir(config: Config, overwrite: bool) -> None:
+    """Refuses a model_dir that is a file or holds another architecture (unless overwrite)."""
+    model_dir = config.model_dir
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise ConfigError(f"model_dir {model_dir} is a file: give a directory path")
+    config_path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.exists(config_path):
+        return
+    if not overwrite:
+        try:
+            previous = Config.load(config_path)
+        except (ValueError, TypeError, OSError) as e:
+            raise ConfigError(f"{config_path} cannot be read ({e}): pass --overwrite to start "
+                              "afresh or use another --model_dir") from None
+        if previous.architecture() != config.architecture():
+            raise ConfigError(
+                f"model_dir {model_dir} holds a different model {previous.architecture()}, "
+                f"not {config.architecture()}: use another --model_dir, or --overwrite to "
+                "replace it")
+        return
+    for name in RUN_OUTPUTS:
+        path = os.path.join(model_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.unlink(path)
+
+
+def train(config: Config, *, fallback_to_sample: bool = False, overwrite: bool = False,
+          log=print) -> dict:
+    """Trains (or resumes) the run `config` describes; returns the test metrics."""
+    config.validate()
+    if os.path.exists(config.model_dir) and not os.path.isdir(config.model_dir):
+        raise ConfigError(f"model_dir {config.model_dir} is a file: give a directory path")
+    if config.seed is None:
+        config.seed = random.SystemRandom().randrange(2**31)
+    keras.utils.set_random_seed(config.seed)
+
+    splits = data_lib.load_data(config.dataset, config.data_dir,
+                                fallback_to_sample=fallback_to_sample, log=log)
+    if not config.data_dir:
+        config.dataset = splits.name  # the sample, if it stood in for an unreachable TFDS dataset
+    config.image_shape, config.data_source = splits.image_shape, splits.source
+    if config.batch_size > len(splits.train):
+        raise ConfigError(f"batch_size {config.batch_size} is larger than the training set "
+                          f"({len(splits.train)} images): lower --batch_size")
+    log(f"Data: {splits.source}: {len(splits.train):,} train / {len(splits.validation):,} "
+        f"validation / {len(splits.test):,} test images of {'x'.join(map(str, splits.image_shape))}")
+    prepare_model_dir(config, overwrite)
+
+    model = build_autoencoder(config)
+    compile_model(model, config)
+    log(parameter_summary(model))
+
+    os.makedirs(config.model_dir, exist_ok=True)
+    checkpoint = EpochCheckpoint(model, os.path.join(config.model_dir, CHECKPOINT_DIR))
+    initial_epoch = checkpoint.restore()
+    if initial_epoch:
+        log(f"Resuming from the end of epoch {initial_epoch} in {config.model_dir}")
+    config.save(os.path.join(config.model_dir, CONFIG_FILE))
+
+    def pipeline(split, training):
+        # Resumed runs shift the seed so they do not replay the first epochs' shuffles.
+        return data_lib.make_dataset(
+            split.images, batch_size=config.batch_size, training=training,
+            noise_factor=config.noise_factor, data_format=config.data_format,
+            seed=config.seed + initial_epoch)
+
+    callbacks = [
+        checkpoint,
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.TensorBoard(config.model_dir, write_graph=False, profile_batch=0),
+    ]
+    if config.save_images:
+        shown = data_lib.to_layout(splits.test.images[:NUM_RECONSTRUCTIONS], config.data_format)
+        callbacks.append(SaveReconstructions(
+            config.save_images, shown.astype(np.float32) / 255, noise_factor=config.noise_factor,
+            channels_first=config.channels_first, seed=config.seed))
+
+    if initial_epoch >= config.epochs:
+        log(f"{config.model_dir} already holds {initial_epoch} epochs: nothing to train "
+            "(raise --epochs to train longer)")
+    else:
+        model.fit(pipeline(splits.train, True), validation_data=pipeline(splits.validation, False),
+                  epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                  shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+
+    test_metrics = model.evaluate(pipeline(splits.test, False), return_dict=True, verbose=0)
+    test_metrics = {name: float(value) for name, value in test_metrics.items()}
+    log("Test: " + ", ".join(f"{name} {value:.5f}" for name, value in test_metrics.items()))
+    write_text_atomic(os.path.join(config.model_dir, TEST_METRICS),
+                      json.dumps(test_metrics, indent=2) + "\n")
+    save_model_atomic(model, os.path.join(config.model_dir, FINAL_MODEL))
+    log(f"Saved {os.path.join(config.model_dir, FINAL_MODEL)}")
+    return test_metrics
+
+
+def save_model_atomic(model: keras.Model, path: str) -> None:
+    tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
+    model.save(tmp)
+    os.replace(tmp, path)
