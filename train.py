@@ -3,8 +3,9 @@
 import os
 import sys
 
-# Quieten TensorFlow's C++ start-up banners; real errors still show.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Quieten TensorFlow's C++ start-up logging (CUDA probing on CPU-only machines);
+# errors that matter still reach Python as exceptions.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from tf_autoencoder.cli import train_main  # noqa: E402
 

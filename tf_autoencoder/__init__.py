@@ -1,10 +1,23 @@
 """tf-autoencoder: the convolutional denoising autoencoder of the TensorFlow Estimator post,
-ported to TensorFlow 2 / Keras 3."""
-from .config import Config, ConfigError
-from .layers import conv_decoder, conv_encoder, fc_decoder, fc_encoder
-from .models import Autoencoder, build_autoencoder
-from . import metrics  # registers the custom loss and metrics for model loading
+ported to TensorFlow 2 / Keras 3.
 
-__all__ = ["Autoencoder", "Config", "ConfigError", "build_autoencoder", "conv_decoder",
-           "conv_encoder", "fc_decoder", "fc_encoder", "metrics"]
+The names below load on first use, so that command lines can check their input and
+answer --help without the seconds TensorFlow takes to import.
+"""
+import importlib
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Config": "config", "ConfigError": "config",
+    "conv_encoder": "layers", "conv_decoder": "layers", "fc_encoder": "layers",
+    "fc_decoder": "layers",
+    "Autoencoder": "models", "build_autoencoder": "models",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tf_autoencoder' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import random
 import sys
 
 from .config import Config, ConfigError
@@ -71,32 +72,52 @@ def config_from_args(args: argparse.Namespace) -> Config:
         save_images=args.save_images)
 
 
+def _fail(prog: str, message: str, code: int, verbose: bool) -> int:
+    if verbose:
+        raise
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
+
+
 def train_main(argv=None) -> int:
+    """train.py: check everything that can be checked before TensorFlow loads, then train."""
     parser = build_train_parser()
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args).validate()
     except ConfigError as e:
         parser.error(str(e))
-    # Imported here so --help and usage errors answer without loading TensorFlow.
-    from .data import DataError
+    from . import data
+    from .model_dir import prepare_model_dir
+
+    try:
+        splits = data.load_data(config.dataset, config.data_dir,
+                                fallback_to_sample=args.dataset is None and not args.data_dir)
+        if not config.data_dir:
+            config.dataset = splits.name  # the sample, if it stood in for an unreachable TFDS dataset
+        config.image_shape, config.data_source = splits.image_shape, splits.source
+        if config.batch_size > len(splits.train):
+            raise ConfigError(f"batch_size {config.batch_size} is larger than the training set "
+                              f"({len(splits.train)} images): lower --batch_size")
+        previous = prepare_model_dir(config, args.overwrite)
+    except ConfigError as e:
+        return _fail(parser.prog, str(e), 2, args.verbose)
+    except (data.DataError, OSError) as e:
+        return _fail(parser.prog, str(e), 1, args.verbose)
+    if config.seed is None:  # resume with the earlier run's seed; else draw one and record it
+        config.seed = previous.seed if previous else random.SystemRandom().randrange(2**31)
+    print(f"Data: {splits.source}: {len(splits.train):,} train / {len(splits.validation):,} "
+          f"validation / {len(splits.test):,} test images of "
+          f"{'x'.join(map(str, splits.image_shape))}")
+
     from .training import train
 
     try:
-        train(config, fallback_to_sample=args.dataset is None and not args.data_dir,
-              overwrite=args.overwrite)
-    except ConfigError as e:
-        if args.verbose:
-            raise
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 2
-    except (DataError, OSError) as e:
-        if args.verbose:
-            raise
-        print(f"train.py: error: {e}", file=sys.stderr)
-        return 1
+        train(config, splits)
+    except OSError as e:
+        return _fail(parser.prog, str(e), 1, args.verbose)
     except KeyboardInterrupt:
-        print("train.py: interrupted; rerun the same command to resume from the last "
+        print(f"{parser.prog}: interrupted; rerun the same command to resume from the last "
               "finished epoch", file=sys.stderr)
         return 130
     return 0

@@ -14,7 +14,6 @@ import socket
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
 
 SAMPLE = "mnist_sample"
 # The original's split: the first 5,000 of MNIST's 60,000 training images validate.
@@ -180,7 +179,7 @@ def tfds_unavailable_reason(name: str) -> str | None:
         return f"TensorFlow Datasets has no dataset named {name!r}"
     if builder.is_prepared():
         return None
-    if not network_reachable():
+    if os.environ.get("TF_AUTOENCODER_OFFLINE") or not network_reachable():
         return f"{name} is not prepared in {builder.data_dir} and there is no network to download it"
     return None
 
@@ -229,6 +228,9 @@ def make_dataset(images: np.ndarray, *, batch_size: int, training: bool, noise_f
     drawn anew every epoch.  Training shuffles every epoch and drops the last partial
     batch, as the original.
     """
+    # Imported here: reading data and reporting bad input should not wait for TensorFlow.
+    import tensorflow as tf
+
     clean = tf.data.Dataset.from_tensor_slices(to_layout(images, data_format))
     clean = clean.map(lambda x: tf.cast(x, tf.float32) / 255.0).cache()
     if training:
@@ -246,5 +248,7 @@ def make_dataset(images: np.ndarray, *, batch_size: int, training: bool, noise_f
 
 
 def _add_noise(images, noise_factor, seed):
+    import tensorflow as tf
+
     noise = tf.random.stateless_normal(tf.shape(images), seed=seed)
     return tf.clip_by_value(images + noise_factor * noise, 0.0, 1.0)

@@ -5,14 +5,13 @@ model_dir/
   checkpoints/      one TF checkpoint per epoch (weights, optimizer, epoch): resume point
   train/ validation/  TensorBoard logs
   model.keras       the final model
+  history.csv       loss and metrics per epoch, training and validation
   test_metrics.json loss, RMSE, BCE, MSE on the test split
 """
 from __future__ import annotations
 
 import json
 import os
-import random
-import shutil
 import sys
 
 import keras
@@ -20,17 +19,12 @@ import numpy as np
 import tensorflow as tf
 
 from . import data as data_lib
-from .config import Config, ConfigError, write_text_atomic
+from .config import Config, write_text_atomic
 from .metrics import make_loss, make_metrics
+from .model_dir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_MODEL, HISTORY, TEST_METRICS
 from .models import build_autoencoder
 from .summaries import SaveReconstructions
 
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
-FINAL_MODEL = "model.keras"
-TEST_METRICS = "test_metrics.json"
-# What --overwrite removes: only what a run writes, never other files of the user's.
-RUN_OUTPUTS = (CONFIG_FILE, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, "train", "validation")
 NUM_RECONSTRUCTIONS = 10
 
 
@@ -79,56 +73,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.manager.save(checkpoint_number=epoch + 1)
 
 
-def prepare_model_dir(config: Config, overwrite: bool) -> None:
-    """Refuses a model_dir that is a file or holds another architecture (unless overwrite)."""
-    model_dir = config.model_dir
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise ConfigError(f"model_dir {model_dir} is a file: give a directory path")
-    config_path = os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.exists(config_path):
-        return
-    if not overwrite:
-        try:
-            previous = Config.load(config_path)
-        except (ValueError, TypeError, OSError) as e:
-            raise ConfigError(f"{config_path} cannot be read ({e}): pass --overwrite to start "
-                              "afresh or use another --model_dir") from None
-        if previous.architecture() != config.architecture():
-            raise ConfigError(
-                f"model_dir {model_dir} holds a different model {previous.architecture()}, "
-                f"not {config.architecture()}: use another --model_dir, or --overwrite to "
-                "replace it")
-        return
-    for name in RUN_OUTPUTS:
-        path = os.path.join(model_dir, name)
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        elif os.path.exists(path):
-            os.unlink(path)
+def train(config: Config, splits: data_lib.Splits, log=print) -> dict:
+    """Trains (or resumes) the run `config` describes on `splits`; returns the test metrics.
 
-
-def train(config: Config, *, fallback_to_sample: bool = False, overwrite: bool = False,
-          log=print) -> dict:
-    """Trains (or resumes) the run `config` describes; returns the test metrics."""
-    config.validate()
-    if os.path.exists(config.model_dir) and not os.path.isdir(config.model_dir):
-        raise ConfigError(f"model_dir {config.model_dir} is a file: give a directory path")
-    if config.seed is None:
-        config.seed = random.SystemRandom().randrange(2**31)
+    `config` is validated, its data fields and seed set, and its model_dir checked
+    (see cli.train_main).
+    """
     keras.utils.set_random_seed(config.seed)
-
-    splits = data_lib.load_data(config.dataset, config.data_dir,
-                                fallback_to_sample=fallback_to_sample, log=log)
-    if not config.data_dir:
-        config.dataset = splits.name  # the sample, if it stood in for an unreachable TFDS dataset
-    config.image_shape, config.data_source = splits.image_shape, splits.source
-    if config.batch_size > len(splits.train):
-        raise ConfigError(f"batch_size {config.batch_size} is larger than the training set "
-                          f"({len(splits.train)} images): lower --batch_size")
-    log(f"Data: {splits.source}: {len(splits.train):,} train / {len(splits.validation):,} "
-        f"validation / {len(splits.test):,} test images of {'x'.join(map(str, splits.image_shape))}")
-    prepare_model_dir(config, overwrite)
-
     model = build_autoencoder(config)
     compile_model(model, config)
     log(parameter_summary(model))
@@ -150,6 +101,7 @@ def train(config: Config, *, fallback_to_sample: bool = False, overwrite: bool =
     callbacks = [
         checkpoint,
         keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.CSVLogger(os.path.join(config.model_dir, HISTORY), append=True),
         keras.callbacks.TensorBoard(config.model_dir, write_graph=False, profile_batch=0),
     ]
     if config.save_images:

@@ -1,0 +1,171 @@
+import gzip
+import os
+import socket
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import idx_bytes, write_idx_dir
+from tf_autoencoder import data
+from tf_autoencoder.data import DataError
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_folder_gives_train_validation_test_splits(tmp_path, gz):
+    arrays = write_idx_dir(tmp_path, n_train=120, n_test=20, gz=gz)
+    splits = data.load_idx_dir(str(tmp_path))
+    # 1/12 of training validates, as 5,000 of MNIST's 60,000; the first ones, as the original.
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (110, 10, 20)
+    train_images = arrays["train-images-idx3-ubyte"]
+    np.testing.assert_array_equal(splits.validation.images[..., 0], train_images[:10])
+    np.testing.assert_array_equal(splits.train.images[..., 0], train_images[10:])
+    np.testing.assert_array_equal(splits.test.labels, arrays["t10k-labels-idx1-ubyte"])
+    assert splits.train.images.dtype == np.uint8 and splits.image_shape == [28, 28, 1]
+    assert splits.name == "idx"
+
+
+def test_real_fashion_mnist_sizes_when_the_debian_package_is_there():
+    path = "/usr/share/datasets/fashion-mnist"
+    if not os.path.isdir(path):
+        pytest.skip("dataset-fashion-mnist is not installed")
+    splits = data.load_idx_dir(path)
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (55_000, 5_000, 10_000)
+
+
+def _write(path, content, gz=False):
+    with (gzip.open if gz else open)(path, "wb") as f:
+        f.write(content)
+
+
+def test_read_idx_rejects_wrong_magic(tmp_path):
+    path = str(tmp_path / "x")
+    _write(path, b"\x00\x00\x0d\x03" + b"\x00" * 20)  # float IDX: not ours
+    with pytest.raises(DataError, match="magic number"):
+        data.read_idx(path)
+
+
+def test_read_idx_rejects_truncated_file(tmp_path):
+    path = str(tmp_path / "x.gz")
+    _write(path, idx_bytes(np.zeros((5, 4, 4), np.uint8))[:-7], gz=True)
+    with pytest.raises(DataError, match="truncated"):
+        data.read_idx(path)
+
+
+def test_idx_folder_rejects_image_and_label_counts_that_disagree(tmp_path):
+    write_idx_dir(tmp_path, n_train=30)
+    _write(str(tmp_path / "train-labels-idx1-ubyte"), idx_bytes(np.zeros(29, np.uint8)))
+    with pytest.raises(DataError, match="30 images but 29 labels"):
+        data.load_idx_dir(str(tmp_path))
+
+
+def test_missing_folder_and_missing_file_say_what_is_needed(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        data.load_idx_dir(str(tmp_path / "nope"))
+    write_idx_dir(tmp_path)
+    os.unlink(tmp_path / "t10k-images-idx3-ubyte")
+    with pytest.raises(DataError, match="no t10k-images-idx3-ubyte"):
+        data.load_idx_dir(str(tmp_path))
+
+
+def test_mnist_sample_is_5000_real_digits_split_4000_500_500():
+    splits = data.load_mnist_sample()
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (4000, 500, 500)
+    assert splits.train.images.shape[1:] == (28, 28, 1) and splits.train.images.dtype == np.uint8
+    labels = np.concatenate([splits.train.labels, splits.validation.labels, splits.test.labels])
+    assert np.bincount(labels).tolist() == [500] * 10
+    # Shuffled before splitting, so every split holds every digit.
+    assert set(splits.test.labels.tolist()) == set(range(10))
+    # Real digits: mostly black background with bright strokes.
+    assert 0.05 < (splits.train.images > 128).mean() < 0.3
+
+
+def test_network_probe_answers_fast_for_closed_and_open_ports():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    open_port = listener.getsockname()[1]
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()
+    try:
+        assert data.network_reachable(("127.0.0.1", open_port), timeout=2)
+        assert not data.network_reachable(("127.0.0.1", closed_port), timeout=2)
+    finally:
+        listener.close()
+
+
+def test_unknown_tfds_name_is_reported():
+    assert "no dataset named" in data.tfds_unavailable_reason("no_such_dataset_xyz")
+
+
+def test_tfds_source_splits_55000_5000_10000_like_the_original(monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    sizes = {"train": 60_000, "test": 10_000}
+
+    def fake_load(name, split, as_supervised, batch_size):
+        # What tfds.load returns for MNIST with batch_size=-1, without downloading it.
+        return [(tf.zeros((sizes[s], 28, 28, 1), tf.uint8), tf.range(sizes[s], dtype=tf.int64) % 10)
+                for s in split]
+
+    monkeypatch.setattr(tfds, "load", fake_load)
+    splits = data.load_tfds("mnist")
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (55_000, 5_000, 10_000)
+    assert splits.validation.labels[0] == 0 and splits.train.labels[0] == 5_000 % 10
+
+
+def test_unavailable_default_falls_back_to_the_sample_and_says_so(monkeypatch):
+    monkeypatch.setattr(data, "tfds_unavailable_reason", lambda name: "no network")
+    said = []
+    splits = data.load_data("mnist", fallback_to_sample=True, log=said.append)
+    assert splits.name == data.SAMPLE and len(said) == 1 and "MNIST sample" in said[0]
+    with pytest.raises(DataError, match="no network"):
+        data.load_data("fashion_mnist", fallback_to_sample=False)
+
+
+def _batches(dataset):
+    return [(x.numpy(), y.numpy()) for x, y in dataset]
+
+
+def test_pipeline_scales_to_unit_range_and_targets_the_clean_image():
+    images = np.random.default_rng(0).integers(0, 256, (10, 6, 6, 1), dtype=np.uint8)
+    [(inputs, targets)] = _batches(data.make_dataset(images, batch_size=10, training=False))
+    np.testing.assert_allclose(targets, images / 255, atol=1e-6)
+    np.testing.assert_array_equal(inputs, targets)
+
+
+def test_training_pipeline_shuffles_and_drops_the_last_partial_batch():
+    images = np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1)
+    ds = data.make_dataset(images, batch_size=16, training=True, seed=1)
+    epoch1, epoch2 = _batches(ds), _batches(ds)
+    assert [x.shape[0] for x, _ in epoch1] == [16, 16, 16]
+    order1 = np.concatenate([y.ravel() for _, y in epoch1])
+    order2 = np.concatenate([y.ravel() for _, y in epoch2])
+    assert len(set(order1.tolist())) == 48 and not np.array_equal(order1, order2)
+    eval_batches = _batches(data.make_dataset(images, batch_size=16, training=False))
+    assert [x.shape[0] for x, _ in eval_batches] == [16, 16, 16, 2]
+
+
+def test_noise_is_clipped_targets_stay_clean_and_noise_changes_every_epoch():
+    images = np.full((64, 8, 8, 1), 128, np.uint8)
+    ds = data.make_dataset(images, batch_size=32, training=False, noise_factor=0.5, seed=3)
+    epoch1, epoch2 = _batches(ds), _batches(ds)
+    for inputs, targets in epoch1:
+        assert inputs.min() >= 0 and inputs.max() <= 1
+        assert (inputs == 0).any() and (inputs == 1).any()  # clipping happened
+        np.testing.assert_allclose(targets, 128 / 255, atol=1e-6)
+        assert 0.3 < np.std(inputs - targets) < 0.5
+    assert not np.allclose(epoch1[0][0], epoch2[0][0])
+    # The same seed gives the same noise: runs are reproducible.
+    again = _batches(data.make_dataset(images, batch_size=32, training=False,
+                                       noise_factor=0.5, seed=3))
+    np.testing.assert_array_equal(again[0][0], epoch1[0][0])
+
+
+def test_nchw_pipeline_transposes_the_images():
+    images = np.random.default_rng(0).integers(0, 256, (4, 5, 6, 3), dtype=np.uint8)
+    [(inputs, _)] = _batches(data.make_dataset(images, batch_size=4, training=False,
+                                               data_format="channels_first"))
+    np.testing.assert_allclose(inputs, images.transpose(0, 3, 1, 2) / 255, atol=1e-6)
