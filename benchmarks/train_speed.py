@@ -1,0 +1,210 @@
+"""Training speed of tf-autoencoder against the PyTorch reference, in one invocation.
+
+    python benchmarks/train_speed.py                # full Fashion-MNIST, 4 epochs per setting
+    python benchmarks/train_speed.py --quick        # a smoke run: tiny data, one step
+
+Measures, on the same data with the same thread count:
+  - training images/s (median of the epochs after the first) and test BCE after the same
+    epochs, for the PyTorch reference and for our model in each setting (layout,
+    precision, XLA), each as a ratio to the reference;
+  - images/s of the tf.data input pipeline alone, with noise on;
+  - peak resident memory of a full `train.py` run.
+Writes its section of benchmarks/RESULTS.md (between its markers; other sections stay).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path[:0] = [REPO, HERE]
+
+import numpy as np  # noqa: E402
+
+from tf_autoencoder import data  # noqa: E402
+
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+RESULTS = os.path.join(HERE, "RESULTS.md")
+BEGIN, END = "<!-- train_speed:begin -->", "<!-- train_speed:end -->"
+# (name, data_format, precision policy, jit_compile)
+SETTINGS = [
+    ("NHWC float32", "channels_last", "float32", False),
+    ("NCHW float32", "channels_first", "float32", False),
+    ("NHWC mixed_bfloat16", "channels_last", "mixed_bfloat16", False),
+    ("NHWC float32 XLA", "channels_last", "float32", True),
+    ("NCHW float32 XLA", "channels_first", "float32", True),
+    ("NHWC mixed_bfloat16 XLA", "channels_last", "mixed_bfloat16", True),
+]
+
+
+def ensure_fashion_mnist(path: str) -> None:
+    if os.path.isdir(path):
+        return
+    print(f"{path} is missing: installing Debian's dataset-fashion-mnist", flush=True)
+    subprocess.run(["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], check=True)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def train_tf(splits, *, data_format, policy, jit_compile, epochs, threads, max_steps=None):
+    """Our model and pipeline, as training.py builds them, with one setting changed."""
+    import keras
+    import tensorflow as tf
+
+    from tf_autoencoder import Config, build_autoencoder
+    from tf_autoencoder.training import compile_model
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        config = Config(image_shape=splits.image_shape, data_format=data_format, seed=0).validate()
+        keras.utils.set_random_seed(0)
+        model = build_autoencoder(config)
+        compile_model(model, config)
+        model.jit_compile = jit_compile
+        train = data.make_dataset(splits.train.images, batch_size=256, training=True,
+                                  data_format=data_format, seed=0)
+        test = data.make_dataset(splits.test.images, batch_size=1000, training=False,
+                                 data_format=data_format)
+        steps = len(splits.train) // 256 if max_steps is None else max_steps
+        times = []
+        timer = keras.callbacks.LambdaCallback(
+            on_epoch_begin=lambda epoch, logs: times.append(time.perf_counter()),
+            on_epoch_end=lambda epoch, logs: times.append(time.perf_counter() - times.pop()))
+        model.fit(train.take(steps), epochs=epochs, callbacks=[timer], verbose=0)
+        test_bce = model.evaluate(test, return_dict=True, verbose=0)["bce"]
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return {"images_per_second": [steps * 256 / t for t in times], "test_bce": float(test_bce)}
+
+
+def pipeline_speed(splits, noise_factor=0.5, passes=3) -> float:
+    dataset = data.make_dataset(splits.train.images, batch_size=256, training=True,
+                                noise_factor=noise_factor, seed=0)
+    for _ in dataset:  # the first pass fills the cache
+        pass
+    start, n = time.perf_counter(), 0
+    for _ in range(passes):
+        for inputs, _ in dataset:
+            n += int(inputs.shape[0])
+    return n / (time.perf_counter() - start)
+
+
+def peak_memory_of_training_run(data_dir, epochs=1) -> float:
+    """Peak resident memory (GiB) of `train.py` on `data_dir` for `epochs`, in a subprocess."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as model_dir:
+        subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--data_dir", data_dir,
+                        "--epochs", str(epochs), "--model_dir", model_dir],
+                       check=True, stdout=subprocess.DEVNULL)
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
+
+
+def median_after_warmup(speeds):
+    return statistics.median(speeds[1:] if len(speeds) > 1 else speeds)
+
+
+def write_section(text: str) -> None:
+    from tf_autoencoder.config import write_text_atomic
+
+    old = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n"
+    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
+    if BEGIN in old and END in old:
+        new = old[:old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    write_text_atomic(RESULTS, new)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data_dir", default=FASHION_MNIST)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--settings", default="all",
+                        help="comma-separated setting names to run (default: all)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 2 epochs of one step on a small sample; writes nothing")
+    args = parser.parse_args(argv)
+
+    import torch_reference
+
+    if args.quick:
+        splits = data.load_mnist_sample()
+        epochs, max_steps = 2, 1
+    else:
+        ensure_fashion_mnist(args.data_dir)
+        splits = data.load_idx_dir(args.data_dir)
+        epochs, max_steps = args.epochs, None
+    settings = SETTINGS if args.settings == "all" else [
+        s for s in SETTINGS if s[0] in args.settings.split(",")]
+
+    rows = []
+    reference = torch_reference.train(splits.train.images, splits.test.images, epochs=epochs,
+                                      threads=args.threads, max_steps=max_steps)
+    ref_speed = median_after_warmup(reference["images_per_second"])
+    rows.append(("PyTorch reference (NCHW float32)", ref_speed, reference["test_bce"]))
+    print(f"{rows[-1][0]}: {ref_speed:,.0f} images/s, test BCE {reference['test_bce']:.4f}",
+          flush=True)
+    for name, data_format, policy, jit in settings:
+        result = train_tf(splits, data_format=data_format, policy=policy, jit_compile=jit,
+                          epochs=epochs, threads=args.threads, max_steps=max_steps)
+        rows.append((f"tf-autoencoder {name}", median_after_warmup(result["images_per_second"]),
+                     result["test_bce"]))
+        print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} images/s ({rows[-1][1] / ref_speed:.2f}x), "
+              f"test BCE {result['test_bce']:.4f}", flush=True)
+    pipeline = pipeline_speed(splits)
+    print(f"input pipeline with noise: {pipeline:,.0f} images/s", flush=True)
+    if args.quick:
+        return rows
+    memory = peak_memory_of_training_run(args.data_dir)
+    print(f"peak memory of a train.py run: {memory:.2f} GiB", flush=True)
+
+    best_tf = max(row[1] for row in rows[1:])
+    lines = [
+        "## Training speed against the PyTorch reference",
+        "",
+        f"`python benchmarks/train_speed.py --epochs {epochs}` on {datetime.date.today()}, "
+        f"{cpu_model()}, {os.cpu_count()} cores, {args.threads} threads for both frameworks; "
+        f"{len(splits.train):,} training images ({splits.source}), batch 256, the 7,873-weight "
+        "model, sigmoid cross-entropy, Adam. images/s is the median of the epochs after the "
+        f"first; test BCE is after {epochs} epochs.",
+        "",
+        "| setting | images/s | vs PyTorch | test BCE |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {name} | {speed:,.0f} | {speed / ref_speed:.2f}x | {bce:.4f} |"
+              for name, speed, bce in rows]
+    lines += [
+        "",
+        f"Input pipeline alone (shuffle, batch, noise 0.5): {pipeline:,.0f} images/s, "
+        f"{pipeline / best_tf:.0f}x the fastest training setting.",
+        "",
+        f"Peak resident memory of `train.py --data_dir {args.data_dir} --epochs 1`: "
+        f"{memory:.2f} GiB.",
+    ]
+    write_section("\n".join(lines))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
