@@ -226,3 +226,19 @@ def test_export_of_an_unfinished_run_is_a_usage_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "no model.keras" in result.stderr, result.stderr
     assert not (tmp_path / "export").exists()
+
+
+def test_fully_connected_nchw_model_exports_nhwc_signatures(tmp_path):
+    config = Config(model="fully_connected", hidden_units=[16, 8], image_shape=[12, 10, 3],
+                    data_format="NCHW").validate()
+    model = build_autoencoder(config)
+    loaded = tf.saved_model.load(export_saved_model(model, config, str(tmp_path / "export")))
+    images = np.random.default_rng(2).random((5, 12, 10, 3), np.float32)
+    codes = loaded.signatures["encode"](images=images)["codes"].numpy()
+    assert codes.shape == (5, 8)
+    np.testing.assert_allclose(codes, model.encoder.predict_on_batch(images.transpose(0, 3, 1, 2)),
+                               atol=1e-5, rtol=0)
+    expected = tf.sigmoid(model.predict_on_batch(images.transpose(0, 3, 1, 2))).numpy()
+    for got in [loaded.signatures["serving_default"](images=images)["reconstructions"],
+                loaded.signatures["decode"](codes=codes)["reconstructions"]]:
+        np.testing.assert_allclose(got.numpy(), expected.transpose(0, 2, 3, 1), atol=1e-5, rtol=0)
