@@ -1,5 +1,8 @@
 import gzip
 import os
+import re
+import subprocess
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -41,3 +44,27 @@ def idx_dir(tmp_path):
     directory = tmp_path / "idx"
     write_idx_dir(directory)
     return str(directory)
+
+
+def run_python(*args, timeout=300):
+    """`python *args` from the repository root, so this checkout's package is the one imported."""
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr without TensorFlow's C++ start-up logging, which it prints whatever
+    TF_CPP_MIN_LOG_LEVEL says."""
+    return [line for line in stderr.splitlines()
+            if line and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One epoch on the MNIST sample (NHWC, 125 steps); training exports export/1.
+    Returns (model_dir, the train.py process)."""
+    model_dir = str(tmp_path_factory.mktemp("trained") / "run")
+    result = run_python("train.py", "--dataset", "mnist_sample", "--epochs", "1", "--batch_size",
+                        "32", "--seed", "3", "--model_dir", model_dir)
+    assert result.returncode == 0, result.stderr
+    return model_dir, result

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 
 from .config import Config, ConfigError
+from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, find_saved_model
 
 
 class _Parser(argparse.ArgumentParser):
@@ -121,3 +123,74 @@ def train_main(argv=None) -> int:
               "finished epoch", file=sys.stderr)
         return 130
     return 0
+
+
+def build_export_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, description=(
+        "Export a finished run's model as a SavedModel for serving, as the next version "
+        f"MODEL_DIR/{EXPORT_DIR}/<1, 2, ...>/. Signatures, NHWC float32 images in [0, 1] "
+        "with any batch size: serving_default (images -> reconstructions), encode "
+        "(images -> codes), decode (codes -> reconstructions)."))
+    p.add_argument("model_dir", help=f"a run that train.py finished ({CONFIG_FILE}, {FINAL_MODEL})")
+    p.add_argument("--export_dir", default=None, metavar="DIR",
+                   help=f"where the versions go (default: MODEL_DIR/{EXPORT_DIR})")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
+    return p
+
+
+def export_main(argv=None, prog: str | None = None) -> int:
+    """Exports MODEL_DIR/model.keras as a new SavedModel version; prints its path."""
+    parser = build_export_parser(prog)
+    args = parser.parse_args(argv)
+    for name in (CONFIG_FILE, FINAL_MODEL):
+        if not os.path.isfile(os.path.join(args.model_dir, name)):
+            parser.error(f"{args.model_dir} holds no finished run (no {name}): train one with "
+                         f"train.py --model_dir {args.model_dir}")
+    from .export import export_model_dir
+
+    try:
+        path = export_model_dir(args.model_dir, args.export_dir)
+    except (OSError, ValueError) as e:
+        return _fail(parser.prog, str(e), 1, args.verbose)
+    print(f"Exported {path}")
+    return 0
+
+
+def build_predict_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = _Parser(prog=prog, formatter_class=argparse.ArgumentDefaultsHelpFormatter, description=(
+        "Reconstruct image files with an exported autoencoder. Prints one line per image with "
+        "its reconstruction error, a usable anomaly score: the mean squared error per pixel "
+        "(0 to 1) between the image as the model sees it (converted to its greyscale or RGB, "
+        "resized to its size, pixels scaled to [0, 1]) and its reconstruction. Higher means "
+        "less like the training images. Files that cannot be read are reported and skipped; "
+        "the exit status is then 1."))
+    p.add_argument("model", metavar="EXPORT_OR_MODEL_DIR",
+                   help=f"a SavedModel folder, an {EXPORT_DIR}/ folder or a model_dir "
+                        "(its newest version is used)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, GIF or BMP files")
+    p.add_argument("--output_dir", default="reconstructions", metavar="DIR",
+                   help="where each IMAGE's <name>_reconstruction.png is written")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
+    return p
+
+
+def predict_main(argv=None, prog: str | None = None) -> int:
+    """Reconstructs and scores image files; exit 1 if any file failed."""
+    parser = build_predict_parser(prog)
+    args = parser.parse_args(argv)
+    try:
+        saved_model_dir = find_saved_model(args.model)
+    except ConfigError as e:
+        parser.error(str(e))
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        parser.error(f"--output_dir {args.output_dir} is a file: give a directory")
+    from .predict import ModelError, predict_files
+
+    def error(message):
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+
+    try:
+        failed = predict_files(saved_model_dir, args.images, args.output_dir, error=error)
+    except (ModelError, OSError) as e:
+        return _fail(parser.prog, str(e), 1, args.verbose)
+    return 1 if failed else 0

@@ -7,6 +7,7 @@ model_dir/
   history.csv        loss and metrics per epoch, training and validation
   model.keras        the final model
   test_metrics.json  loss, RMSE, BCE, MSE on the test split
+  export/<version>/  SavedModels for serving (1, 2, ... as TF Serving expects)
 """
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ CHECKPOINT_DIR = "checkpoints"
 FINAL_MODEL = "model.keras"
 TEST_METRICS = "test_metrics.json"
 HISTORY = "history.csv"
+EXPORT_DIR = "export"
+SAVED_MODEL_FILE = "saved_model.pb"
 # What --overwrite removes: only what a run writes, never other files of the user's.
 RUN_OUTPUTS = (CONFIG_FILE, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY, "train",
-               "validation")
+               "validation", EXPORT_DIR)
 
 
 def prepare_model_dir(config: Config, overwrite: bool = False) -> Config | None:
@@ -54,3 +57,31 @@ def prepare_model_dir(config: Config, overwrite: bool = False) -> Config | None:
             f"model_dir {model_dir} holds a different model {previous.architecture()}, "
             f"not {config.architecture()}: use another --model_dir, or --overwrite to replace it")
     return previous
+
+
+def export_versions(export_base: str) -> list[int]:
+    """The integer-named entries of `export_base`, ascending: the versions TF Serving sees.
+    Temporary exports (".tmp-export-...") are not versions."""
+    if not os.path.isdir(export_base):
+        return []
+    return sorted(int(name) for name in os.listdir(export_base) if name.isdigit())
+
+
+def find_saved_model(path: str) -> str:
+    """A SavedModel directory, an export base or a model_dir -> the SavedModel to load
+    (the newest complete version). Raises ConfigError saying what is missing."""
+    if not os.path.isdir(path):
+        raise ConfigError(f"{path} is not a directory: give a model_dir, its export/ folder "
+                          "or one export/<version>/ folder")
+    if os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
+        return path
+    for base in (os.path.join(path, EXPORT_DIR), path):
+        complete = [v for v in export_versions(base)
+                    if os.path.isfile(os.path.join(base, str(v), SAVED_MODEL_FILE))]
+        if complete:
+            return os.path.join(base, str(complete[-1]))
+    if os.path.isfile(os.path.join(path, FINAL_MODEL)):
+        raise ConfigError(f"{path} has no SavedModel export yet: make one with "
+                          f"`python -m tf_autoencoder.export {path}`")
+    raise ConfigError(f"{path} holds neither a SavedModel ({SAVED_MODEL_FILE}) nor a model_dir "
+                      f"with {EXPORT_DIR}/<version>/ folders")

@@ -7,6 +7,7 @@ model_dir/
   model.keras       the final model
   history.csv       loss and metrics per epoch, training and validation
   test_metrics.json loss, RMSE, BCE, MSE on the test split
+  export/<version>/ the final model as a SavedModel for serving (export.py)
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ import tensorflow as tf
 
 from . import data as data_lib
 from .config import Config, write_text_atomic
+from .export import export_saved_model
 from .metrics import make_loss, make_metrics
-from .model_dir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_MODEL, HISTORY, TEST_METRICS
+from .model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, HISTORY,
+                        TEST_METRICS)
 from .models import build_autoencoder
 from .summaries import SaveReconstructions
 
@@ -125,6 +128,7 @@ def train(config: Config, splits: data_lib.Splits, log=print) -> dict:
                       json.dumps(test_metrics, indent=2) + "\n")
     save_model_atomic(model, os.path.join(config.model_dir, FINAL_MODEL))
     log(f"Saved {os.path.join(config.model_dir, FINAL_MODEL)}")
+    log(f"Exported {export_saved_model(model, config, os.path.join(config.model_dir, EXPORT_DIR))}")
     return test_metrics
 
 

@@ -1,0 +1,244 @@
+"""SavedModel export: signatures, loading in a fresh process, parity with Keras, atomic
+versions, and the export command line."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import error_lines, run_python
+from tf_autoencoder import Config, build_autoencoder
+from tf_autoencoder.data import load_mnist_sample
+from tf_autoencoder.export import TMP_PREFIX, export_saved_model
+from tf_autoencoder.model_dir import export_versions, find_saved_model
+
+# Runs in a fresh interpreter that never imports tf_autoencoder: loads the SavedModel with
+# plain TensorFlow, calls all three signatures, saves the outputs, prints the signatures.
+FRESH_LOAD = r"""
+import json, sys
+import numpy as np
+import tensorflow as tf
+
+saved_model_dir, inputs, outputs = sys.argv[1:]
+loaded = tf.saved_model.load(saved_model_dir)
+x = np.load(inputs)
+sigs = loaded.signatures
+np.savez(outputs,
+         reconstructions=sigs["serving_default"](images=tf.constant(x["images"]))["reconstructions"],
+         one=sigs["serving_default"](images=tf.constant(x["images"][:1]))["reconstructions"],
+         codes=sigs["encode"](images=tf.constant(x["images"]))["codes"],
+         decoded=sigs["decode"](codes=tf.constant(x["codes"]))["reconstructions"])
+spec = lambda s: [[None if d is None else int(d) for d in s.shape], s.dtype.name]
+print(json.dumps({
+    "signatures": {name: {"inputs": {k: spec(v) for k, v in f.structured_input_signature[1].items()},
+                          "outputs": {k: spec(v) for k, v in f.structured_outputs.items()}}
+                   for name, f in sigs.items()},
+    "imported": sorted(m for m in sys.modules if m.startswith("tf_autoencoder")),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def nchw_run(tmp_path_factory):
+    """An NCHW run of one epoch, then `python -m tf_autoencoder.export` on it (version 2)."""
+    model_dir = str(tmp_path_factory.mktemp("nchw") / "run")
+    train = run_python("train.py", "--dataset", "mnist_sample", "--epochs", "1", "--seed", "4",
+                       "--data_format", "NCHW", "--model_dir", model_dir)
+    assert train.returncode == 0, train.stderr
+    export = run_python("-m", "tf_autoencoder.export", model_dir)
+    return model_dir, export
+
+
+@pytest.fixture(scope="module")
+def images():
+    """1,000 NHWC float32 images: 500 test digits, then 500 of uniform noise."""
+    digits = load_mnist_sample().test.images.astype(np.float32) / 255
+    noise = np.random.default_rng(0).random((1000 - len(digits), 28, 28, 1), np.float32)
+    return np.concatenate([digits, noise])
+
+
+def keras_reference(model_dir, images):
+    """What the Keras model predicts for NHWC `images`: reconstructions, codes and the
+    decoded codes, all NHWC (codes included).
+
+    Graph mode (predict_on_batch), as training and the SavedModel run: in Keras 3.15 an
+    eager channels_first Conv2D with width == filters adds its bias along the wrong axis.
+    """
+    config = Config.load(os.path.join(model_dir, "config.json")).validate()
+    model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), compile=False)
+    to_model = (lambda x: x.transpose(0, 3, 1, 2)) if config.channels_first else (lambda x: x)
+    to_nhwc = (lambda x: x.transpose(0, 2, 3, 1)) if config.channels_first else (lambda x: x)
+    codes = model.encoder.predict_on_batch(to_model(images))
+    return {
+        "reconstructions": to_nhwc(tf.sigmoid(model.predict_on_batch(to_model(images))).numpy()),
+        "codes": to_nhwc(codes),
+        "decoded": to_nhwc(tf.sigmoid(model.decoder.predict_on_batch(codes)).numpy()),
+    }
+
+
+def load_in_fresh_process(saved_model_dir, images, codes, tmp_path):
+    np.savez(tmp_path / "inputs.npz", images=images, codes=codes)
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_LOAD, saved_model_dir, str(tmp_path / "inputs.npz"),
+         str(tmp_path / "outputs.npz")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1]), dict(np.load(tmp_path / "outputs.npz"))
+
+
+def test_training_exports_version_1(trained_run):
+    model_dir, train = trained_run
+    export_dir = os.path.join(model_dir, "export")
+    assert f"Exported {os.path.join(export_dir, '1')}" in train.stdout
+    assert os.listdir(export_dir) == ["1"]  # no temporary directory left
+    assert os.path.isfile(os.path.join(export_dir, "1", "saved_model.pb"))
+
+
+def test_export_command_writes_the_next_version(nchw_run):
+    model_dir, export = nchw_run
+    assert export.returncode == 0, export.stderr
+    assert export.stdout.strip() == f"Exported {os.path.join(model_dir, 'export', '2')}"
+    assert export_versions(os.path.join(model_dir, "export")) == [1, 2]
+    assert find_saved_model(model_dir) == os.path.join(model_dir, "export", "2")
+
+
+@pytest.fixture(scope="module")
+def fresh_loads(trained_run, nchw_run, images, tmp_path_factory):
+    """Per layout: (signatures, SavedModel outputs, Keras outputs). NHWC: the export that
+    training wrote; NCHW: the one the export command wrote."""
+    results = {}
+    for layout, model_dir in [("NHWC", trained_run[0]), ("NCHW", nchw_run[0])]:
+        expected = keras_reference(model_dir, images)
+        signatures, got = load_in_fresh_process(find_saved_model(model_dir), images,
+                                                expected["codes"], tmp_path_factory.mktemp(layout))
+        results[layout] = signatures, got, expected
+    return results
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_fresh_process_loads_it_and_matches_keras(layout, fresh_loads):
+    signatures, got, expected = fresh_loads[layout]
+    assert signatures["imported"] == []
+    assert got["reconstructions"].shape == (1000, 28, 28, 1) and got["one"].shape == (1, 28, 28, 1)
+    assert got["codes"].shape == (1000, 4, 4, 8)
+    for name in ["reconstructions", "codes", "decoded"]:
+        np.testing.assert_allclose(got[name], expected[name], atol=1e-5, rtol=0, err_msg=name)
+    np.testing.assert_allclose(got["one"], expected["reconstructions"][:1], atol=1e-5, rtol=0)
+    assert 0 <= got["reconstructions"].min() and got["reconstructions"].max() <= 1
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_signatures_take_nhwc_with_a_dynamic_batch(layout, fresh_loads):
+    image, code = [[None, 28, 28, 1], "float32"], [[None, 4, 4, 8], "float32"]
+    assert fresh_loads[layout][0]["signatures"] == {
+        "serving_default": {"inputs": {"images": image}, "outputs": {"reconstructions": image}},
+        "encode": {"inputs": {"images": image}, "outputs": {"codes": code}},
+        "decode": {"inputs": {"codes": code}, "outputs": {"reconstructions": image}},
+    }
+
+
+def test_saved_model_cli_lists_the_signatures(trained_run):
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    result = subprocess.run([cli, "show", "--all", "--dir", find_saved_model(trained_run[0])],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    for line in ["signature_def['serving_default']", "signature_def['encode']",
+                 "signature_def['decode']", "inputs['images']", "inputs['codes']",
+                 "outputs['reconstructions']", "outputs['codes']", "shape: (-1, 28, 28, 1)",
+                 "shape: (-1, 4, 4, 8)"]:
+        assert line in result.stdout, line
+
+
+@pytest.fixture
+def small_model():
+    config = Config(image_shape=[12, 12, 1], num_filters=[4]).validate()
+    return build_autoencoder(config), config
+
+
+def test_a_failed_export_leaves_no_version(small_model, tmp_path, monkeypatch):
+    model, config = small_model
+    base = str(tmp_path / "export")
+    real_save = tf.saved_model.save
+
+    def save_then_crash(obj, export_dir, **kwargs):
+        with open(os.path.join(export_dir, "saved_model.pb"), "wb") as f:
+            f.write(b"half a model")
+        raise RuntimeError("disk pulled out mid-write")
+
+    monkeypatch.setattr(tf.saved_model, "save", save_then_crash)
+    with pytest.raises(RuntimeError, match="mid-write"):
+        export_saved_model(model, config, base)
+    assert os.listdir(base) == []
+    monkeypatch.setattr(tf.saved_model, "save", real_save)
+    assert export_saved_model(model, config, base) == os.path.join(base, "1")
+
+
+def test_temporary_exports_are_never_versions_and_stale_ones_go(small_model, tmp_path):
+    model, config = small_model
+    base = tmp_path / "export"
+    stale, recent = base / f"{TMP_PREFIX}999-dead", base / f"{TMP_PREFIX}998-busy"
+    for crashed in (stale, recent):  # what a crash (or a running export) leaves
+        crashed.mkdir(parents=True)
+        (crashed / "saved_model.pb").write_bytes(b"partial")
+    an_hour_ago = time.time() - 2 * 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+    with pytest.raises(ValueError, match="neither a SavedModel"):
+        find_saved_model(str(base))
+    assert export_saved_model(model, config, str(base)) == str(base / "1")
+    assert sorted(os.listdir(base)) == [recent.name, "1"]
+    assert export_saved_model(model, config, str(base)) == str(base / "2")
+    assert find_saved_model(str(base)) == str(base / "2")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only directories")
+def test_read_only_export_dir_is_one_clear_error(small_model, tmp_path):
+    model, config = small_model
+    base = tmp_path / "export"
+    base.mkdir()
+    base.chmod(0o500)
+    try:
+        with pytest.raises(OSError, match="cannot write to export directory .*Permission denied"):
+            export_saved_model(model, config, str(base))
+    finally:
+        base.chmod(0o700)
+
+
+def test_export_dir_that_cannot_be_created_is_one_line_and_exit_1(trained_run, tmp_path):
+    # A path under a regular file cannot be created, even by root.
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    result = run_python("-m", "tf_autoencoder.export", trained_run[0], "--export_dir",
+                        str(blocker / "export"))
+    assert result.returncode == 1
+    lines = error_lines(result.stderr)
+    assert len(lines) == 1 and "cannot write to export directory" in lines[0], result.stderr
+    assert blocker.read_text() == "not a directory"
+
+
+def test_export_of_an_unfinished_run_is_a_usage_error(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    result = run_python("-m", "tf_autoencoder.export", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no model.keras" in result.stderr, result.stderr
+    assert not (tmp_path / "export").exists()
+
+
+def test_fully_connected_nchw_model_exports_nhwc_signatures(tmp_path):
+    config = Config(model="fully_connected", hidden_units=[16, 8], image_shape=[12, 10, 3],
+                    data_format="NCHW").validate()
+    model = build_autoencoder(config)
+    loaded = tf.saved_model.load(export_saved_model(model, config, str(tmp_path / "export")))
+    images = np.random.default_rng(2).random((5, 12, 10, 3), np.float32)
+    codes = loaded.signatures["encode"](images=images)["codes"].numpy()
+    assert codes.shape == (5, 8)
+    np.testing.assert_allclose(codes, model.encoder.predict_on_batch(images.transpose(0, 3, 1, 2)),
+                               atol=1e-5, rtol=0)
+    expected = tf.sigmoid(model.predict_on_batch(images.transpose(0, 3, 1, 2))).numpy()
+    for got in [loaded.signatures["serving_default"](images=images)["reconstructions"],
+                loaded.signatures["decode"](codes=codes)["reconstructions"]]:
+        np.testing.assert_allclose(got.numpy(), expected.transpose(0, 2, 3, 1), atol=1e-5, rtol=0)

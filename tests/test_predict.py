@@ -1,0 +1,106 @@
+"""`python -m tf_autoencoder.predict`: reconstructions and scores for image files."""
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import error_lines, run_python
+from tf_autoencoder.cli import predict_main
+from tf_autoencoder.data import load_mnist_sample
+from tf_autoencoder.predict import output_names
+
+
+def write_png(path, image):
+    path.write_bytes(tf.io.encode_png(image).numpy())
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    """A test digit as a greyscale PNG, as RGB, at 56x56, inverted; a text file; a missing file."""
+    folder = tmp_path_factory.mktemp("images")
+    digit = load_mnist_sample().test.images[0]  # (28, 28, 1) uint8
+    write_png(folder / "digit.png", digit)
+    write_png(folder / "rgb.png", np.repeat(digit, 3, axis=-1))
+    write_png(folder / "big.png", np.repeat(np.repeat(digit, 2, axis=0), 2, axis=1))
+    write_png(folder / "inverted.png", 255 - digit)
+    (folder / "notes.txt").write_text("not an image")
+    names = ["digit.png", "rgb.png", "big.png", "notes.txt", "inverted.png", "missing.png"]
+    return folder, digit, [str(folder / name) for name in names]
+
+
+@pytest.fixture(scope="module")
+def predicted(trained_run, image_files, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    result = run_python("-m", "tf_autoencoder.predict", trained_run[0], *image_files[2],
+                        "--output_dir", str(out))
+    scores = {}
+    for line in result.stdout.splitlines()[1:]:
+        path, score = re.match(r"(.+): mse (\d\.\d{6}) -> ", line).groups()
+        scores[os.path.basename(path)] = float(score)
+    return result, scores, out
+
+
+def test_predict_reports_every_file_and_exits_1_for_the_bad_ones(predicted, trained_run):
+    result, scores, out = predicted
+    assert result.returncode == 1
+    export = os.path.join(trained_run[0], "export", "1")
+    assert result.stdout.splitlines()[0] == f"Model: {export} (28x28x1 images)"
+    assert list(scores) == ["digit.png", "rgb.png", "big.png", "inverted.png"]
+    errors = error_lines(result.stderr)
+    assert len(errors) == 2, result.stderr
+    assert "notes.txt: not an image" in errors[0] and "missing.png: No such file" in errors[1]
+    lines = dict(zip(scores, result.stdout.splitlines()[1:]))
+    assert lines["rgb.png"].endswith("(RGB converted to greyscale)")
+    assert lines["big.png"].endswith("(resized from 56x56 to 28x28)")
+    assert not lines["digit.png"].endswith(")")
+    assert sorted(os.listdir(out)) == [f"{stem}_reconstruction.png"
+                                       for stem in ["big", "digit", "inverted", "rgb"]]
+
+
+def test_score_is_the_mse_of_the_written_reconstruction(predicted, trained_run, image_files):
+    _, scores, out = predicted
+    digit = image_files[1].astype(np.float32)[None] / 255
+    serve = tf.saved_model.load(os.path.join(trained_run[0], "export", "1"))
+    reconstruction = serve.signatures["serving_default"](images=digit)["reconstructions"].numpy()
+    assert scores["digit.png"] == pytest.approx(np.mean((digit - reconstruction) ** 2), abs=2e-6)
+    written = tf.io.decode_png((out / "digit_reconstruction.png").read_bytes()).numpy()
+    assert written.shape == (28, 28, 1)
+    assert np.abs(written.astype(np.float32) - reconstruction[0] * 255).max() <= 0.5 + 1e-3
+    # The same digit in RGB scores the same; an inverted digit is an anomaly.
+    assert scores["rgb.png"] == pytest.approx(scores["digit.png"], abs=1e-3)
+    assert scores["inverted.png"] > 1.5 * scores["digit.png"]
+
+
+def test_only_good_files_exit_0(trained_run, image_files, tmp_path, capsys):
+    digit = str(image_files[0] / "digit.png")
+    assert predict_main([trained_run[0], digit, "--output_dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith(f"{digit}: mse ")
+
+
+def test_model_dir_without_export_says_how_to_make_one(tmp_path, capsys):
+    for name in ["config.json", "model.keras"]:
+        (tmp_path / name).write_text("{}")
+    with pytest.raises(SystemExit) as exit_:
+        predict_main([str(tmp_path), "digit.png"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "python -m tf_autoencoder.export" in err, err
+
+
+def test_saved_model_without_our_signatures_is_one_line(tmp_path, image_files, capsys):
+    module = tf.Module()
+    module.double = tf.function(lambda x: {"y": 2 * x},
+                                input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    tf.saved_model.save(module, str(tmp_path / "other"), signatures=module.double)
+    digit = str(image_files[0] / "digit.png")
+    assert predict_main([str(tmp_path / "other"), digit, "--output_dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no serving_default signature" in err, err
+
+
+def test_reconstructions_of_inputs_with_one_name_do_not_overwrite_each_other():
+    assert output_names(["a/x.png", "b/x.png", "x.jpg", "y.png"]) == [
+        "x_reconstruction.png", "x_reconstruction-2.png", "x_reconstruction-3.png",
+        "y_reconstruction.png"]
