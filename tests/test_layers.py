@@ -83,11 +83,18 @@ def test_config_json_round_trip():
 def test_nhwc_and_nchw_give_the_same_outputs_with_the_same_weights(model_name, shape):
     nhwc = build(model=model_name, image_shape=list(shape), data_format="NHWC")
     nchw = build(model=model_name, image_shape=list(shape), data_format="NCHW")
-    nchw.set_weights(nhwc.get_weights())
+    # Non-zero biases: fresh layers have zero ones, which would hide a bias on the wrong axis.
+    rng = np.random.default_rng(0)
+    weights = [w + 0.1 * rng.standard_normal(w.shape).astype(np.float32) for w in nhwc.get_weights()]
+    nhwc.set_weights(weights)
+    nchw.set_weights(weights)
     images = np.random.default_rng(1).random((4, *shape), dtype=np.float32)
     out_nhwc = np.asarray(nhwc(images))
     out_nchw = np.asarray(nchw(images.transpose(0, 3, 1, 2))).transpose(0, 2, 3, 1)
     np.testing.assert_allclose(out_nchw, out_nhwc, atol=1e-5)
+    # Compiled graphs too (graph mode fuses ops differently from eager).
+    graph_nchw = nchw.predict_on_batch(images.transpose(0, 3, 1, 2)).transpose(0, 2, 3, 1)
+    np.testing.assert_allclose(graph_nchw, nhwc.predict_on_batch(images), atol=1e-5)
 
 
 def test_saved_keras_model_keeps_encoder_and_decoder(tmp_path):

@@ -8,7 +8,37 @@ from __future__ import annotations
 import math
 
 import keras
-from keras import layers
+from keras import layers, ops
+
+
+class _ChannelsFirstBias:
+    """Adds a conv layer's bias along axis 1 in channels_first, whatever the shapes.
+
+    Keras 3's TensorFlow backend turns `ops.add(x, bias)` into `tf.nn.bias_add` and
+    guesses the layout from shapes: for a channels_first x whose width equals its
+    channel count (the post's 8x8x8 maps) it adds the bias along the width. Putting the
+    bias first keeps it a plain broadcast add, so both layouts compute the same thing.
+    """
+
+    def call(self, inputs):
+        if self.data_format == "channels_last" or not self.use_bias:
+            return super().call(inputs)
+        outputs = ops.add(ops.reshape(self.bias, (1, self.filters, 1, 1)), self._convolve(inputs))
+        return outputs if self.activation is None else self.activation(outputs)
+
+
+@keras.saving.register_keras_serializable(package="tf_autoencoder")
+class Conv2D(_ChannelsFirstBias, layers.Conv2D):
+    def _convolve(self, inputs):
+        return self.convolution_op(inputs, self.kernel)
+
+
+@keras.saving.register_keras_serializable(package="tf_autoencoder")
+class Conv2DTranspose(_ChannelsFirstBias, layers.Conv2DTranspose):
+    def _convolve(self, inputs):
+        return ops.conv_transpose(inputs, self.kernel, strides=self.strides, padding=self.padding,
+                                  output_padding=self.output_padding,
+                                  data_format=self.data_format, dilation_rate=self.dilation_rate)
 
 
 def _kernel_settings(weight_decay):
@@ -63,7 +93,7 @@ def conv_encoder(inputs, num_filters, *, data_format="channels_last", weight_dec
             x = layers.ZeroPadding2D(((0, h % 2), (0, w % 2)), data_format=data_format,
                                      name=f"block{block}_pad")(x)
         for i in range(2):
-            x = layers.Conv2D(filters, 3, padding="same", activation="relu",
+            x = Conv2D(filters, 3, padding="same", activation="relu",
                               data_format=data_format, name=f"block{block}_conv{i}",
                               **_kernel_settings(weight_decay))(x)
             x = _dropout(x, dropout, name=f"block{block}_dropout{i}")
@@ -89,11 +119,11 @@ def conv_decoder(code, num_filters, output_shape, *, data_format="channels_last"
         height, width, channels = output_shape
     x = code
     for block, filters in enumerate(num_filters):
-        x = layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu",
+        x = Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu",
                                    data_format=data_format, name=f"block{block}_deconv",
                                    **_kernel_settings(weight_decay))(x)
         x = _dropout(x, dropout, name=f"block{block}_dropout")
-    x = layers.Conv2DTranspose(channels, 3, padding="same", data_format=data_format,
+    x = Conv2DTranspose(channels, 3, padding="same", data_format=data_format,
                                name="linear", **_kernel_settings(weight_decay))(x)
     h, w = _spatial(x.shape, data_format)
     if h < height or w < width:
