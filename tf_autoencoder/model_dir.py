@@ -7,6 +7,7 @@ model_dir/
   history.csv        loss and metrics per epoch, training and validation
   model.keras        the final model
   test_metrics.json  loss, RMSE, BCE, MSE on the test split
+  evaluation.json    `python -m tf_autoencoder.evaluate`: image quality and code quality
 """
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ CHECKPOINT_DIR = "checkpoints"
 FINAL_MODEL = "model.keras"
 TEST_METRICS = "test_metrics.json"
 HISTORY = "history.csv"
+EVALUATION = "evaluation.json"
 # What --overwrite removes: only what a run writes, never other files of the user's.
-RUN_OUTPUTS = (CONFIG_FILE, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY, "train",
-               "validation")
+RUN_OUTPUTS = (CONFIG_FILE, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY, EVALUATION,
+               "train", "validation")
 
 
 def prepare_model_dir(config: Config, overwrite: bool = False) -> Config | None:
@@ -54,3 +56,18 @@ def prepare_model_dir(config: Config, overwrite: bool = False) -> Config | None:
             f"model_dir {model_dir} holds a different model {previous.architecture()}, "
             f"not {config.architecture()}: use another --model_dir, or --overwrite to replace it")
     return previous
+
+
+def load_finished_run(model_dir: str) -> Config:
+    """The configuration of the finished run in `model_dir` (one that saved its final
+    model); ConfigError if there is none."""
+    config_path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.isdir(model_dir):
+        raise ConfigError(f"model_dir {model_dir} does not exist: give the --model_dir of a run")
+    if not os.path.isfile(config_path) or not os.path.isfile(os.path.join(model_dir, FINAL_MODEL)):
+        raise ConfigError(f"{model_dir} holds no finished run (no {CONFIG_FILE} and "
+                          f"{FINAL_MODEL}): train one with train.py --model_dir {model_dir}")
+    try:
+        return Config.load(config_path).validate()
+    except (ValueError, TypeError, OSError) as e:
+        raise ConfigError(f"{config_path} cannot be read ({e})") from None
