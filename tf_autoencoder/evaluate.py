@@ -23,6 +23,7 @@ def build_parser():
 
 
 def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads
     parser = build_parser()
     args = parser.parse_args(argv)
     from .config import ConfigError
@@ -52,5 +53,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.exit(main())

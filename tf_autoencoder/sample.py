@@ -41,6 +41,7 @@ def grid_rows(images, columns: int) -> list:
 
 
 def main(argv=None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads
     parser = build_parser()
     args = parser.parse_args(argv)
     from .config import ConfigError
@@ -70,5 +71,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.exit(main())
