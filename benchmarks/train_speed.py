@@ -28,7 +28,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, HERE]
 
-import numpy as np  # noqa: E402
 
 from tf_autoencoder import data  # noqa: E402
 

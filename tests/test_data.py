@@ -1,7 +1,6 @@
 import gzip
 import os
 import socket
-import time
 
 import numpy as np
 import pytest

@@ -12,7 +12,8 @@ _EXPORTS = {
     "Config": "config", "ConfigError": "config",
     "conv_encoder": "layers", "conv_decoder": "layers", "fc_encoder": "layers",
     "fc_decoder": "layers",
-    "Autoencoder": "models", "build_autoencoder": "models",
+    "Autoencoder": "models", "VariationalAutoencoder": "models", "build_autoencoder": "models",
+    "gaussian_heads": "layers",
 }
 __all__ = sorted(_EXPORTS)
 

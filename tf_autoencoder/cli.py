@@ -7,7 +7,7 @@ import os
 import random
 import sys
 
-from .config import Config, ConfigError
+from .config import DOWNSAMPLES, MODELS, UPSAMPLES, Config, ConfigError
 from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, find_saved_model
 
 
@@ -29,7 +29,7 @@ def build_train_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="train.py", description="Train a (denoising) autoencoder on MNIST-like images.",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=["convolutional", "fully_connected"], default=d.model)
+    g.add_argument("--model", choices=MODELS, default=d.model)
     g.add_argument("--num_filters", type=_sizes, default=d.num_filters, metavar="16,8,8",
                    help="filters per encoder block (convolutional)")
     g.add_argument("--hidden_units", type=_sizes, default=d.hidden_units, metavar="128,64,32",
@@ -39,6 +39,14 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--dropout", type=float, default=None,
                    help="keep probability of dropout after hidden layers (default: no dropout)")
     g.add_argument("--weight_decay", type=float, default=d.weight_decay, help="L2 on kernels")
+    g.add_argument("--downsample", choices=DOWNSAMPLES, default=d.downsample,
+                   help="encoder: 2x2 max pooling or a stride-2 3x3 conv (convolutional, variational)")
+    g.add_argument("--upsample", choices=UPSAMPLES, default=d.upsample,
+                   help="decoder: stride-2 transposed conv or nearest resize + 3x3 conv")
+    g.add_argument("--code_l1", type=float, default=d.code_l1,
+                   help="L1 penalty on the code, per image (sparse codes)")
+    g.add_argument("--beta", type=float, default=d.beta,
+                   help="weight of the KL term (variational)")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=None,
                    help="TFDS name (mnist, fashion_mnist, kmnist, ...) or mnist_sample "
@@ -68,6 +76,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(
         model=args.model, num_filters=args.num_filters, hidden_units=args.hidden_units,
         data_format=args.data_format, dropout=args.dropout, weight_decay=args.weight_decay,
+        downsample=args.downsample, upsample=args.upsample, code_l1=args.code_l1, beta=args.beta,
         dataset=args.dataset or "mnist", data_dir=args.data_dir, noise_factor=args.noise_factor,
         loss=args.loss, learning_rate=args.learning_rate, batch_size=args.batch_size,
         epochs=args.epochs, seed=args.seed, model_dir=args.model_dir,

@@ -8,7 +8,10 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Optional
 
-MODELS = ("convolutional", "fully_connected")
+MODELS = ("convolutional", "fully_connected", "variational")
+CONV_MODELS = ("convolutional", "variational")  # built from conv_encoder / conv_decoder
+DOWNSAMPLES = ("pool", "strided")
+UPSAMPLES = ("transpose", "resize")
 LOSSES = ("bce", "mse")
 # --data_format accepts the TensorFlow names and the Keras names; we store the Keras one.
 DATA_FORMATS = {
@@ -19,7 +22,8 @@ DATA_FORMATS = {
 }
 # Settings that change the weights' shapes: a model_dir trained with other values
 # cannot be resumed.
-ARCHITECTURE_FIELDS = ("model", "num_filters", "hidden_units", "image_shape")
+ARCHITECTURE_FIELDS = ("model", "num_filters", "hidden_units", "downsample", "upsample",
+                       "image_shape")
 
 
 class ConfigError(ValueError):
@@ -35,6 +39,10 @@ class Config:
     data_format: str = "channels_last"
     dropout: Optional[float] = None  # keep probability, as in the original; None: no dropout
     weight_decay: float = 1e-5
+    downsample: str = "pool"  # encoder: 2x2 max pooling, or a stride-2 3x3 conv
+    upsample: str = "transpose"  # decoder: stride-2 transposed conv, or nearest resize + 3x3 conv
+    code_l1: float = 0.0  # L1 penalty on the code: code_l1 * mean over the batch of sum |code|
+    beta: float = 1.0  # variational: weight of the KL term
     # Data
     dataset: str = "mnist"
     data_dir: Optional[str] = None
@@ -63,6 +71,16 @@ class Config:
                 f"unknown data_format {self.data_format!r}: use NHWC or NCHW "
                 "(or channels_last / channels_first)")
         self.data_format = DATA_FORMATS[self.data_format]
+        if self.downsample not in DOWNSAMPLES:
+            raise ConfigError(f"unknown downsample {self.downsample!r}: use pool or strided")
+        if self.upsample not in UPSAMPLES:
+            raise ConfigError(f"unknown upsample {self.upsample!r}: use transpose or resize")
+        if self.model not in CONV_MODELS and (self.downsample, self.upsample) != ("pool", "transpose"):
+            raise ConfigError(f"downsample and upsample apply to convolutional models, "
+                              f"not {self.model}")
+        if self.model == "variational" and self.code_l1:
+            raise ConfigError("code_l1 applies to the deterministic models; the variational "
+                              "model's KL term already regularises its codes (see --beta)")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}: use bce (sigmoid cross-entropy) or mse")
         _check_sizes("num_filters", self.num_filters)
@@ -73,6 +91,8 @@ class Config:
         checks = [
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.noise_factor >= 0, "noise_factor must be >= 0"),
+            (self.code_l1 >= 0, "code_l1 must be >= 0"),
+            (self.beta >= 0, "beta must be >= 0"),
             (self.learning_rate > 0, "learning_rate must be > 0"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
@@ -89,8 +109,11 @@ class Config:
     def architecture(self) -> dict:
         """The settings that determine the weights' shapes."""
         arch = {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
-        # Only the list that the chosen model uses matters.
-        arch.pop("hidden_units" if self.model == "convolutional" else "num_filters")
+        # Only the settings that the chosen model uses matter.
+        unused = (("hidden_units",) if self.model in CONV_MODELS
+                  else ("num_filters", "downsample", "upsample"))
+        for name in unused:
+            arch.pop(name)
         return arch
 
     def to_json(self) -> str:

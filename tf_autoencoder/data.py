@@ -221,7 +221,7 @@ def to_layout(images: np.ndarray, data_format: str) -> np.ndarray:
 
 
 def make_dataset(images: np.ndarray, *, batch_size: int, training: bool, noise_factor: float = 0.0,
-                 data_format: str = "channels_last", seed: int | None = None) -> tf.data.Dataset:
+                 data_format: str = "channels_last", seed: int | None = None) -> "tf.data.Dataset":
     """Batches of (input, target) float32 pairs in [0, 1]; the target is the clean image.
 
     images: uint8 (N, H, W, C).  With noise_factor F, input = clip(clean + F * N(0, 1), 0, 1),

@@ -65,10 +65,18 @@ def _check_sizes(name, sizes):
         raise ValueError(f"{name} must be a non-empty list of positive integers, got {sizes!r}")
 
 
-def conv_encoder(inputs, num_filters, *, data_format="channels_last", weight_decay=None,
-                 dropout=None):
-    """Stacks one block per entry of `num_filters`: two 3x3 ReLU convs, then 2x2 max-pool.
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
+
+def conv_encoder(inputs, num_filters, *, data_format="channels_last", weight_decay=None,
+                 dropout=None, downsample="pool"):
+    """Stacks one block per entry of `num_filters`: two 3x3 ReLU convs, then a halving.
+
+    downsample="pool" halves with 2x2 max pooling (the post); "strided" with a 3x3 ReLU
+    conv of stride 2 and `filters` filters instead, as in the all-convolutional net of
+    Springenberg et al., "Striving for Simplicity" (ICLR workshop 2015).
     A block whose input has an odd height or width pads it with one row/column of
     zeros at the bottom/right first, as the original does, so 28 -> 14 -> 7 (8) -> 4.
 
@@ -76,6 +84,7 @@ def conv_encoder(inputs, num_filters, *, data_format="channels_last", weight_dec
     H' = H halved (rounding up) once per block; (batch, 4, 4, 8) for the post's model.
     """
     _check_sizes("num_filters", num_filters)
+    _check_choice("downsample", downsample, ("pool", "strided"))
     height, width = _spatial(inputs.shape, data_format)
     size = (height, width)
     for block in range(len(num_filters)):
@@ -94,37 +103,54 @@ def conv_encoder(inputs, num_filters, *, data_format="channels_last", weight_dec
                                      name=f"block{block}_pad")(x)
         for i in range(2):
             x = Conv2D(filters, 3, padding="same", activation="relu",
-                              data_format=data_format, name=f"block{block}_conv{i}",
-                              **_kernel_settings(weight_decay))(x)
+                       data_format=data_format, name=f"block{block}_conv{i}",
+                       **_kernel_settings(weight_decay))(x)
             x = _dropout(x, dropout, name=f"block{block}_dropout{i}")
-        x = layers.MaxPooling2D(2, data_format=data_format, name=f"block{block}_pool")(x)
+        if downsample == "pool":
+            x = layers.MaxPooling2D(2, data_format=data_format, name=f"block{block}_pool")(x)
+        else:
+            x = Conv2D(filters, 3, strides=2, padding="same", activation="relu",
+                       data_format=data_format, name=f"block{block}_down",
+                       **_kernel_settings(weight_decay))(x)
     return x
 
 
 def conv_decoder(code, num_filters, output_shape, *, data_format="channels_last",
-                 weight_decay=None, dropout=None):
+                 weight_decay=None, dropout=None, upsample="transpose"):
     """Upsamples `code` back to an image: the mirror of `conv_encoder`.
 
-    One 3x3 stride-2 ReLU transposed conv per entry of `num_filters` (given in decoding
-    order, i.e. the encoder's list reversed), a linear 3x3 transposed conv to the
-    image's channels, then a centred crop: (batch, 4, 4, 8) -> 8 -> 16 -> 32 -> crop 28.
+    One doubling per entry of `num_filters` (given in decoding order, i.e. the encoder's
+    list reversed), a linear 3x3 transposed conv to the image's channels, then a centred
+    crop: (batch, 4, 4, 8) -> 8 -> 16 -> 32 -> crop 28.  upsample="transpose" doubles
+    with a 3x3 stride-2 ReLU transposed conv (the post); "resize" with nearest-neighbour
+    upsampling then a 3x3 ReLU conv, the same number of weights and no checkerboard
+    artifacts (Odena, Dumoulin and Olah, "Deconvolution and Checkerboard Artifacts",
+    Distill 2016).
 
     code: (batch, h, w, k).  output_shape: one image's shape in `data_format` order,
     e.g. (28, 28, 1).  Returns logits of shape (batch, *output_shape).
     """
     _check_sizes("num_filters", num_filters)
+    _check_choice("upsample", upsample, ("transpose", "resize"))
     if data_format == "channels_first":
         channels, height, width = output_shape
     else:
         height, width, channels = output_shape
     x = code
     for block, filters in enumerate(num_filters):
-        x = Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu",
-                                   data_format=data_format, name=f"block{block}_deconv",
-                                   **_kernel_settings(weight_decay))(x)
+        if upsample == "transpose":
+            x = Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu",
+                                data_format=data_format, name=f"block{block}_deconv",
+                                **_kernel_settings(weight_decay))(x)
+        else:
+            x = layers.UpSampling2D(2, data_format=data_format, interpolation="nearest",
+                                    name=f"block{block}_resize")(x)
+            x = Conv2D(filters, 3, padding="same", activation="relu",
+                       data_format=data_format, name=f"block{block}_conv",
+                       **_kernel_settings(weight_decay))(x)
         x = _dropout(x, dropout, name=f"block{block}_dropout")
     x = Conv2DTranspose(channels, 3, padding="same", data_format=data_format,
-                               name="linear", **_kernel_settings(weight_decay))(x)
+                        name="linear", **_kernel_settings(weight_decay))(x)
     h, w = _spatial(x.shape, data_format)
     if h < height or w < width:
         raise ValueError(
@@ -135,6 +161,20 @@ def conv_decoder(code, num_filters, output_shape, *, data_format="channels_last"
         x = layers.Cropping2D(((top, h - height - top), (left, w - width - left)),
                               data_format=data_format, name="crop")(x)
     return x
+
+
+def gaussian_heads(features, code_channels, *, data_format="channels_last", weight_decay=None):
+    """Linear 1x1 convs giving the mean and log-variance of a Gaussian code (for a VAE).
+
+    features: (batch, h, w, k), e.g. conv_encoder's output.  Returns (mean, log_var),
+    each (batch, h, w, code_channels).
+    """
+    settings = dict(_kernel_settings(weight_decay), kernel_initializer="glorot_uniform")
+    mean = Conv2D(code_channels, 1, data_format=data_format, name="code_mean",
+                  **settings)(features)
+    log_var = Conv2D(code_channels, 1, data_format=data_format, name="code_log_var",
+                     **settings)(features)
+    return mean, log_var
 
 
 def fc_encoder(inputs, hidden_units, *, data_format="channels_last", weight_decay=None,

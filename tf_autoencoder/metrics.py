@@ -42,3 +42,12 @@ def make_loss(name: str):
 
 def make_metrics():
     return [RMSE(), keras.metrics.BinaryCrossentropy(from_logits=True, name="bce"), MSE()]
+
+
+def gaussian_kl(mean, log_var):
+    """KL(N(mean, exp(log_var)) || N(0, I)) in nats per example, averaged over the batch.
+
+    mean, log_var: (batch, ...) of one shape; the KL sums over all but the batch axis.
+    """
+    per_value = -0.5 * (1.0 + log_var - ops.square(mean) - ops.exp(log_var))
+    return ops.mean(ops.sum(ops.reshape(per_value, (ops.shape(per_value)[0], -1)), axis=1))

@@ -8,6 +8,7 @@ model_dir/
   model.keras        the final model
   test_metrics.json  loss, RMSE, BCE, MSE on the test split
   export/<version>/  SavedModels for serving (1, 2, ... as TF Serving expects)
+  evaluation.json    `python -m tf_autoencoder.evaluate`: image quality and code quality
 """
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ TEST_METRICS = "test_metrics.json"
 HISTORY = "history.csv"
 EXPORT_DIR = "export"
 SAVED_MODEL_FILE = "saved_model.pb"
+EVALUATION = "evaluation.json"
 # What --overwrite removes: only what a run writes, never other files of the user's.
-RUN_OUTPUTS = (CONFIG_FILE, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY, "train",
-               "validation", EXPORT_DIR)
+RUN_OUTPUTS = (CONFIG_FILE, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY, EVALUATION,
+               "train", "validation", EXPORT_DIR)
 
 
 def prepare_model_dir(config: Config, overwrite: bool = False) -> Config | None:
@@ -85,3 +87,18 @@ def find_saved_model(path: str) -> str:
                           f"`python -m tf_autoencoder.export {path}`")
     raise ConfigError(f"{path} holds neither a SavedModel ({SAVED_MODEL_FILE}) nor a model_dir "
                       f"with {EXPORT_DIR}/<version>/ folders")
+
+
+def load_finished_run(model_dir: str) -> Config:
+    """The configuration of the finished run in `model_dir` (one that saved its final
+    model); ConfigError if there is none."""
+    config_path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.isdir(model_dir):
+        raise ConfigError(f"model_dir {model_dir} does not exist: give the --model_dir of a run")
+    if not os.path.isfile(config_path) or not os.path.isfile(os.path.join(model_dir, FINAL_MODEL)):
+        raise ConfigError(f"{model_dir} holds no finished run (no {CONFIG_FILE} and "
+                          f"{FINAL_MODEL}): train one with train.py --model_dir {model_dir}")
+    try:
+        return Config.load(config_path).validate()
+    except (ValueError, TypeError, OSError) as e:
+        raise ConfigError(f"{config_path} cannot be read ({e})") from None

@@ -1,10 +1,14 @@
 """build_autoencoder(config): the whole model, with its encoder and decoder as separate models."""
 from __future__ import annotations
 
+import math
+
 import keras
+from keras import layers, ops
 
 from .config import Config
-from .layers import conv_decoder, conv_encoder, fc_decoder, fc_encoder
+from .layers import conv_decoder, conv_encoder, fc_decoder, fc_encoder, gaussian_heads
+from .metrics import gaussian_kl
 
 
 @keras.saving.register_keras_serializable(package="tf_autoencoder")
@@ -25,6 +29,11 @@ class Autoencoder(keras.Model):
     def build(self, input_shape):
         self.built = True  # encoder and decoder arrive built
 
+    @property
+    def parts(self) -> tuple:
+        """The sub-models that together hold every weight once."""
+        return self.encoder, self.decoder
+
     def call(self, images, training=None):
         return self.decoder(self.encoder(images, training=training), training=training)
 
@@ -43,6 +52,73 @@ class Autoencoder(keras.Model):
         return cls(encoder, decoder, **config)
 
 
+@keras.saving.register_keras_serializable(package="tf_autoencoder")
+class VariationalAutoencoder(keras.Model):
+    """images -> logits through a Gaussian code: a convolutional VAE (Kingma and Welling,
+    "Auto-Encoding Variational Bayes", ICLR 2014).
+
+    `posterior` maps images to the mean and log-variance of q(code | image), each of the
+    code's shape; `encoder` is its mean alone (images -> codes) and `decoder` maps codes
+    to logits, as in `Autoencoder`.  Training decodes mean + exp(log_var / 2) * eps,
+    eps ~ N(0, I) (the reparameterisation trick); inference decodes the mean.
+
+    Loss = the compiled reconstruction loss + beta * kl, where kl is the KL divergence
+    from N(0, I) in nats per image divided by the number of values per image, so that
+    it is on the scale of the per-pixel BCE: with loss bce and beta 1 the loss is the
+    negative evidence lower bound per pixel.  kl is reported as its own metric.
+    """
+
+    def __init__(self, posterior: keras.Model, decoder: keras.Model, beta: float = 1.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.posterior = posterior
+        self.encoder = keras.Model(posterior.input, posterior.outputs[0], name="encoder")
+        self.decoder = decoder
+        self.beta = beta
+        self.values_per_image = math.prod(decoder.output_shape[1:])
+        self.seed_generator = keras.random.SeedGenerator()
+        self.kl_tracker = keras.metrics.Mean(name="kl")
+        self.build(posterior.input_shape)
+
+    def build(self, input_shape):
+        self.built = True  # posterior and decoder arrive built
+
+    @property
+    def parts(self) -> tuple:
+        """The sub-models that together hold every weight once."""
+        return self.posterior, self.decoder
+
+    def call(self, images, training=None):
+        mean, log_var = self.posterior(images, training=training)
+        code = mean
+        if training:
+            noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
+            code = mean + ops.exp(0.5 * log_var) * noise
+        # Read by compute_loss in the same step, as Keras reads what add_loss records.
+        self.last_kl = gaussian_kl(mean, log_var) / self.values_per_image
+        return self.decoder(code, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        reconstruction = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        self.kl_tracker.update_state(self.last_kl)
+        return reconstruction + self.beta * self.last_kl
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "beta": self.beta,
+            "posterior": keras.saving.serialize_keras_object(self.posterior),
+            "decoder": keras.saving.serialize_keras_object(self.decoder),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        posterior = keras.saving.deserialize_keras_object(config.pop("posterior"))
+        decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
+        return cls(posterior, decoder, **config)
+
+
 def input_shape_for(config: Config) -> tuple[int, int, int]:
     """One image's shape in the model's layout: (H, W, C) or (C, H, W)."""
     if config.image_shape is None:
@@ -51,8 +127,8 @@ def input_shape_for(config: Config) -> tuple[int, int, int]:
     return (channels, height, width) if config.channels_first else (height, width, channels)
 
 
-def build_autoencoder(config: Config) -> Autoencoder:
-    """The convolutional or fully connected autoencoder that `config` describes.
+def build_autoencoder(config: Config) -> Autoencoder | VariationalAutoencoder:
+    """The convolutional, fully connected or variational autoencoder that `config` describes.
 
     With the defaults on 28x28x1 images: 7,873 weights (convolutional, [16, 8, 8]) or
     222,384 (fully connected, [128, 64, 32]).
@@ -61,17 +137,32 @@ def build_autoencoder(config: Config) -> Autoencoder:
     settings = dict(data_format=config.data_format, weight_decay=config.weight_decay,
                     dropout=config.dropout)
     images = keras.Input(shape, name="images")
-    if config.model == "convolutional":
-        code = conv_encoder(images, config.num_filters, **settings)
-        encoder = keras.Model(images, code, name="encoder")
-        code_input = keras.Input(code.shape[1:], name="code")
-        logits = conv_decoder(code_input, config.num_filters[::-1], shape, **settings)
+    if config.model in ("convolutional", "variational"):
+        code = conv_encoder(images, config.num_filters, downsample=config.downsample, **settings)
     elif config.model == "fully_connected":
         code = fc_encoder(images, config.hidden_units, **settings)
-        encoder = keras.Model(images, code, name="encoder")
-        code_input = keras.Input(code.shape[1:], name="code")
-        logits = fc_decoder(code_input, config.hidden_units[:-1][::-1], shape, **settings)
     else:
         raise ValueError(f"unknown model {config.model!r}")
+    if config.model == "variational":
+        mean, log_var = gaussian_heads(code, config.num_filters[-1],
+                                       data_format=config.data_format,
+                                       weight_decay=config.weight_decay)
+        posterior = keras.Model(images, [mean, log_var], name="posterior")
+        code = mean
+    else:
+        if config.code_l1:
+            # Keras divides the penalty by the batch size: code_l1 * mean over images of sum |code|.
+            code = layers.ActivityRegularization(l1=config.code_l1, name="code_l1")(code)
+        encoder = keras.Model(images, code, name="encoder")
+
+    code_input = keras.Input(code.shape[1:], name="code")
+    if config.model == "fully_connected":
+        logits = fc_decoder(code_input, config.hidden_units[:-1][::-1], shape, **settings)
+    else:
+        logits = conv_decoder(code_input, config.num_filters[::-1], shape,
+                              upsample=config.upsample, **settings)
     decoder = keras.Model(code_input, logits, name="decoder")
+    if config.model == "variational":
+        return VariationalAutoencoder(posterior, decoder, beta=config.beta,
+                                      name="variational_autoencoder")
     return Autoencoder(encoder, decoder, name=f"{config.model}_autoencoder")

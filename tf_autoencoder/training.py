@@ -43,7 +43,7 @@ def compile_model(model: keras.Model, config: Config) -> None:
 def parameter_summary(model) -> str:
     """Every weight's name, shape and size, and the total (the original's PrintParameterSummary)."""
     rows = [(f"{part.name}/{w.path}", str(tuple(w.shape)), int(np.prod(w.shape)))
-            for part in (model.encoder, model.decoder) for w in part.weights]
+            for part in model.parts for w in part.weights]
     width = max(len(name) for name, _, _ in rows)
     lines = [f"{'weight':<{width}}  {'shape':<16} {'size':>9}"]
     lines += [f"{name:<{width}}  {shape:<16} {size:>9,}" for name, shape, size in rows]

@@ -1,0 +1,137 @@
+"""How good a trained autoencoder is: its reconstructions and its codes.
+
+Reconstructions of the test images (clean inputs): BCE, MSE, PSNR and SSIM.
+Codes: accuracy of a linear probe (logistic regression trained on the codes of
+training images, scored on the codes of test images) and of k-nearest neighbours.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from . import data as data_lib
+from . import models  # noqa: F401  (registers the model classes for loading)
+from .config import Config, write_text_atomic
+from .model_dir import EVALUATION, FINAL_MODEL
+
+# A perfect reconstruction has infinite PSNR; each image's PSNR is capped here
+# (an MSE of 1e-10) so that averages and JSON stay finite.
+PSNR_CAP_DB = 100.0
+SSIM_FILTER_SIZE = 11  # tf.image.ssim's default Gaussian window; smaller images use their size
+KNN_NEIGHBOURS = 5
+BATCH_SIZE = 512
+
+
+def reconstruction_metrics(images: np.ndarray, logits: np.ndarray) -> dict:
+    """images: (N, H, W, C) floats in [0, 1]; logits: the model's output, same shape.
+
+    Returns means over the images: bce (sigmoid cross-entropy per pixel value), mse,
+    psnr (dB, per image, capped at PSNR_CAP_DB) and ssim (tf.image.ssim, max_val 1).
+    """
+    images = tf.convert_to_tensor(images, tf.float32)
+    logits = tf.convert_to_tensor(logits, tf.float32)
+    pixels = tf.sigmoid(logits)
+    filter_size = min(SSIM_FILTER_SIZE, *images.shape[1:3])
+    return {
+        "bce": float(tf.reduce_mean(
+            tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits))),
+        "mse": float(tf.reduce_mean(tf.square(images - pixels))),
+        "psnr": float(tf.reduce_mean(tf.minimum(tf.image.psnr(images, pixels, 1.0), PSNR_CAP_DB))),
+        "ssim": float(tf.reduce_mean(tf.image.ssim(images, pixels, 1.0, filter_size=filter_size))),
+    }
+
+
+def linear_probe_accuracy(train_codes, train_labels, test_codes, test_labels) -> float:
+    """Accuracy on the test codes of a logistic regression fitted to the training codes.
+
+    codes: (N, ...) any shape per example (flattened); labels: (N,) integers.  Codes are
+    standardised with the training codes' mean and deviation first.
+    """
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    probe.fit(_flat(train_codes), train_labels)
+    return float(probe.score(_flat(test_codes), test_labels))
+
+
+def knn_accuracy(train_codes, train_labels, test_codes, test_labels,
+                 k: int = KNN_NEIGHBOURS) -> float:
+    """Accuracy of a k-nearest-neighbour vote (Euclidean distance between raw codes)."""
+    knn = KNeighborsClassifier(n_neighbors=k).fit(_flat(train_codes), train_labels)
+    return float(knn.score(_flat(test_codes), test_labels))
+
+
+def _flat(codes) -> np.ndarray:
+    codes = np.asarray(codes)
+    return codes.reshape(len(codes), -1)
+
+
+def load_model(model_dir: str) -> keras.Model:
+    return keras.saving.load_model(os.path.join(model_dir, FINAL_MODEL), compile=False)
+
+
+def evaluate_run(model_dir: str, config: Config, splits: data_lib.Splits,
+                 probe_samples: int | None = None, seed: int = 0) -> dict:
+    """Every metric of the run in `model_dir` on `splits`; writes model_dir/evaluation.json.
+
+    probe_samples: fit the probe and k-NN on this many training images, drawn at random
+    with `seed` (default: the whole training split).
+    """
+    model = load_model(model_dir)
+    test_inputs = _model_inputs(splits.test.images, config)
+    logits = model.predict(test_inputs, batch_size=BATCH_SIZE, verbose=0)
+    if config.channels_first:
+        test_inputs, logits = (a.transpose(0, 2, 3, 1) for a in (test_inputs, logits))
+    metrics = reconstruction_metrics(test_inputs, logits)
+
+    train = splits.train
+    if probe_samples is not None and probe_samples < len(train):
+        chosen = np.sort(np.random.default_rng(seed).choice(len(train), probe_samples, replace=False))
+        train = data_lib.Split(train.images[chosen], train.labels[chosen])
+    train_codes = model.encoder.predict(_model_inputs(train.images, config),
+                                        batch_size=BATCH_SIZE, verbose=0)
+    test_codes = model.encoder.predict(_model_inputs(splits.test.images, config),
+                                       batch_size=BATCH_SIZE, verbose=0)
+    labels = (train.labels, splits.test.labels)
+    metrics["linear_probe_accuracy"] = linear_probe_accuracy(train_codes, labels[0],
+                                                             test_codes, labels[1])
+    metrics["knn_accuracy"] = knn_accuracy(train_codes, labels[0], test_codes, labels[1])
+    report = {
+        "metrics": metrics,
+        "data": splits.source,
+        "test_images": len(splits.test),
+        "probe_train_images": len(train),
+        "knn_neighbours": KNN_NEIGHBOURS,
+        "psnr_cap_db": PSNR_CAP_DB,
+    }
+    write_text_atomic(os.path.join(model_dir, EVALUATION), json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _model_inputs(images: np.ndarray, config: Config) -> np.ndarray:
+    """uint8 (N, H, W, C) -> float32 in [0, 1], in the model's layout."""
+    return data_lib.to_layout(images, config.data_format).astype(np.float32) / 255
+
+
+def format_table(report: dict) -> str:
+    """The report as a two-column text table."""
+    m = report["metrics"]
+    rows = [
+        ("BCE (per pixel)", f"{m['bce']:.5f}"),
+        ("MSE", f"{m['mse']:.5f}"),
+        ("PSNR (dB)", f"{m['psnr']:.2f}"),
+        ("SSIM", f"{m['ssim']:.4f}"),
+        (f"linear probe accuracy ({report['probe_train_images']:,} train codes)",
+         f"{m['linear_probe_accuracy']:.4f}"),
+        (f"{report['knn_neighbours']}-NN accuracy", f"{m['knn_accuracy']:.4f}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{report['test_images']:,} test images of {report['data']}"]
+    lines += [f"{name:<{width}}  {value:>9}" for name, value in rows]
+    return "\n".join(lines)
