@@ -12,8 +12,12 @@ import gzip
 import os
 import socket
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # imported for real only where a pipeline is built
+    import tensorflow as tf
 
 SAMPLE = "mnist_sample"
 # The original's split: the first 5,000 of MNIST's 60,000 training images validate.
