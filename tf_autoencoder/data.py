@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import gzip
+import math
 import os
 import socket
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
+
+from .config import ConfigError
 
 SAMPLE = "mnist_sample"
 # The original's split: the first 5,000 of MNIST's 60,000 training images validate.
@@ -70,7 +74,7 @@ def read_idx(path: str) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # also a damaged or cut-short .gz
         raise DataError(f"cannot read {path}: {e}") from None
     if len(raw) < 4:
         raise DataError(f"{path} is not an IDX file: only {len(raw)} bytes")
@@ -83,7 +87,7 @@ def read_idx(path: str) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{path} is truncated: its header is cut short")
     shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape, dtype=np.int64))
+    expected = header + math.prod(shape)  # Python ints: no overflow for huge headers
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "longer than its header says"
         raise DataError(f"{path} is {what}: header declares shape {shape} "
@@ -168,7 +172,8 @@ def network_reachable(address=TFDS_DOWNLOAD_HOST, timeout=3.0) -> bool:
 
 
 def tfds_unavailable_reason(name: str) -> str | None:
-    """None if TFDS can give `name` now; else why not, in words. Takes seconds, not minutes."""
+    """None if TFDS can give `name` now; else why not, in words. Takes seconds, not minutes.
+    Raises ConfigError if TFDS has no dataset of that name."""
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
@@ -176,7 +181,9 @@ def tfds_unavailable_reason(name: str) -> str | None:
     try:
         builder = tfds.builder(name)
     except Exception:
-        return f"TensorFlow Datasets has no dataset named {name!r}"
+        raise ConfigError(f"unknown dataset {name!r}: give a TensorFlow Datasets name such as "
+                          f"mnist or fashion_mnist, --dataset {SAMPLE}, or --data_dir with IDX "
+                          "files") from None
     if builder.is_prepared():
         return None
     if os.environ.get("TF_AUTOENCODER_OFFLINE") or not network_reachable():
