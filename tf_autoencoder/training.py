@@ -2,7 +2,7 @@
 
 model_dir/
   config.json       the full resolved configuration (what data was actually used, too)
-  checkpoints/      one TF checkpoint per epoch (weights, optimizer, epoch): resume point
+  checkpoints/      ckpt-<step>: one per epoch and one at Ctrl-C (weights, optimizer, epoch)
   train/ validation/  TensorBoard logs
   model.keras       the final model
   history.csv       loss and metrics per epoch, training and validation
@@ -116,20 +116,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def latest(self) -> str | None:
         return self.manager.latest_checkpoint
 
-    def _save(self) -> str:
-        return self.manager.save(checkpoint_number=int(self.model.optimizer.iterations))
+    def _save(self) -> None:
+        self.manager.save(checkpoint_number=int(self.model.optimizer.iterations))
 
-    def _raise_if_not_finite(self, where: str, logs) -> None:
-        bad = {name: float(value) for name, value in (logs or {}).items()
-               if name.endswith("loss") and not math.isfinite(float(value))}
-        if not bad and all(np.isfinite(w.numpy()).all() for w in self.model.trainable_weights):
-            return
-        what = (", ".join(f"{name} became {value}" for name, value in bad.items())
-                or "the weights became NaN or Inf")
+    def _diverged(self, what: str, where: str) -> TrainingDiverged:
         kept = (f"the last good checkpoint {self.latest} is kept" if self.latest
                 else "no checkpoint had been saved yet")
-        raise TrainingDiverged(f"{what} at {where}: training diverged; lower --learning_rate "
-                               f"or check the data ({kept}; nothing of the diverged run was saved)")
+        return TrainingDiverged(f"{what} at {where}: training diverged; lower --learning_rate "
+                                f"or check the data ({kept}; nothing of the diverged run was saved)")
 
     def watch_interrupts(self):
         """Context manager: while inside, Ctrl-C sets `interrupted` instead of raising at
@@ -147,21 +141,32 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.stop_if_interrupted()
 
     def on_train_batch_end(self, batch, logs=None):
-        where = f"epoch {self.current_epoch + 1}, step {batch + 1}"
-        self._raise_if_not_finite(where, {"loss": logs["loss"]} if logs and "loss" in logs else None)
+        loss = float((logs or {}).get("loss", 0.0))  # the epoch's running mean: NaN stays NaN
+        if not math.isfinite(loss):
+            raise self._diverged(f"loss became {loss}", f"epoch {self.current_epoch + 1}, "
+                                                        f"step {batch + 1}")
         if self.interrupted:
             self.steps_into_epoch.assign(batch + 1)
             self._save()
             self._stop(steps=batch + 1)
 
     def on_epoch_end(self, epoch, logs=None):
-        self._raise_if_not_finite(f"the end of epoch {epoch + 1}", logs)
+        # The last step's update can break the weights after a finite loss.
+        bad = [f"{name} became {float(value)}" for name, value in (logs or {}).items()
+               if name.endswith("loss") and not math.isfinite(float(value))]
+        if not all(np.isfinite(w.numpy()).all() for w in self.model.trainable_weights):
+            bad.append("the weights became NaN or Inf")
+        if bad:
+            raise self._diverged(", ".join(bad), f"the end of epoch {epoch + 1}")
         self.epoch.assign(epoch + 1)
         self.steps_into_epoch.assign(0)
         self._save()
 
     def _stop(self, steps: int):
         model_dir = os.path.dirname(self.directory)
+        if not self.latest and not steps:
+            raise TrainingInterrupted(f"interrupted in {model_dir} before the first step; "
+                                      "nothing to save")
         if steps:
             where = (f"epoch {self.current_epoch + 1}, step {steps}; saved {self.latest}; "
                      f"rerun the same command to resume (epoch {self.current_epoch + 1} "
