@@ -116,6 +116,18 @@ def test_ctrl_c_saves_at_a_batch_boundary_and_the_rerun_finishes(tmp_path, unint
     assert final_val_loss(rows) <= 1.02 * final_val_loss(uninterrupted)
 
 
+def test_ctrl_c_before_training_starts_exits_130_without_a_traceback(tmp_path):
+    process = subprocess.Popen(train_command(*SHORT_RUN, "--model_dir", str(tmp_path / "run")),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("Data:")  # next: TensorFlow loads, for seconds
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    [line] = our_lines(stderr)
+    assert "interrupted" in line and "rerun the same command" in line
+
+
 def snapshot(path):
     """Every file under `path` with a hash of its bytes."""
     if os.path.isfile(path):

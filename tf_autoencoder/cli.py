@@ -71,8 +71,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         data_format=args.data_format, dropout=args.dropout, weight_decay=args.weight_decay,
         dataset=args.dataset or "mnist", data_dir=args.data_dir, noise_factor=args.noise_factor,
         loss=args.loss, learning_rate=args.learning_rate, batch_size=args.batch_size,
-        epochs=args.epochs, seed=args.seed, deterministic=args.deterministic, model_dir=args.model_dir,
-        save_images=args.save_images)
+        epochs=args.epochs, seed=args.seed, deterministic=args.deterministic,
+        model_dir=args.model_dir, save_images=args.save_images)
 
 
 def _fail(prog: str, message: str, code: int, verbose: bool) -> int:
@@ -90,7 +90,7 @@ def train_main(argv=None) -> int:
         return _train(parser, args)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop, which handles its own
         print(f"{parser.prog}: interrupted; rerun the same command to resume from the last "
-              "finished epoch", file=sys.stderr)
+              "saved checkpoint", file=sys.stderr)
         return 130
 
 
