@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from conftest import idx_bytes, write_idx_dir
 from tf_autoencoder import data
+from tf_autoencoder.config import ConfigError
 from tf_autoencoder.data import DataError
 
 
@@ -96,8 +97,9 @@ def test_network_probe_answers_fast_for_closed_and_open_ports():
         listener.close()
 
 
-def test_unknown_tfds_name_is_reported():
-    assert "no dataset named" in data.tfds_unavailable_reason("no_such_dataset_xyz")
+def test_unknown_tfds_name_is_a_usage_error():
+    with pytest.raises(ConfigError, match="unknown dataset 'no_such_dataset_xyz'"):
+        data.tfds_unavailable_reason("no_such_dataset_xyz")
 
 
 def test_tfds_source_splits_55000_5000_10000_like_the_original(monkeypatch):

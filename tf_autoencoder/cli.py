@@ -62,6 +62,9 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch_size", type=int, default=d.batch_size)
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--seed", type=int, default=None, help="random seed (default: drawn and recorded)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="TensorFlow op determinism: the same --seed gives a bit-identical run on "
+                        "the same machine (slower)")
     g = p.add_argument_group("output")
     g.add_argument("--model_dir", default=d.model_dir, help="where the run is written")
     g.add_argument("--save_images", default=None, metavar="DIR",
@@ -79,8 +82,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         downsample=args.downsample, upsample=args.upsample, code_l1=args.code_l1, beta=args.beta,
         dataset=args.dataset or "mnist", data_dir=args.data_dir, noise_factor=args.noise_factor,
         loss=args.loss, learning_rate=args.learning_rate, batch_size=args.batch_size,
-        epochs=args.epochs, seed=args.seed, model_dir=args.model_dir,
-        save_images=args.save_images)
+        epochs=args.epochs, seed=args.seed, deterministic=args.deterministic,
+        model_dir=args.model_dir, save_images=args.save_images)
 
 
 def _fail(prog: str, message: str, code: int, verbose: bool) -> int:
@@ -95,6 +98,15 @@ def train_main(argv=None) -> int:
     parser = build_train_parser()
     args = parser.parse_args(argv)
     try:
+        return _train(parser, args)
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop, which handles its own
+        print(f"{parser.prog}: interrupted; rerun the same command to resume from the last "
+              "saved checkpoint", file=sys.stderr)
+        return 130
+
+
+def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    try:
         config = config_from_args(args).validate()
     except ConfigError as e:
         parser.error(str(e))
@@ -107,9 +119,7 @@ def train_main(argv=None) -> int:
         if not config.data_dir:
             config.dataset = splits.name  # the sample, if it stood in for an unreachable TFDS dataset
         config.image_shape, config.data_source = splits.image_shape, splits.source
-        if config.batch_size > len(splits.train):
-            raise ConfigError(f"batch_size {config.batch_size} is larger than the training set "
-                              f"({len(splits.train)} images): lower --batch_size")
+        config.check_data(len(splits.train))
         previous = prepare_model_dir(config, args.overwrite)
     except ConfigError as e:
         return _fail(parser.prog, str(e), 2, args.verbose)
@@ -121,15 +131,14 @@ def train_main(argv=None) -> int:
           f"validation / {len(splits.test):,} test images of "
           f"{'x'.join(map(str, splits.image_shape))}")
 
-    from .training import train
+    from .training import TrainingDiverged, TrainingInterrupted, train
 
     try:
         train(config, splits)
-    except OSError as e:
+    except (OSError, TrainingDiverged) as e:
         return _fail(parser.prog, str(e), 1, args.verbose)
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted; rerun the same command to resume from the last "
-              "finished epoch", file=sys.stderr)
+    except TrainingInterrupted as e:
+        print(f"{parser.prog}: {e}", file=sys.stderr)
         return 130
     return 0
 

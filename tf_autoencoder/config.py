@@ -55,6 +55,7 @@ class Config:
     batch_size: int = 256
     epochs: int = 50
     seed: Optional[int] = None
+    deterministic: bool = False  # TensorFlow's op determinism: bit-identical reruns on CPU
     # Output
     model_dir: str = "mnist_training"
     save_images: Optional[str] = None
@@ -96,11 +97,29 @@ class Config:
             (self.learning_rate > 0, "learning_rate must be > 0"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
+            (self.seed is None or 0 <= self.seed < 2**32, "seed must be in [0, 2**32)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
         return self
+
+    def check_data(self, num_train: int) -> None:
+        """Raises ConfigError if the loaded data cannot train this model: a batch larger
+        than the training set, or images too small for the encoder's pooling blocks.
+        `image_shape` must be set."""
+        if self.batch_size > num_train:
+            raise ConfigError(f"batch_size {self.batch_size} is larger than the training set "
+                              f"({num_train} images): lower --batch_size")
+        if self.model == "convolutional":
+            size = min(self.image_shape[:2])
+            for block in range(len(self.num_filters)):
+                if size < 2:
+                    raise ConfigError(
+                        f"{self.image_shape[0]}x{self.image_shape[1]} images are too small for "
+                        f"{len(self.num_filters)} pooling blocks (--num_filters "
+                        f"{','.join(map(str, self.num_filters))}): give at most {block} sizes")
+                size = -(-size // 2)
 
     @property
     def channels_first(self) -> bool:

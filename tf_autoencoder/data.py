@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import gzip
+import math
 import os
 import socket
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .config import ConfigError
 
 if TYPE_CHECKING:  # imported for real only where a pipeline is built
     import tensorflow as tf
@@ -74,7 +78,7 @@ def read_idx(path: str) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:  # also a damaged or cut-short .gz
         raise DataError(f"cannot read {path}: {e}") from None
     if len(raw) < 4:
         raise DataError(f"{path} is not an IDX file: only {len(raw)} bytes")
@@ -87,7 +91,7 @@ def read_idx(path: str) -> np.ndarray:
     if len(raw) < header:
         raise DataError(f"{path} is truncated: its header is cut short")
     shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    expected = header + int(np.prod(shape, dtype=np.int64))
+    expected = header + math.prod(shape)  # Python ints: no overflow for huge headers
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "longer than its header says"
         raise DataError(f"{path} is {what}: header declares shape {shape} "
@@ -172,7 +176,8 @@ def network_reachable(address=TFDS_DOWNLOAD_HOST, timeout=3.0) -> bool:
 
 
 def tfds_unavailable_reason(name: str) -> str | None:
-    """None if TFDS can give `name` now; else why not, in words. Takes seconds, not minutes."""
+    """None if TFDS can give `name` now; else why not, in words. Takes seconds, not minutes.
+    Raises ConfigError if TFDS has no dataset of that name."""
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
@@ -180,7 +185,9 @@ def tfds_unavailable_reason(name: str) -> str | None:
     try:
         builder = tfds.builder(name)
     except Exception:
-        return f"TensorFlow Datasets has no dataset named {name!r}"
+        raise ConfigError(f"unknown dataset {name!r}: give a TensorFlow Datasets name such as "
+                          f"mnist or fashion_mnist, --dataset {SAMPLE}, or --data_dir with IDX "
+                          "files") from None
     if builder.is_prepared():
         return None
     if os.environ.get("TF_AUTOENCODER_OFFLINE") or not network_reachable():

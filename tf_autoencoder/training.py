@@ -2,7 +2,7 @@
 
 model_dir/
   config.json       the full resolved configuration (what data was actually used, too)
-  checkpoints/      one TF checkpoint per epoch (weights, optimizer, epoch): resume point
+  checkpoints/      ckpt-<step>: one per epoch and one at Ctrl-C (weights, optimizer, epoch)
   train/ validation/  TensorBoard logs
   model.keras       the final model
   history.csv       loss and metrics per epoch, training and validation
@@ -11,9 +11,14 @@ model_dir/
 """
 from __future__ import annotations
 
+import glob
 import json
+import math
 import os
+import shutil
+import signal
 import sys
+import threading
 
 import keras
 import numpy as np
@@ -51,29 +56,160 @@ def parameter_summary(model) -> str:
     return "\n".join(lines)
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves weights, optimizer state and the epoch counter after every epoch.
+class TrainingInterrupted(Exception):
+    """Ctrl-C stopped training at a batch boundary; the message says what was saved."""
 
-    tf.train.CheckpointManager writes the files first and then swaps the small
-    `checkpoint` index file atomically, so a crash mid-save keeps the previous one.
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or Inf; nothing of the diverged state was saved."""
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves weights, optimizer state and the epoch counter after every epoch, and
+    stops training cleanly on Ctrl-C and on a NaN or Inf loss.
+
+    Checkpoints are numbered by the optimizer step (`ckpt-<step>`). TensorFlow writes
+    a checkpoint's files under a temporary name, renames them, and only then swaps the
+    small `checkpoint` index file atomically, so a kill mid-save keeps the previous one
+    as the newest; `restore` also falls back to an older checkpoint if the newest
+    cannot be read.
+
+    Ctrl-C (after `watch_interrupts`) is acted on at the next batch boundary: a
+    checkpoint is saved there with the finished-epoch counter unchanged, so a rerun
+    starts the interrupted epoch again from its first batch, from the weights and
+    optimizer step reached when it was interrupted.  A non-finite loss or weights
+    raise TrainingDiverged before anything is saved.
     """
 
     def __init__(self, model: keras.Model, directory: str, max_to_keep: int = 3):
         super().__init__()
+        self.directory = directory
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        # Steps taken in the unfinished epoch when a Ctrl-C checkpoint was saved; else 0.
+        self.steps_into_epoch = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                            name="steps_into_epoch")
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
-                                              epoch=self.epoch)
+                                              epoch=self.epoch,
+                                              steps_into_epoch=self.steps_into_epoch)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)
+        self.interrupted = False
+        self.current_epoch = 0
 
-    def restore(self) -> int:
-        """Restores the newest checkpoint, if any; returns the number of finished epochs."""
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-        return int(self.epoch.numpy())
+    def restore(self, log=print) -> int:
+        """Restores the newest readable checkpoint, if any; returns the number of finished
+        epochs. Raises OSError if checkpoints exist but none can be read."""
+        for leftover in glob.glob(os.path.join(self.directory, "*_temp")):
+            shutil.rmtree(leftover, ignore_errors=True)  # files of a save that was killed
+        for path in reversed(self.manager.checkpoints):
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, OSError, ValueError, IndexError, AssertionError) as e:
+                log(f"Skipping checkpoint {path}: it cannot be read "
+                    f"({str(e).strip().splitlines()[0]})")
+                continue
+            if path != self.manager.latest_checkpoint:
+                log(f"Resuming from the older checkpoint {path}")
+            return int(self.epoch.numpy())
+        if self.manager.checkpoints:
+            raise OSError(f"no checkpoint in {self.directory} can be read: pass --overwrite "
+                          "to start afresh")
+        return 0
+
+    @property
+    def latest(self) -> str | None:
+        return self.manager.latest_checkpoint
+
+    def _save(self) -> None:
+        self.manager.save(checkpoint_number=int(self.model.optimizer.iterations))
+
+    def _diverged(self, what: str, where: str) -> TrainingDiverged:
+        kept = (f"the last good checkpoint {self.latest} is kept" if self.latest
+                else "no checkpoint had been saved yet")
+        return TrainingDiverged(f"{what} at {where}: training diverged; lower --learning_rate "
+                                f"or check the data ({kept}; nothing of the diverged run was saved)")
+
+    def watch_interrupts(self):
+        """Context manager: while inside, Ctrl-C sets `interrupted` instead of raising at
+        once; a second Ctrl-C raises KeyboardInterrupt as usual."""
+        return _InterruptFlag(self)
+
+    def stop_if_interrupted(self):
+        """Raises TrainingInterrupted after a Ctrl-C that came once the epoch's batches
+        were done: that epoch's checkpoint is saved already."""
+        if self.interrupted:
+            self._stop(steps=0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current_epoch = epoch
+        self.stop_if_interrupted()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))  # the epoch's running mean: NaN stays NaN
+        if not math.isfinite(loss):
+            raise self._diverged(f"loss became {loss}", f"epoch {self.current_epoch + 1}, "
+                                                        f"step {batch + 1}")
+        if self.interrupted:
+            self.steps_into_epoch.assign(batch + 1)
+            self._save()
+            self._stop(steps=batch + 1)
 
     def on_epoch_end(self, epoch, logs=None):
+        # The last step's update can break the weights after a finite loss.
+        bad = [f"{name} became {float(value)}" for name, value in (logs or {}).items()
+               if name.endswith("loss") and not math.isfinite(float(value))]
+        if not all(np.isfinite(w.numpy()).all() for w in self.model.trainable_weights):
+            bad.append("the weights became NaN or Inf")
+        if bad:
+            raise self._diverged(", ".join(bad), f"the end of epoch {epoch + 1}")
         self.epoch.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
+        self.steps_into_epoch.assign(0)
+        self._save()
+
+    def _stop(self, steps: int):
+        model_dir = os.path.dirname(self.directory)
+        if not self.latest and not steps:
+            raise TrainingInterrupted(f"interrupted in {model_dir} before the first step; "
+                                      "nothing to save")
+        if steps:
+            where = (f"epoch {self.current_epoch + 1}, step {steps}; saved {self.latest}; "
+                     f"rerun the same command to resume (epoch {self.current_epoch + 1} "
+                     "restarts from its first batch, from the weights saved now)")
+        else:
+            where = (f"the end of epoch {int(self.epoch.numpy())}; {self.latest} holds it; "
+                     "rerun the same command to resume")
+        raise TrainingInterrupted(f"interrupted in {model_dir} at {where}")
+
+
+class _InterruptFlag:
+    def __init__(self, checkpoint: EpochCheckpoint):
+        self.checkpoint = checkpoint
+        self.previous = None
+
+    def _handler(self, signum, frame):
+        self.checkpoint.interrupted = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signals need the main thread
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def trim_history(path: str, finished_epochs: int) -> None:
+    """Drops rows of epochs that no checkpoint holds (written just before a crash or a
+    divergence), so that a resumed run does not log them twice."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        lines = f.read().splitlines(keepends=True)
+    rows = [line for line in lines[1:] if line.split(",", 1)[0].strip().isdigit()
+            and int(line.split(",", 1)[0]) < finished_epochs]
+    if len(rows) != len(lines) - 1:
+        write_text_atomic(path, "".join(lines[:1] + rows))
 
 
 def train(config: Config, splits: data_lib.Splits, log=print) -> dict:
@@ -83,15 +219,21 @@ def train(config: Config, splits: data_lib.Splits, log=print) -> dict:
     (see cli.train_main).
     """
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     model = build_autoencoder(config)
     compile_model(model, config)
     log(parameter_summary(model))
 
     os.makedirs(config.model_dir, exist_ok=True)
     checkpoint = EpochCheckpoint(model, os.path.join(config.model_dir, CHECKPOINT_DIR))
-    initial_epoch = checkpoint.restore()
-    if initial_epoch:
-        log(f"Resuming from the end of epoch {initial_epoch} in {config.model_dir}")
+    initial_epoch = checkpoint.restore(log)
+    if checkpoint.latest:
+        steps = int(checkpoint.steps_into_epoch.numpy())
+        log(f"Resuming from the end of epoch {initial_epoch} in {config.model_dir}" if not steps
+            else f"Resuming in {config.model_dir} from step {steps} of epoch {initial_epoch + 1}, "
+                 "which was interrupted: it restarts from its first batch")
+    trim_history(os.path.join(config.model_dir, HISTORY), initial_epoch)
     config.save(os.path.join(config.model_dir, CONFIG_FILE))
 
     def pipeline(split, training):
@@ -102,8 +244,6 @@ def train(config: Config, splits: data_lib.Splits, log=print) -> dict:
             seed=config.seed + initial_epoch)
 
     callbacks = [
-        checkpoint,
-        keras.callbacks.TerminateOnNaN(),
         keras.callbacks.CSVLogger(os.path.join(config.model_dir, HISTORY), append=True),
         keras.callbacks.TensorBoard(config.model_dir, write_graph=False, profile_batch=0),
     ]
@@ -112,14 +252,19 @@ def train(config: Config, splits: data_lib.Splits, log=print) -> dict:
         callbacks.append(SaveReconstructions(
             config.save_images, shown.astype(np.float32) / 255, noise_factor=config.noise_factor,
             channels_first=config.channels_first, seed=config.seed))
+    # Last, so an epoch is checkpointed only after everything else has logged it.
+    callbacks.append(checkpoint)
 
     if initial_epoch >= config.epochs:
         log(f"{config.model_dir} already holds {initial_epoch} epochs: nothing to train "
             "(raise --epochs to train longer)")
     else:
-        model.fit(pipeline(splits.train, True), validation_data=pipeline(splits.validation, False),
-                  epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
-                  shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+        with checkpoint.watch_interrupts():
+            model.fit(pipeline(splits.train, True),
+                      validation_data=pipeline(splits.validation, False),
+                      epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                      shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+        checkpoint.stop_if_interrupted()
 
     test_metrics = model.evaluate(pipeline(splits.test, False), return_dict=True, verbose=0)
     test_metrics = {name: float(value) for name, value in test_metrics.items()}

@@ -1,0 +1,415 @@
+"""Crashes, Ctrl-C, diverging losses, damaged checkpoints and bad input: `train.py` in
+subprocesses that are killed by signal, and the checkpoint code in-process."""
+import csv
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO, idx_bytes, write_idx_dir
+
+# 62 steps per epoch on the sample's 4,000 training images.
+SHORT_RUN = ["--dataset", "mnist_sample", "--seed", "3", "--batch_size", "64", "--epochs", "3"]
+STEPS_PER_EPOCH = 4000 // 64
+
+
+def train_command(*args):
+    return [sys.executable, os.path.join(REPO, "train.py"), *args]
+
+
+def run_train(*args, timeout=300):
+    return subprocess.run(train_command(*args), capture_output=True, text=True, timeout=timeout)
+
+
+def history(model_dir):
+    with open(os.path.join(model_dir, "history.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def latest_checkpoint(model_dir):
+    with open(os.path.join(model_dir, "checkpoints", "checkpoint")) as f:
+        return f.readline().split('"')[1]  # model_checkpoint_path: "ckpt-N"
+
+
+def our_lines(stderr):
+    """stderr without TensorFlow's start-up logging."""
+    return [line for line in stderr.splitlines() if line.startswith("train.py:")]
+
+
+def start_and_signal_in_second_epoch(model_dir, signum):
+    """Starts a run, waits until epoch 1 is checkpointed and epoch 2 is under way, then
+    sends `signum`; returns the finished process and its stderr."""
+    process = subprocess.Popen(train_command(*SHORT_RUN, "--model_dir", model_dir),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    index = os.path.join(model_dir, "checkpoints", "checkpoint")
+    deadline = time.monotonic() + 240
+    while not os.path.exists(index):
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "the first epoch never finished"
+        time.sleep(0.1)
+    time.sleep(1.0)  # a few batches into the second epoch
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=240)
+    return process, stderr
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("uninterrupted"))
+    result = run_train(*SHORT_RUN, "--model_dir", model_dir)
+    assert result.returncode == 0, result.stderr
+    return history(model_dir)
+
+
+def final_val_loss(rows):
+    return float(rows[-1]["val_loss"])
+
+
+def test_sigkill_mid_epoch_then_rerun_resumes_from_the_last_finished_epoch(tmp_path, uninterrupted):
+    model_dir = str(tmp_path / "run")
+    process, _ = start_and_signal_in_second_epoch(model_dir, signal.SIGKILL)
+    assert process.returncode == -signal.SIGKILL
+    assert latest_checkpoint(model_dir) == f"ckpt-{STEPS_PER_EPOCH}"
+    assert [row["epoch"] for row in history(model_dir)] == ["0"]
+
+    result = run_train(*SHORT_RUN, "--model_dir", model_dir)
+    assert result.returncode == 0, result.stderr
+    assert "Resuming from the end of epoch 1" in result.stdout
+    rows = history(model_dir)
+    assert [row["epoch"] for row in rows] == ["0", "1", "2"]
+    assert rows[0] == uninterrupted[0]  # the first epoch was not trained again
+    # The optimizer step (and with it the learning-rate schedule) went on from 62.
+    assert latest_checkpoint(model_dir) == f"ckpt-{3 * STEPS_PER_EPOCH}"
+    reference = final_val_loss(uninterrupted)
+    assert abs(final_val_loss(rows) - reference) <= 0.02 * reference
+
+
+def test_ctrl_c_saves_at_a_batch_boundary_and_the_rerun_finishes(tmp_path, uninterrupted):
+    model_dir = str(tmp_path / "run")
+    process, stderr = start_and_signal_in_second_epoch(model_dir, signal.SIGINT)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    [line] = our_lines(stderr)
+    assert "interrupted" in line and "epoch 2, step" in line and model_dir in line
+    assert "rerun the same command" in line
+    saved_step = int(latest_checkpoint(model_dir).split("-")[1])
+    assert STEPS_PER_EPOCH < saved_step < 2 * STEPS_PER_EPOCH
+    assert f"ckpt-{saved_step}" in line
+    assert [row["epoch"] for row in history(model_dir)] == ["0"]  # epoch 2 is not finished
+
+    result = run_train(*SHORT_RUN, "--model_dir", model_dir)
+    assert result.returncode == 0, result.stderr
+    steps_into_epoch = saved_step - STEPS_PER_EPOCH
+    assert f"from step {steps_into_epoch} of epoch 2" in result.stdout
+    rows = history(model_dir)
+    assert [row["epoch"] for row in rows] == ["0", "1", "2"]
+    # The interrupted epoch ran again in full, after the steps it had already taken.
+    assert latest_checkpoint(model_dir) == f"ckpt-{3 * STEPS_PER_EPOCH + steps_into_epoch}"
+    # It trained those extra steps, so it ends at least about as good as the reference.
+    assert final_val_loss(rows) <= 1.02 * final_val_loss(uninterrupted)
+
+
+def test_ctrl_c_before_training_starts_exits_130_without_a_traceback(tmp_path):
+    process = subprocess.Popen(train_command(*SHORT_RUN, "--model_dir", str(tmp_path / "run")),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().startswith("Data:")  # next: TensorFlow loads, for seconds
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    [line] = our_lines(stderr)
+    assert "interrupted" in line and "rerun the same command" in line
+
+
+def snapshot(path):
+    """Every file under `path` with a hash of its bytes."""
+    if os.path.isfile(path):
+        return {path: hashlib.sha256(open(path, "rb").read()).hexdigest()}
+    return {os.path.join(root, name): hashlib.sha256(open(os.path.join(root, name), "rb").read()).hexdigest()
+            for root, _, names in os.walk(path) for name in names}
+
+
+def test_nan_loss_stops_at_that_step_and_keeps_the_last_good_checkpoint(tmp_path, finished_run):
+    model_dir = str(tmp_path / "run")
+    shutil.copytree(finished_run, model_dir)  # one epoch on the sample, batch 256: ckpt-15
+    args = ["--dataset", "mnist_sample", "--seed", "1", "--model_dir", model_dir]
+    checkpoints_before = snapshot(os.path.join(model_dir, "checkpoints"))
+    model_before = snapshot(os.path.join(model_dir, "model.keras"))
+
+    result = run_train(*args, "--epochs", "2", "--learning_rate", "1e6")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    [line] = our_lines(result.stderr)
+    assert "nan" in line.lower() or "inf" in line.lower()
+    assert "epoch 2, step" in line and "--learning_rate" in line and "ckpt-15" in line
+    assert snapshot(os.path.join(model_dir, "checkpoints")) == checkpoints_before
+    assert snapshot(os.path.join(model_dir, "model.keras")) == model_before
+    assert [row["epoch"] for row in history(model_dir)] == ["0"]
+
+    # The kept checkpoint trains on with a sane learning rate.
+    result = run_train(*args, "--epochs", "2")
+    assert result.returncode == 0, result.stderr
+    assert "Resuming from the end of epoch 1" in result.stdout
+    assert np.isfinite(float(history(model_dir)[-1]["val_loss"]))
+
+
+def test_nan_in_the_first_epoch_saves_nothing(tmp_path):
+    model_dir = tmp_path / "run"
+    result = run_train("--dataset", "mnist_sample", "--seed", "1", "--epochs", "1",
+                       "--learning_rate", "1e6", "--model_dir", str(model_dir))
+    assert result.returncode == 1
+    [line] = our_lines(result.stderr)
+    assert "epoch 1, step" in line and "no checkpoint" in line
+    assert not (model_dir / "model.keras").exists()
+    assert not (model_dir / "checkpoints" / "checkpoint").exists()
+
+
+def test_deterministic_runs_with_the_same_seed_have_identical_histories(tmp_path):
+    write_idx_dir(tmp_path / "idx", n_train=600, n_test=40)  # 550 training images
+    args = ["--data_dir", str(tmp_path / "idx"), "--batch_size", "64", "--seed", "7",
+            "--epochs", "2", "--deterministic", "--noise_factor", "0.3", "--dropout", "0.9"]
+    histories = []
+    for name in ["first", "second"]:
+        result = run_train(*args, "--model_dir", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+        histories.append(open(tmp_path / name / "history.csv").read())
+    assert histories[0] == histories[1]
+    assert len(histories[0].splitlines()) == 3
+    assert json.load(open(tmp_path / "first" / "config.json"))["deterministic"] is True
+
+
+# --- bad input: one line, the right exit status, model_dir untouched -----------------
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A one-epoch run on the sample that every bad command must leave as it is."""
+    model_dir = str(tmp_path_factory.mktemp("finished") / "run")
+    result = run_train("--dataset", "mnist_sample", "--epochs", "1", "--seed", "1",
+                       "--model_dir", model_dir)
+    assert result.returncode == 0, result.stderr
+    return model_dir
+
+
+def _idx_dir_with(tmp_path, damage):
+    directory = tmp_path / "idx"
+    write_idx_dir(directory, n_train=60, n_test=10)
+    damage(directory)
+    return str(directory)
+
+
+def _truncate(directory):
+    path = directory / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _wrong_magic(directory):
+    path = directory / "train-images-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x0d\x03" + path.read_bytes()[4:])
+
+
+def _fewer_labels(directory):
+    (directory / "train-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(59, np.uint8)))
+
+
+def _damaged_gzip(directory):
+    path = directory / "t10k-images-idx3-ubyte"
+    path.unlink()
+    (directory / "t10k-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"\xff" * 60)
+
+
+def _tiny_images(directory):
+    write_idx_dir(directory, n_train=60, n_test=10, size=4)
+
+
+SAMPLE = ["--dataset", "mnist_sample"]
+BAD_INPUT = {
+    "data_dir missing": (["--data_dir", "/nonexistent/idx"], 1, "does not exist"),
+    "idx truncated": (_truncate, 1, "truncated"),
+    "idx wrong magic": (_wrong_magic, 1, "magic number"),
+    "idx counts disagree": (_fewer_labels, 1, "60 images but 59 labels"),
+    "idx gzip damaged": (_damaged_gzip, 1, "cannot read"),
+    "images too small": (_tiny_images, 2, "too small for 3 pooling blocks"),
+    "unknown dataset": (["--dataset", "no_such_dataset_xyz"], 2, "unknown dataset"),
+    "num_filters empty": (SAMPLE + ["--num_filters="], 2, "num_filters is empty"),
+    "num_filters zero": (SAMPLE + ["--num_filters", "16,0,8"], 2, "positive integers"),
+    "num_filters negative": (SAMPLE + ["--num_filters=-16,8"], 2, "positive integers"),
+    "num_filters not numbers": (SAMPLE + ["--num_filters", "a,b"], 2, "comma-separated integers"),
+    "hidden_units empty": (SAMPLE + ["--model", "fully_connected", "--hidden_units="], 2,
+                           "hidden_units is empty"),
+    "hidden_units zero": (SAMPLE + ["--model", "fully_connected", "--hidden_units", "128,0"], 2,
+                          "positive integers"),
+    "hidden_units negative": (SAMPLE + ["--model", "fully_connected", "--hidden_units=-5"], 2,
+                              "positive integers"),
+    "batch_size zero": (SAMPLE + ["--batch_size", "0"], 2, "batch_size must be >= 1"),
+    "batch_size above train set": (SAMPLE + ["--batch_size", "4001"], 2,
+                                   "larger than the training set"),
+    "noise_factor negative": (SAMPLE + ["--noise_factor", "-0.1"], 2, "noise_factor must be >= 0"),
+    "dropout zero": (SAMPLE + ["--dropout", "0"], 2, "keep probability in (0, 1]"),
+    "dropout above one": (SAMPLE + ["--dropout", "1.5"], 2, "keep probability in (0, 1]"),
+    "learning_rate zero": (SAMPLE + ["--learning_rate", "0"], 2, "learning_rate must be > 0"),
+    "learning_rate negative": (SAMPLE + ["--learning_rate", "-0.1"], 2, "learning_rate must be > 0"),
+    "epochs zero": (SAMPLE + ["--epochs", "0"], 2, "epochs must be >= 1"),
+    "seed negative": (SAMPLE + ["--seed", "-1"], 2, "seed must be in"),
+    "other architecture": (SAMPLE + ["--num_filters", "8,8"], 2, "different model"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_gets_one_line_and_leaves_model_dir_alone(tmp_path, finished_run, case):
+    args, code, words = BAD_INPUT[case]
+    if callable(args):
+        args = ["--data_dir", _idx_dir_with(tmp_path, args), "--batch_size", "16"]
+    before = snapshot(finished_run)
+    result = run_train(*args, "--model_dir", finished_run)
+    assert result.returncode == code, result.stderr
+    assert result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
+    assert result.stderr.startswith("train.py: error: ")
+    assert snapshot(finished_run) == before
+
+
+def test_model_dir_that_is_a_file_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("mine\n")
+    result = run_train(*SAMPLE, "--model_dir", str(path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "is a file" in result.stderr
+    assert path.read_text() == "mine\n"
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    result = run_train("--data_dir", str(tmp_path / "missing"), "--verbose",
+                       "--model_dir", str(tmp_path / "run"))
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "DataError" in result.stderr
+
+
+# --- checkpoints in-process: damaged files, kills mid-save ----------------------------
+
+def small_model():
+    from tf_autoencoder import Config, build_autoencoder
+    from tf_autoencoder.training import compile_model
+
+    config = Config(image_shape=[8, 8, 1], num_filters=[4]).validate()
+    model = build_autoencoder(config)
+    compile_model(model, config)
+    return model
+
+
+def checkpointer(directory):
+    from tf_autoencoder.training import EpochCheckpoint
+
+    model = small_model()
+    callback = EpochCheckpoint(model, str(directory))
+    callback.set_model(model)
+    return model, callback
+
+
+def save_epochs(directory, epochs):
+    """Saves `epochs` epoch-end checkpoints of changing weights; returns each epoch's weights."""
+    model, callback = checkpointer(directory)
+    saved = []
+    for epoch in range(epochs):
+        for w in model.trainable_weights:
+            w.assign(np.full(w.shape, epoch + 1.0, dtype=np.float32))
+        model.optimizer.iterations.assign((epoch + 1) * 10)
+        callback.on_epoch_end(epoch, {"loss": 0.5, "val_loss": 0.5})
+        saved.append([w.numpy() for w in model.trainable_weights])
+    return saved
+
+
+def restore_into_new_model(directory):
+    model, callback = checkpointer(directory)
+    logged = []
+    epochs = callback.restore(log=logged.append)
+    return model, epochs, logged
+
+
+def _cut_data_file(prefix):
+    with open(prefix + ".data-00000-of-00001", "r+b") as f:
+        f.truncate(10)
+
+
+def _remove_index(prefix):
+    os.unlink(prefix + ".index")
+
+
+def _garble_index(prefix):
+    with open(prefix + ".index", "r+b") as f:
+        f.write(b"\xde\xad" * 64)
+
+
+@pytest.mark.parametrize("damage", [_cut_data_file, _remove_index, _garble_index])
+def test_restore_falls_back_to_the_previous_checkpoint_if_the_newest_is_damaged(tmp_path, damage):
+    saved = save_epochs(tmp_path, 3)
+    damage(str(tmp_path / "ckpt-30"))
+    model, epochs, logged = restore_into_new_model(tmp_path)
+    assert epochs == 2
+    assert int(model.optimizer.iterations) == 20
+    for weight, expected in zip(model.trainable_weights, saved[1]):
+        np.testing.assert_array_equal(weight.numpy(), expected)
+    assert any("ckpt-30" in line and "cannot be read" in line for line in logged)
+
+
+def test_restore_refuses_when_no_checkpoint_can_be_read(tmp_path):
+    save_epochs(tmp_path, 2)
+    for prefix in ("ckpt-10", "ckpt-20"):
+        _remove_index(str(tmp_path / prefix))
+    _, callback = checkpointer(tmp_path)
+    with pytest.raises(OSError, match="--overwrite"):
+        callback.restore(log=lambda line: None)
+
+
+def test_leftovers_of_a_killed_save_are_removed_and_the_last_checkpoint_used(tmp_path):
+    save_epochs(tmp_path, 2)
+    leftover = tmp_path / "ckpt-30_temp"
+    leftover.mkdir()
+    (leftover / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"\x00" * 7)
+    _, epochs, logged = restore_into_new_model(tmp_path)
+    assert epochs == 2 and logged == []
+    assert not leftover.exists()
+
+
+KILLED_SAVER = """
+import sys
+sys.path.insert(0, {tests!r})
+from test_reliability import checkpointer
+model, callback = checkpointer({directory!r})
+print("ready", flush=True)
+epoch = 0
+while True:
+    model.optimizer.iterations.assign((epoch + 1) * 10)
+    callback.on_epoch_end(epoch, {{"loss": 0.5}})
+    epoch += 1
+"""
+
+
+def test_sigkill_during_saves_never_leaves_the_run_unable_to_resume(tmp_path):
+    # A process that does nothing but save checkpoints is killed at arbitrary moments;
+    # most kills land inside a save.
+    tests = os.path.dirname(os.path.abspath(__file__))
+    for kill_after in (0.7, 1.3):
+        process = subprocess.Popen(
+            [sys.executable, "-c", KILLED_SAVER.format(tests=tests, directory=str(tmp_path))],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert process.stdout.readline() == "ready\n"
+        time.sleep(kill_after)
+        process.kill()
+        process.wait()
+        _, epochs, _ = restore_into_new_model(tmp_path)
+        assert epochs >= 1
+
+
+def test_resume_drops_history_rows_that_no_checkpoint_holds(tmp_path):
+    from tf_autoencoder.training import trim_history
+
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss\n0,0.5\n1,0.4\n2,0.3\n3,0.2")  # the last row cut short
+    trim_history(str(path), 2)
+    assert path.read_text() == "epoch,loss\n0,0.5\n1,0.4\n"
