@@ -56,6 +56,9 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--model_dir", default=d.model_dir, help="where the run is written")
     g.add_argument("--save_images", default=None, metavar="DIR",
                    help="write a PNG of reconstructions to DIR after each epoch")
+    g.add_argument("--embedding_images", type=int, default=d.embedding_images, metavar="N",
+                   help="after training, write the codes of the first N test images (all of "
+                        "a smaller test split) for TensorBoard's projector; 0: none")
     g.add_argument("--overwrite", action="store_true",
                    help="replace a model_dir that holds a different model")
     g.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
@@ -69,7 +72,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         dataset=args.dataset or "mnist", data_dir=args.data_dir, noise_factor=args.noise_factor,
         loss=args.loss, learning_rate=args.learning_rate, batch_size=args.batch_size,
         epochs=args.epochs, seed=args.seed, model_dir=args.model_dir,
-        save_images=args.save_images)
+        save_images=args.save_images, embedding_images=args.embedding_images)
 
 
 def _fail(prog: str, message: str, code: int, verbose: bool) -> int:
