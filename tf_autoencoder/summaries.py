@@ -21,6 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
+from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 from . import data as data_lib
 from .config import Config
@@ -85,9 +86,13 @@ class TrainingInternals(keras.callbacks.Callback):
         self.activations_batch = tf.constant(activations_batch)
         self.epoch_start = self.validation_start = None
         self.steps_at_epoch_start = 0
+        self.traced_for = None
 
     def set_model(self, model):
+        if model is self.traced_for:
+            return  # fit() sets it again on every call; keep the traced functions
         super().set_model(model)
+        self.traced_for = model
         parts = (model.encoder, model.decoder)
         self.hidden = [(part.name, hidden_layers(part)) for part in parts]
         # One model per part that returns every hidden layer's output and the part's output.
@@ -96,12 +101,12 @@ class TrainingInternals(keras.callbacks.Callback):
 
         @tf.function
         def activations(images):
-            """images -> [activations of each hidden layer], encoder first."""
+            """images -> [(activations, fraction of zeros) of each hidden layer], encoder first."""
             outputs = []
             x = images
             for probe in probes:
                 *hidden, x = probe(x, training=False)
-                outputs += hidden
+                outputs += [(a, tf.math.zero_fraction(a)) for a in hidden]
             return outputs
 
         @tf.function
@@ -145,15 +150,14 @@ class TrainingInternals(keras.callbacks.Callback):
                                           "on one fixed training batch")
             for part in (self.model.encoder, self.model.decoder):
                 for weight in part.trainable_weights:
-                    tf.summary.histogram(f"weights/{part.name}/{weight.path}", weight)
+                    histogram(f"weights/{part.name}/{weight.path}", weight)
         outputs = iter(self.activations(self.activations_batch))
         with self.validation_writer.as_default(step=epoch):
             for part, layers in self.hidden:
                 for layer in layers:
-                    activation = next(outputs)
-                    tf.summary.histogram(f"activations/{part}/{layer.name}", activation)
-                    tf.summary.scalar(f"zero_fraction/{part}/{layer.name}",
-                                      tf.math.zero_fraction(activation))
+                    activation, zero_fraction = next(outputs)
+                    histogram(f"activations/{part}/{layer.name}", activation)
+                    tf.summary.scalar(f"zero_fraction/{part}/{layer.name}", zero_fraction)
         self.train_writer.flush()
         self.validation_writer.flush()
 
@@ -208,6 +212,27 @@ class Reconstructions(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.writer:
             self.writer.close()
+
+
+def histogram(tag: str, values) -> None:
+    """Writes what tf.summary.histogram writes, (30, 3) rows of left edge, right edge and
+    count, in time and memory linear in the values: TensorBoard's version one-hot
+    encodes every value in float64, seconds for one batch of activations."""
+    tf.summary.write(tag, _buckets(values),
+                     metadata=histogram_metadata.create_summary_metadata(None, None))
+
+
+@tf.function(reduce_retracing=True)
+def _buckets(values, bins=30):
+    values = tf.reshape(tf.cast(values, tf.float64), [-1])
+    low, high = tf.reduce_min(values), tf.reduce_max(values)
+    if low < high:
+        counts = tf.histogram_fixed_width(values, tf.stack([low, high]), nbins=bins)
+        edges = tf.concat([tf.linspace(low, high, bins + 1)[:-1], [high]], 0)
+    else:  # one value: all in the last bucket, edges all equal, as TensorBoard does
+        counts = tf.one_hot(bins - 1, bins, on_value=tf.size(values), dtype=tf.int32)
+        edges = tf.fill([bins + 1], high)
+    return tf.stack([edges[:-1], edges[1:], tf.cast(counts, tf.float64)], axis=1)
 
 
 def write_hparams(config: Config) -> None:
