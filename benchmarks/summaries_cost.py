@@ -75,7 +75,7 @@ def main():
                                            batch_size=config.batch_size, training=False)
         timers = {"without": EpochTimer(), "with": EpochTimer()}
         callbacks = {"without": [timers["without"]],
-                     "with": [*tensorboard_callbacks(model, config, splits), timers["with"]]}
+                     "with": [*tensorboard_callbacks(config, splits), timers["with"]]}
         epoch = 0
         print(f"{splits.source}: {len(splits.train):,} training images, "
               f"{len(splits.train) // config.batch_size} steps per epoch", flush=True)

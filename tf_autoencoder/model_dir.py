@@ -3,7 +3,8 @@
 model_dir/
   config.json        the full resolved configuration (what data was actually used, too)
   checkpoints/       one TF checkpoint per epoch (weights, optimizer, epoch): the resume point
-  train/ validation/ TensorBoard logs (and hyperparameters, test metrics in events.out.*)
+  train/ validation/ TensorBoard logs per epoch
+  events.out.*       TensorBoard: the hyperparameters and the final test metrics
   projector/         latent codes of test images for TensorBoard's projector
   history.csv        loss and metrics per epoch, training and validation
   model.keras        the final model

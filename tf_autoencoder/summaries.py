@@ -35,7 +35,7 @@ HPARAMS = ("model", "num_filters", "hidden_units", "data_format", "dropout", "we
            "dataset", "noise_factor", "loss", "learning_rate", "batch_size", "epochs", "seed")
 
 
-def tensorboard_callbacks(model: keras.Model, config: Config, splits: data_lib.Splits) -> list:
+def tensorboard_callbacks(config: Config, splits: data_lib.Splits) -> list:
     """Everything a training run logs each epoch: Keras' own TensorBoard callback (loss,
     metrics, learning rate) and ours (internals, reconstructions; PNGs with save_images)."""
     rng = np.random.default_rng(config.seed)  # fixed inputs, so epochs compare
@@ -43,6 +43,7 @@ def tensorboard_callbacks(model: keras.Model, config: Config, splits: data_lib.S
     activations_batch = fixed_inputs(splits.validation.images[:config.batch_size], config, rng)
     shown = fixed_inputs(splits.test.images[:NUM_RECONSTRUCTIONS], config, rng)
     return [
+        # Its write_graph finds no graph in Keras 3; TrainingInternals writes it.
         keras.callbacks.TensorBoard(config.model_dir, write_graph=False, profile_batch=0),
         TrainingInternals(config, probe, activations_batch[0]),
         Reconstructions(*shown, log_dir=os.path.join(config.model_dir, VALIDATION_RUN),
@@ -127,7 +128,7 @@ class TrainingInternals(keras.callbacks.Callback):
             os.path.join(self.config.model_dir, VALIDATION_RUN))
         write_hparams(self.config)
         shape = (None,) + tuple(self.model.encoder.input_shape[1:])
-        forward = tf.function(lambda images: self.model(images, training=False))
+        forward = tf.function(lambda images: self.model(images, training=False), autograph=False)
         with self.train_writer.as_default():
             tf.summary.graph(forward.get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph)
 
@@ -218,7 +219,8 @@ def histogram(tag: str, values) -> None:
     """Writes what tf.summary.histogram writes, (30, 3) rows of left edge, right edge and
     count, in time and memory linear in the values: TensorBoard's version one-hot
     encodes every value in float64, seconds for one batch of activations."""
-    tf.summary.write(tag, _buckets(values),
+    # A tensor, not a Keras variable: tracing those recurses in tf.function's type checks.
+    tf.summary.write(tag, _buckets(tf.convert_to_tensor(values)),
                      metadata=histogram_metadata.create_summary_metadata(None, None))
 
 

@@ -3,7 +3,7 @@
 model_dir/
   config.json       the full resolved configuration (what data was actually used, too)
   checkpoints/      one TF checkpoint per epoch (weights, optimizer, epoch): resume point
-  train/ validation/ projector/  TensorBoard logs (see summaries.py)
+  train/ validation/ projector/ events.out.*  TensorBoard logs (see summaries.py)
   model.keras       the final model
   history.csv       loss and metrics per epoch, training and validation
   test_metrics.json loss, RMSE, BCE, MSE on the test split
@@ -100,7 +100,7 @@ def train(config: Config, splits: data_lib.Splits, log=print) -> dict:
         checkpoint,
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.CSVLogger(os.path.join(config.model_dir, HISTORY), append=True),
-        *tensorboard_callbacks(model, config, splits),
+        *tensorboard_callbacks(config, splits),
     ]
 
     if initial_epoch >= config.epochs:
