@@ -252,3 +252,18 @@ def test_export_embeddings_bad_input_is_one_line(tmp_path):
     result = run_script("export_embeddings.py", "--model_dir", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "config.json" in result.stderr
+
+
+def test_overwrite_removes_the_runs_tensorboard_logs_only(tmp_path):
+    from tf_autoencoder.config import Config
+    from tf_autoencoder.model_dir import prepare_model_dir
+
+    model_dir = tmp_path / "run"
+    (model_dir / "projector").mkdir(parents=True)
+    (model_dir / "projector" / "sprite.png").write_bytes(b"")
+    (model_dir / "events.out.tfevents.1.host.1.v2").write_bytes(b"")
+    (model_dir / "notes.txt").write_text("mine")
+    config = Config(model_dir=str(model_dir), image_shape=[28, 28, 1])
+    config.save(str(model_dir / "config.json"))
+    prepare_model_dir(config, overwrite=True)
+    assert sorted(os.listdir(model_dir)) == ["notes.txt"]

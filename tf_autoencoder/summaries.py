@@ -177,16 +177,18 @@ class Reconstructions(keras.callbacks.Callback):
     `inputs` is `clean` itself when there is no noise.
     """
 
-    def __init__(self, inputs: np.ndarray, clean: np.ndarray, *, log_dir: str | None = None,
+    def __init__(self, inputs: np.ndarray, clean: np.ndarray, *, log_dir: str,
                  png_dir: str | None = None, channels_first: bool = False):
         super().__init__()
         self.inputs, self.clean = inputs, clean
         self.log_dir, self.png_dir = log_dir, png_dir
         self.channels_first = channels_first
-        self.writer = None
 
     def _nhwc(self, images):
         return images.transpose(0, 2, 3, 1) if self.channels_first else images
+
+    def on_train_begin(self, logs=None):
+        self.writer = tf.summary.create_file_writer(self.log_dir)
 
     def grid(self) -> np.ndarray:
         """uint8 (rows * (H + 2) + 2, n * (W + 2) + 2, C): one row of images each."""
@@ -196,23 +198,17 @@ class Reconstructions(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         grid = self.grid()
-        if self.log_dir:
-            rows = "input, noisy input, reconstruction" if self.inputs is not self.clean \
-                else "input, reconstruction"
-            with self.writer.as_default(step=epoch):
-                tf.summary.image("reconstructions", grid[None], description=f"rows: {rows}")
-            self.writer.flush()
+        rows = "input, noisy input, reconstruction" if self.inputs is not self.clean \
+            else "input, reconstruction"
+        with self.writer.as_default(step=epoch):
+            tf.summary.image("reconstructions", grid[None], description=f"rows: {rows}")
+        self.writer.flush()
         if self.png_dir:
             step = int(self.model.optimizer.iterations)
             write_png(os.path.join(self.png_dir, f"step_{step:05d}.png"), grid)
 
-    def on_train_begin(self, logs=None):
-        if self.log_dir:
-            self.writer = tf.summary.create_file_writer(self.log_dir)
-
     def on_train_end(self, logs=None):
-        if self.writer:
-            self.writer.close()
+        self.writer.close()
 
 
 def histogram(tag: str, values) -> None:
