@@ -5,7 +5,9 @@ One model trains epoch after epoch in one process, alternating an epoch without 
 TensorBoard callback (A) and one with all of them (B: Keras' TensorBoard callback and
 ours, as train.py adds them with default settings), A B A B ..., after one warm-up epoch
 of each. An epoch's time runs from its start to the end of the last callback's
-on_epoch_end, validation included. Prints the medians and their ratio.
+on_epoch_end, validation included. Prints the medians and their ratio, and, measured
+directly in the B epochs, the seconds spent in the summary callbacks' on_epoch_end
+(where they do their work), which shared machines' noise does not swamp.
 
     python benchmarks/summaries_cost.py --data_dir /usr/share/datasets/fashion-mnist --pairs 5
 """
@@ -31,17 +33,36 @@ from tf_autoencoder.training import compile_model  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Records each epoch's seconds; put it last so the others' on_epoch_end count."""
+    """Records each epoch's seconds, and the seconds its on_epoch_end hooks took after
+    `on_epoch_end_start` ran; put it last so the others' on_epoch_end count."""
 
     def __init__(self):
         super().__init__()
-        self.seconds = []
+        self.seconds, self.end_hook_seconds = [], []
+        self.end_hooks_start = None
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.start = time.perf_counter()
+        self.start, self.end_hooks_start = time.perf_counter(), None
+
+    def on_epoch_end_start(self):
+        self.end_hooks_start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self.start)
+        now = time.perf_counter()
+        self.seconds.append(now - self.start)
+        if self.end_hooks_start is not None:
+            self.end_hook_seconds.append(now - self.end_hooks_start)
+
+
+class MarkEpochEnd(keras.callbacks.Callback):
+    """Put first: tells `timer` when the epoch's on_epoch_end hooks begin."""
+
+    def __init__(self, timer: EpochTimer):
+        super().__init__()
+        self.timer = timer
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.timer.on_epoch_end_start()
 
 
 def cpu_model() -> str:
@@ -75,7 +96,8 @@ def main():
                                            batch_size=config.batch_size, training=False)
         timers = {"without": EpochTimer(), "with": EpochTimer()}
         callbacks = {"without": [timers["without"]],
-                     "with": [*tensorboard_callbacks(config, splits), timers["with"]]}
+                     "with": [MarkEpochEnd(timers["with"]), *tensorboard_callbacks(config, splits),
+                              timers["with"]]}
         epoch = 0
         print(f"{splits.source}: {len(splits.train):,} training images, "
               f"{len(splits.train) // config.batch_size} steps per epoch", flush=True)
@@ -100,6 +122,11 @@ def main():
     print(f"ratio of medians: {ratio:.3f}; median of pair ratios: "
           f"{statistics.median(pair_ratios):.3f} (min {min(pair_ratios):.3f}, "
           f"max {max(pair_ratios):.3f})")
+    summaries = timers["with"].end_hook_seconds[1:]
+    print(f"summaries' on_epoch_end per epoch: median {statistics.median(summaries):.2f} s "
+          f"({', '.join(f'{s:.2f}' for s in summaries)}), "
+          f"{statistics.median(summaries) / statistics.median(without):.1%} of the median "
+          "epoch without")
     print(f"once at the end of training (test metrics, projector of "
           f"{min(config.embedding_images, len(splits.test)):,} codes): {end_seconds:.2f} s")
     print(f"machine: {cpu_model()}, {os.cpu_count()} cores; "
