@@ -69,6 +69,9 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--model_dir", default=d.model_dir, help="where the run is written")
     g.add_argument("--save_images", default=None, metavar="DIR",
                    help="write a PNG of reconstructions to DIR after each epoch")
+    g.add_argument("--embedding_images", type=int, default=d.embedding_images, metavar="N",
+                   help="after training, write the codes of the first N test images (all of "
+                        "a smaller test split) for TensorBoard's projector; 0: none")
     g.add_argument("--overwrite", action="store_true",
                    help="replace a model_dir that holds a different model")
     g.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
@@ -83,7 +86,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         dataset=args.dataset or "mnist", data_dir=args.data_dir, noise_factor=args.noise_factor,
         loss=args.loss, learning_rate=args.learning_rate, batch_size=args.batch_size,
         epochs=args.epochs, seed=args.seed, deterministic=args.deterministic,
-        model_dir=args.model_dir, save_images=args.save_images)
+        model_dir=args.model_dir, save_images=args.save_images,
+        embedding_images=args.embedding_images)
 
 
 def _fail(prog: str, message: str, code: int, verbose: bool) -> int:
@@ -212,3 +216,115 @@ def predict_main(argv=None, prog: str | None = None) -> int:
     except (ModelError, OSError) as e:
         return _fail(parser.prog, str(e), 1, args.verbose)
     return 1 if failed else 0
+
+
+# --- export_embeddings.py ---------------------------------------------------------------
+
+def build_export_embeddings_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="export_embeddings.py",
+                description="Latent codes of test images for TensorBoard's projector, or a "
+                            "picture of reconstructions, from a trained model_dir or a SavedModel. "
+                            "Settings default to the model_dir's config.json.")
+    p.add_argument("--model_dir", default=Config().model_dir,
+                   help="a training run's model_dir, or a SavedModel directory "
+                        "(e.g. MODEL_DIR/export/1) (default: %(default)s)")
+    p.add_argument("--what", choices=["embedding", "reconstruction"], default="embedding",
+                   help="embedding: projector files of the codes; reconstruction: a PNG grid of "
+                        "inputs, noisy inputs (denoising) and reconstructions (default: %(default)s)")
+    p.add_argument("--images", type=int, default=None, metavar="N",
+                   help="how many test images, from the first (default: 10,000 or the whole "
+                        "test split for embedding, 10 for reconstruction)")
+    p.add_argument("--output", default=None,
+                   help="embedding: a directory (default MODEL_DIR/projector); reconstruction: "
+                        "a PNG file (default MODEL_DIR/reconstructions.png); needed for a SavedModel")
+    p.add_argument("--noise_factor", type=float, default=None,
+                   help="std of the Gaussian noise added to the inputs, as in training "
+                        "(default: the run's)")
+    p.add_argument("--dropout", type=float, default=None,
+                   help="keep probability of dropout, as in training (default: the run's); "
+                        "dropout is off when computing codes and reconstructions")
+    p.add_argument("--dataset", default=None, help="dataset to take test images from (default: the run's)")
+    p.add_argument("--data_dir", default=None, help="folder of IDX files (default: the run's)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the noise (default: the run's)")
+    p.add_argument("--save_npy", action="store_true", help="embedding: also write codes.npy")
+    p.add_argument("--save_tsv", action="store_true",
+                   help="embedding: also write codes.tsv and labels.tsv")
+    p.add_argument("--no_show", action="store_true",
+                   help="reconstruction: do not open a window even when a display is available")
+    p.add_argument("--verbose", action="store_true", help="show tracebacks of errors")
+    return p
+
+
+def _export_embeddings_config(args) -> Config:
+    """The settings: the run's config.json (a SavedModel's is two levels up, if there),
+    with the flags given on top. Raises ConfigError for bad input."""
+    path = args.model_dir
+    if not os.path.isdir(path):
+        raise ConfigError(f"{path} is not a directory: give a training run's model_dir or a SavedModel")
+    saved_model = os.path.isfile(os.path.join(path, "saved_model.pb"))
+    candidates = [os.path.join(path, os.pardir, os.pardir, CONFIG_FILE)] if saved_model \
+        else [os.path.join(path, CONFIG_FILE)]
+    config = Config(dataset="mnist")
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            try:
+                config = Config.load(candidate)
+            except (ValueError, TypeError, OSError) as e:
+                raise ConfigError(f"{candidate} cannot be read: {e}") from None
+            break
+    else:
+        if not saved_model:
+            raise ConfigError(f"{path} has no {CONFIG_FILE}: give the model_dir of a training run "
+                              "or a SavedModel directory")
+    if saved_model and not args.output:
+        raise ConfigError("give --output when reading a SavedModel")
+    config.model_dir = path
+    for name in ("noise_factor", "dropout", "dataset", "data_dir", "seed"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
+    if args.dataset and not args.data_dir:
+        config.data_dir = None
+    if args.images is not None and args.images < 1:
+        raise ConfigError(f"--images must be >= 1, got {args.images}")
+    return config.validate()
+
+
+def export_embeddings_main(argv=None) -> int:
+    """export_embeddings.py: the original's test_mnist_autoencoder.py, plus the projector."""
+    parser = build_export_embeddings_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = _export_embeddings_config(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    from . import data, embeddings
+
+    saved_model = embeddings.is_saved_model(config.model_dir)
+    embedding = args.what == "embedding"
+    output = args.output or os.path.join(
+        config.model_dir, "projector" if embedding else "reconstructions.png")
+    try:
+        splits = data.load_data(config.dataset, config.data_dir)
+        if not saved_model and config.image_shape and splits.image_shape != config.image_shape:
+            raise ConfigError(f"the model was trained on {config.image_shape} images, "
+                              f"{splits.source} has {splits.image_shape}")
+        config.image_shape = config.image_shape or splits.image_shape
+        count = min(args.images or (10_000 if embedding else 10), len(splits.test))
+        test = data.Split(splits.test.images[:count], splits.test.labels[:count])
+        model = (embeddings.load_saved_model(config.model_dir, config.batch_size) if saved_model
+                 else embeddings.load_from_model_dir(config))
+        if embedding:
+            embeddings.export_embedding(model, test, output, noise_factor=config.noise_factor,
+                                        seed=config.seed, save_npy=args.save_npy,
+                                        save_tsv=args.save_tsv)
+        else:
+            grid = embeddings.export_reconstruction(model, test, output,
+                                                    noise_factor=config.noise_factor,
+                                                    seed=config.seed)
+            if not args.no_show and embeddings.display_available():
+                embeddings.show(grid, output)
+    except ConfigError as e:
+        return _fail(parser.prog, str(e), 2, args.verbose)
+    except (data.DataError, embeddings.ModelError, OSError) as e:
+        return _fail(parser.prog, str(e), 1, args.verbose)
+    return 0

@@ -59,6 +59,7 @@ class Config:
     # Output
     model_dir: str = "mnist_training"
     save_images: Optional[str] = None
+    embedding_images: int = 10_000  # test images whose codes the projector shows; 0: none
     # Filled in when the data is loaded: what a run actually trained on.
     image_shape: Optional[list[int]] = None  # [H, W, C]
     data_source: Optional[str] = None
@@ -98,6 +99,7 @@ class Config:
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.seed is None or 0 <= self.seed < 2**32, "seed must be in [0, 2**32)"),
+            (self.embedding_images >= 0, "embedding_images must be >= 0 (0: no projector)"),
         ]
         for ok, message in checks:
             if not ok:

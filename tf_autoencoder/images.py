@@ -29,3 +29,35 @@ def write_png(path: str, image: np.ndarray) -> None:
     """image: uint8 (H, W, C) with C in {1, 3, 4}. Written atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_bytes_atomic(path, tf.io.encode_png(image).numpy())
+
+
+# Browsers' WebGL textures, which hold the projector's sprite, go up to 8192 pixels a side.
+MAX_SPRITE_SIZE = 8192
+
+
+def sprite_image(images: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+    """Tiles images row by row into a square sprite for TensorBoard's projector.
+
+    images: (N, H, W, C) uint8 or floats in [0, 1].  Single-channel images are inverted
+    (dark strokes on white, as the original's `write_sprite_image`).  Thumbnails are
+    shrunk, keeping their aspect ratio, only when the sprite would exceed 8192 pixels.
+    Returns the sprite, uint8 (rows * h, cols * w, C) with cols = ceil(sqrt(N)) and
+    unused cells white, and the thumbnails' size (h, w).
+    """
+    if images.dtype != np.uint8:
+        images = np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
+    n, height, width, channels = images.shape
+    cols = int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    scale = min(1.0, MAX_SPRITE_SIZE / (cols * max(height, width)))
+    if scale < 1:
+        height, width = max(1, int(height * scale)), max(1, int(width * scale))
+        images = tf.cast(tf.round(tf.image.resize(images, (height, width), "area")),
+                         tf.uint8).numpy()
+    if channels == 1:
+        images = 255 - images
+    sprite = np.full((rows * height, cols * width, channels), 255, np.uint8)
+    for i, image in enumerate(images):
+        top, left = (i // cols) * height, (i % cols) * width
+        sprite[top:top + height, left:left + width] = image
+    return sprite, (height, width)

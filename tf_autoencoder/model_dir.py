@@ -3,7 +3,9 @@
 model_dir/
   config.json        the full resolved configuration (what data was actually used, too)
   checkpoints/       one TF checkpoint per epoch (weights, optimizer, epoch): the resume point
-  train/ validation/ TensorBoard logs
+  train/ validation/ TensorBoard logs per epoch
+  events.out.*       TensorBoard: the hyperparameters and the final test metrics
+  projector/         latent codes of test images for TensorBoard's projector
   history.csv        loss and metrics per epoch, training and validation
   model.keras        the final model
   test_metrics.json  loss, RMSE, BCE, MSE on the test split
@@ -27,7 +29,8 @@ SAVED_MODEL_FILE = "saved_model.pb"
 EVALUATION = "evaluation.json"
 # What --overwrite removes: only what a run writes, never other files of the user's.
 RUN_OUTPUTS = (CONFIG_FILE, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY, EVALUATION,
-               "train", "validation", EXPORT_DIR)
+               "train", "validation", "projector", EXPORT_DIR)
+EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard logs in model_dir itself
 
 
 def prepare_model_dir(config: Config, overwrite: bool = False) -> Config | None:
@@ -42,7 +45,8 @@ def prepare_model_dir(config: Config, overwrite: bool = False) -> Config | None:
     if not os.path.exists(config_path):
         return None
     if overwrite:
-        for name in RUN_OUTPUTS:
+        events = [name for name in os.listdir(model_dir) if name.startswith(EVENT_FILE_PREFIX)]
+        for name in RUN_OUTPUTS + tuple(events):
             path = os.path.join(model_dir, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)

@@ -1,40 +1,264 @@
-"""What a run shows while it trains: reconstruction pictures."""
+"""What a run shows in TensorBoard (`tensorboard --logdir MODEL_DIR`) and writes as pictures.
+
+model_dir/
+  events.out.*  hyperparameters (HParams tab) and the final test metrics `test/*`
+  train/        Keras: epoch_loss, epoch_rmse, epoch_bce, epoch_mse, epoch_learning_rate;
+                ours: gradient_norm, steps_per_second, a histogram of every trainable
+                weight, and the model's graph
+  validation/   Keras: the same epoch_* metrics; ours: each hidden layer's activations
+                and fraction of zeros on one fixed validation batch, and the
+                reconstructions of the same test images every epoch
+  projector/    latent codes of test images for the Projector tab (see projector.py)
+
+Epoch summaries use Keras' step convention: step e is the end of epoch e (0-based).
+"""
 from __future__ import annotations
 
 import os
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorboard.plugins.hparams import api as hp
+from tensorboard.plugins.histogram import metadata as histogram_metadata
 
+from . import data as data_lib
+from .config import Config
 from .images import image_grid, write_png
+from .projector import write_projector
+
+NUM_RECONSTRUCTIONS = 10
+TRAIN_RUN, VALIDATION_RUN, PROJECTOR_RUN = "train", "validation", "projector"
+# Hyperparameters shown in the HParams tab: the settings that can differ between runs.
+HPARAMS = ("model", "num_filters", "hidden_units", "data_format", "dropout", "weight_decay",
+           "dataset", "noise_factor", "loss", "learning_rate", "batch_size", "epochs", "seed")
 
 
-class SaveReconstructions(keras.callbacks.Callback):
-    """After each epoch, writes a grid of the same test images: inputs, noisy inputs
-    (when denoising) and reconstructions, as `out_dir/step_XXXXX.png` (the original's
-    SaveReconstructionListener).
+def tensorboard_callbacks(config: Config, splits: data_lib.Splits) -> list:
+    """Everything a training run logs each epoch: Keras' own TensorBoard callback (loss,
+    metrics, learning rate) and ours (internals, reconstructions; PNGs with save_images)."""
+    rng = np.random.default_rng(config.seed)  # fixed inputs, so epochs compare
+    probe = fixed_inputs(splits.train.images[:config.batch_size], config, rng)
+    activations_batch = fixed_inputs(splits.validation.images[:config.batch_size], config, rng)
+    shown = fixed_inputs(splits.test.images[:NUM_RECONSTRUCTIONS], config, rng)
+    return [
+        # Its write_graph finds no graph in Keras 3; TrainingInternals writes it.
+        keras.callbacks.TensorBoard(config.model_dir, write_graph=False, profile_batch=0),
+        TrainingInternals(config, probe, activations_batch[0]),
+        Reconstructions(*shown, log_dir=os.path.join(config.model_dir, VALIDATION_RUN),
+                        png_dir=config.save_images, channels_first=config.channels_first),
+    ]
 
-    inputs: (n, H, W, C) or (n, C, H, W) float32 clean images in the model's layout.
+
+def fixed_inputs(images: np.ndarray, config: Config, rng: np.random.Generator):
+    """uint8 (n, H, W, C) -> (model input, clean target), float32 in the model's layout.
+
+    The input is the clean image plus noise_factor * N(0, 1) noise drawn once from
+    `rng`, clipped to [0, 1], as training adds it; without noise both are the same array.
+    """
+    clean = data_lib.to_layout(images, config.data_format).astype(np.float32) / 255
+    if config.noise_factor <= 0:
+        return clean, clean
+    noise = rng.standard_normal(clean.shape)
+    return np.clip(clean + config.noise_factor * noise, 0, 1).astype(np.float32), clean
+
+
+def hidden_layers(part: keras.Model) -> list[keras.layers.Layer]:
+    """The layers of `part` (encoder or decoder) with a non-linear activation."""
+    return [layer for layer in part.layers
+            if getattr(layer, "activation", keras.activations.linear) is not keras.activations.linear]
+
+
+class TrainingInternals(keras.callbacks.Callback):
+    """Per epoch: global gradient norm, steps per second, weight histograms (train run);
+    activations and fraction of zeros of each hidden layer (validation run). Also writes
+    the hyperparameters when training starts and the model's graph once.
+
+    probe: (inputs, targets) of one fixed training batch; the gradient norm is that of the
+    training loss (weight decay included) on it with the epoch's final weights.
+    activations_batch: one fixed validation batch of model inputs.
     """
 
-    def __init__(self, out_dir: str, inputs: np.ndarray, *, noise_factor: float = 0.0,
-                 channels_first: bool = False, seed: int = 0):
+    def __init__(self, config: Config, probe, activations_batch: np.ndarray):
         super().__init__()
-        self.out_dir = out_dir
-        self.clean = inputs
+        self.config = config
+        self.probe = tuple(tf.constant(a) for a in probe)
+        self.activations_batch = tf.constant(activations_batch)
+        self.epoch_start = self.validation_start = None
+        self.steps_at_epoch_start = 0
+        self.traced_for = None
+
+    def set_model(self, model):
+        if model is self.traced_for:
+            return  # fit() sets it again on every call; keep the traced functions
+        super().set_model(model)
+        self.traced_for = model
+        parts = (model.encoder, model.decoder)
+        self.hidden = [(part.name, hidden_layers(part)) for part in parts]
+        # One model per part that returns every hidden layer's output and the part's output.
+        probes = [keras.Model(part.inputs, [l.output for l in layers] + [part.output])
+                  for part, (_, layers) in zip(parts, self.hidden)]
+
+        @tf.function
+        def activations(images):
+            """images -> [(activations, fraction of zeros) of each hidden layer], encoder first."""
+            outputs = []
+            x = images
+            for probe in probes:
+                *hidden, x = probe(x, training=False)
+                outputs += [(a, tf.math.zero_fraction(a)) for a in hidden]
+            return outputs
+
+        @tf.function
+        def gradient_norm(inputs, targets):
+            with tf.GradientTape() as tape:
+                logits = model(inputs, training=False)
+                loss = keras.ops.mean(model.loss(targets, logits))
+                if model.losses:
+                    loss += keras.ops.sum(model.losses)
+            return tf.linalg.global_norm(tape.gradient(loss, model.trainable_variables))
+
+        self.activations, self.gradient_norm = activations, gradient_norm
+
+    def on_train_begin(self, logs=None):
+        self.train_writer = tf.summary.create_file_writer(
+            os.path.join(self.config.model_dir, TRAIN_RUN))
+        self.validation_writer = tf.summary.create_file_writer(
+            os.path.join(self.config.model_dir, VALIDATION_RUN))
+        write_hparams(self.config)
+        shape = (None,) + tuple(self.model.encoder.input_shape[1:])
+        forward = tf.function(lambda images: self.model(images, training=False), autograph=False)
+        with self.train_writer.as_default():
+            tf.summary.graph(forward.get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch_start, self.validation_start = time.perf_counter(), None
+        self.steps_at_epoch_start = int(self.model.optimizer.iterations)
+
+    def on_test_begin(self, logs=None):
+        if self.epoch_start is not None and self.validation_start is None:
+            self.validation_start = time.perf_counter()  # training steps end here
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = (self.validation_start or time.perf_counter()) - self.epoch_start
+        steps = int(self.model.optimizer.iterations) - self.steps_at_epoch_start
+        with self.train_writer.as_default(step=epoch):
+            tf.summary.scalar("steps_per_second", steps / seconds,
+                              description="training steps per second, validation excluded")
+            tf.summary.scalar("gradient_norm", self.gradient_norm(*self.probe),
+                              description="global norm of the training loss's gradient "
+                                          "on one fixed training batch")
+            for part in (self.model.encoder, self.model.decoder):
+                for weight in part.trainable_weights:
+                    histogram(f"weights/{part.name}/{weight.path}", weight)
+        outputs = iter(self.activations(self.activations_batch))
+        with self.validation_writer.as_default(step=epoch):
+            for part, layers in self.hidden:
+                for layer in layers:
+                    activation, zero_fraction = next(outputs)
+                    histogram(f"activations/{part}/{layer.name}", activation)
+                    tf.summary.scalar(f"zero_fraction/{part}/{layer.name}", zero_fraction)
+        self.train_writer.flush()
+        self.validation_writer.flush()
+
+    def on_train_end(self, logs=None):
+        self.train_writer.close()
+        self.validation_writer.close()
+
+
+class Reconstructions(keras.callbacks.Callback):
+    """After each epoch, a grid of the same test images: inputs, noisy inputs (when
+    denoising) and reconstructions (the original's SaveReconstructionListener), as the
+    image summary `reconstructions` in `log_dir` and, with `png_dir`, as
+    `png_dir/step_XXXXX.png` named by the global step.
+
+    inputs, clean: (n, H, W, C) or (n, C, H, W) float32 in [0, 1] in the model's layout;
+    `inputs` is `clean` itself when there is no noise.
+    """
+
+    def __init__(self, inputs: np.ndarray, clean: np.ndarray, *, log_dir: str,
+                 png_dir: str | None = None, channels_first: bool = False):
+        super().__init__()
+        self.inputs, self.clean = inputs, clean
+        self.log_dir, self.png_dir = log_dir, png_dir
         self.channels_first = channels_first
-        rng = np.random.default_rng(seed)  # fixed noise, so pictures compare across epochs
-        self.noisy = (np.clip(inputs + noise_factor * rng.standard_normal(inputs.shape), 0, 1)
-                      .astype(np.float32) if noise_factor > 0 else None)
 
     def _nhwc(self, images):
         return images.transpose(0, 2, 3, 1) if self.channels_first else images
 
+    def on_train_begin(self, logs=None):
+        self.writer = tf.summary.create_file_writer(self.log_dir)
+
+    def grid(self) -> np.ndarray:
+        """uint8 (rows * (H + 2) + 2, n * (W + 2) + 2, C): one row of images each."""
+        reconstructions = tf.sigmoid(self.model(self.inputs, training=False)).numpy()
+        noisy = [] if self.inputs is self.clean else [self.inputs]
+        return image_grid([self._nhwc(r) for r in [self.clean, *noisy, reconstructions]])
+
     def on_epoch_end(self, epoch, logs=None):
-        model_input = self.noisy if self.noisy is not None else self.clean
-        reconstructions = tf.sigmoid(self.model(model_input, training=False)).numpy()
-        rows = [self.clean] + ([self.noisy] if self.noisy is not None else []) + [reconstructions]
-        step = int(self.model.optimizer.iterations)
-        write_png(os.path.join(self.out_dir, f"step_{step:05d}.png"),
-                  image_grid([self._nhwc(r) for r in rows]))
+        grid = self.grid()
+        rows = "input, noisy input, reconstruction" if self.inputs is not self.clean \
+            else "input, reconstruction"
+        with self.writer.as_default(step=epoch):
+            tf.summary.image("reconstructions", grid[None], description=f"rows: {rows}")
+        self.writer.flush()
+        if self.png_dir:
+            step = int(self.model.optimizer.iterations)
+            write_png(os.path.join(self.png_dir, f"step_{step:05d}.png"), grid)
+
+    def on_train_end(self, logs=None):
+        self.writer.close()
+
+
+def histogram(tag: str, values) -> None:
+    """Writes what tf.summary.histogram writes, (30, 3) rows of left edge, right edge and
+    count, in time and memory linear in the values: TensorBoard's version one-hot
+    encodes every value in float64, seconds for one batch of activations."""
+    # A tensor, not a Keras variable: tracing those recurses in tf.function's type checks.
+    tf.summary.write(tag, _buckets(tf.convert_to_tensor(values)),
+                     metadata=histogram_metadata.create_summary_metadata(None, None))
+
+
+@tf.function(reduce_retracing=True)
+def _buckets(values, bins=30):
+    values = tf.reshape(tf.cast(values, tf.float64), [-1])
+    low, high = tf.reduce_min(values), tf.reduce_max(values)
+    if low < high:
+        counts = tf.histogram_fixed_width(values, tf.stack([low, high]), nbins=bins)
+        edges = tf.concat([tf.linspace(low, high, bins + 1)[:-1], [high]], 0)
+    else:  # one value: all in the last bucket, edges all equal, as TensorBoard does
+        counts = tf.one_hot(bins - 1, bins, on_value=tf.size(values), dtype=tf.int32)
+        edges = tf.fill([bins + 1], high)
+    return tf.stack([edges[:-1], edges[1:], tf.cast(counts, tf.float64)], axis=1)
+
+
+def write_hparams(config: Config) -> None:
+    """Records the run's hyperparameters in model_dir for the HParams tab."""
+    values = {}
+    for name in HPARAMS:
+        value = getattr(config, name)
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        values[name] = value
+    values["dropout"] = config.dropout or 1.0  # keep probability: 1 is no dropout
+    with tf.summary.create_file_writer(config.model_dir).as_default():
+        hp.hparams(values, trial_id=os.path.basename(os.path.abspath(config.model_dir)))
+
+
+def write_run_end(model: keras.Model, config: Config, splits: data_lib.Splits,
+                  test_metrics: dict, epoch: int, log=print) -> None:
+    """After training: the test metrics as scalars `test/<name>` at step `epoch` (so the
+    HParams tab compares runs by them), and the projector of the first
+    config.embedding_images test images' codes (none if 0)."""
+    with tf.summary.create_file_writer(config.model_dir).as_default(step=epoch):
+        for name, value in test_metrics.items():
+            tf.summary.scalar(f"test/{name}", value)
+    count = min(config.embedding_images, len(splits.test))
+    if count:
+        images = splits.test.images[:count]
+        inputs, _ = fixed_inputs(images, config, np.random.default_rng(config.seed))
+        codes = model.encoder.predict(inputs, batch_size=config.batch_size, verbose=0)
+        log_dir = os.path.join(config.model_dir, PROJECTOR_RUN)
+        write_projector(log_dir, codes, splits.test.labels[:count], images)
+        log(f"Projector: codes of {count:,} test images in {log_dir}")

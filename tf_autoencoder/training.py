@@ -3,7 +3,7 @@
 model_dir/
   config.json       the full resolved configuration (what data was actually used, too)
   checkpoints/      ckpt-<step>: one per epoch and one at Ctrl-C (weights, optimizer, epoch)
-  train/ validation/  TensorBoard logs
+  train/ validation/ projector/ events.out.*  TensorBoard logs (see summaries.py)
   model.keras       the final model
   history.csv       loss and metrics per epoch, training and validation
   test_metrics.json loss, RMSE, BCE, MSE on the test split
@@ -31,9 +31,7 @@ from .metrics import make_loss, make_metrics
 from .model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, HISTORY,
                         TEST_METRICS)
 from .models import build_autoencoder
-from .summaries import SaveReconstructions
-
-NUM_RECONSTRUCTIONS = 10
+from .summaries import tensorboard_callbacks, write_run_end
 
 
 def compile_model(model: keras.Model, config: Config) -> None:
@@ -245,15 +243,9 @@ def train(config: Config, splits: data_lib.Splits, log=print) -> dict:
 
     callbacks = [
         keras.callbacks.CSVLogger(os.path.join(config.model_dir, HISTORY), append=True),
-        keras.callbacks.TensorBoard(config.model_dir, write_graph=False, profile_batch=0),
+        *tensorboard_callbacks(config, splits),
+        checkpoint,  # last, so an epoch is checkpointed only after everything else logged it
     ]
-    if config.save_images:
-        shown = data_lib.to_layout(splits.test.images[:NUM_RECONSTRUCTIONS], config.data_format)
-        callbacks.append(SaveReconstructions(
-            config.save_images, shown.astype(np.float32) / 255, noise_factor=config.noise_factor,
-            channels_first=config.channels_first, seed=config.seed))
-    # Last, so an epoch is checkpointed only after everything else has logged it.
-    callbacks.append(checkpoint)
 
     if initial_epoch >= config.epochs:
         log(f"{config.model_dir} already holds {initial_epoch} epochs: nothing to train "
@@ -271,6 +263,8 @@ def train(config: Config, splits: data_lib.Splits, log=print) -> dict:
     log("Test: " + ", ".join(f"{name} {value:.5f}" for name, value in test_metrics.items()))
     write_text_atomic(os.path.join(config.model_dir, TEST_METRICS),
                       json.dumps(test_metrics, indent=2) + "\n")
+    write_run_end(model, config, splits, test_metrics, epoch=max(initial_epoch, config.epochs) - 1,
+                  log=log)
     save_model_atomic(model, os.path.join(config.model_dir, FINAL_MODEL))
     log(f"Saved {os.path.join(config.model_dir, FINAL_MODEL)}")
     log(f"Exported {export_saved_model(model, config, os.path.join(config.model_dir, EXPORT_DIR))}")
