@@ -242,3 +242,16 @@ def test_fully_connected_nchw_model_exports_nhwc_signatures(tmp_path):
     for got in [loaded.signatures["serving_default"](images=images)["reconstructions"],
                 loaded.signatures["decode"](codes=codes)["reconstructions"]]:
         np.testing.assert_allclose(got.numpy(), expected.transpose(0, 2, 3, 1), atol=1e-5, rtol=0)
+
+
+def test_export_embeddings_reads_an_export_like_its_model_dir(trained_run, tmp_path):
+    model_dir, _ = trained_run
+    sources = {"model_dir": model_dir, "export": os.path.join(model_dir, "export", "1")}
+    for name, source in sources.items():
+        result = run_python("export_embeddings.py", "--model_dir", source, "--what", "embedding",
+                            "--images", "50", "--noise_factor", "0", "--save_npy",
+                            "--output", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+    codes = np.load(tmp_path / "model_dir" / "codes.npy")
+    assert codes.shape == (50, 128)
+    np.testing.assert_allclose(np.load(tmp_path / "export" / "codes.npy"), codes, atol=1e-5)
