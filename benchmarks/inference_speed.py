@@ -1,0 +1,108 @@
+"""Inference speed of an exported SavedModel against the Keras model's predict.
+
+    python benchmarks/inference_speed.py            # trains 1 epoch on the MNIST sample first
+    python benchmarks/inference_speed.py --quick    # a smoke run; writes nothing
+
+Latency at batch 1 (p50, p99 over --calls calls) and throughput at batch 1,024 for the
+SavedModel's `encode` and `serving_default` signatures and for `model.predict`.
+Writes its section of benchmarks/RESULTS.md (between its markers).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path[:0] = [REPO, HERE]
+
+import numpy as np  # noqa: E402
+
+from train_speed import cpu_model, write_section  # noqa: E402
+
+BEGIN, END = "<!-- inference_speed:begin -->", "<!-- inference_speed:end -->"
+
+
+def latency_ms(call, calls: int) -> tuple[float, float]:
+    call()  # warm-up: traces and allocates
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def throughput(call, batch: int, repeats: int) -> float:
+    call()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        call()
+    return batch * repeats / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=1000, help="batch-1 calls per measurement")
+    parser.add_argument("--repeats", type=int, default=20, help="batch-1,024 calls")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    calls, repeats = (5, 2) if args.quick else (args.calls, args.repeats)
+
+    import keras
+    import tensorflow as tf
+
+    import tf_autoencoder.models  # noqa: F401  registers the model classes for loading
+
+    with tempfile.TemporaryDirectory() as model_dir:
+        subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--dataset", "mnist_sample",
+                        "--epochs", "1", "--seed", "0", "--embedding_images", "0",
+                        "--model_dir", model_dir], check=True, stdout=subprocess.DEVNULL)
+        model = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
+        saved = tf.saved_model.load(os.path.join(model_dir, "export", "1"))
+        encode, serve = saved.signatures["encode"], saved.signatures["serving_default"]
+        rng = np.random.default_rng(0)
+        one = tf.constant(rng.random((1, 28, 28, 1), np.float32))
+        many = tf.constant(rng.random((1024, 28, 28, 1), np.float32))
+        rows = [
+            ("SavedModel `encode`", lambda: encode(images=one)["codes"].numpy(),
+             lambda: encode(images=many)["codes"].numpy()),
+            ("SavedModel `serving_default`", lambda: serve(images=one)["reconstructions"].numpy(),
+             lambda: serve(images=many)["reconstructions"].numpy()),
+            ("Keras `model.encoder.predict`", lambda: model.encoder.predict(one, verbose=0),
+             lambda: model.encoder.predict(many, batch_size=1024, verbose=0)),
+            ("Keras `model.predict`", lambda: model.predict(one, verbose=0),
+             lambda: model.predict(many, batch_size=1024, verbose=0)),
+        ]
+        results = []
+        for name, single, batch in rows:
+            p50, p99 = latency_ms(single, calls)
+            results.append((name, p50, p99, throughput(batch, 1024, repeats)))
+            print(f"{name}: batch 1 p50 {p50:.3f} ms, p99 {p99:.3f} ms; batch 1,024 "
+                  f"{results[-1][3]:,.0f} images/s", flush=True)
+    if args.quick:
+        return results
+    lines = [
+        "## Inference: SavedModel against Keras",
+        "",
+        f"`python benchmarks/inference_speed.py --calls {calls} --repeats {repeats}` on "
+        f"{datetime.date.today()}, {cpu_model()}, {os.cpu_count()} cores; the default model "
+        "(7,873 weights) after one epoch on the MNIST sample, 28x28x1 float32 images.",
+        "",
+        "| what | batch 1 p50 | batch 1 p99 | batch 1,024 images/s |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [f"| {name} | {p50:.3f} ms | {p99:.3f} ms | {ips:,.0f} |"
+              for name, p50, p99, ips in results]
+    write_section("\n".join(lines), BEGIN, END)
+    return results
+
+
+if __name__ == "__main__":
+    main()
