@@ -13,14 +13,14 @@ directly in the B epochs, the seconds spent in the summary callbacks' on_epoch_e
 """
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -30,6 +30,7 @@ from tf_autoencoder.config import Config  # noqa: E402
 from tf_autoencoder.models import build_autoencoder  # noqa: E402
 from tf_autoencoder.summaries import tensorboard_callbacks, write_run_end  # noqa: E402
 from tf_autoencoder.training import compile_model  # noqa: E402
+from train_speed import cpu_model  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -63,17 +64,6 @@ class MarkEpochEnd(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.timer.on_epoch_end_start()
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main():
