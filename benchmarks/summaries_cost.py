@@ -23,7 +23,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 
 from tf_autoencoder import data as data_lib  # noqa: E402
 from tf_autoencoder.config import Config  # noqa: E402
