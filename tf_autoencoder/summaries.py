@@ -35,6 +35,6 @@ class SaveReconstructions(keras.callbacks.Callback):
         model_input = self.noisy if self.noisy is not None else self.clean
         reconstructions = tf.sigmoid(self.model(model_input, training=False)).numpy()
         rows = [self.clean] + ([self.noisy] if self.noisy is not None else []) + [reconstructions]
-        step = int(self.model.optimizer.iterations)
+        step = int(self.model.optimizer.iterations.numpy())
         write_png(os.path.join(self.out_dir, f"step_{step:05d}.png"),
                   image_grid([self._nhwc(r) for r in rows]))
