@@ -91,7 +91,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         dataset=args.dataset or "mnist", data_dir=args.data_dir, noise_factor=args.noise_factor,
         loss=args.loss, learning_rate=args.learning_rate, batch_size=args.batch_size,
         epochs=args.epochs, seed=args.seed, deterministic=args.deterministic,
-        distribute=args.distribute, cpu_replicas=args.cpu_replicas, model_dir=args.model_dir, save_images=args.save_images)
+        distribute=args.distribute, cpu_replicas=args.cpu_replicas, model_dir=args.model_dir,
+        save_images=args.save_images)
 
 
 def _fail(prog: str, message: str, code: int, verbose: bool) -> int:
@@ -122,9 +123,13 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from . import data
     from .model_dir import prepare_model_dir
 
-    # Before anything else runs TensorFlow: devices and the cluster are set up at start-up.
-    strategy = make_strategy(config)
+    strategy = None  # one device: TensorFlow loads only when training starts
     if config.distribute != "none":
+        # Before anything else runs TensorFlow: devices and the cluster are set up at start-up.
+        try:
+            strategy = make_strategy(config)
+        except OSError as e:
+            return _fail(parser.prog, str(e), 1, args.verbose)
         print(f"Distribute: {describe(strategy)}")
     try:
         splits = data.load_data(config.dataset, config.data_dir,

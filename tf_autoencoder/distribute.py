@@ -73,20 +73,25 @@ def read_tf_config(environ=os.environ) -> WorkerRole:
 
 def make_strategy(config: Config) -> "tf.distribute.Strategy":
     """The strategy `config.distribute` names. Call it before TensorFlow runs anything:
-    logical devices and the cluster can only be set up at start-up."""
+    logical devices and the cluster can only be set up at start-up. Raises OSError, in
+    one line, when TensorFlow cannot set it up (e.g. a TF_CONFIG port already in use)."""
     import tensorflow as tf
 
     if config.distribute == "none":
         return tf.distribute.get_strategy()
-    if config.distribute == "multi_worker":
-        return _multi_worker_strategy()
-    if config.cpu_replicas:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * config.cpu_replicas)
-        return tf.distribute.MirroredStrategy(
-            [device.name for device in tf.config.list_logical_devices("CPU")])
-    return tf.distribute.MirroredStrategy()
+    try:
+        if config.distribute == "multi_worker":
+            return _multi_worker_strategy()
+        if config.cpu_replicas:
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * config.cpu_replicas)
+            return tf.distribute.MirroredStrategy(
+                [device.name for device in tf.config.list_logical_devices("CPU")])
+        return tf.distribute.MirroredStrategy()
+    except (RuntimeError, ValueError, tf.errors.OpError) as e:
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise OSError(f"cannot set up --distribute {config.distribute}: {first_line}") from None
 
 
 def _multi_worker_strategy() -> "tf.distribute.Strategy":

@@ -100,8 +100,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
                                               epoch=self.epoch,
                                               steps_into_epoch=self.steps_into_epoch)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)
-        self.restore_manager = (self.manager if restore_from is None else
-                                tf.train.CheckpointManager(self.checkpoint, restore_from, max_to_keep))
+        self.restore_manager = self.manager if restore_from is None else (
+            tf.train.CheckpointManager(self.checkpoint, restore_from, max_to_keep))
         self.interrupted = False
         self.current_epoch = 0
 
@@ -121,8 +121,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 log(f"Resuming from the older checkpoint {path}")
             return int(self.epoch.numpy())
         if self.restore_manager.checkpoints:
-            raise OSError(f"no checkpoint in {self.restore_manager.directory} can be read: pass --overwrite "
-                          "to start afresh")
+            raise OSError(f"no checkpoint in {self.restore_manager.directory} can be read: "
+                          "pass --overwrite to start afresh")
         return 0
 
     @property
@@ -130,7 +130,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         return self.manager.latest_checkpoint or self.restore_manager.latest_checkpoint
 
     def _save(self) -> None:
-        self.manager.save(checkpoint_number=int(self.model.optimizer.iterations.numpy()))
+        step = int(self.model.optimizer.iterations.numpy())  # global steps, under a strategy too
+        self.manager.save(checkpoint_number=step)
 
     def _diverged(self, what: str, where: str) -> TrainingDiverged:
         kept = (f"the last good checkpoint {self.latest} is kept" if self.latest
