@@ -188,13 +188,13 @@ def test_training_epochs_follow_from_the_seed_and_the_epoch_alone():
     images = np.arange(48, dtype=np.uint8).reshape(48, 1, 1, 1)
 
     def epochs(first_epoch, count, dataset=None):
-        dataset = dataset or make_training_epochs(images, batch_size=16, first_epoch=first_epoch,
-                                                  seed=1)
+        dataset = dataset or make_training_epochs(
+            images, batch_size=16, epochs=range(first_epoch, first_epoch + count), seed=0)
         batches = [np.rint(y.numpy().ravel() * 255).astype(int)
                    for _, y in dataset.take(3 * count)]
         return [np.concatenate(batches[3 * i:3 * i + 3]) for i in range(count)]
 
-    stream = make_training_epochs(images, batch_size=16, first_epoch=0, seed=1)
+    stream = make_training_epochs(images, batch_size=16, epochs=range(2), seed=0)
     next(iter(stream))  # as Keras' fit does under a strategy, to build the model
     epoch0, epoch1 = epochs(0, 2, stream)
     assert sorted(epoch0.tolist()) == sorted(epoch1.tolist()) == list(range(48))

@@ -252,10 +252,10 @@ def make_dataset(images: np.ndarray, *, batch_size: int, training: bool, noise_f
     return _for_replicas(_pairs(clean, noise_factor, noise_seeds))
 
 
-def make_training_epochs(images: np.ndarray, *, batch_size: int, first_epoch: int, seed: int,
+def make_training_epochs(images: np.ndarray, *, batch_size: int, epochs: range, seed: int,
                          noise_factor: float = 0.0, data_format: str = "channels_last"
                          ) -> "tf.data.Dataset":
-    """Endless training batches: epoch `first_epoch`, then the next, ...; fit it with
+    """Training batches of the epochs in `epochs`, one after another; fit it with
     steps_per_epoch = len(images) // batch_size.
 
     Epoch e is shuffled, and noised, from seed + e alone, not from how often the
@@ -267,12 +267,14 @@ def make_training_epochs(images: np.ndarray, *, batch_size: int, first_epoch: in
     import tensorflow as tf
 
     clean = _scaled(images, data_format)
-
-    def epoch(e):
-        batches = clean.shuffle(len(images), seed=seed + e).batch(batch_size, drop_remainder=True)
-        return _pairs(batches, noise_factor, tf.data.Dataset.random(seed=seed + e))
-
-    return _for_replicas(tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch))
+    stream = None
+    for e in epochs:
+        shuffled = clean.shuffle(len(images), seed=seed + e, reshuffle_each_iteration=False)
+        batches = shuffled.batch(batch_size, drop_remainder=True)
+        noise_seeds = tf.data.Dataset.random(seed=seed + e, rerandomize_each_iteration=False)
+        epoch = _pairs(batches, noise_factor, noise_seeds)
+        stream = epoch if stream is None else stream.concatenate(epoch)
+    return _for_replicas(stream)
 
 
 def _scaled(images: np.ndarray, data_format: str) -> "tf.data.Dataset":

@@ -273,12 +273,6 @@ def _train(config: Config, splits: data_lib.Splits, log, strategy: tf.distribute
             noise_factor=config.noise_factor, data_format=config.data_format,
             seed=config.seed + initial_epoch)
 
-    # Epoch e's batches follow from the seed and e alone: the same with and without a
-    # strategy, and for a resumed run the ones the uninterrupted run had.
-    train_batches = data_lib.make_training_epochs(
-        splits.train.images, batch_size=config.batch_size, first_epoch=initial_epoch,
-        seed=config.seed, noise_factor=config.noise_factor, data_format=config.data_format)
-
     callbacks = [
         keras.callbacks.CSVLogger(os.path.join(config.model_dir, HISTORY), append=True),
         keras.callbacks.TensorBoard(config.model_dir, write_graph=False, profile_batch=0),
@@ -295,6 +289,12 @@ def _train(config: Config, splits: data_lib.Splits, log, strategy: tf.distribute
         log(f"{config.model_dir} already holds {initial_epoch} epochs: nothing to train "
             "(raise --epochs to train longer)")
     else:
+        # Epoch e's batches follow from the seed and e alone: the same with and without
+        # a strategy, and for a resumed run the ones the uninterrupted run had.
+        train_batches = data_lib.make_training_epochs(
+            splits.train.images, batch_size=config.batch_size,
+            epochs=range(initial_epoch, config.epochs), seed=config.seed,
+            noise_factor=config.noise_factor, data_format=config.data_format)
         with checkpoint.watch_interrupts():
             model.fit(train_batches, steps_per_epoch=len(splits.train) // config.batch_size,
                       validation_data=pipeline(splits.validation),
