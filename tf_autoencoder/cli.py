@@ -7,7 +7,8 @@ import os
 import random
 import sys
 
-from .config import DOWNSAMPLES, MODELS, UPSAMPLES, Config, ConfigError
+from .config import DISTRIBUTES, DOWNSAMPLES, MODELS, UPSAMPLES, Config, ConfigError
+from .distribute import describe, make_strategy, read_tf_config
 from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, find_saved_model
 
 
@@ -65,6 +66,13 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--deterministic", action="store_true",
                    help="TensorFlow op determinism: the same --seed gives a bit-identical run on "
                         "the same machine (slower)")
+    g = p.add_argument_group("distribution (tf.distribute; see the README)")
+    g.add_argument("--distribute", choices=DISTRIBUTES, default=d.distribute,
+                   help="mirrored: every local GPU; multi_worker: the workers in TF_CONFIG. "
+                        "--batch_size stays the global batch, split across the replicas")
+    g.add_argument("--cpu_replicas", type=int, default=None, metavar="N",
+                   help="with --distribute mirrored: train on N logical devices split from "
+                        "the CPU instead of the GPUs (to try the mirrored path without GPUs)")
     g = p.add_argument_group("output")
     g.add_argument("--model_dir", default=d.model_dir, help="where the run is written")
     g.add_argument("--save_images", default=None, metavar="DIR",
@@ -86,8 +94,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         dataset=args.dataset or "mnist", data_dir=args.data_dir, noise_factor=args.noise_factor,
         loss=args.loss, learning_rate=args.learning_rate, batch_size=args.batch_size,
         epochs=args.epochs, seed=args.seed, deterministic=args.deterministic,
-        model_dir=args.model_dir, save_images=args.save_images,
-        embedding_images=args.embedding_images)
+        distribute=args.distribute, cpu_replicas=args.cpu_replicas, model_dir=args.model_dir,
+        save_images=args.save_images, embedding_images=args.embedding_images)
 
 
 def _fail(prog: str, message: str, code: int, verbose: bool) -> int:
@@ -112,11 +120,20 @@ def train_main(argv=None) -> int:
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args).validate()
+        role = read_tf_config() if config.distribute == "multi_worker" else None
     except ConfigError as e:
         parser.error(str(e))
     from . import data
     from .model_dir import prepare_model_dir
 
+    strategy = None  # one device: TensorFlow loads only when training starts
+    if config.distribute != "none":
+        # Before anything else runs TensorFlow: devices and the cluster are set up at start-up.
+        try:
+            strategy = make_strategy(config)
+        except OSError as e:
+            return _fail(parser.prog, str(e), 1, args.verbose)
+        print(f"Distribute: {describe(strategy)}")
     try:
         splits = data.load_data(config.dataset, config.data_dir,
                                 fallback_to_sample=args.dataset is None and not args.data_dir)
@@ -124,7 +141,10 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             config.dataset = splits.name  # the sample, if it stood in for an unreachable TFDS dataset
         config.image_shape, config.data_source = splits.image_shape, splits.source
         config.check_data(len(splits.train))
-        previous = prepare_model_dir(config, args.overwrite)
+        if role is None or role.is_chief:
+            previous = prepare_model_dir(config, args.overwrite)
+        else:  # only the chief writes model_dir, --overwrite included: the others just read it
+            previous = None if args.overwrite else prepare_model_dir(config)
     except ConfigError as e:
         return _fail(parser.prog, str(e), 2, args.verbose)
     except (data.DataError, OSError) as e:
@@ -138,7 +158,7 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from .training import TrainingDiverged, TrainingInterrupted, train
 
     try:
-        train(config, splits)
+        train(config, splits, strategy=strategy)
     except (OSError, TrainingDiverged) as e:
         return _fail(parser.prog, str(e), 1, args.verbose)
     except TrainingInterrupted as e:

@@ -13,6 +13,9 @@ CONV_MODELS = ("convolutional", "variational")  # built from conv_encoder / conv
 DOWNSAMPLES = ("pool", "strided")
 UPSAMPLES = ("transpose", "resize")
 LOSSES = ("bce", "mse")
+# none: one device; mirrored: every local GPU (or --cpu_replicas logical CPUs);
+# multi_worker: the machines TF_CONFIG lists.
+DISTRIBUTES = ("none", "mirrored", "multi_worker")
 # --data_format accepts the TensorFlow names and the Keras names; we store the Keras one.
 DATA_FORMATS = {
     "NHWC": "channels_last",
@@ -56,6 +59,8 @@ class Config:
     epochs: int = 50
     seed: Optional[int] = None
     deterministic: bool = False  # TensorFlow's op determinism: bit-identical reruns on CPU
+    distribute: str = "none"  # tf.distribute strategy: none, mirrored or multi_worker
+    cpu_replicas: Optional[int] = None  # mirrored: split the CPU into this many logical devices
     # Output
     model_dir: str = "mnist_training"
     save_images: Optional[str] = None
@@ -104,6 +109,18 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.distribute not in DISTRIBUTES:
+            raise ConfigError(f"unknown distribute {self.distribute!r}: use one of "
+                              f"{', '.join(DISTRIBUTES)}")
+        if self.cpu_replicas is not None:
+            if self.distribute != "mirrored":
+                raise ConfigError("cpu_replicas applies to --distribute mirrored only, "
+                                  f"not {self.distribute}")
+            if self.cpu_replicas < 1:
+                raise ConfigError(f"cpu_replicas must be >= 1, got {self.cpu_replicas}")
+            if self.cpu_replicas > self.batch_size:
+                raise ConfigError(f"cpu_replicas {self.cpu_replicas} is more than batch_size "
+                                  f"{self.batch_size}: every replica needs at least one image")
         return self
 
     def check_data(self, num_train: int) -> None:

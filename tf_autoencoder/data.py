@@ -242,20 +242,69 @@ def make_dataset(images: np.ndarray, *, batch_size: int, training: bool, noise_f
     # Imported here: reading data and reporting bad input should not wait for TensorFlow.
     import tensorflow as tf
 
-    clean = tf.data.Dataset.from_tensor_slices(to_layout(images, data_format))
-    clean = clean.map(lambda x: tf.cast(x, tf.float32) / 255.0).cache()
+    clean = _scaled(images, data_format)
     if training:
         clean = clean.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     clean = clean.batch(batch_size, drop_remainder=training)
-    if noise_factor > 0:
-        # Dataset.random draws new numbers on every pass, so noise changes each epoch
-        # while staying reproducible for a given seed.
-        noise_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        pairs = tf.data.Dataset.zip(clean, noise_seeds).map(
-            lambda x, s: (_add_noise(x, noise_factor, s), x), num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        pairs = clean.map(lambda x: (x, x))
-    return pairs.prefetch(tf.data.AUTOTUNE)
+    # Dataset.random draws new numbers on every pass, so noise changes each epoch
+    # while staying reproducible for a given seed.
+    noise_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return _for_replicas(_pairs(clean, noise_factor, noise_seeds))
+
+
+def make_training_epochs(images: np.ndarray, *, batch_size: int, epochs: range, seed: int,
+                         noise_factor: float = 0.0, data_format: str = "channels_last"
+                         ) -> "tf.data.Dataset":
+    """Training batches of the epochs in `epochs`, one after another; fit it with
+    steps_per_epoch = len(images) // batch_size.
+
+    Epoch e is shuffled, and noised, from seed + e alone, not from how often the
+    dataset was iterated before: under a tf.distribute strategy Keras' fit iterates its
+    data once more, to build the model, which would shift every epoch's shuffle by one.
+    So the same seed gives the same batches with and without a strategy, and a resumed
+    run the batches the uninterrupted run had.  Batches as make_dataset(training=True).
+    """
+    import tensorflow as tf
+
+    clean = _scaled(images, data_format)
+    stream = None
+    for e in epochs:
+        shuffled = clean.shuffle(len(images), seed=seed + e, reshuffle_each_iteration=False)
+        batches = shuffled.batch(batch_size, drop_remainder=True)
+        noise_seeds = tf.data.Dataset.random(seed=seed + e, rerandomize_each_iteration=False)
+        epoch = _pairs(batches, noise_factor, noise_seeds)
+        stream = epoch if stream is None else stream.concatenate(epoch)
+    return _for_replicas(stream)
+
+
+def _scaled(images: np.ndarray, data_format: str) -> "tf.data.Dataset":
+    """uint8 (N, H, W, C) -> float32 images in [0, 1], in the model's layout, one by one."""
+    import tensorflow as tf
+
+    clean = tf.data.Dataset.from_tensor_slices(to_layout(images, data_format))
+    return clean.map(lambda x: tf.cast(x, tf.float32) / 255.0).cache()
+
+
+def _pairs(batches: "tf.data.Dataset", noise_factor: float, noise_seeds: "tf.data.Dataset"):
+    """Batches of clean images -> (input, clean target), noised with one pair of
+    `noise_seeds` (int64 scalars) per batch when noise_factor > 0."""
+    import tensorflow as tf
+
+    if noise_factor <= 0:
+        return batches.map(lambda x: (x, x))
+    return tf.data.Dataset.zip(batches, noise_seeds.batch(2)).map(
+        lambda x, s: (_add_noise(x, noise_factor, s), x), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _for_replicas(pairs: "tf.data.Dataset") -> "tf.data.Dataset":
+    """Prefetches. Under a tf.distribute strategy a batch is the global batch: it is split
+    across the replicas, and each worker takes its share of every batch (DATA sharding:
+    the images are in memory, not in files to share out)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return pairs.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def _add_noise(images, noise_factor, seed):

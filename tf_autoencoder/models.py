@@ -101,7 +101,9 @@ class VariationalAutoencoder(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         reconstruction = super().compute_loss(x, y, y_pred, sample_weight, training=training)
         self.kl_tracker.update_state(self.last_kl)
-        return reconstruction + self.beta * self.last_kl
+        # Keras' path for add_loss terms: under a tf.distribute strategy it divides by the
+        # replicas, as it does the reconstruction loss, so their gradients sum to one batch's.
+        return reconstruction + self._aggregate_additional_loss(self.beta * self.last_kl)
 
     def get_config(self):
         return {

@@ -204,7 +204,7 @@ class Reconstructions(keras.callbacks.Callback):
             tf.summary.image("reconstructions", grid[None], description=f"rows: {rows}")
         self.writer.flush()
         if self.png_dir:
-            step = int(self.model.optimizer.iterations)
+            step = int(self.model.optimizer.iterations.numpy())
             write_png(os.path.join(self.png_dir, f"step_{step:05d}.png"), grid)
 
     def on_train_end(self, logs=None):

@@ -11,6 +11,7 @@ model_dir/
 """
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import math
@@ -18,6 +19,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 
 import keras
@@ -26,6 +28,7 @@ import tensorflow as tf
 
 from . import data as data_lib
 from .config import Config, write_text_atomic
+from .distribute import agree_on_seed, is_chief
 from .export import export_saved_model
 from .metrics import make_loss, make_metrics
 from .model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, HISTORY,
@@ -77,9 +80,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
     starts the interrupted epoch again from its first batch, from the weights and
     optimizer step reached when it was interrupted.  A non-finite loss or weights
     raise TrainingDiverged before anything is saved.
+
+    `restore_from`, for workers other than the chief: restore the chief's checkpoints
+    from there, and save to `directory` (a scratch directory; every worker must save,
+    as MultiWorkerMirroredStrategy's saves need all of them).
     """
 
-    def __init__(self, model: keras.Model, directory: str, max_to_keep: int = 3):
+    def __init__(self, model: keras.Model, directory: str, max_to_keep: int = 3,
+                 restore_from: str | None = None):
         super().__init__()
         self.directory = directory
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -90,6 +98,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
                                               epoch=self.epoch,
                                               steps_into_epoch=self.steps_into_epoch)
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)
+        self.restore_manager = self.manager if restore_from is None else (
+            tf.train.CheckpointManager(self.checkpoint, restore_from, max_to_keep))
         self.interrupted = False
         self.current_epoch = 0
 
@@ -98,27 +108,28 @@ class EpochCheckpoint(keras.callbacks.Callback):
         epochs. Raises OSError if checkpoints exist but none can be read."""
         for leftover in glob.glob(os.path.join(self.directory, "*_temp")):
             shutil.rmtree(leftover, ignore_errors=True)  # files of a save that was killed
-        for path in reversed(self.manager.checkpoints):
+        for path in reversed(self.restore_manager.checkpoints):
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
             except (tf.errors.OpError, OSError, ValueError, IndexError, AssertionError) as e:
                 log(f"Skipping checkpoint {path}: it cannot be read "
                     f"({str(e).strip().splitlines()[0]})")
                 continue
-            if path != self.manager.latest_checkpoint:
+            if path != self.restore_manager.latest_checkpoint:
                 log(f"Resuming from the older checkpoint {path}")
             return int(self.epoch.numpy())
-        if self.manager.checkpoints:
-            raise OSError(f"no checkpoint in {self.directory} can be read: pass --overwrite "
-                          "to start afresh")
+        if self.restore_manager.checkpoints:
+            raise OSError(f"no checkpoint in {self.restore_manager.directory} can be read: "
+                          "pass --overwrite to start afresh")
         return 0
 
     @property
     def latest(self) -> str | None:
-        return self.manager.latest_checkpoint
+        return self.manager.latest_checkpoint or self.restore_manager.latest_checkpoint
 
     def _save(self) -> None:
-        self.manager.save(checkpoint_number=int(self.model.optimizer.iterations))
+        step = int(self.model.optimizer.iterations.numpy())  # global steps, under a strategy too
+        self.manager.save(checkpoint_number=step)
 
     def _diverged(self, what: str, where: str) -> TrainingDiverged:
         kept = (f"the last good checkpoint {self.latest} is kept" if self.latest
@@ -210,22 +221,41 @@ def trim_history(path: str, finished_epochs: int) -> None:
         write_text_atomic(path, "".join(lines[:1] + rows))
 
 
-def train(config: Config, splits: data_lib.Splits, log=print) -> dict:
+def train(config: Config, splits: data_lib.Splits, log=print,
+          strategy: tf.distribute.Strategy | None = None) -> dict:
     """Trains (or resumes) the run `config` describes on `splits`; returns the test metrics.
 
     `config` is validated, its data fields and seed set, and its model_dir checked
-    (see cli.train_main).
+    (see cli.train_main). `strategy` (distribute.make_strategy; default: one device)
+    places the replicas. Every worker of a multi-worker strategy runs this; only the
+    chief writes model_dir, and the others restore from it, write to a scratch
+    directory and remove it at the end.
     """
+    strategy = strategy or tf.distribute.get_strategy()
+    config.seed = agree_on_seed(strategy, config.seed)
+    if is_chief(strategy):
+        return _train(config, splits, log, strategy)
+    with tempfile.TemporaryDirectory(prefix="tf_autoencoder-worker-") as scratch:
+        worker_config = dataclasses.replace(
+            config, model_dir=scratch,
+            save_images=config.save_images and os.path.join(scratch, "images"))
+        return _train(worker_config, splits, lambda *_: None, strategy,
+                      restore_from=os.path.join(config.model_dir, CHECKPOINT_DIR))
+
+
+def _train(config: Config, splits: data_lib.Splits, log, strategy: tf.distribute.Strategy,
+           restore_from: str | None = None) -> dict:
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    model = build_autoencoder(config)
-    compile_model(model, config)
-    log(parameter_summary(model))
-
     os.makedirs(config.model_dir, exist_ok=True)
-    checkpoint = EpochCheckpoint(model, os.path.join(config.model_dir, CHECKPOINT_DIR))
-    initial_epoch = checkpoint.restore(log)
+    with strategy.scope():  # the model's and optimizer's variables go on every replica
+        model = build_autoencoder(config)
+        compile_model(model, config)
+        checkpoint = EpochCheckpoint(model, os.path.join(config.model_dir, CHECKPOINT_DIR),
+                                     restore_from=restore_from)
+        initial_epoch = checkpoint.restore(log)
+    log(parameter_summary(model))
     if checkpoint.latest:
         steps = int(checkpoint.steps_into_epoch.numpy())
         log(f"Resuming from the end of epoch {initial_epoch} in {config.model_dir}" if not steps
@@ -234,10 +264,10 @@ def train(config: Config, splits: data_lib.Splits, log=print) -> dict:
     trim_history(os.path.join(config.model_dir, HISTORY), initial_epoch)
     config.save(os.path.join(config.model_dir, CONFIG_FILE))
 
-    def pipeline(split, training):
-        # Resumed runs shift the seed so they do not replay the first epochs' shuffles.
+    def pipeline(split):  # validation and test
+        # Resumed runs shift the seed so they do not replay the first epochs' noise.
         return data_lib.make_dataset(
-            split.images, batch_size=config.batch_size, training=training,
+            split.images, batch_size=config.batch_size, training=False,
             noise_factor=config.noise_factor, data_format=config.data_format,
             seed=config.seed + initial_epoch)
 
@@ -251,14 +281,20 @@ def train(config: Config, splits: data_lib.Splits, log=print) -> dict:
         log(f"{config.model_dir} already holds {initial_epoch} epochs: nothing to train "
             "(raise --epochs to train longer)")
     else:
+        # Epoch e's batches follow from the seed and e alone: the same with and without
+        # a strategy, and for a resumed run the ones the uninterrupted run had.
+        train_batches = data_lib.make_training_epochs(
+            splits.train.images, batch_size=config.batch_size,
+            epochs=range(initial_epoch, config.epochs), seed=config.seed,
+            noise_factor=config.noise_factor, data_format=config.data_format)
         with checkpoint.watch_interrupts():
-            model.fit(pipeline(splits.train, True),
-                      validation_data=pipeline(splits.validation, False),
+            model.fit(train_batches, steps_per_epoch=len(splits.train) // config.batch_size,
+                      validation_data=pipeline(splits.validation),
                       epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
                       shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
         checkpoint.stop_if_interrupted()
 
-    test_metrics = model.evaluate(pipeline(splits.test, False), return_dict=True, verbose=0)
+    test_metrics = model.evaluate(pipeline(splits.test), return_dict=True, verbose=0)
     test_metrics = {name: float(value) for name, value in test_metrics.items()}
     log("Test: " + ", ".join(f"{name} {value:.5f}" for name, value in test_metrics.items()))
     write_text_atomic(os.path.join(config.model_dir, TEST_METRICS),

@@ -1,0 +1,148 @@
+"""Training on several devices or machines: TensorFlow's tf.distribute strategies.
+
+  none          the default strategy: one device
+  mirrored      tf.distribute.MirroredStrategy over every local GPU, or over
+                `cpu_replicas` logical devices split from the CPU
+  multi_worker  tf.distribute.MultiWorkerMirroredStrategy over the workers TF_CONFIG lists
+
+`--batch_size` is the global batch: Keras' fit splits every batch across the replicas
+and sums their gradients, and the optimizer's step counter advances once per global
+step. Only the chief writes model_dir; see `scratch_dir` for the other workers.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .config import Config, ConfigError
+
+if TYPE_CHECKING:  # imported for real only once the input has been checked
+    import tensorflow as tf
+
+# The roles MultiWorkerMirroredStrategy trains with; TF_CONFIG may name no other.
+WORKER_ROLES = ("chief", "worker")
+
+
+@dataclass
+class WorkerRole:
+    """This process's place in a multi-worker cluster, read from TF_CONFIG."""
+    task_type: str  # "chief" or "worker"
+    task_index: int
+    num_workers: int  # every process that trains: the chief, if any, and the workers
+    has_chief_task: bool  # the cluster names a "chief"; else worker 0 is the chief
+
+    @property
+    def is_chief(self) -> bool:
+        """The chief writes model_dir (TensorFlow's rule, as in should_checkpoint)."""
+        if self.has_chief_task:
+            return self.task_type == "chief"
+        return self.task_index == 0
+
+
+def read_tf_config(environ=os.environ) -> WorkerRole:
+    """Parses TF_CONFIG, without TensorFlow, so that a bad one is refused before it loads.
+    Raises ConfigError saying what is wrong."""
+    text = environ.get("TF_CONFIG")
+    if not text:
+        raise ConfigError("--distribute multi_worker needs TF_CONFIG, the JSON that lists the "
+                          'cluster\'s workers and this one\'s task: {"cluster": {"worker": '
+                          '["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}')
+    try:
+        tf_config = json.loads(text)
+        cluster, task = tf_config["cluster"], tf_config["task"]
+        task_type, task_index = task["type"], task["index"]
+        jobs = {name: list(addresses) for name, addresses in cluster.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"TF_CONFIG is not a cluster and task as JSON ({type(e).__name__}: "
+                          f"{e}): see --help and the README") from None
+    others = sorted(set(jobs) - set(WORKER_ROLES))
+    if others:
+        raise ConfigError(f"TF_CONFIG lists {', '.join(others)} tasks: multi_worker training "
+                          f"takes only {' and '.join(WORKER_ROLES)} tasks")
+    if len(jobs.get("chief", [])) > 1:
+        raise ConfigError(f"TF_CONFIG lists {len(jobs['chief'])} chief tasks: give at most one")
+    if task_type not in jobs or not isinstance(task_index, int) \
+            or not 0 <= task_index < len(jobs[task_type]):
+        raise ConfigError(f"TF_CONFIG's task {task_type!r} {task_index!r} is not in its cluster "
+                          f"{jobs}")
+    return WorkerRole(task_type, task_index, num_workers=sum(len(a) for a in jobs.values()),
+                      has_chief_task="chief" in jobs)
+
+
+def make_strategy(config: Config) -> "tf.distribute.Strategy":
+    """The strategy `config.distribute` names. Call it before TensorFlow runs anything:
+    logical devices and the cluster can only be set up at start-up. Raises OSError, in
+    one line, when TensorFlow cannot set it up (e.g. a TF_CONFIG port already in use)."""
+    import tensorflow as tf
+
+    if config.distribute == "none":
+        return tf.distribute.get_strategy()
+    try:
+        if config.distribute == "multi_worker":
+            return _multi_worker_strategy()
+        if config.cpu_replicas:
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * config.cpu_replicas)
+            return tf.distribute.MirroredStrategy(
+                [device.name for device in tf.config.list_logical_devices("CPU")])
+        return tf.distribute.MirroredStrategy()
+    except (RuntimeError, ValueError, tf.errors.OpError) as e:
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise OSError(f"cannot set up --distribute {config.distribute}: {first_line}") from None
+
+
+def _multi_worker_strategy() -> "tf.distribute.Strategy":
+    """MultiWorkerMirroredStrategy, taking two kinds of `reduce` call that Keras 3's fit
+    makes and TensorFlow refuses with several workers (keras-team/keras#20585): a
+    nested value (the first batch, to build the model) and a scalar with axis=0 (every
+    loss and metric), which it reduces across the replicas alone."""
+    import tensorflow as tf
+
+    class KerasMultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            def reduce_one(v):
+                rank = self.experimental_local_results(v)[0].shape.rank
+                return super(KerasMultiWorkerMirroredStrategy, self).reduce(
+                    reduce_op, v, axis=None if rank == 0 else axis)
+
+            return tf.nest.map_structure(reduce_one, value)
+
+    return KerasMultiWorkerMirroredStrategy()
+
+
+def describe(strategy: "tf.distribute.Strategy") -> str:
+    """One line: the strategy, its replicas and, for several workers, this one's task."""
+    devices = getattr(strategy.extended, "worker_devices", ())
+    name = "MultiWorkerMirroredStrategy" if is_multi_worker(strategy) else type(strategy).__name__
+    text = (f"{name}, {strategy.num_replicas_in_sync} replicas in sync "
+            f"({', '.join(devices)} here)")
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is not None and resolver.task_type:
+        role = "the chief" if is_chief(strategy) else "not the chief: writes nothing to model_dir"
+        text += f"; this is {resolver.task_type} {resolver.task_id}, {role}"
+    return text
+
+
+def is_multi_worker(strategy: "tf.distribute.Strategy") -> bool:
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def is_chief(strategy: "tf.distribute.Strategy") -> bool:
+    """Whether this process writes the run's outputs (always, without several workers)."""
+    return strategy.extended.should_checkpoint
+
+
+def agree_on_seed(strategy: "tf.distribute.Strategy", seed: int) -> int:
+    """The chief's `seed`, on every worker: each worker shuffles the data the same way,
+    so that its shard is its share. A variable created in a MultiWorkerMirroredStrategy's
+    scope starts from the chief's initial value on every worker."""
+    import tensorflow as tf
+
+    with strategy.scope():
+        shared = tf.Variable(seed, dtype=tf.int64, trainable=False, name="seed")
+    return int(shared.numpy())
