@@ -134,7 +134,7 @@ class TrainingInternals(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start, self.validation_start = time.perf_counter(), None
-        self.steps_at_epoch_start = int(self.model.optimizer.iterations)
+        self.steps_at_epoch_start = int(self.model.optimizer.iterations.numpy())
 
     def on_test_begin(self, logs=None):
         if self.epoch_start is not None and self.validation_start is None:
@@ -142,7 +142,7 @@ class TrainingInternals(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = (self.validation_start or time.perf_counter()) - self.epoch_start
-        steps = int(self.model.optimizer.iterations) - self.steps_at_epoch_start
+        steps = int(self.model.optimizer.iterations.numpy()) - self.steps_at_epoch_start
         with self.train_writer.as_default(step=epoch):
             tf.summary.scalar("steps_per_second", steps / seconds,
                               description="training steps per second, validation excluded")
