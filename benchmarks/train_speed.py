@@ -42,8 +42,6 @@ SETTINGS = [
     ("NCHW float32", "channels_first", "float32", False),
     ("NHWC mixed_bfloat16", "channels_last", "mixed_bfloat16", False),
     ("NHWC float32 XLA", "channels_last", "float32", True),
-    ("NCHW float32 XLA", "channels_first", "float32", True),
-    ("NHWC mixed_bfloat16 XLA", "channels_last", "mixed_bfloat16", True),
 ]
 
 
