@@ -242,10 +242,8 @@ def make_dataset(images: np.ndarray, *, batch_size: int, training: bool, noise_f
     # Imported here: reading data and reporting bad input should not wait for TensorFlow.
     import tensorflow as tf
 
-    clean = _scaled(images, data_format)
-    if training:
-        clean = clean.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    clean = clean.batch(batch_size, drop_remainder=training)
+    clean = _image_batches(images, data_format, batch_size, shuffle=training, seed=seed,
+                           reshuffle=True, drop_remainder=training)
     # Dataset.random draws new numbers on every pass, so noise changes each epoch
     # while staying reproducible for a given seed.
     noise_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
@@ -266,23 +264,34 @@ def make_training_epochs(images: np.ndarray, *, batch_size: int, epochs: range, 
     """
     import tensorflow as tf
 
-    clean = _scaled(images, data_format)
+    pixels = tf.constant(to_layout(images, data_format))
     stream = None
     for e in epochs:
-        shuffled = clean.shuffle(len(images), seed=seed + e, reshuffle_each_iteration=False)
-        batches = shuffled.batch(batch_size, drop_remainder=True)
+        batches = _image_batches(pixels, data_format, batch_size, shuffle=True, seed=seed + e,
+                                 reshuffle=False, drop_remainder=True)
         noise_seeds = tf.data.Dataset.random(seed=seed + e, rerandomize_each_iteration=False)
         epoch = _pairs(batches, noise_factor, noise_seeds)
         stream = epoch if stream is None else stream.concatenate(epoch)
     return _for_replicas(stream)
 
 
-def _scaled(images: np.ndarray, data_format: str) -> "tf.data.Dataset":
-    """uint8 (N, H, W, C) -> float32 images in [0, 1], in the model's layout, one by one."""
+def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, seed, reshuffle: bool,
+                   drop_remainder: bool) -> "tf.data.Dataset":
+    """Batches of float32 images in [0, 1] in the model's layout.
+
+    images: uint8 (N, H, W, C) array, or a tensor already in the model's layout.  The
+    images stay uint8 in memory (a float32 copy would be 4x larger); the order is
+    shuffled as indices, and each batch is gathered and scaled at once.
+    """
     import tensorflow as tf
 
-    clean = tf.data.Dataset.from_tensor_slices(to_layout(images, data_format))
-    return clean.map(lambda x: tf.cast(x, tf.float32) / 255.0).cache()
+    pixels = images if tf.is_tensor(images) else tf.constant(to_layout(images, data_format))
+    order = tf.data.Dataset.range(int(pixels.shape[0]))
+    if shuffle:
+        order = order.shuffle(int(pixels.shape[0]), seed=seed, reshuffle_each_iteration=reshuffle)
+    return order.batch(batch_size, drop_remainder=drop_remainder).map(
+        lambda index: tf.cast(tf.gather(pixels, index), tf.float32) / 255.0,
+        num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _pairs(batches: "tf.data.Dataset", noise_factor: float, noise_seeds: "tf.data.Dataset"):
