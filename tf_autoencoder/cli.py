@@ -167,6 +167,18 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_finished_run(parser: argparse.ArgumentParser, argv=None):
+    """Parses `argv` and loads the config of the finished run in its `model_dir`;
+    a missing or unfinished run is a usage error (one line, exit 2)."""
+    from .model_dir import load_finished_run
+
+    args = parser.parse_args(argv)
+    try:
+        return args, load_finished_run(args.model_dir)
+    except ConfigError as e:
+        parser.error(str(e))
+
+
 def build_export_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog=prog, description=(
         "Export a finished run's model as a SavedModel for serving, as the next version "
@@ -183,11 +195,7 @@ def build_export_parser(prog: str | None = None) -> argparse.ArgumentParser:
 def export_main(argv=None, prog: str | None = None) -> int:
     """Exports MODEL_DIR/model.keras as a new SavedModel version; prints its path."""
     parser = build_export_parser(prog)
-    args = parser.parse_args(argv)
-    for name in (CONFIG_FILE, FINAL_MODEL):
-        if not os.path.isfile(os.path.join(args.model_dir, name)):
-            parser.error(f"{args.model_dir} holds no finished run (no {name}): train one with "
-                         f"train.py --model_dir {args.model_dir}")
+    args, _ = parse_finished_run(parser, argv)
     from .export import export_model_dir
 
     try:

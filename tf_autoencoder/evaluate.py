@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .cli import _fail, _Parser
+from .cli import _fail, _Parser, parse_finished_run
 
 
 def build_parser():
@@ -25,14 +25,7 @@ def build_parser():
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads
     parser = build_parser()
-    args = parser.parse_args(argv)
-    from .config import ConfigError
-    from .model_dir import load_finished_run
-
-    try:
-        config = load_finished_run(args.model_dir)
-    except ConfigError as e:
-        parser.error(str(e))
+    args, config = parse_finished_run(parser, argv)
     if args.probe_samples is not None and args.probe_samples < 2:
         parser.error("--probe_samples must be at least 2")
     from . import data

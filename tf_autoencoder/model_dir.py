@@ -99,9 +99,11 @@ def load_finished_run(model_dir: str) -> Config:
     config_path = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.isdir(model_dir):
         raise ConfigError(f"model_dir {model_dir} does not exist: give the --model_dir of a run")
-    if not os.path.isfile(config_path) or not os.path.isfile(os.path.join(model_dir, FINAL_MODEL)):
-        raise ConfigError(f"{model_dir} holds no finished run (no {CONFIG_FILE} and "
-                          f"{FINAL_MODEL}): train one with train.py --model_dir {model_dir}")
+    missing = [name for name in (CONFIG_FILE, FINAL_MODEL)
+               if not os.path.isfile(os.path.join(model_dir, name))]
+    if missing:
+        raise ConfigError(f"{model_dir} holds no finished run (no {' and no '.join(missing)}): "
+                          f"train one with train.py --model_dir {model_dir}")
     try:
         return Config.load(config_path).validate()
     except (ValueError, TypeError, OSError) as e:

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from .cli import _fail, _Parser
+from .cli import _fail, _Parser, parse_finished_run
 
 
 def build_parser():
@@ -43,14 +43,7 @@ def grid_rows(images, columns: int) -> list:
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads
     parser = build_parser()
-    args = parser.parse_args(argv)
-    from .config import ConfigError
-    from .model_dir import load_finished_run
-
-    try:
-        config = load_finished_run(args.model_dir)
-    except ConfigError as e:
-        parser.error(str(e))
+    args, config = parse_finished_run(parser, argv)
     if config.model != "variational":
         parser.error(f"{args.model_dir} holds a {config.model} model: only a variational "
                      "model's codes follow N(0, I); train one with --model variational")
