@@ -36,7 +36,7 @@ from tf_autoencoder import data  # noqa: E402
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 RESULTS = os.path.join(HERE, "RESULTS.md")
 BEGIN, END = "<!-- train_speed:begin -->", "<!-- train_speed:end -->"
-# (name, data_format, precision policy, jit_compile)
+# (name, data_format, precision, jit_compile)
 SETTINGS = [
     ("NHWC float32", "channels_last", "float32", False),
     ("NCHW float32", "channels_first", "float32", False),
@@ -63,7 +63,7 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def train_tf(splits, *, data_format, policy, jit_compile, epochs, threads, max_steps=None):
+def train_tf(splits, *, data_format, precision, jit_compile, epochs, threads, max_steps=None):
     """Our model and pipeline, as training.py builds them, with one setting changed."""
     import keras
     import tensorflow as tf
@@ -72,26 +72,23 @@ def train_tf(splits, *, data_format, policy, jit_compile, epochs, threads, max_s
     from tf_autoencoder.training import compile_model
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        config = Config(image_shape=splits.image_shape, data_format=data_format, seed=0).validate()
-        keras.utils.set_random_seed(0)
-        model = build_autoencoder(config)
-        compile_model(model, config)
-        model.jit_compile = jit_compile
-        train = data.make_dataset(splits.train.images, batch_size=256, training=True,
-                                  data_format=data_format, seed=0)
-        test = data.make_dataset(splits.test.images, batch_size=1000, training=False,
-                                 data_format=data_format)
-        steps = len(splits.train) // 256 if max_steps is None else max_steps
-        times = []
-        timer = keras.callbacks.LambdaCallback(
-            on_epoch_begin=lambda epoch, logs: times.append(time.perf_counter()),
-            on_epoch_end=lambda epoch, logs: times.append(time.perf_counter() - times.pop()))
-        model.fit(train.take(steps), epochs=epochs, callbacks=[timer], verbose=0)
-        test_bce = model.evaluate(test, return_dict=True, verbose=0)["bce"]
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    config = Config(image_shape=splits.image_shape, data_format=data_format, precision=precision,
+                    seed=0).validate()
+    keras.utils.set_random_seed(0)
+    model = build_autoencoder(config)
+    compile_model(model, config)
+    model.jit_compile = jit_compile
+    train = data.make_dataset(splits.train.images, batch_size=256, training=True,
+                              data_format=data_format, seed=0)
+    test = data.make_dataset(splits.test.images, batch_size=1000, training=False,
+                             data_format=data_format)
+    steps = len(splits.train) // 256 if max_steps is None else max_steps
+    times = []
+    timer = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: times.append(time.perf_counter()),
+        on_epoch_end=lambda epoch, logs: times.append(time.perf_counter() - times.pop()))
+    model.fit(train.take(steps), epochs=epochs, callbacks=[timer], verbose=0)
+    test_bce = model.evaluate(test, return_dict=True, verbose=0)["bce"]
     return {"images_per_second": [steps * 256 / t for t in times], "test_bce": float(test_bce)}
 
 
@@ -168,8 +165,8 @@ def main(argv=None):
     rows.append(("PyTorch reference (NCHW float32)", ref_speed, reference["test_bce"]))
     print(f"{rows[-1][0]}: {ref_speed:,.0f} images/s, test BCE {reference['test_bce']:.4f}",
           flush=True)
-    for name, data_format, policy, jit in settings:
-        result = train_tf(splits, data_format=data_format, policy=policy, jit_compile=jit,
+    for name, data_format, precision, jit in settings:
+        result = train_tf(splits, data_format=data_format, precision=precision, jit_compile=jit,
                           epochs=epochs, threads=args.threads, max_steps=max_steps)
         rows.append((f"tf-autoencoder {name}", median_after_warmup(result["images_per_second"]),
                      result["test_bce"]))

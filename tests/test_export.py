@@ -14,7 +14,7 @@ import tensorflow as tf
 from conftest import error_lines, run_python
 from tf_autoencoder import Config, build_autoencoder
 from tf_autoencoder.data import load_mnist_sample
-from tf_autoencoder.export import TMP_PREFIX, export_saved_model
+from tf_autoencoder.export import TMP_PREFIX, export_saved_model, float32_twin
 from tf_autoencoder.model_dir import export_versions, find_saved_model
 
 # Runs in a fresh interpreter that never imports tf_autoencoder: loads the SavedModel with
@@ -63,14 +63,16 @@ def images():
 
 
 def keras_reference(model_dir, images):
-    """What the Keras model predicts for NHWC `images`: reconstructions, codes and the
-    decoded codes, all NHWC (codes included).
+    """What the Keras model, in float32, predicts for NHWC `images`: reconstructions, codes
+    and the decoded codes, all NHWC (codes included).
 
     Graph mode (predict_on_batch), as training and the SavedModel run: in Keras 3.15 an
     eager channels_first Conv2D with width == filters adds its bias along the wrong axis.
     """
     config = Config.load(os.path.join(model_dir, "config.json")).validate()
-    model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), compile=False)
+    # The export computes in float32 whatever precision trained; so does the reference.
+    model = float32_twin(keras.saving.load_model(os.path.join(model_dir, "model.keras"),
+                                                 compile=False), config)
     to_model = (lambda x: x.transpose(0, 3, 1, 2)) if config.channels_first else (lambda x: x)
     to_nhwc = (lambda x: x.transpose(0, 2, 3, 1)) if config.channels_first else (lambda x: x)
     codes = model.encoder.predict_on_batch(to_model(images))
@@ -230,7 +232,7 @@ def test_export_of_an_unfinished_run_is_a_usage_error(tmp_path):
 
 def test_fully_connected_nchw_model_exports_nhwc_signatures(tmp_path):
     config = Config(model="fully_connected", hidden_units=[16, 8], image_shape=[12, 10, 3],
-                    data_format="NCHW").validate()
+                    data_format="NCHW", precision="float32").validate()
     model = build_autoencoder(config)
     loaded = tf.saved_model.load(export_saved_model(model, config, str(tmp_path / "export")))
     images = np.random.default_rng(2).random((5, 12, 10, 3), np.float32)
@@ -254,4 +256,27 @@ def test_export_embeddings_reads_an_export_like_its_model_dir(trained_run, tmp_p
         assert result.returncode == 0, result.stderr
     codes = np.load(tmp_path / "model_dir" / "codes.npy")
     assert codes.shape == (50, 128)
-    np.testing.assert_allclose(np.load(tmp_path / "export" / "codes.npy"), codes, atol=1e-5)
+    # The export computes in float32, the model_dir's model in the run's precision.
+    precision = Config.load(os.path.join(model_dir, "config.json")).precision
+    tolerance = 1e-5 if precision == "float32" else 0.02 * np.abs(codes).max()
+    np.testing.assert_allclose(np.load(tmp_path / "export" / "codes.npy"), codes, atol=tolerance)
+
+
+def test_a_mixed_bfloat16_model_exports_a_float32_saved_model(tmp_path):
+    config = Config(image_shape=[12, 12, 1], num_filters=[4, 4], precision="mixed_bfloat16").validate()
+    model = build_autoencoder(config)
+    rng = np.random.default_rng(3)
+    model.set_weights([w + 0.1 * rng.standard_normal(w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    loaded = tf.saved_model.load(export_saved_model(model, config, str(tmp_path / "export")))
+    graph = loaded.signatures["serving_default"].graph.as_graph_def()
+    nodes = [*graph.node, *(node for f in graph.library.function for node in f.node_def)]
+    assert "Conv2D" in {node.op for node in nodes}  # the model's ops are in there
+    assert tf.bfloat16.as_datatype_enum not in {attr.type for node in nodes
+                                                for attr in node.attr.values()}
+    images = rng.random((6, 12, 12, 1), np.float32)
+    got = loaded.signatures["serving_default"](images=images)["reconstructions"].numpy()
+    float32 = float32_twin(model, config)
+    assert float32 is not model
+    np.testing.assert_allclose(got, tf.sigmoid(float32.predict_on_batch(images)).numpy(), atol=1e-5)
+    np.testing.assert_allclose(got, tf.sigmoid(model.predict_on_batch(images)).numpy(), atol=0.02)

@@ -3,10 +3,14 @@ import numpy as np
 import pytest
 
 from tf_autoencoder import Config, ConfigError, build_autoencoder, conv_decoder, conv_encoder
+from tf_autoencoder import config as config_module
 
 
 def build(**kwargs):
+    """The model for these settings; float32 unless asked, so comparisons can be tight on
+    any CPU (the default precision, auto, depends on the CPU)."""
     kwargs.setdefault("image_shape", [28, 28, 1])
+    kwargs.setdefault("precision", "float32")
     return build_autoencoder(Config(**kwargs).validate())
 
 
@@ -63,7 +67,7 @@ def test_builder_rejects_input_too_small_for_the_blocks():
     ("num_filters", []), ("num_filters", [16, 0]), ("hidden_units", [-1]),
     ("dropout", 0.0), ("dropout", 1.5), ("learning_rate", 0), ("epochs", 0),
     ("batch_size", 0), ("noise_factor", -0.1), ("model", "resnet"), ("data_format", "NWHC"),
-    ("loss", "l1"),
+    ("loss", "l1"), ("precision", "float16"),
 ])
 def test_config_rejects_nonsense(field, value):
     with pytest.raises(ConfigError):
@@ -105,3 +109,45 @@ def test_saved_keras_model_keeps_encoder_and_decoder(tmp_path):
     images = np.random.default_rng(2).random((2, 28, 28, 1), dtype=np.float32)
     np.testing.assert_allclose(loaded.encoder(images), model.encoder(images), atol=1e-6)
     np.testing.assert_allclose(loaded(images), model(images), atol=1e-6)
+
+
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path):
+    amx, avx512, plain = tmp_path / "amx", tmp_path / "avx512", tmp_path / "plain"
+    amx.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 amx_tile\n")
+    avx512.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
+    plain.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert config_module.cpu_has_native_bfloat16(str(amx))
+    assert config_module.cpu_has_native_bfloat16(str(avx512))
+    assert not config_module.cpu_has_native_bfloat16(str(plain))
+    assert not config_module.cpu_has_native_bfloat16(str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("native,expected", [(True, "mixed_bfloat16"), (False, "float32")])
+def test_auto_precision_resolves_by_the_cpu(monkeypatch, native, expected):
+    monkeypatch.setattr(config_module, "cpu_has_native_bfloat16", lambda: native)
+    assert Config().validate().precision == expected
+    assert Config(precision="float32").validate().precision == "float32"
+    assert Config(precision="mixed_bfloat16").validate().precision == "mixed_bfloat16"
+
+
+@pytest.mark.parametrize("model_name", ["convolutional", "fully_connected", "variational"])
+def test_mixed_bfloat16_computes_in_bfloat16_with_float32_weights_and_outputs(model_name):
+    float32 = build(model=model_name, hidden_units=[64, 32])
+    mixed = build(model=model_name, hidden_units=[64, 32], precision="mixed_bfloat16")
+    assert mixed.count_params() == float32.count_params()
+    assert {w.dtype for w in mixed.weights} == {"float32"}
+    assert any(layer.compute_dtype == "bfloat16" for layer in mixed.encoder.layers)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
+    rng = np.random.default_rng(0)
+    mixed.set_weights([w + 0.1 * rng.standard_normal(w.shape).astype(np.float32)
+                       for w in float32.get_weights()])
+    float32.set_weights(mixed.get_weights())
+    images = rng.random((4, 28, 28, 1), dtype=np.float32)
+    codes, logits = mixed.encoder(images), mixed(images)
+    assert codes.dtype == "float32" and logits.dtype == "float32"
+    expected = np.asarray(float32(images))
+    # bfloat16 keeps 8 significant bits: close to float32, but not equal to it.
+    assert not np.array_equal(np.asarray(logits), expected)
+    np.testing.assert_allclose(logits, expected, atol=0.05 * np.abs(expected).max())
+    np.testing.assert_allclose(codes, float32.encoder(images),
+                               atol=0.05 * np.abs(np.asarray(float32.encoder(images))).max())

@@ -21,7 +21,9 @@ OPTIONS = {
 
 
 def build(**kwargs):
+    """float32 unless asked: the default precision (auto) depends on the CPU."""
     kwargs.setdefault("image_shape", [28, 28, 1])
+    kwargs.setdefault("precision", "float32")
     return build_autoencoder(Config(**kwargs).validate())
 
 
@@ -29,9 +31,10 @@ def images(shape, n=4, seed=0):
     return np.random.default_rng(seed).random((n, *shape), dtype=np.float32)
 
 
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
 @pytest.mark.parametrize("option", OPTIONS)
-def test_option_trains_a_step_and_keeps_the_image_shape(option):
-    config = Config(image_shape=[28, 28, 1], **OPTIONS[option]).validate()
+def test_option_trains_a_step_and_keeps_the_image_shape(option, precision):
+    config = Config(image_shape=[28, 28, 1], precision=precision, **OPTIONS[option]).validate()
     model = build_autoencoder(config)
     compile_model(model, config)
     x = images((28, 28, 1), n=8)

@@ -7,7 +7,7 @@ import os
 import random
 import sys
 
-from .config import DISTRIBUTES, DOWNSAMPLES, MODELS, UPSAMPLES, Config, ConfigError
+from .config import DISTRIBUTES, DOWNSAMPLES, MODELS, PRECISIONS, UPSAMPLES, Config, ConfigError
 from .distribute import describe, make_strategy, read_tf_config
 from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, find_saved_model
 
@@ -66,6 +66,10 @@ def build_train_parser() -> argparse.ArgumentParser:
     g.add_argument("--deterministic", action="store_true",
                    help="TensorFlow op determinism: the same --seed gives a bit-identical run on "
                         "the same machine (slower)")
+    g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="mixed_bfloat16: compute in bfloat16, keep float32 weights; auto "
+                        "(default): mixed_bfloat16 on CPUs with AMX or AVX-512 bfloat16, else "
+                        "float32")
     g = p.add_argument_group("distribution (tf.distribute; see the README)")
     g.add_argument("--distribute", choices=DISTRIBUTES, default=d.distribute,
                    help="mirrored: every local GPU; multi_worker: the workers in TF_CONFIG. "
@@ -94,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
         dataset=args.dataset or "mnist", data_dir=args.data_dir, noise_factor=args.noise_factor,
         loss=args.loss, learning_rate=args.learning_rate, batch_size=args.batch_size,
         epochs=args.epochs, seed=args.seed, deterministic=args.deterministic,
-        distribute=args.distribute, cpu_replicas=args.cpu_replicas, model_dir=args.model_dir,
+        precision=args.precision, distribute=args.distribute, cpu_replicas=args.cpu_replicas, model_dir=args.model_dir,
         save_images=args.save_images, embedding_images=args.embedding_images)
 
 
@@ -154,6 +158,9 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     print(f"Data: {splits.source}: {len(splits.train):,} train / {len(splits.validation):,} "
           f"validation / {len(splits.test):,} test images of "
           f"{'x'.join(map(str, splits.image_shape))}")
+    if config.precision == "mixed_bfloat16":
+        print("Precision: mixed_bfloat16 (bfloat16 compute, float32 weights); "
+              "--precision float32 for float32 throughout")
 
     from .training import TrainingDiverged, TrainingInterrupted, train
 

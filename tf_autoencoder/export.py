@@ -1,6 +1,7 @@
 """SavedModel export for serving: MODEL_DIR/export/<version>/, written atomically.
 
-Signatures, all NHWC float32 with a dynamic batch, whatever layout the model trained in:
+Signatures, all NHWC float32 with a dynamic batch, whatever layout and precision the model
+trained in (the SavedModel computes in float32):
   serving_default  images (batch, H, W, C) in [0, 1] -> reconstructions (batch, H, W, C) in [0, 1]
   encode           images -> codes: (batch, h, w, k) convolutional, (batch, k) fully connected
   decode           codes -> reconstructions
@@ -16,6 +17,7 @@ if __name__ == "__main__":  # check the input before TensorFlow loads
 
     sys.exit(export_main(prog="python -m tf_autoencoder.export"))
 
+import dataclasses  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
@@ -23,8 +25,8 @@ import time  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from . import models  # noqa: E402,F401  registers the Autoencoder class for load_model
 from .config import Config  # noqa: E402
+from .models import build_autoencoder  # noqa: E402  (also registers the classes for load_model)
 from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, export_versions  # noqa: E402
 
 # Exports are written under this prefix, then renamed to their version. TF Serving and
@@ -77,13 +79,27 @@ def serving_module(model: keras.Model, channels_first: bool) -> tf.Module:
     return module
 
 
+def float32_twin(model: keras.Model, config: Config) -> keras.Model:
+    """`model` itself if it computes in float32, else a float32 copy with its weights.
+
+    Exports compute in float32 whatever precision trained: bfloat16 is emulated, and
+    slow, on CPUs without native support, and a server should not depend on the CPU
+    that trained the model.
+    """
+    if config.precision == "float32":
+        return model
+    twin = build_autoencoder(dataclasses.replace(config, precision="float32"))
+    twin.set_weights(model.get_weights())
+    return twin
+
+
 def export_saved_model(model: keras.Model, config: Config, export_base: str) -> str:
     """Writes `model` as SavedModel version max(existing) + 1 under `export_base`; returns
     its path. Written to a temporary directory beside it, then renamed into place.
 
     Raises OSError, with one clear line, when `export_base` cannot be written.
     """
-    module = serving_module(model, config.channels_first)
+    module = serving_module(float32_twin(model, config), config.channels_first)
     try:
         os.makedirs(export_base, exist_ok=True)
         _remove_stale_exports(export_base)

@@ -1,12 +1,13 @@
 """build_autoencoder(config): the whole model, with its encoder and decoder as separate models."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import keras
 from keras import layers, ops
 
-from .config import Config
+from .config import Config, resolve_precision
 from .layers import conv_decoder, conv_encoder, fc_decoder, fc_encoder, gaussian_heads
 from .metrics import gaussian_kl
 
@@ -129,12 +130,37 @@ def input_shape_for(config: Config) -> tuple[int, int, int]:
     return (channels, height, width) if config.channels_first else (height, width, channels)
 
 
+@contextlib.contextmanager
+def _dtype_policy(name: str):
+    """Layers created inside take the dtype policy `name`; the global one is restored after."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def build_autoencoder(config: Config) -> Autoencoder | VariationalAutoencoder:
     """The convolutional, fully connected or variational autoencoder that `config` describes.
 
     With the defaults on 28x28x1 images: 7,873 weights (convolutional, [16, 8, 8]) or
     222,384 (fully connected, [128, 64, 32]).
+
+    config.precision "mixed_bfloat16" computes in bfloat16 and keeps the weights in
+    float32; codes and logits are cast to float32, so losses, metrics, summaries and
+    exports see float32 whatever the precision.
     """
+    with _dtype_policy(resolve_precision(config.precision)):
+        return _build(config)
+
+
+def _to_float32(x, name):
+    # Keras' mixed-precision recipe: a float32 layer at the end casts the output.
+    return layers.Activation("linear", dtype="float32", name=name)(x) if x.dtype != "float32" else x
+
+
+def _build(config: Config) -> Autoencoder | VariationalAutoencoder:
     shape = input_shape_for(config)
     settings = dict(data_format=config.data_format, weight_decay=config.weight_decay,
                     dropout=config.dropout)
@@ -149,12 +175,16 @@ def build_autoencoder(config: Config) -> Autoencoder | VariationalAutoencoder:
         mean, log_var = gaussian_heads(code, config.num_filters[-1],
                                        data_format=config.data_format,
                                        weight_decay=config.weight_decay)
-        posterior = keras.Model(images, [mean, log_var], name="posterior")
+        posterior = keras.Model(images, [_to_float32(mean, "mean_float32"),
+                                         _to_float32(log_var, "log_var_float32")],
+                                name="posterior")
         code = mean
     else:
+        code = _to_float32(code, "code_float32")
         if config.code_l1:
             # Keras divides the penalty by the batch size: code_l1 * mean over images of sum |code|.
-            code = layers.ActivityRegularization(l1=config.code_l1, name="code_l1")(code)
+            code = layers.ActivityRegularization(l1=config.code_l1, name="code_l1",
+                                                 dtype="float32")(code)
         encoder = keras.Model(images, code, name="encoder")
 
     code_input = keras.Input(code.shape[1:], name="code")
@@ -163,7 +193,7 @@ def build_autoencoder(config: Config) -> Autoencoder | VariationalAutoencoder:
     else:
         logits = conv_decoder(code_input, config.num_filters[::-1], shape,
                               upsample=config.upsample, **settings)
-    decoder = keras.Model(code_input, logits, name="decoder")
+    decoder = keras.Model(code_input, _to_float32(logits, "logits_float32"), name="decoder")
     if config.model == "variational":
         return VariationalAutoencoder(posterior, decoder, beta=config.beta,
                                       name="variational_autoencoder")
