@@ -31,7 +31,7 @@ sys.path[:0] = [REPO, HERE]
 
 import numpy as np  # noqa: E402
 
-from tf_autoencoder import data  # noqa: E402
+from tf_autoencoder import Config, data  # noqa: E402
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 RESULTS = os.path.join(HERE, "RESULTS.md")
@@ -68,7 +68,7 @@ def train_tf(splits, *, data_format, precision, jit_compile, epochs, threads, ma
     import keras
     import tensorflow as tf
 
-    from tf_autoencoder import Config, build_autoencoder
+    from tf_autoencoder import build_autoencoder
     from tf_autoencoder.training import compile_model
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -143,6 +143,7 @@ def main(argv=None):
                         help="smoke run: 2 epochs of one step on a small sample; writes nothing")
     args = parser.parse_args(argv)
 
+    import torch
     import torch_reference
 
     if args.quick:
@@ -158,17 +159,21 @@ def main(argv=None):
     settings = SETTINGS if args.settings == "all" else [
         s for s in SETTINGS if s[0] in args.settings.split(",")]
 
+    default = Config().validate()  # what train.py uses on this machine
     rows = []
     reference = torch_reference.train(splits.train.images, splits.test.images, epochs=epochs,
                                       threads=args.threads, max_steps=max_steps)
     ref_speed = median_after_warmup(reference["images_per_second"])
-    rows.append(("PyTorch reference (NCHW float32)", ref_speed, reference["test_bce"]))
+    rows.append((f"PyTorch {torch.__version__} reference (NCHW float32)", ref_speed,
+                 reference["test_bce"]))
     print(f"{rows[-1][0]}: {ref_speed:,.0f} images/s, test BCE {reference['test_bce']:.4f}",
           flush=True)
     for name, data_format, precision, jit in settings:
         result = train_tf(splits, data_format=data_format, precision=precision, jit_compile=jit,
                           epochs=epochs, threads=args.threads, max_steps=max_steps)
-        rows.append((f"tf-autoencoder {name}", median_after_warmup(result["images_per_second"]),
+        is_default = (data_format, precision, jit) == (default.data_format, default.precision, False)
+        rows.append((f"tf-autoencoder {name}{' (the default here)' if is_default else ''}",
+                     median_after_warmup(result["images_per_second"]),
                      result["test_bce"]))
         print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} images/s ({rows[-1][1] / ref_speed:.2f}x), "
               f"test BCE {result['test_bce']:.4f}", flush=True)

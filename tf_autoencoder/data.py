@@ -302,7 +302,8 @@ def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, 
                 tf.reshape(order[:steps * batch_size], (steps, batch_size)))
 
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=reshuffle)
-        indices = seeds.batch(2).take(1).flat_map(permuted_batches)
+        indices = seeds.batch(2).take(1).flat_map(permuted_batches).apply(
+            tf.data.experimental.assert_cardinality(count // batch_size))  # for progress bars
     else:
         indices = tf.data.Dataset.range(count).batch(batch_size, drop_remainder=drop_remainder)
     return indices.map(lambda index: tf.cast(tf.gather(pixels, index), tf.float32) / 255.0,
