@@ -15,6 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class _DropLastRowAndColumn(nn.Module):
+    def forward(self, x):
+        return x[:, :, :-1, :-1]
+
+
 class ConvAutoencoder(nn.Module):
     """images (batch, C, H, W) -> logits of the same shape."""
 
@@ -30,8 +35,10 @@ class ConvAutoencoder(nn.Module):
             in_channels = filters
         self.decoder = nn.Sequential()
         for filters in reversed(num_filters):
-            # k=3, stride 2, padding 1, output_padding 1: doubles the size, like TF's 'same'.
-            self.decoder.append(nn.ConvTranspose2d(in_channels, filters, 3, 2, 1, output_padding=1))
+            # TF's stride-2 'same' transposed conv is PyTorch's unpadded one (2H + 1 rows)
+            # without its last row and column; padding=1, output_padding=1 would shift it.
+            self.decoder.append(nn.ConvTranspose2d(in_channels, filters, 3, 2))
+            self.decoder.append(_DropLastRowAndColumn())
             self.decoder.append(nn.ReLU())
             in_channels = filters
         self.decoder.append(nn.ConvTranspose2d(in_channels, channels, 3, padding=1))

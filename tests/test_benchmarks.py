@@ -34,6 +34,38 @@ def test_torch_reference_has_the_posts_7873_weights():
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 1, 28, 28)
 
 
+def test_torch_reference_computes_what_our_model_does_with_the_same_weights():
+    """The reference is the same function, not just the same weight count: TF's 'same'
+    padding of transposed convs must be mirrored exactly, or PyTorch's output shifts."""
+    torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch==2.13.0 (CPU)")
+    import numpy as np
+
+    from tf_autoencoder import Config, build_autoencoder
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from torch_reference import ConvAutoencoder
+
+    model = build_autoencoder(Config(image_shape=[28, 28, 1], precision="float32").validate())
+    rng = np.random.default_rng(0)
+    model.set_weights([w + 0.1 * rng.standard_normal(w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    reference = ConvAutoencoder()
+    ours = [layer for part in model.parts for layer in part.layers if layer.weights]
+    theirs = [m for m in reference.modules()
+              if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert len(ours) == len(theirs) == 10
+    with torch.no_grad():
+        for layer, module in zip(ours, theirs):
+            kernel, bias = (w.numpy() for w in layer.weights)
+            # Keras: (kh, kw, in, out), transposed (kh, kw, out, in); PyTorch: (out, in, kh, kw),
+            # transposed (in, out, kh, kw): the same permutation for both.
+            module.weight.copy_(torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()))
+            module.bias.copy_(torch.from_numpy(bias))
+        images = rng.random((4, 28, 28, 1), dtype=np.float32)
+        theirs_out = reference(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+    np.testing.assert_allclose(theirs_out.transpose(0, 2, 3, 1), np.asarray(model(images)),
+                               atol=1e-4)
+
+
 def test_inference_speed_measures_the_export_and_keras():
     result = run_benchmark("benchmarks/inference_speed.py", "--quick")
     assert result.returncode == 0, result.stderr
