@@ -1,8 +1,10 @@
 """The post's convolutional autoencoder in PyTorch: the reference our speed is measured against.
 
-Same architecture and weight count (7,873 for [16, 8, 8] on 28x28x1), same loss (sigmoid
-cross-entropy on logits plus L2 1e-5 / 2 on kernels), same optimiser (Adam, 0.001 x 0.96
-every 1,000 steps, staircase), same batch (256, last partial batch dropped).
+The same function as our model (a test copies our weights in and compares outputs), so
+the same 7,873 weights for [16, 8, 8] on 28x28x1; the same initialisation (Keras'
+he_normal, zero biases), loss (sigmoid cross-entropy on logits plus L2 1e-5 / 2 on
+kernels), optimiser (Adam with Keras' epsilon, 0.001 x 0.96 every 1,000 steps,
+staircase) and batch (256, last partial batch dropped).
 Benchmarks only: PyTorch is not a dependency of tf-autoencoder (pip install torch==2.13.0).
 """
 from __future__ import annotations
@@ -13,6 +15,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def _he_normal_(weight):
+    """Keras' he_normal: a normal of stddev sqrt(2 / fan_in) truncated at two of its
+    (pre-truncation) stddevs, rescaled by 1 / 0.8796 so the variance is 2 / fan_in. fan_in
+    is PyTorch's, weight.shape[1] * kernel area, which for a transposed conv counts its
+    output channels, as Keras does for Conv2DTranspose."""
+    fan_in = weight.shape[1] * weight[0, 0].numel()
+    std = (2.0 / fan_in) ** 0.5 / 0.87962566103423978
+    nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
 
 
 class _DropLastRowAndColumn(nn.Module):
@@ -44,7 +56,7 @@ class ConvAutoencoder(nn.Module):
         self.decoder.append(nn.ConvTranspose2d(in_channels, channels, 3, padding=1))
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                _he_normal_(module.weight)
                 nn.init.zeros_(module.bias)
 
     def encode(self, x):
@@ -71,7 +83,7 @@ def train(train_images: np.ndarray, test_images: np.ndarray, *, epochs: int, bat
     x = torch.from_numpy(np.array(train_images)).permute(0, 3, 1, 2).float().div_(255).contiguous()
     x_test = torch.from_numpy(np.array(test_images)).permute(0, 3, 1, 2).float().div_(255).contiguous()
     model = ConvAutoencoder(tuple(x.shape[1:]))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)  # Keras' epsilon
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1000, gamma=0.96)
     steps_per_epoch = len(x) // batch_size
     if max_steps:
