@@ -63,7 +63,8 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def train_tf(splits, *, data_format, precision, jit_compile, epochs, threads, max_steps=None):
+def train_tf(splits, *, data_format, precision, jit_compile, epochs, threads, max_steps=None,
+             seed=0):
     """Our model and pipeline, as training.py builds them, with one setting changed."""
     import keras
     import tensorflow as tf
@@ -73,13 +74,13 @@ def train_tf(splits, *, data_format, precision, jit_compile, epochs, threads, ma
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     config = Config(image_shape=splits.image_shape, data_format=data_format, precision=precision,
-                    seed=0).validate()
-    keras.utils.set_random_seed(0)
+                    seed=seed).validate()
+    keras.utils.set_random_seed(seed)
     model = build_autoencoder(config)
     compile_model(model, config)
     model.jit_compile = jit_compile
     train = data.make_dataset(splits.train.images, batch_size=256, training=True,
-                              data_format=data_format, seed=0)
+                              data_format=data_format, seed=seed)
     test = data.make_dataset(splits.test.images, batch_size=1000, training=False,
                              data_format=data_format)
     steps = len(splits.train) // 256 if max_steps is None else max_steps
@@ -139,6 +140,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--settings", default="all",
                         help="comma-separated setting names to run (default: all)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train the reference and the default setting with this many seeds "
+                             "and compare their mean test BCE (speeds come from seed 0)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 epochs of one step on a small sample; writes nothing")
     args = parser.parse_args(argv)
@@ -177,6 +181,18 @@ def main(argv=None):
                      result["test_bce"]))
         print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} images/s ({rows[-1][1] / ref_speed:.2f}x), "
               f"test BCE {result['test_bce']:.4f}", flush=True)
+    seed_bce = {"reference": [reference["test_bce"]],
+           "default": [bce for name, _, bce in rows if name.endswith("(the default here)")]}
+    for seed in range(1, args.seeds):
+        seed_bce["reference"].append(torch_reference.train(
+            splits.train.images, splits.test.images, epochs=epochs, threads=args.threads,
+            max_steps=max_steps, seed=seed)["test_bce"])
+        seed_bce["default"].append(train_tf(
+            splits, data_format=default.data_format, precision=default.precision,
+            jit_compile=False, epochs=epochs, threads=args.threads, max_steps=max_steps,
+            seed=seed)["test_bce"])
+        print(f"seed {seed}: test BCE reference {seed_bce['reference'][-1]:.4f}, "
+              f"default {seed_bce['default'][-1]:.4f}", flush=True)
     pipeline = pipeline_speed(splits)
     print(f"input pipeline with noise: {pipeline:,.0f} images/s", flush=True)
     if args.quick:
@@ -188,7 +204,8 @@ def main(argv=None):
     lines = [
         "## Training speed against the PyTorch reference",
         "",
-        f"`python benchmarks/train_speed.py --epochs {epochs}` on {datetime.date.today()}, "
+        f"`python benchmarks/train_speed.py --epochs {epochs}"
+        f"{f' --seeds {args.seeds}' if args.seeds > 1 else ''}` on {datetime.date.today()}, "
         f"{cpu_model()}, {os.cpu_count()} cores, {args.threads} threads for both frameworks; "
         f"{len(splits.train):,} training images ({splits.source}), batch 256, the 7,873-weight "
         "model, sigmoid cross-entropy, Adam. images/s is the median of the epochs after the "
@@ -199,6 +216,16 @@ def main(argv=None):
     ]
     lines += [f"| {name} | {speed:,.0f} | {speed / ref_speed:.2f}x | {bce:.4f} |"
               for name, speed, bce in rows]
+    if args.seeds > 1 and len(seed_bce["default"]) == args.seeds:
+        reference_mean, default_mean = (statistics.mean(seed_bce[k]) for k in ("reference", "default"))
+        lines += [
+            "",
+            f"Test BCE after {epochs} epochs, seeds 0 to {args.seeds - 1}: the reference "
+            f"{reference_mean:.4f} on average (" + ", ".join(f"{v:.4f}" for v in seed_bce["reference"])
+            + f"), the default setting {default_mean:.4f} ("
+            + ", ".join(f"{v:.4f}" for v in seed_bce["default"])
+            + f"): {100 * (default_mean / reference_mean - 1):+.1f}%.",
+        ]
     lines += [
         "",
         f"Input pipeline alone (shuffle, batch, noise 0.5): {pipeline:,.0f} images/s, "
