@@ -98,8 +98,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
         dataset=args.dataset or "mnist", data_dir=args.data_dir, noise_factor=args.noise_factor,
         loss=args.loss, learning_rate=args.learning_rate, batch_size=args.batch_size,
         epochs=args.epochs, seed=args.seed, deterministic=args.deterministic,
-        precision=args.precision, distribute=args.distribute, cpu_replicas=args.cpu_replicas, model_dir=args.model_dir,
-        save_images=args.save_images, embedding_images=args.embedding_images)
+        precision=args.precision, distribute=args.distribute, cpu_replicas=args.cpu_replicas,
+        model_dir=args.model_dir, save_images=args.save_images,
+        embedding_images=args.embedding_images)
 
 
 def _fail(prog: str, message: str, code: int, verbose: bool) -> int:
