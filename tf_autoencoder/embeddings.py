@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import sys
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -52,7 +53,8 @@ def load_from_model_dir(config: Config) -> Autoencoder:
     if latest is None:
         raise ModelError(f"{config.model_dir} holds no checkpoint in {CHECKPOINT_DIR}/: "
                          "train the model first (train.py --model_dir ...)")
-    model = build_autoencoder(config)
+    # float32 whatever precision trained, as every use of a trained model (see float32_twin).
+    model = build_autoencoder(dataclasses.replace(config, precision="float32"))
     tf.train.Checkpoint(model=model).restore(latest).expect_partial()
 
     def layout(images):

@@ -17,7 +17,6 @@ if __name__ == "__main__":  # check the input before TensorFlow loads
 
     sys.exit(export_main(prog="python -m tf_autoencoder.export"))
 
-import dataclasses  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
@@ -26,7 +25,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from .config import Config  # noqa: E402
-from .models import build_autoencoder  # noqa: E402  (also registers the classes for load_model)
+from .models import float32_twin  # noqa: E402  (also registers the classes for load_model)
 from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, export_versions  # noqa: E402
 
 # Exports are written under this prefix, then renamed to their version. TF Serving and
@@ -77,20 +76,6 @@ def serving_module(model: keras.Model, channels_first: bool) -> tf.Module:
     module.model_variables = list(model.variables)
     module.serve, module.encode, module.decode = serve, encode, decode
     return module
-
-
-def float32_twin(model: keras.Model, config: Config) -> keras.Model:
-    """`model` itself if it computes in float32, else a float32 copy with its weights.
-
-    Exports compute in float32 whatever precision trained: bfloat16 is emulated, and
-    slow, on CPUs without native support, and a server should not depend on the CPU
-    that trained the model.
-    """
-    if config.precision == "float32":
-        return model
-    twin = build_autoencoder(dataclasses.replace(config, precision="float32"))
-    twin.set_weights(model.get_weights())
-    return twin
 
 
 def export_saved_model(model: keras.Model, config: Config, export_base: str) -> str:

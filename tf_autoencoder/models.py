@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 
 import keras
@@ -198,3 +199,18 @@ def _build(config: Config) -> Autoencoder | VariationalAutoencoder:
         return VariationalAutoencoder(posterior, decoder, beta=config.beta,
                                       name="variational_autoencoder")
     return Autoencoder(encoder, decoder, name=f"{config.model}_autoencoder")
+
+
+def float32_twin(model: keras.Model, config: Config) -> keras.Model:
+    """`model` itself if it computes in float32, else a float32 copy with its weights.
+
+    Whatever precision trained, what comes after training computes in float32: the saved
+    model, the export, the projector's codes and the commands that read a run. bfloat16
+    is emulated, and slow, on CPUs without native support, and results should not depend
+    on the CPU that trained the model.
+    """
+    if all(layer.compute_dtype == "float32" for part in model.parts for layer in part.layers):
+        return model
+    twin = build_autoencoder(dataclasses.replace(config, precision="float32"))
+    twin.set_weights(model.get_weights())
+    return twin

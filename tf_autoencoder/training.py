@@ -33,7 +33,7 @@ from .export import export_saved_model
 from .metrics import make_loss, make_metrics
 from .model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, HISTORY,
                         TEST_METRICS)
-from .models import build_autoencoder
+from .models import build_autoencoder, float32_twin
 from .summaries import tensorboard_callbacks, write_run_end
 
 
@@ -299,11 +299,12 @@ def _train(config: Config, splits: data_lib.Splits, log, strategy: tf.distribute
     log("Test: " + ", ".join(f"{name} {value:.5f}" for name, value in test_metrics.items()))
     write_text_atomic(os.path.join(config.model_dir, TEST_METRICS),
                       json.dumps(test_metrics, indent=2) + "\n")
-    write_run_end(model, config, splits, test_metrics, epoch=max(initial_epoch, config.epochs) - 1,
+    final = float32_twin(model, config)  # the projector, model.keras and the export: float32
+    write_run_end(final, config, splits, test_metrics, epoch=max(initial_epoch, config.epochs) - 1,
                   log=log)
-    save_model_atomic(model, os.path.join(config.model_dir, FINAL_MODEL))
+    save_model_atomic(final, os.path.join(config.model_dir, FINAL_MODEL))
     log(f"Saved {os.path.join(config.model_dir, FINAL_MODEL)}")
-    log(f"Exported {export_saved_model(model, config, os.path.join(config.model_dir, EXPORT_DIR))}")
+    log(f"Exported {export_saved_model(final, config, os.path.join(config.model_dir, EXPORT_DIR))}")
     return test_metrics
 
 
