@@ -1,6 +1,9 @@
+import fcntl
 import gzip
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -59,12 +62,45 @@ def error_lines(stderr: str) -> list[str]:
             if line and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
 
 
+# --- training runs shared by several test files ------------------------------------------
+# Each trains once per test session, under pytest-xdist too (the first worker to ask
+# trains, the others wait for it). Tests only read them: one that trains on, exports
+# or otherwise writes copies the run first (copy_run).
+
+def shared_run(tmp_path_factory, name, make):
+    """Calls make(directory) -> CompletedProcess once per session; returns (directory/run,
+    that process). `make` trains into directory/run."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    base = root / f"shared-{name}"
+    base.mkdir(exist_ok=True)
+    with open(base / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = base / "process.json"
+        if not done.exists():
+            process = make(base)
+            done.write_text(json.dumps({"args": process.args, "returncode": process.returncode,
+                                        "stdout": process.stdout, "stderr": process.stderr}))
+        saved = json.loads(done.read_text())
+    process = subprocess.CompletedProcess(saved["args"], saved["returncode"], saved["stdout"],
+                                          saved["stderr"])
+    assert process.returncode == 0, process.stderr
+    return str(base / "run"), process
+
+
+def copy_run(model_dir, destination):
+    """A copy of a shared run that a test may train on or write to; returns its path."""
+    shutil.copytree(model_dir, destination)
+    return str(destination)
+
+
+TRAINED_RUN = ["--dataset", "mnist_sample", "--epochs", "1", "--batch_size", "32", "--seed", "3"]
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """One epoch on the MNIST sample (NHWC, 125 steps); training exports export/1.
     Returns (model_dir, the train.py process)."""
-    model_dir = str(tmp_path_factory.mktemp("trained") / "run")
-    result = run_python("train.py", "--dataset", "mnist_sample", "--epochs", "1", "--batch_size",
-                        "32", "--seed", "3", "--model_dir", model_dir)
-    assert result.returncode == 0, result.stderr
-    return model_dir, result
+    return shared_run(tmp_path_factory, "trained", lambda base: run_python(
+        "train.py", *TRAINED_RUN, "--model_dir", str(base / "run")))
