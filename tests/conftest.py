@@ -104,3 +104,19 @@ def trained_run(tmp_path_factory):
     Returns (model_dir, the train.py process)."""
     return shared_run(tmp_path_factory, "trained", lambda base: run_python(
         "train.py", *TRAINED_RUN, "--model_dir", str(base / "run")))
+
+
+@pytest.fixture(scope="session")
+def denoising_run(tmp_path_factory):
+    """Two epochs of a denoising model on the MNIST sample (batch 256: 15 steps per epoch),
+    with a PNG of reconstructions per epoch and the projector of 200 test codes.
+    Returns (model_dir, the train.py process)."""
+    return shared_run(tmp_path_factory, "denoising", lambda base: run_python(
+        "train.py", *denoising_args(str(base / "run")), "--epochs", "2"))
+
+
+def denoising_args(model_dir):
+    """denoising_run's flags but --epochs, for model_dir."""
+    return ["--dataset", "mnist_sample", "--seed", "3", "--noise_factor", "0.3",
+            "--embedding_images", "200", "--model_dir", model_dir,
+            "--save_images", os.path.join(model_dir, "images")]

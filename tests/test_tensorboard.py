@@ -37,15 +37,10 @@ def run_script(script, *args, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """Two epochs of a denoising model on the MNIST sample, with PNGs and a projector."""
-    model_dir = str(tmp_path_factory.mktemp("tb") / "run")
-    result = run_script("train.py", "--dataset", "mnist_sample", "--epochs", "2", "--seed", "3",
-                        "--noise_factor", "0.3", "--embedding_images", str(EMBEDDING_IMAGES),
-                        "--model_dir", model_dir, "--save_images",
-                        os.path.join(model_dir, "images"))
-    assert result.returncode == 0, result.stderr
-    return model_dir
+def run(denoising_run):
+    """Two epochs of a denoising model on the MNIST sample, with PNGs and a projector of
+    EMBEDDING_IMAGES codes (conftest's shared run; read only)."""
+    return denoising_run[0]
 
 
 def events(directory):
