@@ -120,3 +120,14 @@ def denoising_args(model_dir):
     return ["--dataset", "mnist_sample", "--seed", "3", "--noise_factor", "0.3",
             "--embedding_images", "200", "--model_dir", model_dir,
             "--save_images", os.path.join(model_dir, "images")]
+
+
+# The reference run of the resume and distribution tests: 62 steps per epoch.
+REFERENCE_RUN = ["--dataset", "mnist_sample", "--seed", "3", "--batch_size", "64", "--epochs", "3"]
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory):
+    """Three uninterrupted epochs on the MNIST sample, seed 3, batch 64. Returns model_dir."""
+    return shared_run(tmp_path_factory, "reference", lambda base: run_python(
+        "train.py", *REFERENCE_RUN, "--model_dir", str(base / "run")))[0]

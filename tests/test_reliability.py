@@ -13,10 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, idx_bytes, write_idx_dir
+from conftest import REFERENCE_RUN, REPO, idx_bytes, write_idx_dir
 
-# 62 steps per epoch on the sample's 4,000 training images.
-SHORT_RUN = ["--dataset", "mnist_sample", "--seed", "3", "--batch_size", "64", "--epochs", "3"]
+# 62 steps per epoch on the sample's 4,000 training images: conftest's reference_run.
+SHORT_RUN = REFERENCE_RUN
 STEPS_PER_EPOCH = 4000 // 64
 
 
@@ -61,11 +61,9 @@ def start_and_signal_in_second_epoch(model_dir, signum):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    model_dir = str(tmp_path_factory.mktemp("uninterrupted"))
-    result = run_train(*SHORT_RUN, "--model_dir", model_dir)
-    assert result.returncode == 0, result.stderr
-    return history(model_dir)
+def uninterrupted(reference_run):
+    """The history of SHORT_RUN run without interruption."""
+    return history(reference_run)
 
 
 def final_val_loss(rows):
