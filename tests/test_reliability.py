@@ -4,7 +4,6 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REFERENCE_RUN, REPO, idx_bytes, write_idx_dir
+from conftest import REFERENCE_RUN, REPO, copy_run, idx_bytes, write_idx_dir
 
 # 62 steps per epoch on the sample's 4,000 training images: conftest's reference_run.
 SHORT_RUN = REFERENCE_RUN
@@ -135,9 +134,9 @@ def snapshot(path):
 
 
 def test_nan_loss_stops_at_that_step_and_keeps_the_last_good_checkpoint(tmp_path, finished_run):
-    model_dir = str(tmp_path / "run")
-    shutil.copytree(finished_run, model_dir)  # one epoch on the sample, batch 256: ckpt-15
-    args = ["--dataset", "mnist_sample", "--seed", "1", "--model_dir", model_dir]
+    model_dir = copy_run(finished_run, tmp_path / "run")  # one epoch, batch 32: ckpt-125
+    args = ["--dataset", "mnist_sample", "--batch_size", "32", "--seed", "3",  # finished_run's
+            "--model_dir", model_dir]
     checkpoints_before = snapshot(os.path.join(model_dir, "checkpoints"))
     model_before = snapshot(os.path.join(model_dir, "model.keras"))
 
@@ -146,7 +145,7 @@ def test_nan_loss_stops_at_that_step_and_keeps_the_last_good_checkpoint(tmp_path
     assert "Traceback" not in result.stderr
     [line] = our_lines(result.stderr)
     assert "nan" in line.lower() or "inf" in line.lower()
-    assert "epoch 2, step" in line and "--learning_rate" in line and "ckpt-15" in line
+    assert "epoch 2, step" in line and "--learning_rate" in line and "ckpt-125" in line
     assert snapshot(os.path.join(model_dir, "checkpoints")) == checkpoints_before
     assert snapshot(os.path.join(model_dir, "model.keras")) == model_before
     assert [row["epoch"] for row in history(model_dir)] == ["0"]
@@ -186,13 +185,10 @@ def test_deterministic_runs_with_the_same_seed_have_identical_histories(tmp_path
 # --- bad input: one line, the right exit status, model_dir untouched -----------------
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A one-epoch run on the sample that every bad command must leave as it is."""
-    model_dir = str(tmp_path_factory.mktemp("finished") / "run")
-    result = run_train("--dataset", "mnist_sample", "--epochs", "1", "--seed", "1",
-                       "--model_dir", model_dir)
-    assert result.returncode == 0, result.stderr
-    return model_dir
+def finished_run(trained_run):
+    """A one-epoch run on the sample that every bad command must leave as it is
+    (conftest's trained_run: batch 32, seed 3)."""
+    return trained_run[0]
 
 
 def _idx_dir_with(tmp_path, damage):
