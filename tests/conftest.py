@@ -131,3 +131,15 @@ def reference_run(tmp_path_factory):
     """Three uninterrupted epochs on the MNIST sample, seed 3, batch 64. Returns model_dir."""
     return shared_run(tmp_path_factory, "reference", lambda base: run_python(
         "train.py", *REFERENCE_RUN, "--model_dir", str(base / "run")))[0]
+
+
+@pytest.fixture(scope="session")
+def nchw_idx_run(tmp_path_factory):
+    """One NCHW epoch on an IDX folder of 300 random training images (batch 64).
+    Returns (model_dir, the train.py process)."""
+    def make(base):
+        write_idx_dir(base / "idx", n_train=300, n_test=40)
+        return run_python("train.py", "--data_dir", str(base / "idx"), "--data_format", "NCHW",
+                          "--epochs", "1", "--batch_size", "64", "--seed", "4",
+                          "--model_dir", str(base / "run"))
+    return shared_run(tmp_path_factory, "nchw_idx", make)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import error_lines, run_python
+from conftest import copy_run, error_lines, run_python
 from tf_autoencoder import Config, build_autoencoder
 from tf_autoencoder.data import load_mnist_sample
 from tf_autoencoder.export import TMP_PREFIX, export_saved_model
@@ -44,12 +44,10 @@ print(json.dumps({
 
 
 @pytest.fixture(scope="module")
-def nchw_run(tmp_path_factory):
-    """An NCHW run of one epoch, then `python -m tf_autoencoder.export` on it (version 2)."""
-    model_dir = str(tmp_path_factory.mktemp("nchw") / "run")
-    train = run_python("train.py", "--dataset", "mnist_sample", "--epochs", "1", "--seed", "4",
-                       "--data_format", "NCHW", "--model_dir", model_dir)
-    assert train.returncode == 0, train.stderr
+def nchw_run(nchw_idx_run, tmp_path_factory):
+    """An NCHW run of one epoch (conftest's, copied), then `python -m tf_autoencoder.export`
+    on it (version 2)."""
+    model_dir = copy_run(nchw_idx_run[0], tmp_path_factory.mktemp("nchw") / "run")
     export = run_python("-m", "tf_autoencoder.export", model_dir)
     return model_dir, export
 

@@ -65,13 +65,10 @@ def test_rerun_resumes_from_the_last_finished_epoch(sample_run):
     assert json.load(open(os.path.join(model_dir, "config.json")))["seed"] == 3
 
 
-def test_nchw_trains_on_cpu(tmp_path):
-    idx = tmp_path / "idx"
-    write_idx_dir(idx, n_train=300, n_test=40)
-    result = run_train("--data_dir", str(idx), "--data_format", "NCHW", "--epochs", "1",
-                       "--batch_size", "64", "--model_dir", str(tmp_path / "run"))
+def test_nchw_trains_on_cpu(nchw_idx_run):
+    model_dir, result = nchw_idx_run  # one epoch, batch 64, on 300 IDX images
     assert result.returncode == 0, result.stderr
-    config = json.load(open(tmp_path / "run" / "config.json"))
+    config = json.load(open(os.path.join(model_dir, "config.json")))
     assert config["data_format"] == "channels_first" and config["data_source"].startswith("IDX")
 
 
