@@ -24,22 +24,23 @@ import json, sys
 import numpy as np
 import tensorflow as tf
 
-saved_model_dir, inputs, outputs = sys.argv[1:]
-loaded = tf.saved_model.load(saved_model_dir)
-x = np.load(inputs)
-sigs = loaded.signatures
-np.savez(outputs,
-         reconstructions=sigs["serving_default"](images=tf.constant(x["images"]))["reconstructions"],
-         one=sigs["serving_default"](images=tf.constant(x["images"][:1]))["reconstructions"],
-         codes=sigs["encode"](images=tf.constant(x["images"]))["codes"],
-         decoded=sigs["decode"](codes=tf.constant(x["codes"]))["reconstructions"])
-spec = lambda s: [[None if d is None else int(d) for d in s.shape], s.dtype.name]
-print(json.dumps({
-    "signatures": {name: {"inputs": {k: spec(v) for k, v in f.structured_input_signature[1].items()},
-                          "outputs": {k: spec(v) for k, v in f.structured_outputs.items()}}
-                   for name, f in sigs.items()},
-    "imported": sorted(m for m in sys.modules if m.startswith("tf_autoencoder")),
-}))
+args = sys.argv[1:]
+for saved_model_dir, inputs, outputs in zip(args[0::3], args[1::3], args[2::3]):
+    loaded = tf.saved_model.load(saved_model_dir)
+    x = np.load(inputs)
+    sigs = loaded.signatures
+    np.savez(outputs,
+             reconstructions=sigs["serving_default"](images=tf.constant(x["images"]))["reconstructions"],
+             one=sigs["serving_default"](images=tf.constant(x["images"][:1]))["reconstructions"],
+             codes=sigs["encode"](images=tf.constant(x["images"]))["codes"],
+             decoded=sigs["decode"](codes=tf.constant(x["codes"]))["reconstructions"])
+    spec = lambda s: [[None if d is None else int(d) for d in s.shape], s.dtype.name]
+    print(json.dumps({
+        "signatures": {name: {"inputs": {k: spec(v) for k, v in f.structured_input_signature[1].items()},
+                              "outputs": {k: spec(v) for k, v in f.structured_outputs.items()}}
+                       for name, f in sigs.items()},
+        "imported": sorted(m for m in sys.modules if m.startswith("tf_autoencoder")),
+    }))
 """
 
 
@@ -79,14 +80,19 @@ def keras_reference(model_dir, images):
     }
 
 
-def load_in_fresh_process(saved_model_dir, images, codes, tmp_path):
-    np.savez(tmp_path / "inputs.npz", images=images, codes=codes)
-    result = subprocess.run(
-        [sys.executable, "-c", FRESH_LOAD, saved_model_dir, str(tmp_path / "inputs.npz"),
-         str(tmp_path / "outputs.npz")],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+def load_in_fresh_process(jobs, cwd):
+    """`jobs`: (saved_model_dir, images, codes, tmp_path) tuples, all loaded by one fresh
+    process; returns (signatures, outputs) per job."""
+    args = []
+    for saved_model_dir, images, codes, tmp_path in jobs:
+        np.savez(tmp_path / "inputs.npz", images=images, codes=codes)
+        args += [saved_model_dir, str(tmp_path / "inputs.npz"), str(tmp_path / "outputs.npz")]
+    result = subprocess.run([sys.executable, "-c", FRESH_LOAD, *args],
+                            capture_output=True, text=True, cwd=cwd, timeout=300)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.splitlines()[-1]), dict(np.load(tmp_path / "outputs.npz"))
+    printed = result.stdout.splitlines()[-len(jobs):]
+    return [(json.loads(line), dict(np.load(job[3] / "outputs.npz")))
+            for line, job in zip(printed, jobs)]
 
 
 def test_training_exports_version_1(trained_run):
@@ -108,14 +114,15 @@ def test_export_command_writes_the_next_version(nchw_run):
 @pytest.fixture(scope="module")
 def fresh_loads(trained_run, nchw_run, images, tmp_path_factory):
     """Per layout: (signatures, SavedModel outputs, Keras outputs). NHWC: the export that
-    training wrote; NCHW: the one the export command wrote."""
-    results = {}
-    for layout, model_dir in [("NHWC", trained_run[0]), ("NCHW", nchw_run[0])]:
-        expected = keras_reference(model_dir, images)
-        signatures, got = load_in_fresh_process(find_saved_model(model_dir), images,
-                                                expected["codes"], tmp_path_factory.mktemp(layout))
-        results[layout] = signatures, got, expected
-    return results
+    training wrote; NCHW: the one the export command wrote. One fresh process loads both."""
+    layouts = [("NHWC", trained_run[0]), ("NCHW", nchw_run[0])]
+    expected = {layout: keras_reference(model_dir, images) for layout, model_dir in layouts}
+    loaded = load_in_fresh_process(
+        [(find_saved_model(model_dir), images, expected[layout]["codes"],
+          tmp_path_factory.mktemp(layout)) for layout, model_dir in layouts],
+        cwd=tmp_path_factory.mktemp("fresh"))
+    return {layout: (signatures, got, expected[layout])
+            for (layout, _), (signatures, got) in zip(layouts, loaded)}
 
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
