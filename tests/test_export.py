@@ -17,8 +17,9 @@ from tf_autoencoder.data import load_mnist_sample
 from tf_autoencoder.export import TMP_PREFIX, export_saved_model
 from tf_autoencoder.model_dir import export_versions, find_saved_model
 
-# Runs in a fresh interpreter that never imports tf_autoencoder: loads the SavedModel with
-# plain TensorFlow, calls all three signatures, saves the outputs, prints the signatures.
+# Runs in a fresh interpreter that never imports tf_autoencoder: for each (SavedModel,
+# inputs, outputs) triple of its arguments, loads the SavedModel with plain TensorFlow,
+# calls all three signatures, saves the outputs, prints the signatures (a line each).
 FRESH_LOAD = r"""
 import json, sys
 import numpy as np
@@ -250,13 +251,15 @@ def test_fully_connected_nchw_model_exports_nhwc_signatures(tmp_path):
 
 
 def test_export_embeddings_reads_an_export_like_its_model_dir(trained_run, tmp_path):
+    # export_embeddings.py's main, in this process (test_tensorboard runs the script).
+    from tf_autoencoder.cli import export_embeddings_main
+
     model_dir, _ = trained_run
     sources = {"model_dir": model_dir, "export": os.path.join(model_dir, "export", "1")}
     for name, source in sources.items():
-        result = run_python("export_embeddings.py", "--model_dir", source, "--what", "embedding",
-                            "--images", "50", "--noise_factor", "0", "--save_npy",
-                            "--output", str(tmp_path / name))
-        assert result.returncode == 0, result.stderr
+        assert export_embeddings_main(["--model_dir", source, "--what", "embedding",
+                                       "--images", "50", "--noise_factor", "0", "--save_npy",
+                                       "--output", str(tmp_path / name)]) == 0
     codes = np.load(tmp_path / "model_dir" / "codes.npy")
     assert codes.shape == (50, 128)
     np.testing.assert_allclose(np.load(tmp_path / "export" / "codes.npy"), codes, atol=1e-5)
