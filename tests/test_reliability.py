@@ -172,11 +172,23 @@ def test_deterministic_runs_with_the_same_seed_have_identical_histories(tmp_path
     write_idx_dir(tmp_path / "idx", n_train=600, n_test=40)  # 550 training images
     args = ["--data_dir", str(tmp_path / "idx"), "--batch_size", "64", "--seed", "7",
             "--epochs", "2", "--deterministic", "--noise_factor", "0.3", "--dropout", "0.9"]
-    histories = []
+    processes = {}  # the two runs at once, each in its own process
     for name in ["first", "second"]:
-        result = run_train(*args, "--model_dir", str(tmp_path / name))
-        assert result.returncode == 0, result.stderr
-        histories.append(open(tmp_path / name / "history.csv").read())
+        with open(tmp_path / f"{name}.stderr", "w") as stderr:
+            processes[name] = subprocess.Popen(
+                train_command(*args, "--model_dir", str(tmp_path / name)),
+                stdout=subprocess.DEVNULL, stderr=stderr)
+    histories = []
+    try:
+        for name, process in processes.items():
+            process.wait(timeout=300)
+            assert process.returncode == 0, (tmp_path / f"{name}.stderr").read_text()
+            histories.append(open(tmp_path / name / "history.csv").read())
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     assert histories[0] == histories[1]
     assert len(histories[0].splitlines()) == 3
     assert json.load(open(tmp_path / "first" / "config.json"))["deterministic"] is True
