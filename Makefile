@@ -15,8 +15,10 @@ $(STAMP): setup.cfg pyproject.toml
 train: $(STAMP)
 	$(VENV)/bin/python train.py $(ARGS)
 
+# Two pytest-xdist workers, each running whole test files (their module fixtures once);
+# ARGS="-n 0" runs the suite in one process.
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q $(ARGS)
+	$(VENV)/bin/python -m pytest -q -n 2 --dist loadfile $(ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

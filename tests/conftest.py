@@ -1,6 +1,9 @@
+import fcntl
 import gzip
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -59,12 +62,84 @@ def error_lines(stderr: str) -> list[str]:
             if line and not re.match(r"[IWEF]\d{4} |WARNING: All log messages before absl", line)]
 
 
+# --- training runs shared by several test files ------------------------------------------
+# Each trains once per test session, under pytest-xdist too (the first worker to ask
+# trains, the others wait for it). Tests only read them: one that trains on, exports
+# or otherwise writes copies the run first (copy_run).
+
+def shared_run(tmp_path_factory, name, make):
+    """Calls make(directory) -> CompletedProcess once per session; returns (directory/run,
+    that process). `make` trains into directory/run."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the session's folder, above each worker's own
+    base = root / f"shared-{name}"
+    base.mkdir(exist_ok=True)
+    with open(base / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = base / "process.json"
+        if not done.exists():
+            process = make(base)
+            done.write_text(json.dumps({"args": process.args, "returncode": process.returncode,
+                                        "stdout": process.stdout, "stderr": process.stderr}))
+        saved = json.loads(done.read_text())
+    process = subprocess.CompletedProcess(saved["args"], saved["returncode"], saved["stdout"],
+                                          saved["stderr"])
+    assert process.returncode == 0, process.stderr
+    return str(base / "run"), process
+
+
+def copy_run(model_dir, destination):
+    """A copy of a shared run that a test may train on or write to; returns its path."""
+    shutil.copytree(model_dir, destination)
+    return str(destination)
+
+
+TRAINED_RUN = ["--dataset", "mnist_sample", "--epochs", "1", "--batch_size", "32", "--seed", "3"]
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
     """One epoch on the MNIST sample (NHWC, 125 steps); training exports export/1.
     Returns (model_dir, the train.py process)."""
-    model_dir = str(tmp_path_factory.mktemp("trained") / "run")
-    result = run_python("train.py", "--dataset", "mnist_sample", "--epochs", "1", "--batch_size",
-                        "32", "--seed", "3", "--model_dir", model_dir)
-    assert result.returncode == 0, result.stderr
-    return model_dir, result
+    return shared_run(tmp_path_factory, "trained", lambda base: run_python(
+        "train.py", *TRAINED_RUN, "--model_dir", str(base / "run")))
+
+
+@pytest.fixture(scope="session")
+def denoising_run(tmp_path_factory):
+    """Two epochs of a denoising model on the MNIST sample (batch 256: 15 steps per epoch),
+    with a PNG of reconstructions per epoch and the projector of 200 test codes.
+    Returns (model_dir, the train.py process)."""
+    return shared_run(tmp_path_factory, "denoising", lambda base: run_python(
+        "train.py", *denoising_args(str(base / "run")), "--epochs", "2"))
+
+
+def denoising_args(model_dir):
+    """denoising_run's flags but --epochs, for model_dir."""
+    return ["--dataset", "mnist_sample", "--seed", "3", "--noise_factor", "0.3",
+            "--embedding_images", "200", "--model_dir", model_dir,
+            "--save_images", os.path.join(model_dir, "images")]
+
+
+# The reference run of the resume and distribution tests: 62 steps per epoch.
+REFERENCE_RUN = ["--dataset", "mnist_sample", "--seed", "3", "--batch_size", "64", "--epochs", "3"]
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory):
+    """Three uninterrupted epochs on the MNIST sample, seed 3, batch 64. Returns model_dir."""
+    return shared_run(tmp_path_factory, "reference", lambda base: run_python(
+        "train.py", *REFERENCE_RUN, "--model_dir", str(base / "run")))[0]
+
+
+@pytest.fixture(scope="session")
+def nchw_idx_run(tmp_path_factory):
+    """One NCHW epoch on an IDX folder of 300 random training images (batch 64).
+    Returns (model_dir, the train.py process)."""
+    def make(base):
+        write_idx_dir(base / "idx", n_train=300, n_test=40)
+        return run_python("train.py", "--data_dir", str(base / "idx"), "--data_format", "NCHW",
+                          "--epochs", "1", "--batch_size", "64", "--seed", "4",
+                          "--model_dir", str(base / "run"))
+    return shared_run(tmp_path_factory, "nchw_idx", make)

@@ -93,10 +93,15 @@ def test_variational_run_reports_kl(vae_run):
     assert metrics["loss"] > metrics["bce"]
 
 
-def test_evaluate_command_writes_evaluation_json_and_prints_a_table(vae_run):
-    result = run_module("tf_autoencoder.evaluate", vae_run, "--probe_samples", "1000")
-    assert result.returncode == 0, result.stderr
-    assert "linear probe accuracy (1,000 train codes)" in result.stdout
+# The evaluate and sample commands on the run call their main in this process, which has
+# imported TensorFlow already; test_evaluate_and_sample_refuse_what_they_cannot_use runs
+# them as `python -m`.
+
+def test_evaluate_command_writes_evaluation_json_and_prints_a_table(vae_run, capsys):
+    from tf_autoencoder import evaluate
+
+    assert evaluate.main([vae_run, "--probe_samples", "1000"]) == 0
+    assert "linear probe accuracy (1,000 train codes)" in capsys.readouterr().out
     report = json.load(open(os.path.join(vae_run, "evaluation.json")))
     m = report["metrics"]
     assert report["test_images"] == 500 and report["probe_train_images"] == 1000
@@ -106,9 +111,10 @@ def test_evaluate_command_writes_evaluation_json_and_prints_a_table(vae_run):
 
 
 def test_sample_command_writes_a_grid_of_generated_images(vae_run, tmp_path):
+    from tf_autoencoder import sample
+
     out = str(tmp_path / "samples.png")
-    result = run_module("tf_autoencoder.sample", vae_run, "--n", "10", "--out", out)
-    assert result.returncode == 0, result.stderr
+    assert sample.main([vae_run, "--n", "10", "--out", out]) == 0
     # 10 images -> 4 columns, 3 rows of 28x28 with 2-pixel gaps.
     assert png_size(out) == (4 * 30 + 2, 3 * 30 + 2)
 

@@ -11,46 +11,46 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import error_lines, run_python
+from conftest import copy_run, error_lines, run_python
 from tf_autoencoder import Config, build_autoencoder
 from tf_autoencoder.data import load_mnist_sample
 from tf_autoencoder.export import TMP_PREFIX, export_saved_model
 from tf_autoencoder.models import float32_twin
 from tf_autoencoder.model_dir import export_versions, find_saved_model
 
-# Runs in a fresh interpreter that never imports tf_autoencoder: loads the SavedModel with
-# plain TensorFlow, calls all three signatures, saves the outputs, prints the signatures.
+# Runs in a fresh interpreter that never imports tf_autoencoder: for each (SavedModel,
+# inputs, outputs) triple of its arguments, loads the SavedModel with plain TensorFlow,
+# calls all three signatures, saves the outputs, prints the signatures (a line each).
 FRESH_LOAD = r"""
 import json, sys
 import numpy as np
 import tensorflow as tf
 
-saved_model_dir, inputs, outputs = sys.argv[1:]
-loaded = tf.saved_model.load(saved_model_dir)
-x = np.load(inputs)
-sigs = loaded.signatures
-np.savez(outputs,
-         reconstructions=sigs["serving_default"](images=tf.constant(x["images"]))["reconstructions"],
-         one=sigs["serving_default"](images=tf.constant(x["images"][:1]))["reconstructions"],
-         codes=sigs["encode"](images=tf.constant(x["images"]))["codes"],
-         decoded=sigs["decode"](codes=tf.constant(x["codes"]))["reconstructions"])
-spec = lambda s: [[None if d is None else int(d) for d in s.shape], s.dtype.name]
-print(json.dumps({
-    "signatures": {name: {"inputs": {k: spec(v) for k, v in f.structured_input_signature[1].items()},
-                          "outputs": {k: spec(v) for k, v in f.structured_outputs.items()}}
-                   for name, f in sigs.items()},
-    "imported": sorted(m for m in sys.modules if m.startswith("tf_autoencoder")),
-}))
+args = sys.argv[1:]
+for saved_model_dir, inputs, outputs in zip(args[0::3], args[1::3], args[2::3]):
+    loaded = tf.saved_model.load(saved_model_dir)
+    x = np.load(inputs)
+    sigs = loaded.signatures
+    np.savez(outputs,
+             reconstructions=sigs["serving_default"](images=tf.constant(x["images"]))["reconstructions"],
+             one=sigs["serving_default"](images=tf.constant(x["images"][:1]))["reconstructions"],
+             codes=sigs["encode"](images=tf.constant(x["images"]))["codes"],
+             decoded=sigs["decode"](codes=tf.constant(x["codes"]))["reconstructions"])
+    spec = lambda s: [[None if d is None else int(d) for d in s.shape], s.dtype.name]
+    print(json.dumps({
+        "signatures": {name: {"inputs": {k: spec(v) for k, v in f.structured_input_signature[1].items()},
+                              "outputs": {k: spec(v) for k, v in f.structured_outputs.items()}}
+                       for name, f in sigs.items()},
+        "imported": sorted(m for m in sys.modules if m.startswith("tf_autoencoder")),
+    }))
 """
 
 
 @pytest.fixture(scope="module")
-def nchw_run(tmp_path_factory):
-    """An NCHW run of one epoch, then `python -m tf_autoencoder.export` on it (version 2)."""
-    model_dir = str(tmp_path_factory.mktemp("nchw") / "run")
-    train = run_python("train.py", "--dataset", "mnist_sample", "--epochs", "1", "--seed", "4",
-                       "--data_format", "NCHW", "--model_dir", model_dir)
-    assert train.returncode == 0, train.stderr
+def nchw_run(nchw_idx_run, tmp_path_factory):
+    """An NCHW run of one epoch (conftest's, copied), then `python -m tf_autoencoder.export`
+    on it (version 2)."""
+    model_dir = copy_run(nchw_idx_run[0], tmp_path_factory.mktemp("nchw") / "run")
     export = run_python("-m", "tf_autoencoder.export", model_dir)
     return model_dir, export
 
@@ -84,14 +84,19 @@ def keras_reference(model_dir, images):
     }
 
 
-def load_in_fresh_process(saved_model_dir, images, codes, tmp_path):
-    np.savez(tmp_path / "inputs.npz", images=images, codes=codes)
-    result = subprocess.run(
-        [sys.executable, "-c", FRESH_LOAD, saved_model_dir, str(tmp_path / "inputs.npz"),
-         str(tmp_path / "outputs.npz")],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300)
+def load_in_fresh_process(jobs, cwd):
+    """`jobs`: (saved_model_dir, images, codes, tmp_path) tuples, all loaded by one fresh
+    process; returns (signatures, outputs) per job."""
+    args = []
+    for saved_model_dir, images, codes, tmp_path in jobs:
+        np.savez(tmp_path / "inputs.npz", images=images, codes=codes)
+        args += [saved_model_dir, str(tmp_path / "inputs.npz"), str(tmp_path / "outputs.npz")]
+    result = subprocess.run([sys.executable, "-c", FRESH_LOAD, *args],
+                            capture_output=True, text=True, cwd=cwd, timeout=300)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout.splitlines()[-1]), dict(np.load(tmp_path / "outputs.npz"))
+    printed = result.stdout.splitlines()[-len(jobs):]
+    return [(json.loads(line), dict(np.load(job[3] / "outputs.npz")))
+            for line, job in zip(printed, jobs)]
 
 
 def test_training_exports_version_1(trained_run):
@@ -113,14 +118,15 @@ def test_export_command_writes_the_next_version(nchw_run):
 @pytest.fixture(scope="module")
 def fresh_loads(trained_run, nchw_run, images, tmp_path_factory):
     """Per layout: (signatures, SavedModel outputs, Keras outputs). NHWC: the export that
-    training wrote; NCHW: the one the export command wrote."""
-    results = {}
-    for layout, model_dir in [("NHWC", trained_run[0]), ("NCHW", nchw_run[0])]:
-        expected = keras_reference(model_dir, images)
-        signatures, got = load_in_fresh_process(find_saved_model(model_dir), images,
-                                                expected["codes"], tmp_path_factory.mktemp(layout))
-        results[layout] = signatures, got, expected
-    return results
+    training wrote; NCHW: the one the export command wrote. One fresh process loads both."""
+    layouts = [("NHWC", trained_run[0]), ("NCHW", nchw_run[0])]
+    expected = {layout: keras_reference(model_dir, images) for layout, model_dir in layouts}
+    loaded = load_in_fresh_process(
+        [(find_saved_model(model_dir), images, expected[layout]["codes"],
+          tmp_path_factory.mktemp(layout)) for layout, model_dir in layouts],
+        cwd=tmp_path_factory.mktemp("fresh"))
+    return {layout: (signatures, got, expected[layout])
+            for (layout, _), (signatures, got) in zip(layouts, loaded)}
 
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
@@ -248,13 +254,15 @@ def test_fully_connected_nchw_model_exports_nhwc_signatures(tmp_path):
 
 
 def test_export_embeddings_reads_an_export_like_its_model_dir(trained_run, tmp_path):
+    # export_embeddings.py's main, in this process (test_tensorboard runs the script).
+    from tf_autoencoder.cli import export_embeddings_main
+
     model_dir, _ = trained_run
     sources = {"model_dir": model_dir, "export": os.path.join(model_dir, "export", "1")}
     for name, source in sources.items():
-        result = run_python("export_embeddings.py", "--model_dir", source, "--what", "embedding",
-                            "--images", "50", "--noise_factor", "0", "--save_npy",
-                            "--output", str(tmp_path / name))
-        assert result.returncode == 0, result.stderr
+        assert export_embeddings_main(["--model_dir", source, "--what", "embedding",
+                                       "--images", "50", "--noise_factor", "0", "--save_npy",
+                                       "--output", str(tmp_path / name)]) == 0
     codes = np.load(tmp_path / "model_dir" / "codes.npy")
     assert codes.shape == (50, 128)
     np.testing.assert_allclose(np.load(tmp_path / "export" / "codes.npy"), codes, atol=1e-5)

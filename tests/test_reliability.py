@@ -4,7 +4,6 @@ import csv
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,10 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO, idx_bytes, write_idx_dir
+from conftest import REFERENCE_RUN, REPO, copy_run, idx_bytes, write_idx_dir
 
-# 62 steps per epoch on the sample's 4,000 training images.
-SHORT_RUN = ["--dataset", "mnist_sample", "--seed", "3", "--batch_size", "64", "--epochs", "3"]
+# 62 steps per epoch on the sample's 4,000 training images: conftest's reference_run.
+SHORT_RUN = REFERENCE_RUN
 STEPS_PER_EPOCH = 4000 // 64
 
 
@@ -61,11 +60,9 @@ def start_and_signal_in_second_epoch(model_dir, signum):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    model_dir = str(tmp_path_factory.mktemp("uninterrupted"))
-    result = run_train(*SHORT_RUN, "--model_dir", model_dir)
-    assert result.returncode == 0, result.stderr
-    return history(model_dir)
+def uninterrupted(reference_run):
+    """The history of SHORT_RUN run without interruption."""
+    return history(reference_run)
 
 
 def final_val_loss(rows):
@@ -137,9 +134,9 @@ def snapshot(path):
 
 
 def test_nan_loss_stops_at_that_step_and_keeps_the_last_good_checkpoint(tmp_path, finished_run):
-    model_dir = str(tmp_path / "run")
-    shutil.copytree(finished_run, model_dir)  # one epoch on the sample, batch 256: ckpt-15
-    args = ["--dataset", "mnist_sample", "--seed", "1", "--model_dir", model_dir]
+    model_dir = copy_run(finished_run, tmp_path / "run")  # one epoch, batch 32: ckpt-125
+    args = ["--dataset", "mnist_sample", "--batch_size", "32", "--seed", "3",  # finished_run's
+            "--model_dir", model_dir]
     checkpoints_before = snapshot(os.path.join(model_dir, "checkpoints"))
     model_before = snapshot(os.path.join(model_dir, "model.keras"))
 
@@ -148,7 +145,7 @@ def test_nan_loss_stops_at_that_step_and_keeps_the_last_good_checkpoint(tmp_path
     assert "Traceback" not in result.stderr
     [line] = our_lines(result.stderr)
     assert "nan" in line.lower() or "inf" in line.lower()
-    assert "epoch 2, step" in line and "--learning_rate" in line and "ckpt-15" in line
+    assert "epoch 2, step" in line and "--learning_rate" in line and "ckpt-125" in line
     assert snapshot(os.path.join(model_dir, "checkpoints")) == checkpoints_before
     assert snapshot(os.path.join(model_dir, "model.keras")) == model_before
     assert [row["epoch"] for row in history(model_dir)] == ["0"]
@@ -175,11 +172,23 @@ def test_deterministic_runs_with_the_same_seed_have_identical_histories(tmp_path
     write_idx_dir(tmp_path / "idx", n_train=600, n_test=40)  # 550 training images
     args = ["--data_dir", str(tmp_path / "idx"), "--batch_size", "64", "--seed", "7",
             "--epochs", "2", "--deterministic", "--noise_factor", "0.3", "--dropout", "0.9"]
-    histories = []
+    processes = {}  # the two runs at once, each in its own process
     for name in ["first", "second"]:
-        result = run_train(*args, "--model_dir", str(tmp_path / name))
-        assert result.returncode == 0, result.stderr
-        histories.append(open(tmp_path / name / "history.csv").read())
+        with open(tmp_path / f"{name}.stderr", "w") as stderr:
+            processes[name] = subprocess.Popen(
+                train_command(*args, "--model_dir", str(tmp_path / name)),
+                stdout=subprocess.DEVNULL, stderr=stderr)
+    histories = []
+    try:
+        for name, process in processes.items():
+            process.wait(timeout=300)
+            assert process.returncode == 0, (tmp_path / f"{name}.stderr").read_text()
+            histories.append(open(tmp_path / name / "history.csv").read())
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     assert histories[0] == histories[1]
     assert len(histories[0].splitlines()) == 3
     assert json.load(open(tmp_path / "first" / "config.json"))["deterministic"] is True
@@ -188,13 +197,10 @@ def test_deterministic_runs_with_the_same_seed_have_identical_histories(tmp_path
 # --- bad input: one line, the right exit status, model_dir untouched -----------------
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """A one-epoch run on the sample that every bad command must leave as it is."""
-    model_dir = str(tmp_path_factory.mktemp("finished") / "run")
-    result = run_train("--dataset", "mnist_sample", "--epochs", "1", "--seed", "1",
-                       "--model_dir", model_dir)
-    assert result.returncode == 0, result.stderr
-    return model_dir
+def finished_run(trained_run):
+    """A one-epoch run on the sample that every bad command must leave as it is
+    (conftest's trained_run: batch 32, seed 3)."""
+    return trained_run[0]
 
 
 def _idx_dir_with(tmp_path, damage):

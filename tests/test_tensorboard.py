@@ -30,6 +30,15 @@ WEIGHT_LAYERS = [f"encoder/block{b}_conv{i}" for b in range(3) for i in range(2)
     f"decoder/block{b}_deconv" for b in range(3)] + ["decoder/linear"]
 
 
+def export_embeddings(*args):
+    """export_embeddings.py, in this process: it reloads the run's model and data, which
+    this process has imported already. (The script itself runs in
+    test_export_embeddings_bad_input_is_one_line.)"""
+    from tf_autoencoder.cli import export_embeddings_main
+
+    return export_embeddings_main(list(args))
+
+
 def run_script(script, *args, timeout=300):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     return subprocess.run([sys.executable, os.path.join(REPO, script), *args],
@@ -37,15 +46,10 @@ def run_script(script, *args, timeout=300):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """Two epochs of a denoising model on the MNIST sample, with PNGs and a projector."""
-    model_dir = str(tmp_path_factory.mktemp("tb") / "run")
-    result = run_script("train.py", "--dataset", "mnist_sample", "--epochs", "2", "--seed", "3",
-                        "--noise_factor", "0.3", "--embedding_images", str(EMBEDDING_IMAGES),
-                        "--model_dir", model_dir, "--save_images",
-                        os.path.join(model_dir, "images"))
-    assert result.returncode == 0, result.stderr
-    return model_dir
+def run(denoising_run):
+    """Two epochs of a denoising model on the MNIST sample, with PNGs and a projector of
+    EMBEDDING_IMAGES codes (conftest's shared run; read only)."""
+    return denoising_run[0]
 
 
 def events(directory):
@@ -220,9 +224,8 @@ def test_tensorboard_server_serves_scalars_images_and_projector(run):
 
 def test_export_embeddings_writes_the_training_codes_and_npy_tsv(run, tmp_path):
     out = str(tmp_path / "emb")
-    result = run_script("export_embeddings.py", "--model_dir", run, "--what", "embedding",
-                        "--images", "50", "--output", out, "--save_npy", "--save_tsv")
-    assert result.returncode == 0, result.stderr
+    assert export_embeddings("--model_dir", run, "--what", "embedding", "--images", "50",
+                             "--output", out, "--save_npy", "--save_tsv") == 0
     codes, header, rows, _, sprite = read_projector(out)
     assert codes.shape == (50, CODE_SIZE) and len(rows) == 50
     assert sprite.shape == (math.ceil(50 / 8) * 28, 8 * 28, 1)
@@ -237,11 +240,12 @@ def test_export_embeddings_writes_the_training_codes_and_npy_tsv(run, tmp_path):
 
 
 @pytest.mark.parametrize("noise, rows", [(None, 3), ("0", 2)])
-def test_export_embeddings_reconstruction_grid(run, tmp_path, noise, rows):
+def test_export_embeddings_reconstruction_grid(run, tmp_path, noise, rows, monkeypatch):
+    for name in ("DISPLAY", "WAYLAND_DISPLAY"):  # no window
+        monkeypatch.delenv(name, raising=False)
     out = str(tmp_path / "grid.png")
     args = ["--model_dir", run, "--what", "reconstruction", "--output", out]
-    result = run_script("export_embeddings.py", *args, *(["--noise_factor", noise] if noise else []))
-    assert result.returncode == 0, result.stderr
+    assert export_embeddings(*args, *(["--noise_factor", noise] if noise else [])) == 0
     with open(out, "rb") as f:
         grid = tf.io.decode_png(f.read()).numpy()
     # the run's noise_factor 0.3 adds the noisy row unless --noise_factor 0

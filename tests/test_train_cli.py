@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, write_idx_dir
+from conftest import REPO, copy_run, denoising_args, write_idx_dir
 
 
 def run_train(*args, env=None, cwd=None, timeout=300):
@@ -22,15 +22,13 @@ def history(model_dir):
 
 
 @pytest.fixture(scope="module")
-def sample_run(tmp_path_factory):
-    """Two epochs on the sample, then the same command with --epochs 3 (a resume)."""
-    model_dir = str(tmp_path_factory.mktemp("run"))
-    args = ["--dataset", "mnist_sample", "--seed", "1", "--model_dir", model_dir,
-            "--save_images", os.path.join(model_dir, "images"), "--noise_factor", "0.3"]
-    first = run_train(*args, "--epochs", "2")
-    assert first.returncode == 0, first.stderr
+def sample_run(denoising_run, tmp_path_factory):
+    """Two epochs on the sample (the shared denoising run, copied), then the same command
+    with --epochs 3 (a resume)."""
+    model_dir = copy_run(denoising_run[0], tmp_path_factory.mktemp("run") / "run")
+    first = denoising_run[1]
     epochs_after_first = history(model_dir)
-    second = run_train(*args, "--epochs", "3")
+    second = run_train(*denoising_args(model_dir), "--epochs", "3")
     return model_dir, first, epochs_after_first, second
 
 
@@ -64,16 +62,13 @@ def test_rerun_resumes_from_the_last_finished_epoch(sample_run):
     assert "Resuming from the end of epoch 2" in second.stdout
     rows = history(model_dir)
     assert [row["epoch"] for row in rows] == ["0", "1", "2"]
-    assert json.load(open(os.path.join(model_dir, "config.json")))["seed"] == 1
+    assert json.load(open(os.path.join(model_dir, "config.json")))["seed"] == 3
 
 
-def test_nchw_trains_on_cpu(tmp_path):
-    idx = tmp_path / "idx"
-    write_idx_dir(idx, n_train=300, n_test=40)
-    result = run_train("--data_dir", str(idx), "--data_format", "NCHW", "--epochs", "1",
-                       "--batch_size", "64", "--model_dir", str(tmp_path / "run"))
+def test_nchw_trains_on_cpu(nchw_idx_run):
+    model_dir, result = nchw_idx_run  # one epoch, batch 64, on 300 IDX images
     assert result.returncode == 0, result.stderr
-    config = json.load(open(tmp_path / "run" / "config.json"))
+    config = json.load(open(os.path.join(model_dir, "config.json")))
     assert config["data_format"] == "channels_first" and config["data_source"].startswith("IDX")
 
 
