@@ -26,7 +26,6 @@ import numpy as np  # noqa: E402
 
 from train_speed import cpu_model, write_section  # noqa: E402
 
-BEGIN, END = "<!-- inference_speed:begin -->", "<!-- inference_speed:end -->"
 
 
 def latency_ms(call, calls: int) -> tuple[float, float]:
@@ -51,12 +50,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=1000, help="batch-1 calls per measurement")
     parser.add_argument("--repeats", type=int, default=20, help="batch-1,024 calls")
+    parser.add_argument("--intra_op_threads", type=int, default=0,
+                        help="threads per op (0: TensorFlow's default, one per core)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
     calls, repeats = (5, 2) if args.quick else (args.calls, args.repeats)
 
     import keras
     import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
 
     import tf_autoencoder.models  # noqa: F401  registers the model classes for loading
 
@@ -89,9 +92,11 @@ def main(argv=None):
     if args.quick:
         return results
     lines = [
-        "## Inference: SavedModel against Keras",
+        "## Inference: SavedModel against Keras" + (
+            f", {args.intra_op_threads} thread(s) per op" if args.intra_op_threads else ""),
         "",
-        f"`python benchmarks/inference_speed.py --calls {calls} --repeats {repeats}` on "
+        f"`python benchmarks/inference_speed.py --calls {calls} --repeats {repeats}"
+        f"{f' --intra_op_threads {args.intra_op_threads}' if args.intra_op_threads else ''}` on "
         f"{datetime.date.today()}, {cpu_model()}, {os.cpu_count()} cores; the default model "
         "(7,873 weights) after one epoch on the MNIST sample, 28x28x1 float32 images.",
         "",
@@ -100,7 +105,9 @@ def main(argv=None):
     ]
     lines += [f"| {name} | {p50:.3f} ms | {p99:.3f} ms | {ips:,.0f} |"
               for name, p50, p99, ips in results]
-    write_section("\n".join(lines), BEGIN, END)
+    # One section per thread setting, so runs with and without --intra_op_threads both stay.
+    tag = "inference_speed" + (f"_threads{args.intra_op_threads}" if args.intra_op_threads else "")
+    write_section("\n".join(lines), f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->")
     return results
 
 

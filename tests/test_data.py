@@ -46,6 +46,15 @@ def test_read_idx_rejects_wrong_magic(tmp_path):
         data.read_idx(path)
 
 
+def test_read_idx_rejects_an_empty_file_of_impossible_shape(tmp_path):
+    # Zero items, so the size matches, but numpy cannot make a 0 x 46341 x 46341 x 4294958031
+    # array (hypothesis found this header).
+    path = str(tmp_path / "x")
+    _write(path, bytes.fromhex("00000804" "00000000" "0000b505" "0000b505" "ffffdbcf"))
+    with pytest.raises(DataError, match="too large to hold"):
+        data.read_idx(path)
+
+
 def test_read_idx_rejects_truncated_file(tmp_path):
     path = str(tmp_path / "x.gz")
     _write(path, idx_bytes(np.zeros((5, 4, 4), np.uint8))[:-7], gz=True)

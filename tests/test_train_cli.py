@@ -72,6 +72,25 @@ def test_nchw_trains_on_cpu(nchw_idx_run):
     assert config["data_format"] == "channels_first" and config["data_source"].startswith("IDX")
 
 
+def test_a_mixed_bfloat16_run_says_so_and_saves_a_float32_model(nchw_idx_run):
+    model_dir, result = nchw_idx_run
+    assert "Precision: mixed_bfloat16" in result.stdout
+    assert json.load(open(os.path.join(model_dir, "config.json")))["precision"] == "mixed_bfloat16"
+    import keras
+
+    import tf_autoencoder.models  # noqa: F401  registers the model classes
+
+    model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), compile=False)
+    assert {layer.compute_dtype for part in model.parts for layer in part.layers} == {"float32"}
+
+
+def test_unknown_precision_is_a_usage_error(tmp_path):
+    result = run_train("--precision", "float16", "--model_dir", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert "--precision" in result.stderr and "float16" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_fully_connected_trains(tmp_path):
     idx = tmp_path / "idx"
     write_idx_dir(idx, n_train=300, n_test=40)

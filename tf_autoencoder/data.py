@@ -96,7 +96,10 @@ def read_idx(path: str) -> np.ndarray:
         what = "truncated" if len(raw) < expected else "longer than its header says"
         raise DataError(f"{path} is {what}: header declares shape {shape} "
                         f"({expected} bytes), file has {len(raw)} bytes")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    try:
+        return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    except ValueError:  # e.g. (0, 2**32 - 1, 2**32 - 1): empty, but too big a shape for numpy
+        raise DataError(f"{path} declares shape {shape}, which is too large to hold") from None
 
 
 def _find_idx(data_dir: str, stem: str) -> str:
