@@ -17,7 +17,6 @@ import argparse
 import datetime
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -105,15 +104,31 @@ def pipeline_speed(splits, noise_factor=0.5, passes=3) -> float:
     return n / (time.perf_counter() - start)
 
 
+# Runs train.py in this child and reports the child's own peak resident memory (VmHWM)
+# at exit. getrusage's RUSAGE_CHILDREN would not do: it counts the forked child's copy of
+# this process's pages before exec, so it reports the benchmark's size, not train.py's.
+_MEASURED_CHILD = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    with open("/proc/self/status") as f:
+        print(next(line for line in f if line.startswith("VmHWM")), file=sys.stderr)
+"""
+
+
 def peak_memory_of_training_run(data_dir, epochs=1) -> float:
     """Peak resident memory (GiB) of `train.py` on `data_dir` for `epochs`, in a subprocess."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as model_dir:
-        subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--data_dir", data_dir,
-                        "--epochs", str(epochs), "--model_dir", model_dir],
-                       check=True, stdout=subprocess.DEVNULL)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB
+        result = subprocess.run(
+            [sys.executable, "-c", _MEASURED_CHILD, os.path.join(REPO, "train.py"), "--data_dir",
+             data_dir, "--epochs", str(epochs), "--model_dir", model_dir],
+            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    line = [line for line in result.stderr.splitlines() if line.startswith("VmHWM")][-1]
+    return int(line.split()[1]) / 2**20  # kB -> GiB
 
 
 def median_after_warmup(speeds):
