@@ -9,7 +9,7 @@ import sys
 
 from .config import DISTRIBUTES, DOWNSAMPLES, MODELS, PRECISIONS, UPSAMPLES, Config, ConfigError
 from .distribute import describe, make_strategy, read_tf_config
-from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, find_saved_model
+from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, find_saved_model, is_saved_model
 
 
 class _Parser(argparse.ArgumentParser):
@@ -297,21 +297,17 @@ def _export_embeddings_config(args) -> Config:
     path = args.model_dir
     if not os.path.isdir(path):
         raise ConfigError(f"{path} is not a directory: give a training run's model_dir or a SavedModel")
-    saved_model = os.path.isfile(os.path.join(path, "saved_model.pb"))
-    candidates = [os.path.join(path, os.pardir, os.pardir, CONFIG_FILE)] if saved_model \
-        else [os.path.join(path, CONFIG_FILE)]
+    saved_model = is_saved_model(path)
+    config_path = os.path.join(path, *([os.pardir, os.pardir] if saved_model else []), CONFIG_FILE)
     config = Config(dataset="mnist")
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            try:
-                config = Config.load(candidate)
-            except (ValueError, TypeError, OSError) as e:
-                raise ConfigError(f"{candidate} cannot be read: {e}") from None
-            break
-    else:
-        if not saved_model:
-            raise ConfigError(f"{path} has no {CONFIG_FILE}: give the model_dir of a training run "
-                              "or a SavedModel directory")
+    if os.path.isfile(config_path):
+        try:
+            config = Config.load(config_path)
+        except (ValueError, TypeError, OSError) as e:
+            raise ConfigError(f"{config_path} cannot be read: {e}") from None
+    elif not saved_model:
+        raise ConfigError(f"{path} has no {CONFIG_FILE}: give the model_dir of a training run "
+                          "or a SavedModel directory")
     if saved_model and not args.output:
         raise ConfigError("give --output when reading a SavedModel")
     config.model_dir = path
@@ -335,7 +331,7 @@ def export_embeddings_main(argv=None) -> int:
         parser.error(str(e))
     from . import data, embeddings
 
-    saved_model = embeddings.is_saved_model(config.model_dir)
+    saved_model = is_saved_model(config.model_dir)
     embedding = args.what == "embedding"
     output = args.output or os.path.join(
         config.model_dir, "projector" if embedding else "reconstructions.png")

@@ -36,10 +36,6 @@ class Autoencoder:
     reconstruct: Callable[[np.ndarray], np.ndarray]
 
 
-def is_saved_model(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "saved_model.pb"))
-
-
 def _batched(fn, batch_size):
     def apply(images):
         return np.concatenate([np.asarray(fn(images[i:i + batch_size]))

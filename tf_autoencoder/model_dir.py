@@ -73,17 +73,20 @@ def export_versions(export_base: str) -> list[int]:
     return sorted(int(name) for name in os.listdir(export_base) if name.isdigit())
 
 
+def is_saved_model(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, SAVED_MODEL_FILE))
+
+
 def find_saved_model(path: str) -> str:
     """A SavedModel directory, an export base or a model_dir -> the SavedModel to load
     (the newest complete version). Raises ConfigError saying what is missing."""
     if not os.path.isdir(path):
         raise ConfigError(f"{path} is not a directory: give a model_dir, its export/ folder "
                           "or one export/<version>/ folder")
-    if os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
+    if is_saved_model(path):
         return path
     for base in (os.path.join(path, EXPORT_DIR), path):
-        complete = [v for v in export_versions(base)
-                    if os.path.isfile(os.path.join(base, str(v), SAVED_MODEL_FILE))]
+        complete = [v for v in export_versions(base) if is_saved_model(os.path.join(base, str(v)))]
         if complete:
             return os.path.join(base, str(complete[-1]))
     if os.path.isfile(os.path.join(path, FINAL_MODEL)):
