@@ -246,7 +246,7 @@ def make_dataset(images: np.ndarray, *, batch_size: int, training: bool, noise_f
     import tensorflow as tf
 
     clean = _image_batches(images, data_format, batch_size, shuffle=training, seed=seed,
-                           reshuffle=True, drop_remainder=training)
+                           reshuffle=True)
     # Dataset.random draws new numbers on every pass, so noise changes each epoch
     # while staying reproducible for a given seed.
     noise_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
@@ -271,30 +271,28 @@ def make_training_epochs(images: np.ndarray, *, batch_size: int, epochs: range, 
     stream = None
     for e in epochs:
         batches = _image_batches(pixels, data_format, batch_size, shuffle=True, seed=seed + e,
-                                 reshuffle=False, drop_remainder=True)
+                                 reshuffle=False)
         noise_seeds = tf.data.Dataset.random(seed=seed + e, rerandomize_each_iteration=False)
         epoch = _pairs(batches, noise_factor, noise_seeds)
         stream = epoch if stream is None else stream.concatenate(epoch)
     return _for_replicas(stream)
 
 
-def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, seed, reshuffle: bool,
-                   drop_remainder: bool) -> "tf.data.Dataset":
+def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, seed,
+                   reshuffle: bool) -> "tf.data.Dataset":
     """Batches of float32 images in [0, 1] in the model's layout.
 
     images: uint8 (N, H, W, C) array, or a tensor already in the model's layout.  The
     images stay uint8 in memory (a float32 copy would be 4x larger); each batch is
     gathered by index and scaled at once.  shuffle: a new permutation on every pass
-    (reshuffle) or the same one, from `seed`; shuffled batches drop the last partial one.
+    (reshuffle) or the same one, from `seed`, and the last partial batch dropped (for
+    training, as the original); unshuffled, every image in order.
     """
     import tensorflow as tf
 
     pixels = images if tf.is_tensor(images) else tf.constant(to_layout(images, data_format))
     count = int(pixels.shape[0])
     if shuffle:
-        if not drop_remainder:
-            raise ValueError("shuffled batches drop the last partial batch")
-
         def permuted_batches(seed_pair):
             # One op draws the whole permutation: a shuffle buffer of all the indices hands
             # them out one at a time, which took a few per cent of a training step's CPU.
@@ -308,7 +306,7 @@ def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, 
         indices = seeds.batch(2).take(1).flat_map(permuted_batches).apply(
             tf.data.experimental.assert_cardinality(count // batch_size))  # for progress bars
     else:
-        indices = tf.data.Dataset.range(count).batch(batch_size, drop_remainder=drop_remainder)
+        indices = tf.data.Dataset.range(count).batch(batch_size)
     return indices.map(lambda index: tf.cast(tf.gather(pixels, index), tf.float32) / 255.0,
                        num_parallel_calls=tf.data.AUTOTUNE)
 
