@@ -204,17 +204,26 @@ def test_temporary_exports_are_never_versions_and_stale_ones_go(small_model, tmp
     assert find_saved_model(str(base)) == str(base / "2")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only directories")
-def test_read_only_export_dir_is_one_clear_error(small_model, tmp_path):
+def test_read_only_export_dir_is_one_clear_error(small_model, tmp_path, monkeypatch):
     model, config = small_model
     base = tmp_path / "export"
     base.mkdir()
     base.chmod(0o500)
+    if os.geteuid() == 0:  # root ignores the mode: refuse the write as the kernel would
+        real_mkdir = os.mkdir
+
+        def refusing_mkdir(path, *args, **kwargs):
+            if os.path.dirname(os.path.abspath(path)) == str(base):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "mkdir", refusing_mkdir)
     try:
         with pytest.raises(OSError, match="cannot write to export directory .*Permission denied"):
             export_saved_model(model, config, str(base))
     finally:
         base.chmod(0o700)
+    assert os.listdir(base) == []  # no temporary export left behind
 
 
 def test_export_dir_that_cannot_be_created_is_one_line_and_exit_1(trained_run, tmp_path):
