@@ -179,3 +179,18 @@ def test_nchw_pipeline_transposes_the_images():
     [(inputs, _)] = _batches(data.make_dataset(images, batch_size=4, training=False,
                                                data_format="channels_first"))
     np.testing.assert_allclose(inputs, images.transpose(0, 3, 1, 2) / 255, atol=1e-6)
+
+
+def test_in_memory_noisy_inputs_are_the_same_images_in_either_layout():
+    """summaries (the model's layout) and export_embeddings (NHWC) draw fixed noisy inputs
+    from one seed: the projector's codes must not depend on the layout trained."""
+    images = np.random.default_rng(0).integers(0, 256, (3, 5, 4, 2), dtype=np.uint8)
+    nhwc, clean = data.noisy_inputs(images, 0.5, np.random.default_rng(1))
+    nchw, clean_nchw = data.noisy_inputs(images, 0.5, np.random.default_rng(1), "channels_first")
+    np.testing.assert_array_equal(nchw, nhwc.transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(clean_nchw, clean.transpose(0, 3, 1, 2))
+    np.testing.assert_allclose(clean, images / 255, atol=1e-6)
+    assert nhwc.dtype == clean.dtype == np.float32
+    assert 0 <= nhwc.min() and nhwc.max() <= 1 and np.abs(nhwc - clean).mean() > 0.1
+    inputs, clean = data.noisy_inputs(images, 0.0, np.random.default_rng(1), "channels_first")
+    assert inputs is clean and clean.shape == (3, 2, 5, 4)

@@ -234,6 +234,22 @@ def to_layout(images: np.ndarray, data_format: str) -> np.ndarray:
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2)) if data_format == "channels_first" else images
 
 
+def noisy_inputs(images: np.ndarray, noise_factor: float, rng: np.random.Generator,
+                 data_format: str = "channels_last") -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, H, W, C) -> (inputs, clean), float32 in [0, 1] in `data_format`, in memory.
+
+    inputs = clip(clean + noise_factor * N(0, 1), 0, 1), as training adds noise; the noise
+    is drawn from `rng` in NHWC order, so one seed gives the same noisy images in either
+    layout. Without noise, inputs is `clean` itself.
+    """
+    clean = images.astype(np.float32) / 255
+    if noise_factor <= 0:
+        clean = to_layout(clean, data_format)
+        return clean, clean
+    inputs = np.clip(clean + noise_factor * rng.standard_normal(clean.shape), 0, 1)
+    return to_layout(inputs.astype(np.float32), data_format), to_layout(clean, data_format)
+
+
 def make_dataset(images: np.ndarray, *, batch_size: int, training: bool, noise_factor: float = 0.0,
                  data_format: str = "channels_last", seed: int | None = None) -> "tf.data.Dataset":
     """Batches of (input, target) float32 pairs in [0, 1]; the target is the clean image.

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from . import data as data_lib
 from .config import Config, write_bytes_atomic, write_text_atomic
-from .images import image_grid, write_png
+from .images import grid_rows, image_grid, write_png
 from .model_dir import CHECKPOINT_DIR
 from .models import build_autoencoder
 from .projector import write_projector
@@ -87,21 +87,11 @@ def load_saved_model(path: str, batch_size: int = 256) -> Autoencoder:
     return Autoencoder(_batched(encode, batch_size), _batched(reconstruct, batch_size))
 
 
-def model_inputs(images: np.ndarray, noise_factor: float, seed: int | None):
-    """uint8 (n, H, W, C) -> (inputs, clean), float32 NHWC in [0, 1]; inputs carry
-    clip(noise_factor * N(0, 1)) noise as in training, or are `clean` itself without noise."""
-    clean = images.astype(np.float32) / 255
-    if noise_factor <= 0:
-        return clean, clean
-    noise = np.random.default_rng(seed).standard_normal(clean.shape)
-    return np.clip(clean + noise_factor * noise, 0, 1).astype(np.float32), clean
-
-
 def export_embedding(model: Autoencoder, test: data_lib.Split, out_dir: str, *, noise_factor=0.0,
                      seed=None, save_npy=False, save_tsv=False, log=print) -> np.ndarray:
     """Codes of `test`'s images -> projector files in out_dir (and codes.npy, codes.tsv,
     labels.tsv on request). Returns the codes, (n, D)."""
-    inputs, _ = model_inputs(test.images, noise_factor, seed)
+    inputs, _ = data_lib.noisy_inputs(test.images, noise_factor, np.random.default_rng(seed))
     codes = model.encode(inputs)
     kind = "noisy test images" if noise_factor > 0 else "test images"
     write_projector(out_dir, codes, test.labels, test.images, description=kind)
@@ -127,17 +117,12 @@ def export_reconstruction(model: Autoencoder, test: data_lib.Split, path: str, *
                           noise_factor=0.0, seed=None, per_row=10, log=print) -> np.ndarray:
     """A PNG grid: for every `per_row` test images, a row of inputs, of noisy inputs (when
     noise_factor > 0) and of reconstructions. Returns the grid, uint8 (h, w, C)."""
-    inputs, clean = model_inputs(test.images, noise_factor, seed)
+    inputs, clean = data_lib.noisy_inputs(test.images, noise_factor, np.random.default_rng(seed))
     reconstructions = model.reconstruct(inputs)
     groups = [clean] + ([inputs] if inputs is not clean else []) + [reconstructions]
-    rows = []
-    for start in range(0, len(clean), per_row):
-        for group in groups:
-            row = group[start:start + per_row]
-            if len(row) < per_row:  # pad the last row with white images
-                row = np.concatenate([row, np.ones((per_row - len(row),) + row.shape[1:], row.dtype)])
-            rows.append(row)
-    grid = image_grid(rows)
+    # Row i of every group, then row i + 1 of every group, ...
+    grid = image_grid([row for rows in zip(*(grid_rows(g, per_row) for g in groups))
+                       for row in rows])
     write_png(path, grid)
     log(f"Reconstructions of {len(clean):,} test images: {path}")
     return grid

@@ -9,6 +9,13 @@ import tensorflow as tf
 from .config import write_bytes_atomic
 
 
+def grid_rows(images, columns: int) -> list:
+    """(n, H, W, C) -> rows of `columns` images; the last row is filled with white."""
+    missing = -len(images) % columns
+    images = np.concatenate([images, np.ones((missing, *images.shape[1:]), images.dtype)])
+    return [images[i:i + columns] for i in range(0, len(images), columns)]
+
+
 def image_grid(rows: list[np.ndarray], pad: int = 2) -> np.ndarray:
     """Tiles rows of images into one picture.
 

@@ -33,13 +33,6 @@ def generate(decoder, n: int, seed: int, channels_first: bool):
     return images.transpose(0, 2, 3, 1) if channels_first else images
 
 
-def grid_rows(images, columns: int) -> list:
-    """(n, H, W, C) -> rows of `columns` images; the last row is filled with white."""
-    missing = -len(images) % columns
-    images = np.concatenate([images, np.ones((missing, *images.shape[1:]), images.dtype)])
-    return [images[i:i + columns] for i in range(0, len(images), columns)]
-
-
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads
     parser = build_parser()
@@ -51,7 +44,7 @@ def main(argv=None) -> int:
         parser.error("--n must be at least 1")
     out = args.out or os.path.join(args.model_dir, "samples.png")
     from .evaluation import load_model
-    from .images import image_grid, write_png
+    from .images import grid_rows, image_grid, write_png
 
     try:
         images = generate(load_model(args.model_dir).decoder, args.n, args.seed,

@@ -39,9 +39,13 @@ def tensorboard_callbacks(config: Config, splits: data_lib.Splits) -> list:
     """Everything a training run logs each epoch: Keras' own TensorBoard callback (loss,
     metrics, learning rate) and ours (internals, reconstructions; PNGs with save_images)."""
     rng = np.random.default_rng(config.seed)  # fixed inputs, so epochs compare
-    probe = fixed_inputs(splits.train.images[:config.batch_size], config, rng)
-    activations_batch = fixed_inputs(splits.validation.images[:config.batch_size], config, rng)
-    shown = fixed_inputs(splits.test.images[:NUM_RECONSTRUCTIONS], config, rng)
+
+    def fixed_inputs(images):  # (inputs, clean targets) in the model's layout
+        return data_lib.noisy_inputs(images, config.noise_factor, rng, config.data_format)
+
+    probe = fixed_inputs(splits.train.images[:config.batch_size])
+    activations_batch = fixed_inputs(splits.validation.images[:config.batch_size])
+    shown = fixed_inputs(splits.test.images[:NUM_RECONSTRUCTIONS])
     return [
         # Its write_graph finds no graph in Keras 3; TrainingInternals writes it.
         keras.callbacks.TensorBoard(config.model_dir, write_graph=False, profile_batch=0),
@@ -49,19 +53,6 @@ def tensorboard_callbacks(config: Config, splits: data_lib.Splits) -> list:
         Reconstructions(*shown, log_dir=os.path.join(config.model_dir, VALIDATION_RUN),
                         png_dir=config.save_images, channels_first=config.channels_first),
     ]
-
-
-def fixed_inputs(images: np.ndarray, config: Config, rng: np.random.Generator):
-    """uint8 (n, H, W, C) -> (model input, clean target), float32 in the model's layout.
-
-    The input is the clean image plus noise_factor * N(0, 1) noise drawn once from
-    `rng`, clipped to [0, 1], as training adds it; without noise both are the same array.
-    """
-    clean = data_lib.to_layout(images, config.data_format).astype(np.float32) / 255
-    if config.noise_factor <= 0:
-        return clean, clean
-    noise = rng.standard_normal(clean.shape)
-    return np.clip(clean + config.noise_factor * noise, 0, 1).astype(np.float32), clean
 
 
 def hidden_layers(part: keras.Model) -> list[keras.layers.Layer]:
@@ -257,7 +248,8 @@ def write_run_end(model: keras.Model, config: Config, splits: data_lib.Splits,
     count = min(config.embedding_images, len(splits.test))
     if count:
         images = splits.test.images[:count]
-        inputs, _ = fixed_inputs(images, config, np.random.default_rng(config.seed))
+        inputs, _ = data_lib.noisy_inputs(images, config.noise_factor,
+                                          np.random.default_rng(config.seed), config.data_format)
         codes = model.encoder.predict(inputs, batch_size=config.batch_size, verbose=0)
         log_dir = os.path.join(config.model_dir, PROJECTOR_RUN)
         write_projector(log_dir, codes, splits.test.labels[:count], images)
