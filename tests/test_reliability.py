@@ -113,6 +113,18 @@ def test_ctrl_c_saves_at_a_batch_boundary_and_the_rerun_finishes(tmp_path, unint
     assert final_val_loss(rows) <= 1.02 * final_val_loss(uninterrupted)
 
 
+def test_sigterm_saves_at_a_batch_boundary_like_ctrl_c_and_exits_143(tmp_path):
+    model_dir = str(tmp_path / "run")
+    process, stderr = start_and_signal_in_second_epoch(model_dir, signal.SIGTERM)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert "Traceback" not in stderr
+    [line] = our_lines(stderr)
+    assert "interrupted" in line and "epoch 2, step" in line and "rerun the same command" in line
+    saved_step = int(latest_checkpoint(model_dir).split("-")[1])
+    assert STEPS_PER_EPOCH < saved_step < 2 * STEPS_PER_EPOCH
+    assert f"ckpt-{saved_step}" in line
+
+
 def test_ctrl_c_before_training_starts_exits_130_without_a_traceback(tmp_path):
     process = subprocess.Popen(train_command(*SHORT_RUN, "--model_dir", str(tmp_path / "run")),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -171,7 +171,7 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return _fail(parser.prog, str(e), 1, args.verbose)
     except TrainingInterrupted as e:
         print(f"{parser.prog}: {e}", file=sys.stderr)
-        return 130
+        return e.exit_code
     return 0
 
 

@@ -58,7 +58,12 @@ def parameter_summary(model) -> str:
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C stopped training at a batch boundary; the message says what was saved."""
+    """Ctrl-C or SIGTERM stopped training at a batch boundary; the message says what was
+    saved. `exit_code` is the shell's for that signal: 130 for Ctrl-C, 143 for SIGTERM."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 class TrainingDiverged(Exception):
@@ -100,7 +105,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)
         self.restore_manager = self.manager if restore_from is None else (
             tf.train.CheckpointManager(self.checkpoint, restore_from, max_to_keep))
-        self.interrupted = False
+        self.interrupted = 0  # the signal that asked training to stop, once one came
         self.current_epoch = 0
 
     def restore(self, log=print) -> int:
@@ -138,13 +143,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
                                 f"or check the data ({kept}; nothing of the diverged run was saved)")
 
     def watch_interrupts(self):
-        """Context manager: while inside, Ctrl-C sets `interrupted` instead of raising at
-        once; a second Ctrl-C raises KeyboardInterrupt as usual."""
+        """Context manager: while inside, Ctrl-C or SIGTERM (a scheduler's or `docker
+        stop`'s request to stop) sets `interrupted` instead of stopping at once; a second
+        one acts as usual."""
         return _InterruptFlag(self)
 
     def stop_if_interrupted(self):
-        """Raises TrainingInterrupted after a Ctrl-C that came once the epoch's batches
-        were done: that epoch's checkpoint is saved already."""
+        """Raises TrainingInterrupted after a Ctrl-C or SIGTERM that came once the epoch's
+        batches were done: that epoch's checkpoint is saved already."""
         if self.interrupted:
             self._stop(steps=0)
 
@@ -178,7 +184,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         model_dir = os.path.dirname(self.directory)
         if not self.latest and not steps:
             raise TrainingInterrupted(f"interrupted in {model_dir} before the first step; "
-                                      "nothing to save")
+                                      "nothing to save", self.interrupted)
         if steps:
             where = (f"epoch {self.current_epoch + 1}, step {steps}; saved {self.latest}; "
                      f"rerun the same command to resume (epoch {self.current_epoch + 1} "
@@ -186,26 +192,30 @@ class EpochCheckpoint(keras.callbacks.Callback):
         else:
             where = (f"the end of epoch {int(self.epoch.numpy())}; {self.latest} holds it; "
                      "rerun the same command to resume")
-        raise TrainingInterrupted(f"interrupted in {model_dir} at {where}")
+        raise TrainingInterrupted(f"interrupted in {model_dir} at {where}", self.interrupted)
 
 
 class _InterruptFlag:
+    # What a second signal does: Ctrl-C raises KeyboardInterrupt, SIGTERM terminates.
+    SIGNALS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
     def __init__(self, checkpoint: EpochCheckpoint):
         self.checkpoint = checkpoint
-        self.previous = None
+        self.previous = {}
 
     def _handler(self, signum, frame):
-        self.checkpoint.interrupted = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        self.checkpoint.interrupted = signum
+        for other, second in self.SIGNALS.items():
+            signal.signal(other, second)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():  # signals need the main thread
-            self.previous = signal.signal(signal.SIGINT, self._handler)
+            self.previous = {s: signal.signal(s, self._handler) for s in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 def trim_history(path: str, finished_epochs: int) -> None:
