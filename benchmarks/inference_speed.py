@@ -1,6 +1,7 @@
 """Inference speed of an exported SavedModel against the Keras model's predict.
 
     python benchmarks/inference_speed.py            # trains 1 epoch on the MNIST sample first
+    python benchmarks/inference_speed.py --model_dir mnist_training   # a finished run
     python benchmarks/inference_speed.py --quick    # a smoke run; writes nothing
 
 Latency at batch 1 (p50, p99 over --calls calls) and throughput at batch 1,024 for the
@@ -10,6 +11,7 @@ Writes its section of benchmarks/RESULTS.md (between its markers).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import subprocess
@@ -52,8 +54,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=20, help="batch-1,024 calls")
     parser.add_argument("--intra_op_threads", type=int, default=0,
                         help="threads per op (0: TensorFlow's default, one per core)")
+    parser.add_argument("--model_dir", default=None,
+                        help="a finished run to measure (its model.keras and export/1); default: "
+                             "train one epoch on the MNIST sample in a temporary folder")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
+    if args.model_dir and not (os.path.isfile(os.path.join(args.model_dir, "model.keras"))
+                               and os.path.isdir(os.path.join(args.model_dir, "export", "1"))):
+        parser.error(f"{args.model_dir} holds no finished run (model.keras and export/1): "
+                     "train one with train.py, or leave out --model_dir")
     calls, repeats = (5, 2) if args.quick else (args.calls, args.repeats)
 
     import keras
@@ -63,10 +72,13 @@ def main(argv=None):
 
     import tf_autoencoder.models  # noqa: F401  registers the model classes for loading
 
-    with tempfile.TemporaryDirectory() as model_dir:
-        subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--dataset", "mnist_sample",
-                        "--epochs", "1", "--seed", "0", "--embedding_images", "0",
-                        "--model_dir", model_dir], check=True, stdout=subprocess.DEVNULL)
+    given = contextlib.nullcontext(args.model_dir) if args.model_dir else None
+    with given or tempfile.TemporaryDirectory() as model_dir:
+        if not given:
+            subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--dataset",
+                            "mnist_sample", "--epochs", "1", "--seed", "0",
+                            "--embedding_images", "0", "--model_dir", model_dir],
+                           check=True, stdout=subprocess.DEVNULL)
         model = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
         saved = tf.saved_model.load(os.path.join(model_dir, "export", "1"))
         encode, serve = saved.signatures["encode"], saved.signatures["serving_default"]
@@ -96,9 +108,11 @@ def main(argv=None):
             f", {args.intra_op_threads} thread(s) per op" if args.intra_op_threads else ""),
         "",
         f"`python benchmarks/inference_speed.py --calls {calls} --repeats {repeats}"
-        f"{f' --intra_op_threads {args.intra_op_threads}' if args.intra_op_threads else ''}` on "
-        f"{datetime.date.today()}, {cpu_model()}, {os.cpu_count()} cores; the default model "
-        "(7,873 weights) after one epoch on the MNIST sample, 28x28x1 float32 images.",
+        f"{f' --intra_op_threads {args.intra_op_threads}' if args.intra_op_threads else ''}"
+        f"{f' --model_dir {args.model_dir}' if args.model_dir else ''}` on "
+        f"{datetime.date.today()}, {cpu_model()}, {os.cpu_count()} cores; "
+        + (f"the model in {args.model_dir}" if args.model_dir else "the default model (7,873 "
+           "weights) after one epoch on the MNIST sample") + ", 28x28x1 float32 images.",
         "",
         "| what | batch 1 p50 | batch 1 p99 | batch 1,024 images/s |",
         "|---|---:|---:|---:|",

@@ -66,8 +66,9 @@ def test_torch_reference_computes_what_our_model_does_with_the_same_weights():
                                atol=1e-4)
 
 
-def test_inference_speed_measures_the_export_and_keras():
-    result = run_benchmark("benchmarks/inference_speed.py", "--quick")
+def test_inference_speed_measures_the_export_and_keras(trained_run):
+    model_dir, _ = trained_run
+    result = run_benchmark("benchmarks/inference_speed.py", "--quick", "--model_dir", model_dir)
     assert result.returncode == 0, result.stderr
     names = [line.split(":")[0] for line in result.stdout.splitlines() if "p50" in line]
     assert names == ["SavedModel `encode`", "SavedModel `serving_default`",
