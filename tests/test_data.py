@@ -135,6 +135,23 @@ def test_unavailable_default_falls_back_to_the_sample_and_says_so(monkeypatch):
         data.load_data("fashion_mnist", fallback_to_sample=False)
 
 
+def test_devices_are_set_up_before_tfds_runs_tensorflow_and_not_for_other_sources(monkeypatch):
+    """train.py sets up its tf.distribute devices in before_tensorflow: after the input
+    checks when it can, but before TFDS runs TensorFlow ops, which fixes the devices."""
+    calls = []
+    monkeypatch.setattr(data, "tfds_unavailable_reason", lambda name: None)
+    monkeypatch.setattr(data, "load_tfds",
+                        lambda name: calls.append("load") or data.load_mnist_sample())
+    data.load_data("mnist", before_tensorflow=lambda: calls.append("set up"))
+    assert calls == ["set up", "load"]
+    calls.clear()
+    data.load_data(data.SAMPLE, before_tensorflow=lambda: calls.append("set up"))
+    monkeypatch.setattr(data, "tfds_unavailable_reason", lambda name: "no network")
+    data.load_data("mnist", fallback_to_sample=True, log=lambda line: None,
+                   before_tensorflow=lambda: calls.append("set up"))
+    assert calls == []
+
+
 def _batches(dataset):
     return [(x.numpy(), y.numpy()) for x, y in dataset]
 

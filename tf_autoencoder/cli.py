@@ -72,7 +72,9 @@ def build_train_parser() -> argparse.ArgumentParser:
                         "float32")
     g = p.add_argument_group("distribution (tf.distribute; see the README)")
     g.add_argument("--distribute", choices=DISTRIBUTES, default=d.distribute,
-                   help="mirrored: every local GPU; multi_worker: the workers in TF_CONFIG. "
+                   help="auto (default): without a GPU, one logical CPU device per core "
+                        "(faster for this small model), else one device; none: one device; "
+                        "mirrored: every local GPU; multi_worker: the workers in TF_CONFIG. "
                         "--batch_size stays the global batch, split across the replicas")
     g.add_argument("--cpu_replicas", type=int, default=None, metavar="N",
                    help="with --distribute mirrored: train on N logical devices split from "
@@ -122,6 +124,15 @@ def train_main(argv=None) -> int:
         return 130
 
 
+def _make_strategy(config: Config):
+    """distribute.make_strategy, and a line saying what it chose when that is not one device."""
+    strategy = make_strategy(config)
+    if strategy.num_replicas_in_sync > 1 or config.distribute != "auto":
+        print(f"Distribute: {describe(strategy)}"
+              + ("; --distribute none for one device" if config.distribute == "auto" else ""))
+    return strategy
+
+
 def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args).validate()
@@ -132,24 +143,24 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from .model_dir import prepare_model_dir
 
     strategy = None  # one device: TensorFlow loads only when training starts
-    if config.distribute != "none":
-        # Before anything else runs TensorFlow: devices and the cluster are set up at start-up.
-        try:
-            strategy = make_strategy(config)
-        except OSError as e:
-            return _fail(parser.prog, str(e), 1, args.verbose)
-        print(f"Distribute: {describe(strategy)}")
+
+    def set_up_strategy():  # before TensorFlow runs anything: devices are fixed from then on
+        nonlocal strategy
+        if config.distribute != "none" and strategy is None:
+            strategy = _make_strategy(config)
+
     try:
         splits = data.load_data(config.dataset, config.data_dir,
-                                fallback_to_sample=args.dataset is None and not args.data_dir)
+                                fallback_to_sample=args.dataset is None and not args.data_dir,
+                                before_tensorflow=set_up_strategy)
         if not config.data_dir:
             config.dataset = splits.name  # the sample, if it stood in for an unreachable TFDS dataset
         config.image_shape, config.data_source = splits.image_shape, splits.source
         config.check_data(len(splits.train))
-        if role is None or role.is_chief:
-            previous = prepare_model_dir(config, args.overwrite)
-        else:  # only the chief writes model_dir, --overwrite included: the others just read it
-            previous = None if args.overwrite else prepare_model_dir(config)
+        previous = None if args.overwrite else prepare_model_dir(config)  # refusals only
+        set_up_strategy()
+        if args.overwrite and (role is None or role.is_chief):  # only the chief writes model_dir
+            prepare_model_dir(config, overwrite=True)
     except ConfigError as e:
         return _fail(parser.prog, str(e), 2, args.verbose)
     except (data.DataError, OSError) as e:

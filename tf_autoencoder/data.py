@@ -14,7 +14,7 @@ import os
 import socket
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -210,15 +210,19 @@ def load_tfds(name: str) -> Splits:
 
 
 def load_data(dataset: str = "mnist", data_dir: str | None = None,
-              fallback_to_sample: bool = False, log=print) -> Splits:
+              fallback_to_sample: bool = False, log=print,
+              before_tensorflow: Callable[[], None] = lambda: None) -> Splits:
     """Resolves the data source. With `fallback_to_sample`, an unavailable TFDS dataset
-    falls back to the MNIST sample (and says so) instead of failing."""
+    falls back to the MNIST sample (and says so) instead of failing. IDX files and the
+    sample load without TensorFlow; TFDS runs TensorFlow ops, so `before_tensorflow` is
+    called first (to set up devices, which are fixed once TensorFlow runs)."""
     if data_dir:
         return load_idx_dir(data_dir)
     if dataset == SAMPLE:
         return load_mnist_sample()
     reason = tfds_unavailable_reason(dataset)
     if reason is None:
+        before_tensorflow()
         return load_tfds(dataset)
     if fallback_to_sample:
         log(f"Training on the 5,000-image MNIST sample instead of {dataset}: {reason}.")

@@ -1,9 +1,16 @@
 """Training on several devices or machines: TensorFlow's tf.distribute strategies.
 
+  auto          without a GPU: `mirrored` over one logical CPU device per core (see
+                `auto_cpu_replicas`); with one: `none`
   none          the default strategy: one device
   mirrored      tf.distribute.MirroredStrategy over every local GPU, or over
                 `cpu_replicas` logical devices split from the CPU
   multi_worker  tf.distribute.MultiWorkerMirroredStrategy over the workers TF_CONFIG lists
+
+Why CPU replicas: this model's convolutions have 1 to 16 channels, too few for one op
+to keep several cores busy, so a single device leaves the cores idle much of a step.
+Replicas with one thread per op each run their share of the batch side by side
+(benchmarks/RESULTS.md has the figures).
 
 `--batch_size` is the global batch: Keras' fit splits every batch across the replicas
 and sums their gradients, and the optimizer's step counter advances once per global
@@ -23,6 +30,24 @@ if TYPE_CHECKING:  # imported for real only once the input has been checked
 
 # The roles MultiWorkerMirroredStrategy trains with; TF_CONFIG may name no other.
 WORKER_ROLES = ("chief", "worker")
+# --distribute auto gives every CPU replica at least this many images of a batch.
+MIN_IMAGES_PER_REPLICA = 32
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the OS tells)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def auto_cpu_replicas(batch_size: int, cores: int | None = None) -> int:
+    """How many logical CPU devices `--distribute auto` trains on without a GPU: one per
+    core, but no more than leave each replica MIN_IMAGES_PER_REPLICA images of a batch.
+    1 means one device."""
+    cores = cpu_cores() if cores is None else cores
+    return max(1, min(cores, batch_size // MIN_IMAGES_PER_REPLICA))
 
 
 @dataclass
@@ -82,16 +107,53 @@ def make_strategy(config: Config) -> "tf.distribute.Strategy":
     try:
         if config.distribute == "multi_worker":
             return _multi_worker_strategy()
+        if config.distribute == "auto":
+            replicas = auto_cpu_replicas(config.batch_size)
+            if tf.config.list_physical_devices("GPU") or replicas == 1:
+                return tf.distribute.get_strategy()
+            return _cpu_replicas_strategy(replicas)
         if config.cpu_replicas:
-            cpu = tf.config.list_physical_devices("CPU")[0]
-            tf.config.set_logical_device_configuration(
-                cpu, [tf.config.LogicalDeviceConfiguration()] * config.cpu_replicas)
-            return tf.distribute.MirroredStrategy(
-                [device.name for device in tf.config.list_logical_devices("CPU")])
-        return tf.distribute.MirroredStrategy()
+            return _cpu_replicas_strategy(config.cpu_replicas)
+        return _mirrored_strategy()
     except (RuntimeError, ValueError, tf.errors.OpError) as e:
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise OSError(f"cannot set up --distribute {config.distribute}: {first_line}") from None
+
+
+def _cpu_replicas_strategy(replicas: int) -> "tf.distribute.Strategy":
+    """MirroredStrategy over `replicas` logical devices split from the CPU. Each op gets
+    an equal share of the cores (at least one thread), so the replicas run side by side
+    instead of queueing for the same threads."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+    tf.config.threading.set_intra_op_parallelism_threads(max(1, cpu_cores() // replicas))
+    return _mirrored_strategy([device.name for device in tf.config.list_logical_devices("CPU")])
+
+
+def _mirrored_strategy(devices: list[str] | None = None) -> "tf.distribute.Strategy":
+    """MirroredStrategy over `devices` (default: every GPU), taking one `reduce` call
+    of Keras 3 that it fails: each `evaluate` averages its first batch over the replicas,
+    only to learn the shapes it builds the model with. A batch split unevenly (the last,
+    partial batch of a split smaller than one batch) gives the replicas tensors of
+    different shapes, which cannot be averaged; that call gets the first replica's
+    tensors, which have the shapes it needs."""
+    import tensorflow as tf
+
+    class KerasMirroredStrategy(tf.distribute.MirroredStrategy):
+        def reduce(self, reduce_op, value, axis):
+            def uneven(v):
+                shapes = {tuple(t.shape) for t in self.experimental_local_results(v)}
+                return len(shapes) > 1
+
+            if axis is None and any(uneven(v) for v in tf.nest.flatten(value)):
+                return tf.nest.map_structure(
+                    lambda v: self.experimental_local_results(v)[0], value)
+            return super().reduce(reduce_op, value, axis)
+
+    return KerasMirroredStrategy(devices)
 
 
 def _multi_worker_strategy() -> "tf.distribute.Strategy":
@@ -114,11 +176,18 @@ def _multi_worker_strategy() -> "tf.distribute.Strategy":
 
 
 def describe(strategy: "tf.distribute.Strategy") -> str:
-    """One line: the strategy, its replicas and, for several workers, this one's task."""
+    """One line: the strategy, its replicas (on CPUs, their threads per op) and, for
+    several workers, this one's task."""
+    import tensorflow as tf
+
     devices = getattr(strategy.extended, "worker_devices", ())
-    name = "MultiWorkerMirroredStrategy" if is_multi_worker(strategy) else type(strategy).__name__
+    name = ("MultiWorkerMirroredStrategy" if is_multi_worker(strategy) else "MirroredStrategy"
+            if isinstance(strategy, tf.distribute.MirroredStrategy) else type(strategy).__name__)
     text = (f"{name}, {strategy.num_replicas_in_sync} replicas in sync "
             f"({', '.join(devices)} here)")
+    if devices and all("CPU" in device for device in devices):
+        threads = tf.config.threading.get_intra_op_parallelism_threads() or cpu_cores()
+        text += f", {threads} thread{'s' if threads > 1 else ''} per op"
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is not None and resolver.task_type:
         role = "the chief" if is_chief(strategy) else "not the chief: writes nothing to model_dir"
