@@ -1,7 +1,7 @@
 """Where a training step's time goes: TensorFlow's profiler on `fit` of the default model.
 
     python benchmarks/profile_step.py                       # Fashion-MNIST, this machine's default
-    python benchmarks/profile_step.py --precision float32 --steps 20
+    python benchmarks/profile_step.py --precision float32 --distribute none --steps 20
     python benchmarks/profile_step.py --quick               # a smoke run on the MNIST sample
 
 Writes a profile to --logdir (open it in TensorBoard's Profile tab, which needs
@@ -45,6 +45,8 @@ def main(argv=None):
     parser.add_argument("--data_dir", default=FASHION_MNIST)
     parser.add_argument("--precision", default="auto", help="auto, float32 or mixed_bfloat16")
     parser.add_argument("--data_format", default="NHWC")
+    parser.add_argument("--distribute", default="auto",
+                        help="auto (CPU replicas without a GPU) or none (one device)")
     parser.add_argument("--steps", type=int, default=20, help="profiled steps")
     parser.add_argument("--top", type=int, default=25, help="ops to print")
     parser.add_argument("--logdir", default="profile_step_logs")
@@ -54,6 +56,7 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
+    from tf_autoencoder.distribute import describe, make_strategy
     from tf_autoencoder.training import compile_model
 
     if args.quick:
@@ -62,10 +65,12 @@ def main(argv=None):
         ensure_fashion_mnist(args.data_dir)
         splits, steps = data.load_idx_dir(args.data_dir), args.steps
     config = Config(image_shape=splits.image_shape, data_format=args.data_format,
-                    precision=args.precision, seed=0).validate()
+                    precision=args.precision, distribute=args.distribute, seed=0).validate()
+    strategy = make_strategy(config)  # before TensorFlow runs anything
     keras.utils.set_random_seed(0)
-    model = build_autoencoder(config)
-    compile_model(model, config)
+    with strategy.scope():
+        model = build_autoencoder(config)
+        compile_model(model, config)
     train = data.make_dataset(splits.train.images, batch_size=256, training=True,
                               data_format=config.data_format, seed=0)
     model.fit(train.take(steps), verbose=0)  # traces and warms up
@@ -78,8 +83,9 @@ def main(argv=None):
 
     rows = op_table(args.logdir)
     per_step = lambda us: us / steps / 1000  # noqa: E731
-    print(f"{config.data_format} {config.precision}: {step_ms:.1f} ms per step of 256 unprofiled; "
-          f"profile in {args.logdir}")
+    devices = describe(strategy) if strategy.num_replicas_in_sync > 1 else "one device"
+    print(f"{config.data_format} {config.precision}, {devices}: {step_ms:.1f} ms per step of 256 "
+          f"unprofiled; profile in {args.logdir}")
     print(f"ops' self time per step, all threads: {per_step(sum(r['total_self_time'] for r in rows)):.1f} ms")
     by_type = collections.Counter()
     for r in rows:

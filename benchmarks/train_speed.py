@@ -1,20 +1,26 @@
 """Training speed of tf-autoencoder against the PyTorch reference, in one invocation.
 
     python benchmarks/train_speed.py                # full Fashion-MNIST, 4 epochs per setting
+    python benchmarks/train_speed.py --rounds 3     # every run three times, interleaved
     python benchmarks/train_speed.py --quick        # a smoke run: tiny data, one step
 
 Measures, on the same data with the same thread count:
   - training images/s (median of the epochs after the first) and test BCE after the same
     epochs, for the PyTorch reference and for our model in each setting (layout,
-    precision, XLA), each as a ratio to the reference;
+    precision, XLA, CPU replicas), each as a ratio to the reference;
   - images/s of the tf.data input pipeline alone, with noise on;
   - peak resident memory of a full `train.py` run.
+Each setting of ours trains in a fresh process: TensorFlow fixes its thread pools and
+logical devices at start-up. With --rounds R every run is repeated R times, in turn, so
+that a slow spell of a shared machine hits all settings alike; images/s is then the
+median over the rounds.
 Writes its section of benchmarks/RESULTS.md (between its markers; other sections stay).
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -31,16 +37,19 @@ sys.path[:0] = [REPO, HERE]
 import numpy as np  # noqa: E402
 
 from tf_autoencoder import Config, data  # noqa: E402
+from tf_autoencoder.distribute import auto_cpu_replicas  # noqa: E402
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 RESULTS = os.path.join(HERE, "RESULTS.md")
 BEGIN, END = "<!-- train_speed:begin -->", "<!-- train_speed:end -->"
-# (name, data_format, precision, jit_compile)
+# (name, data_format, precision, jit_compile, CPU replicas: 1 is one device, 0 one per thread)
 SETTINGS = [
-    ("NHWC float32", "channels_last", "float32", False),
-    ("NCHW float32", "channels_first", "float32", False),
-    ("NHWC mixed_bfloat16", "channels_last", "mixed_bfloat16", False),
-    ("NHWC float32 XLA", "channels_last", "float32", True),
+    ("NHWC float32", "channels_last", "float32", False, 1),
+    ("NCHW float32", "channels_first", "float32", False, 1),
+    ("NHWC mixed_bfloat16", "channels_last", "mixed_bfloat16", False, 1),
+    ("NHWC float32 XLA", "channels_last", "float32", True, 1),
+    ("NHWC float32 on CPU replicas", "channels_last", "float32", False, 0),
+    ("NHWC mixed_bfloat16 on CPU replicas", "channels_last", "mixed_bfloat16", False, 0),
 ]
 
 
@@ -49,6 +58,18 @@ def ensure_fashion_mnist(path: str) -> None:
         return
     print(f"{path} is missing: installing Debian's dataset-fashion-mnist", flush=True)
     subprocess.run(["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], check=True)
+
+
+def load_splits(data_dir: str | None):
+    """The MNIST sample for a smoke run (data_dir None), else the IDX folder with all 60,000
+    training images: the benchmark has no use for a validation split."""
+    if data_dir is None:
+        return data.load_mnist_sample()
+    ensure_fashion_mnist(data_dir)
+    splits = data.load_idx_dir(data_dir)
+    splits.train = data.Split(np.concatenate([splits.validation.images, splits.train.images]),
+                              np.concatenate([splits.validation.labels, splits.train.labels]))
+    return splits
 
 
 def cpu_model() -> str:
@@ -62,21 +83,28 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def train_tf(splits, *, data_format, precision, jit_compile, epochs, threads, max_steps=None,
-             seed=0):
-    """Our model and pipeline, as training.py builds them, with one setting changed."""
+def train_tf(data_dir, *, data_format, precision, jit_compile, replicas, epochs, threads,
+             max_steps=None, seed=0):
+    """Our model and pipeline, as training.py builds them, with one setting changed.
+    Call it in a fresh process (see `train_tf_in_child`)."""
     import keras
     import tensorflow as tf
 
     from tf_autoencoder import build_autoencoder
+    from tf_autoencoder.distribute import make_strategy
     from tf_autoencoder.training import compile_model
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    splits = load_splits(data_dir)
     config = Config(image_shape=splits.image_shape, data_format=data_format, precision=precision,
-                    seed=seed).validate()
+                    seed=seed, distribute="none" if replicas == 1 else "mirrored",
+                    cpu_replicas=None if replicas == 1 else replicas).validate()
+    if replicas == 1:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    strategy = make_strategy(config)  # with replicas: one thread per op each, of `threads` cores
     keras.utils.set_random_seed(seed)
-    model = build_autoencoder(config)
-    compile_model(model, config)
+    with strategy.scope():
+        model = build_autoencoder(config)
+        compile_model(model, config)
     model.jit_compile = jit_compile
     train = data.make_dataset(splits.train.images, batch_size=256, training=True,
                               data_format=data_format, seed=seed)
@@ -90,6 +118,15 @@ def train_tf(splits, *, data_format, precision, jit_compile, epochs, threads, ma
     model.fit(train.take(steps), epochs=epochs, callbacks=[timer], verbose=0)
     test_bce = model.evaluate(test, return_dict=True, verbose=0)["bce"]
     return {"images_per_second": [steps * 256 / t for t in times], "test_bce": float(test_bce)}
+
+
+def train_tf_in_child(**kwargs) -> dict:
+    """`train_tf(**kwargs)` in a new Python process; its result, as train_tf returns it."""
+    result = subprocess.run([sys.executable, __file__, "--child", json.dumps(kwargs)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"training {kwargs} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def pipeline_speed(splits, noise_factor=0.5, passes=3) -> float:
@@ -155,57 +192,67 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--settings", default="all",
                         help="comma-separated setting names to run (default: all)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run everything this many times, in turn; images/s is the median")
     parser.add_argument("--seeds", type=int, default=1,
                         help="train the reference and the default setting with this many seeds "
                              "and compare their mean test BCE (speeds come from seed 0)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 epochs of one step on a small sample; writes nothing")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # train_tf_in_child's JSON arguments
     args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(train_tf(**json.loads(args.child))))
+        return None
 
     import torch
     import torch_reference
 
-    if args.quick:
-        splits = data.load_mnist_sample()
-        epochs, max_steps = 2, 1
-    else:
-        ensure_fashion_mnist(args.data_dir)
-        splits = data.load_idx_dir(args.data_dir)
-        # All 60,000 training images: the benchmark has no use for a validation split.
-        splits.train = data.Split(np.concatenate([splits.validation.images, splits.train.images]),
-                                  np.concatenate([splits.validation.labels, splits.train.labels]))
-        epochs, max_steps = args.epochs, None
-    settings = SETTINGS if args.settings == "all" else [
-        s for s in SETTINGS if s[0] in args.settings.split(",")]
+    data_dir = None if args.quick else args.data_dir
+    splits = load_splits(data_dir)
+    epochs, max_steps = (2, 1) if args.quick else (args.epochs, None)
+    replicas_per_core = auto_cpu_replicas(256, args.threads)
+    settings = [(name.replace("CPU replicas", f"{replicas or replicas_per_core} CPU replicas"),
+                 data_format, precision, jit, replicas or replicas_per_core)
+                for name, data_format, precision, jit, replicas in SETTINGS
+                if args.settings == "all" or name in args.settings.split(",")]
+    default = Config().validate()  # what train.py uses on this machine (it has no GPU)
+    default_setting = (default.data_format, default.precision, False,
+                       auto_cpu_replicas(default.batch_size))
 
-    default = Config().validate()  # what train.py uses on this machine
-    rows = []
-    reference = torch_reference.train(splits.train.images, splits.test.images, epochs=epochs,
-                                      threads=args.threads, max_steps=max_steps)
-    ref_speed = median_after_warmup(reference["images_per_second"])
-    rows.append((f"PyTorch {torch.__version__} reference (NCHW float32)", ref_speed,
-                 reference["test_bce"]))
-    print(f"{rows[-1][0]}: {ref_speed:,.0f} images/s, test BCE {reference['test_bce']:.4f}",
-          flush=True)
-    for name, data_format, precision, jit in settings:
-        result = train_tf(splits, data_format=data_format, precision=precision, jit_compile=jit,
-                          epochs=epochs, threads=args.threads, max_steps=max_steps)
-        is_default = (data_format, precision, jit) == (default.data_format, default.precision, False)
-        rows.append((f"tf-autoencoder {name}{' (the default here)' if is_default else ''}",
-                     median_after_warmup(result["images_per_second"]),
-                     result["test_bce"]))
-        print(f"{rows[-1][0]}: {rows[-1][1]:,.0f} images/s ({rows[-1][1] / ref_speed:.2f}x), "
-              f"test BCE {result['test_bce']:.4f}", flush=True)
-    seed_bce = {"reference": [reference["test_bce"]],
-           "default": [bce for name, _, bce in rows if name.endswith("(the default here)")]}
-    for seed in range(1, args.seeds):
-        seed_bce["reference"].append(torch_reference.train(
-            splits.train.images, splits.test.images, epochs=epochs, threads=args.threads,
-            max_steps=max_steps, seed=seed)["test_bce"])
-        seed_bce["default"].append(train_tf(
-            splits, data_format=default.data_format, precision=default.precision,
-            jit_compile=False, epochs=epochs, threads=args.threads, max_steps=max_steps,
-            seed=seed)["test_bce"])
+    def train_reference(seed=0):
+        return torch_reference.train(splits.train.images, splits.test.images, epochs=epochs,
+                                     threads=args.threads, max_steps=max_steps, seed=seed)
+
+    def train_ours(setting, seed=0):
+        _, data_format, precision, jit, replicas = setting
+        return train_tf_in_child(data_dir=data_dir, data_format=data_format, precision=precision,
+                                 jit_compile=jit, replicas=replicas, epochs=epochs,
+                                 threads=args.threads, max_steps=max_steps, seed=seed)
+
+    reference_name = f"PyTorch {torch.__version__} reference (NCHW float32)"
+    runs = [(reference_name, train_reference)] + [
+        (f"tf-autoencoder {s[0]}{' (the default here)' if s[1:] == default_setting else ''}",
+         lambda s=s: train_ours(s)) for s in settings]
+    speeds, test_bce = {name: [] for name, _ in runs}, {}
+    for round_ in range(args.rounds):
+        for name, train in runs:
+            result = train()
+            speeds[name].append(median_after_warmup(result["images_per_second"]))
+            test_bce.setdefault(name, result["test_bce"])
+            print(f"{f'round {round_ + 1}: ' if args.rounds > 1 else ''}{name}: "
+                  f"{speeds[name][-1]:,.0f} images/s "
+                  f"({speeds[name][-1] / speeds[reference_name][-1]:.2f}x), "
+                  f"test BCE {result['test_bce']:.4f}", flush=True)
+    rows = [(name, statistics.median(speeds[name]), test_bce[name]) for name, _ in runs]
+    ref_speed = rows[0][1]
+
+    seed_bce = {"reference": [test_bce[reference_name]],
+                "default": [bce for name, _, bce in rows if name.endswith("(the default here)")]}
+    default_runs = [s for s in settings if s[1:] == default_setting]
+    for seed in range(1, args.seeds if default_runs else 1):
+        seed_bce["reference"].append(train_reference(seed)["test_bce"])
+        seed_bce["default"].append(train_ours(default_runs[0], seed)["test_bce"])
         print(f"seed {seed}: test BCE reference {seed_bce['reference'][-1]:.4f}, "
               f"default {seed_bce['default'][-1]:.4f}", flush=True)
     pipeline = pipeline_speed(splits)
@@ -220,16 +267,20 @@ def main(argv=None):
         "## Training speed against the PyTorch reference",
         "",
         f"`python benchmarks/train_speed.py --epochs {epochs}"
+        f"{f' --rounds {args.rounds}' if args.rounds > 1 else ''}"
         f"{f' --seeds {args.seeds}' if args.seeds > 1 else ''}` on {datetime.date.today()}, "
-        f"{cpu_model()}, {os.cpu_count()} cores, {args.threads} threads for both frameworks; "
+        f"{cpu_model()}, {os.cpu_count()} cores, {args.threads} threads for both frameworks "
+        f"(CPU replicas: {replicas_per_core} of one thread per op); "
         f"{len(splits.train):,} training images ({splits.source}), batch 256, the 7,873-weight "
         "model, sigmoid cross-entropy, Adam. images/s is the median of the epochs after the "
-        f"first; test BCE is after {epochs} epochs.",
+        f"first{f', then the median over {args.rounds} rounds run in turn' if args.rounds > 1 else ''}; "
+        f"test BCE is after {epochs} epochs{' of the first round' if args.rounds > 1 else ''}.",
         "",
-        "| setting | images/s | vs PyTorch | test BCE |",
-        "|---|---:|---:|---:|",
+        "| setting | images/s | vs PyTorch | test BCE |" + (" rounds |" if args.rounds > 1 else ""),
+        "|---|---:|---:|---:|" + ("---|" if args.rounds > 1 else ""),
     ]
     lines += [f"| {name} | {speed:,.0f} | {speed / ref_speed:.2f}x | {bce:.4f} |"
+              + (f" {', '.join(f'{v:,.0f}' for v in speeds[name])} |" if args.rounds > 1 else "")
               for name, speed, bce in rows]
     if args.seeds > 1 and len(seed_bce["default"]) == args.seeds:
         reference_mean, default_mean = (statistics.mean(seed_bce[k]) for k in ("reference", "default"))

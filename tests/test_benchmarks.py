@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from conftest import REPO
+from tf_autoencoder.distribute import auto_cpu_replicas
 
 
 def run_benchmark(*args):
@@ -16,11 +17,14 @@ def run_benchmark(*args):
 
 def test_train_speed_runs_both_frameworks():
     pytest.importorskip("torch", reason="the PyTorch reference needs torch==2.13.0 (CPU)")
-    result = run_benchmark("benchmarks/train_speed.py", "--quick", "--settings", "NHWC float32")
+    result = run_benchmark("benchmarks/train_speed.py", "--quick", "--settings",
+                           "NHWC float32,NHWC float32 on CPU replicas")
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if "images/s" in line]
     assert lines[0].startswith("PyTorch ") and "reference" in lines[0]
-    assert "tf-autoencoder NHWC float32" in lines[1]
+    assert lines[1].startswith("tf-autoencoder NHWC float32: ")
+    replicas = auto_cpu_replicas(256)
+    assert lines[2].startswith(f"tf-autoencoder NHWC float32 on {replicas} CPU replicas")
     assert "input pipeline with noise" in lines[-1]
 
 
@@ -79,7 +83,10 @@ def test_profile_step_ranks_the_ops_of_a_training_step(tmp_path):
     result = run_benchmark("benchmarks/profile_step.py", "--quick", "--precision", "float32",
                            "--logdir", str(tmp_path / "profile"))
     assert result.returncode == 0, result.stderr
-    assert "channels_last float32:" in result.stdout and "ms per step" in result.stdout
+    replicas = auto_cpu_replicas(256)
+    devices = f"{replicas} replicas in sync" if replicas > 1 else "one device"
+    assert "channels_last float32, " in result.stdout and devices in result.stdout
+    assert "ms per step" in result.stdout
     by_type = result.stdout.split("by op type")[1].split("by op (")[0]
     assert "Conv2D" in by_type  # the model's convolutions were profiled
     assert list((tmp_path / "profile").rglob("*.xplane.pb"))
