@@ -1,7 +1,8 @@
 """Where a training step's time goes: TensorFlow's profiler on `fit` of the default model.
 
     python benchmarks/profile_step.py                       # Fashion-MNIST, this machine's default
-    python benchmarks/profile_step.py --precision float32 --distribute none --steps 20
+    python benchmarks/profile_step.py --precision float32 --steps 20
+    python benchmarks/profile_step.py --distribute mirrored --cpu_replicas 2
     python benchmarks/profile_step.py --quick               # a smoke run on the MNIST sample
 
 Writes a profile to --logdir (open it in TensorBoard's Profile tab, which needs
@@ -45,8 +46,10 @@ def main(argv=None):
     parser.add_argument("--data_dir", default=FASHION_MNIST)
     parser.add_argument("--precision", default="auto", help="auto, float32 or mixed_bfloat16")
     parser.add_argument("--data_format", default="NHWC")
-    parser.add_argument("--distribute", default="auto",
-                        help="auto (CPU replicas without a GPU) or none (one device)")
+    parser.add_argument("--distribute", default="none",
+                        help="none (one device, train.py's default) or mirrored with "
+                             "--cpu_replicas")
+    parser.add_argument("--cpu_replicas", type=int, default=None)
     parser.add_argument("--steps", type=int, default=20, help="profiled steps")
     parser.add_argument("--top", type=int, default=25, help="ops to print")
     parser.add_argument("--logdir", default="profile_step_logs")
@@ -65,7 +68,8 @@ def main(argv=None):
         ensure_fashion_mnist(args.data_dir)
         splits, steps = data.load_idx_dir(args.data_dir), args.steps
     config = Config(image_shape=splits.image_shape, data_format=args.data_format,
-                    precision=args.precision, distribute=args.distribute, seed=0).validate()
+                    precision=args.precision, distribute=args.distribute,
+                    cpu_replicas=args.cpu_replicas, seed=0).validate()
     strategy = make_strategy(config)  # before TensorFlow runs anything
     keras.utils.set_random_seed(0)
     with strategy.scope():

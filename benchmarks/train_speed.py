@@ -37,7 +37,6 @@ sys.path[:0] = [REPO, HERE]
 import numpy as np  # noqa: E402
 
 from tf_autoencoder import Config, data  # noqa: E402
-from tf_autoencoder.distribute import auto_cpu_replicas  # noqa: E402
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 RESULTS = os.path.join(HERE, "RESULTS.md")
@@ -211,14 +210,12 @@ def main(argv=None):
     data_dir = None if args.quick else args.data_dir
     splits = load_splits(data_dir)
     epochs, max_steps = (2, 1) if args.quick else (args.epochs, None)
-    replicas_per_core = auto_cpu_replicas(256, args.threads)
-    settings = [(name.replace("CPU replicas", f"{replicas or replicas_per_core} CPU replicas"),
-                 data_format, precision, jit, replicas or replicas_per_core)
+    settings = [(name.replace("CPU replicas", f"{replicas or args.threads} CPU replicas"),
+                 data_format, precision, jit, replicas or args.threads)
                 for name, data_format, precision, jit, replicas in SETTINGS
                 if args.settings == "all" or name in args.settings.split(",")]
-    default = Config().validate()  # what train.py uses on this machine (it has no GPU)
-    default_setting = (default.data_format, default.precision, False,
-                       auto_cpu_replicas(default.batch_size))
+    default = Config().validate()  # what train.py uses on this machine
+    default_setting = (default.data_format, default.precision, False, 1)
 
     def train_reference(seed=0):
         return torch_reference.train(splits.train.images, splits.test.images, epochs=epochs,
@@ -270,7 +267,7 @@ def main(argv=None):
         f"{f' --rounds {args.rounds}' if args.rounds > 1 else ''}"
         f"{f' --seeds {args.seeds}' if args.seeds > 1 else ''}` on {datetime.date.today()}, "
         f"{cpu_model()}, {os.cpu_count()} cores, {args.threads} threads for both frameworks "
-        f"(CPU replicas: {replicas_per_core} of one thread per op); "
+        f"(CPU replicas: {args.threads} of one thread per op); "
         f"{len(splits.train):,} training images ({splits.source}), batch 256, the 7,873-weight "
         "model, sigmoid cross-entropy, Adam. images/s is the median of the epochs after the "
         f"first{f', then the median over {args.rounds} rounds run in turn' if args.rounds > 1 else ''}; "

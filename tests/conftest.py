@@ -122,11 +122,10 @@ def denoising_args(model_dir):
             "--save_images", os.path.join(model_dir, "images")]
 
 
-# The reference run of the resume and distribution tests: 62 steps per epoch, on one
-# device (the distribution tests compare replicas with it). float32 whatever the CPU:
-# the distribution tests' tolerances are float32's.
+# The reference run of the resume and distribution tests: 62 steps per epoch. float32
+# whatever the CPU: the distribution tests' tolerances are float32's.
 REFERENCE_RUN = ["--dataset", "mnist_sample", "--seed", "3", "--batch_size", "64",
-                 "--precision", "float32", "--distribute", "none", "--epochs", "3"]
+                 "--precision", "float32", "--epochs", "3"]
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import sys
 import pytest
 
 from conftest import REPO
-from tf_autoencoder.distribute import auto_cpu_replicas
 
 
 def run_benchmark(*args):
@@ -23,8 +22,7 @@ def test_train_speed_runs_both_frameworks():
     lines = [line for line in result.stdout.splitlines() if "images/s" in line]
     assert lines[0].startswith("PyTorch ") and "reference" in lines[0]
     assert lines[1].startswith("tf-autoencoder NHWC float32: ")
-    replicas = auto_cpu_replicas(256)
-    assert lines[2].startswith(f"tf-autoencoder NHWC float32 on {replicas} CPU replicas")
+    assert lines[2].startswith(f"tf-autoencoder NHWC float32 on {os.cpu_count()} CPU replicas")
     assert "input pipeline with noise" in lines[-1]
 
 
@@ -83,9 +81,7 @@ def test_profile_step_ranks_the_ops_of_a_training_step(tmp_path):
     result = run_benchmark("benchmarks/profile_step.py", "--quick", "--precision", "float32",
                            "--logdir", str(tmp_path / "profile"))
     assert result.returncode == 0, result.stderr
-    replicas = auto_cpu_replicas(256)
-    devices = f"{replicas} replicas in sync" if replicas > 1 else "one device"
-    assert "channels_last float32, " in result.stdout and devices in result.stdout
+    assert "channels_last float32, one device:" in result.stdout
     assert "ms per step" in result.stdout
     by_type = result.stdout.split("by op type")[1].split("by op (")[0]
     assert "Conv2D" in by_type  # the model's convolutions were profiled

@@ -72,9 +72,7 @@ def build_train_parser() -> argparse.ArgumentParser:
                         "float32")
     g = p.add_argument_group("distribution (tf.distribute; see the README)")
     g.add_argument("--distribute", choices=DISTRIBUTES, default=d.distribute,
-                   help="auto (default): without a GPU, one logical CPU device per core "
-                        "(faster for this small model), else one device; none: one device; "
-                        "mirrored: every local GPU; multi_worker: the workers in TF_CONFIG. "
+                   help="mirrored: every local GPU; multi_worker: the workers in TF_CONFIG. "
                         "--batch_size stays the global batch, split across the replicas")
     g.add_argument("--cpu_replicas", type=int, default=None, metavar="N",
                    help="with --distribute mirrored: train on N logical devices split from "
@@ -125,11 +123,9 @@ def train_main(argv=None) -> int:
 
 
 def _make_strategy(config: Config):
-    """distribute.make_strategy, and a line saying what it chose when that is not one device."""
+    """distribute.make_strategy, and a line saying what it set up."""
     strategy = make_strategy(config)
-    if strategy.num_replicas_in_sync > 1 or config.distribute != "auto":
-        print(f"Distribute: {describe(strategy)}"
-              + ("; --distribute none for one device" if config.distribute == "auto" else ""))
+    print(f"Distribute: {describe(strategy)}")
     return strategy
 
 

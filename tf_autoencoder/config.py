@@ -15,10 +15,9 @@ UPSAMPLES = ("transpose", "resize")
 LOSSES = ("bce", "mse")
 # auto: mixed_bfloat16 where the CPU computes bfloat16 natively, else float32.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
-# auto: one logical CPU device per core without a GPU, else one device (distribute.py);
 # none: one device; mirrored: every local GPU (or --cpu_replicas logical CPUs);
 # multi_worker: the machines TF_CONFIG lists.
-DISTRIBUTES = ("auto", "none", "mirrored", "multi_worker")
+DISTRIBUTES = ("none", "mirrored", "multi_worker")
 # --data_format accepts the TensorFlow names and the Keras names; we store the Keras one.
 DATA_FORMATS = {
     "NHWC": "channels_last",
@@ -63,7 +62,7 @@ class Config:
     seed: Optional[int] = None
     deterministic: bool = False  # TensorFlow's op determinism: bit-identical reruns on CPU
     precision: str = "auto"  # float32, mixed_bfloat16 (weights stay float32), or auto
-    distribute: str = "auto"  # tf.distribute strategy: auto, none, mirrored or multi_worker
+    distribute: str = "none"  # tf.distribute strategy: none, mirrored or multi_worker
     cpu_replicas: Optional[int] = None  # mirrored: split the CPU into this many logical devices
     # Output
     model_dir: str = "mnist_training"

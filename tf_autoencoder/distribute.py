@@ -1,16 +1,13 @@
 """Training on several devices or machines: TensorFlow's tf.distribute strategies.
 
-  auto          without a GPU: `mirrored` over one logical CPU device per core (see
-                `auto_cpu_replicas`); with one: `none`
   none          the default strategy: one device
   mirrored      tf.distribute.MirroredStrategy over every local GPU, or over
                 `cpu_replicas` logical devices split from the CPU
   multi_worker  tf.distribute.MultiWorkerMirroredStrategy over the workers TF_CONFIG lists
 
-Why CPU replicas: this model's convolutions have 1 to 16 channels, too few for one op
-to keep several cores busy, so a single device leaves the cores idle much of a step.
-Replicas with one thread per op each run their share of the batch side by side
-(benchmarks/RESULTS.md has the figures).
+CPU replicas each run their ops on 1/N of the cores. For this small model that halves
+the ops' thread time per step, but on our 2-core machine two replicas trained no faster
+than one device end to end (benchmarks/RESULTS.md), so one device stays the default.
 
 `--batch_size` is the global batch: Keras' fit splits every batch across the replicas
 and sums their gradients, and the optimizer's step counter advances once per global
@@ -30,8 +27,6 @@ if TYPE_CHECKING:  # imported for real only once the input has been checked
 
 # The roles MultiWorkerMirroredStrategy trains with; TF_CONFIG may name no other.
 WORKER_ROLES = ("chief", "worker")
-# --distribute auto gives every CPU replica at least this many images of a batch.
-MIN_IMAGES_PER_REPLICA = 32
 
 
 def cpu_cores() -> int:
@@ -40,14 +35,6 @@ def cpu_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-def auto_cpu_replicas(batch_size: int, cores: int | None = None) -> int:
-    """How many logical CPU devices `--distribute auto` trains on without a GPU: one per
-    core, but no more than leave each replica MIN_IMAGES_PER_REPLICA images of a batch.
-    1 means one device."""
-    cores = cpu_cores() if cores is None else cores
-    return max(1, min(cores, batch_size // MIN_IMAGES_PER_REPLICA))
 
 
 @dataclass
@@ -107,11 +94,6 @@ def make_strategy(config: Config) -> "tf.distribute.Strategy":
     try:
         if config.distribute == "multi_worker":
             return _multi_worker_strategy()
-        if config.distribute == "auto":
-            replicas = auto_cpu_replicas(config.batch_size)
-            if tf.config.list_physical_devices("GPU") or replicas == 1:
-                return tf.distribute.get_strategy()
-            return _cpu_replicas_strategy(replicas)
         if config.cpu_replicas:
             return _cpu_replicas_strategy(config.cpu_replicas)
         return _mirrored_strategy()
