@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REFERENCE_RUN, REPO, error_lines
+from conftest import REFERENCE_RUN, REPO, error_lines, write_idx_dir
 from tf_autoencoder.config import ConfigError
 from tf_autoencoder.distribute import cpu_cores, read_tf_config
 
@@ -79,6 +79,20 @@ def test_mirrored_on_two_cpu_replicas_reaches_the_single_device_loss(single_and_
     assert latest_checkpoint(single) == f"ckpt-{3 * STEPS_PER_EPOCH}"
     assert os.listdir(os.path.join(mirrored, "export")) == ["1"]
     assert json.load(open(os.path.join(mirrored, "config.json")))["cpu_replicas"] == 2
+
+
+def test_mirrored_evaluates_a_split_whose_only_batch_the_replicas_share_unevenly(tmp_path):
+    """25 validation and 15 test images, batch 64: each split is one batch, 13 + 12 and
+    8 + 7 images per replica. Keras' evaluate averages the first batch over the replicas
+    to learn its shapes, which fails on unequal shapes unless distribute.py steps in."""
+    write_idx_dir(tmp_path / "idx", n_train=300, n_test=15)  # 275 train / 25 validation
+    result = run_train("--data_dir", str(tmp_path / "idx"), "--batch_size", "64", "--epochs", "1",
+                       "--seed", SEED, "--embedding_images", "0", "--model_dir",
+                       str(tmp_path / "run"), "--distribute", "mirrored", "--cpu_replicas", "2")
+    assert result.returncode == 0, result.stderr
+    [row] = history(str(tmp_path / "run"))
+    assert float(row["val_loss"]) > 0
+    assert json.load(open(tmp_path / "run" / "test_metrics.json"))["loss"] > 0
 
 
 def test_mirrored_run_resumes_from_its_checkpoint(single_and_mirrored):
