@@ -137,6 +137,29 @@ def test_ctrl_c_before_training_starts_exits_130_without_a_traceback(tmp_path):
     assert "interrupted" in line and "rerun the same command" in line
 
 
+def test_a_ctrl_c_that_an_import_swallows_still_stops_before_training(tmp_path, monkeypatch,
+                                                                     capsys):
+    """Under load, Ctrl-C has landed inside an import that catches every exception: train.py
+    then trained on and exited 0. It remembers the Ctrl-C and stops before training."""
+    from tf_autoencoder import cli, data
+
+    load_data = data.load_data
+
+    def load_data_swallowing_a_ctrl_c(*args, **kwargs):
+        try:
+            cli._remember_interrupt(signal.SIGINT, None)  # what Ctrl-C calls
+        except KeyboardInterrupt:
+            pass  # as `try: import x` / `except BaseException` would
+        return load_data(*args, **kwargs)
+
+    monkeypatch.setattr(data, "load_data", load_data_swallowing_a_ctrl_c)
+    code = cli.train_main(["--dataset", "mnist_sample", "--epochs", "1",
+                           "--model_dir", str(tmp_path / "run")])
+    assert code == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def snapshot(path):
     """Every file under `path` with a hash of its bytes."""
     if os.path.isfile(path):

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import sys
+import threading
 
 from .config import DISTRIBUTES, DOWNSAMPLES, MODELS, PRECISIONS, UPSAMPLES, Config, ConfigError
 from .distribute import describe, make_strategy, read_tf_config
@@ -114,12 +116,28 @@ def train_main(argv=None) -> int:
     """train.py: check everything that can be checked before TensorFlow loads, then train."""
     parser = build_train_parser()
     args = parser.parse_args(argv)
+    _interrupted_before_training.clear()
+    watch = threading.current_thread() is threading.main_thread()  # signals need the main thread
+    previous = signal.signal(signal.SIGINT, _remember_interrupt) if watch else None
     try:
         return _train(parser, args)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop, which handles its own
         print(f"{parser.prog}: interrupted; rerun the same command to resume from the last "
               "saved checkpoint", file=sys.stderr)
         return 130
+    finally:
+        if watch:
+            signal.signal(signal.SIGINT, previous)
+
+
+_interrupted_before_training = []
+
+
+def _remember_interrupt(signum, frame):
+    """Ctrl-C before training: raise KeyboardInterrupt as usual, and remember it, because
+    an import that catches every exception can swallow it; _train checks before training."""
+    _interrupted_before_training.append(signum)
+    raise KeyboardInterrupt
 
 
 def _make_strategy(config: Config):
@@ -172,6 +190,8 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     from .training import TrainingDiverged, TrainingInterrupted, train
 
+    if _interrupted_before_training:
+        raise KeyboardInterrupt
     try:
         train(config, splits, strategy=strategy)
     except (OSError, TrainingDiverged) as e:
