@@ -87,9 +87,8 @@ def main(argv=None):
 
     rows = op_table(args.logdir)
     per_step = lambda us: us / steps / 1000  # noqa: E731
-    devices = describe(strategy) if strategy.num_replicas_in_sync > 1 else "one device"
-    print(f"{config.data_format} {config.precision}, {devices}: {step_ms:.1f} ms per step of 256 "
-          f"unprofiled; profile in {args.logdir}")
+    print(f"{config.data_format} {config.precision}, {describe(strategy)}: {step_ms:.1f} ms per "
+          f"step of 256 unprofiled; profile in {args.logdir}")
     print(f"ops' self time per step, all threads: {per_step(sum(r['total_self_time'] for r in rows)):.1f} ms")
     by_type = collections.Counter()
     for r in rows:

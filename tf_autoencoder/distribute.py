@@ -159,15 +159,17 @@ def _multi_worker_strategy() -> "tf.distribute.Strategy":
 
 def describe(strategy: "tf.distribute.Strategy") -> str:
     """One line: the strategy, its replicas (on CPUs, their threads per op) and, for
-    several workers, this one's task."""
+    several workers, this one's task; "one device" for TensorFlow's default strategy."""
     import tensorflow as tf
 
-    devices = getattr(strategy.extended, "worker_devices", ())
-    name = ("MultiWorkerMirroredStrategy" if is_multi_worker(strategy) else "MirroredStrategy"
-            if isinstance(strategy, tf.distribute.MirroredStrategy) else type(strategy).__name__)
+    if not isinstance(strategy, (tf.distribute.MirroredStrategy,
+                                 tf.distribute.MultiWorkerMirroredStrategy)):
+        return "one device"  # the default strategy, which has no worker_devices to list
+    devices = strategy.extended.worker_devices
+    name = "MultiWorkerMirroredStrategy" if is_multi_worker(strategy) else "MirroredStrategy"
     text = (f"{name}, {strategy.num_replicas_in_sync} replicas in sync "
             f"({', '.join(devices)} here)")
-    if devices and all("CPU" in device for device in devices):
+    if all("CPU" in device for device in devices):
         threads = tf.config.threading.get_intra_op_parallelism_threads() or cpu_cores()
         text += f", {threads} thread{'s' if threads > 1 else ''} per op"
     resolver = getattr(strategy, "cluster_resolver", None)
