@@ -86,3 +86,10 @@ def test_profile_step_ranks_the_ops_of_a_training_step(tmp_path):
     by_type = result.stdout.split("by op type")[1].split("by op (")[0]
     assert "Conv2D" in by_type  # the model's convolutions were profiled
     assert list((tmp_path / "profile").rglob("*.xplane.pb"))
+
+
+def test_sub_pixel_benchmark_compares_both_paths():
+    result = run_benchmark("benchmarks/sub_pixel.py", "--quick")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("ms/step, sub-pixel") == 2
+    assert "plain / sub-pixel: median of pair ratios" in result.stdout

@@ -4,6 +4,7 @@ import pytest
 
 from tf_autoencoder import Config, ConfigError, build_autoencoder, conv_decoder, conv_encoder
 from tf_autoencoder import config as config_module
+from tf_autoencoder import layers as layers_module
 
 
 def build(**kwargs):
@@ -151,3 +152,50 @@ def test_mixed_bfloat16_computes_in_bfloat16_with_float32_weights_and_outputs(mo
     np.testing.assert_allclose(logits, expected, atol=0.05 * np.abs(expected).max())
     np.testing.assert_allclose(codes, float32.encoder(images),
                                atol=0.05 * np.abs(np.asarray(float32.encoder(images))).max())
+
+
+@pytest.mark.parametrize("size,in_channels,out_channels", [((4, 4), 8, 8), ((7, 5), 3, 2)])
+def test_sub_pixel_conv_transpose_equals_the_stride_2_transposed_conv(size, in_channels,
+                                                                       out_channels):
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((2, *size, in_channels)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, out_channels, in_channels)).astype(np.float32)
+    bias = rng.standard_normal(out_channels).astype(np.float32)
+    transposed = keras.ops.conv_transpose(images, kernel, strides=2, padding="same")
+    expected = np.maximum(np.asarray(transposed) + bias, 0)
+    assert expected.shape == (2, 2 * size[0], 2 * size[1], out_channels)
+    got = layers_module.sub_pixel_conv_transpose(images, kernel, bias, keras.activations.relu)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(layers_module.sub_pixel_conv_transpose(images, kernel),
+                               transposed, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,data_format,strides,sub_pixel", [
+    ("mixed_bfloat16", "channels_last", 2, True),
+    ("float32", "channels_last", 2, False),  # no faster in float32: the plain op stays
+    ("mixed_bfloat16", "channels_first", 2, False),
+    ("mixed_bfloat16", "channels_last", 1, False),
+])
+def test_transposed_conv_layer_takes_the_sub_pixel_path_only_where_it_is_faster(
+        dtype, data_format, strides, sub_pixel):
+    import tensorflow as tf
+
+    layer = layers_module.Conv2DTranspose(4, 3, strides=strides, padding="same", activation="relu",
+                                          data_format=data_format, dtype=dtype)
+    reference = layers_module.Conv2DTranspose(4, 3, strides=strides, padding="same",
+                                              activation="relu", data_format=data_format)
+    shape = (2, 3, 6, 5) if data_format == "channels_first" else (2, 6, 5, 3)
+    images = np.random.default_rng(1).random(shape, dtype=np.float32)
+    layer.build(shape)
+    reference.build(shape)
+    rng = np.random.default_rng(2)
+    layer.set_weights([w + 0.1 * rng.standard_normal(w.shape).astype(np.float32)
+                       for w in layer.get_weights()])
+    reference.set_weights(layer.get_weights())
+    graph = tf.function(layer).get_concrete_function(tf.TensorSpec(shape, tf.float32)).graph
+    op_types = {op.type for op in graph.get_operations()}
+    assert ("DepthToSpace" in op_types) == sub_pixel
+    assert ("Conv2DBackpropInput" in op_types) == (not sub_pixel)
+    expected = np.asarray(reference(images))
+    np.testing.assert_allclose(np.asarray(layer(images), dtype=np.float32), expected,
+                               atol=0.02 * np.abs(expected).max())
