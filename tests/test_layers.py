@@ -170,20 +170,22 @@ def test_sub_pixel_conv_transpose_equals_the_stride_2_transposed_conv(size, in_c
                                transposed, atol=1e-5)
 
 
-@pytest.mark.parametrize("dtype,data_format,strides,sub_pixel", [
-    ("mixed_bfloat16", "channels_last", 2, True),
-    ("float32", "channels_last", 2, False),  # no faster in float32: the plain op stays
-    ("mixed_bfloat16", "channels_first", 2, False),
-    ("mixed_bfloat16", "channels_last", 1, False),
+@pytest.mark.parametrize("dtype,data_format,strides,activation,sub_pixel", [
+    ("mixed_bfloat16", "channels_last", 2, "relu", True),
+    ("mixed_bfloat16", "channels_last", 2, None, True),
+    ("float32", "channels_last", 2, "relu", False),  # no faster in float32: the plain op stays
+    ("mixed_bfloat16", "channels_first", 2, "relu", False),
+    ("mixed_bfloat16", "channels_last", 1, "relu", False),
+    ("mixed_bfloat16", "channels_last", 2, "softmax", False),  # not elementwise
 ])
 def test_transposed_conv_layer_takes_the_sub_pixel_path_only_where_it_is_faster(
-        dtype, data_format, strides, sub_pixel):
+        dtype, data_format, strides, activation, sub_pixel):
     import tensorflow as tf
 
-    layer = layers_module.Conv2DTranspose(4, 3, strides=strides, padding="same", activation="relu",
-                                          data_format=data_format, dtype=dtype)
-    reference = layers_module.Conv2DTranspose(4, 3, strides=strides, padding="same",
-                                              activation="relu", data_format=data_format)
+    settings = dict(strides=strides, padding="same", activation=activation,
+                    data_format=data_format)
+    layer = layers_module.Conv2DTranspose(4, 3, dtype=dtype, **settings)
+    reference = layers_module.Conv2DTranspose(4, 3, **settings)
     shape = (2, 3, 6, 5) if data_format == "channels_first" else (2, 6, 5, 3)
     images = np.random.default_rng(1).random(shape, dtype=np.float32)
     layer.build(shape)

@@ -55,7 +55,9 @@ class Conv2DTranspose(_ChannelsFirstBias, layers.Conv2DTranspose):
         return (self.compute_dtype == "bfloat16" and self.data_format == "channels_last"
                 and self.kernel_size == (3, 3) and self.strides == (2, 2)
                 and self.padding == "same" and self.dilation_rate == (1, 1)
-                and self.output_padding is None)
+                and self.output_padding is None
+                # elementwise, so applying it before depth_to_space changes nothing
+                and self.activation in (keras.activations.relu, keras.activations.linear))
 
     def _convolve(self, inputs):
         return ops.conv_transpose(inputs, self.kernel, strides=self.strides, padding=self.padding,
