@@ -2,7 +2,7 @@
 """How much faster the decoder's stride-2 transposed convs train as sub-pixel convs.
 
 Two copies of the default model train in one process, from the same weights, on the
-same batches: A computes every transposed conv with ops.conv_transpose, B its 3x3
+same input pipeline: A computes every transposed conv with ops.conv_transpose, B its 3x3
 stride-2 ones with layers.sub_pixel_conv_transpose (a 2x2 conv, then depth_to_space).
 They alternate A B, B A, ... for --pairs short fits, so a shared machine's slow spells
 hit both alike; a fit's time runs from the end of its second step to the end of its
