@@ -238,13 +238,13 @@ def to_layout(images: np.ndarray, data_format: str) -> np.ndarray:
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2)) if data_format == "channels_first" else images
 
 
-def noisy_inputs(images: np.ndarray, noise_factor: float, rng: np.random.Generator,
+def noisy_inputs(images: np.ndarray, noise_factor: float, rng: np.random.Generator | None = None,
                  data_format: str = "channels_last") -> tuple[np.ndarray, np.ndarray]:
     """uint8 (N, H, W, C) -> (inputs, clean), float32 in [0, 1] in `data_format`, in memory.
 
     inputs = clip(clean + noise_factor * N(0, 1), 0, 1), as training adds noise; the noise
     is drawn from `rng` in NHWC order, so one seed gives the same noisy images in either
-    layout. Without noise, inputs is `clean` itself.
+    layout. Without noise (no `rng` needed), inputs is `clean` itself.
     """
     clean = images.astype(np.float32) / 255
     if noise_factor <= 0:

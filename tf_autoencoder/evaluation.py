@@ -84,20 +84,20 @@ def evaluate_run(model_dir: str, config: Config, splits: data_lib.Splits,
     with `seed` (default: the whole training split).
     """
     model = load_model(model_dir)
-    test_inputs = _model_inputs(splits.test.images, config)
+    test_inputs = _clean_inputs(splits.test.images, config)
     logits = model.predict(test_inputs, batch_size=BATCH_SIZE, verbose=0)
+    targets = test_inputs
     if config.channels_first:
-        test_inputs, logits = (a.transpose(0, 2, 3, 1) for a in (test_inputs, logits))
-    metrics = reconstruction_metrics(test_inputs, logits)
+        targets, logits = (a.transpose(0, 2, 3, 1) for a in (targets, logits))
+    metrics = reconstruction_metrics(targets, logits)
 
     train = splits.train
     if probe_samples is not None and probe_samples < len(train):
         chosen = np.sort(np.random.default_rng(seed).choice(len(train), probe_samples, replace=False))
         train = data_lib.Split(train.images[chosen], train.labels[chosen])
-    train_codes = model.encoder.predict(_model_inputs(train.images, config),
+    train_codes = model.encoder.predict(_clean_inputs(train.images, config),
                                         batch_size=BATCH_SIZE, verbose=0)
-    test_codes = model.encoder.predict(_model_inputs(splits.test.images, config),
-                                       batch_size=BATCH_SIZE, verbose=0)
+    test_codes = model.encoder.predict(test_inputs, batch_size=BATCH_SIZE, verbose=0)
     labels = (train.labels, splits.test.labels)
     metrics["linear_probe_accuracy"] = linear_probe_accuracy(train_codes, labels[0],
                                                              test_codes, labels[1])
@@ -114,9 +114,9 @@ def evaluate_run(model_dir: str, config: Config, splits: data_lib.Splits,
     return report
 
 
-def _model_inputs(images: np.ndarray, config: Config) -> np.ndarray:
-    """uint8 (N, H, W, C) -> float32 in [0, 1], in the model's layout."""
-    return data_lib.to_layout(images, config.data_format).astype(np.float32) / 255
+def _clean_inputs(images: np.ndarray, config: Config) -> np.ndarray:
+    """uint8 (N, H, W, C) -> float32 in [0, 1], in the model's layout, without noise."""
+    return data_lib.noisy_inputs(images, 0.0, data_format=config.data_format)[0]
 
 
 def format_table(report: dict) -> str:
