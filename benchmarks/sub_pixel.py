@@ -54,13 +54,14 @@ def build(config, batches, sub_pixel: bool):
     keras.utils.set_random_seed(0)
     model = build_autoencoder(config)
     compile_model(model, config)
-    chosen = layers_lib.Conv2DTranspose._sub_pixel
-    layers_lib.Conv2DTranspose._sub_pixel = lambda layer: (
-        sub_pixel and layer.strides == (2, 2) and layer.data_format == "channels_last")
+    layer_class = layers_lib.Conv2DTranspose
+    chosen = layer_class.SUB_PIXEL_DTYPES
+    compute_dtype = "bfloat16" if config.precision == "mixed_bfloat16" else "float32"
+    layer_class.SUB_PIXEL_DTYPES = (compute_dtype,) if sub_pixel else ()
     try:
         model.fit(batches, steps_per_epoch=2, verbose=0, shuffle=False)
     finally:
-        layers_lib.Conv2DTranspose._sub_pixel = chosen
+        layer_class.SUB_PIXEL_DTYPES = chosen
     return model
 
 

@@ -45,6 +45,8 @@ class Conv2DTranspose(_ChannelsFirstBias, layers.Conv2DTranspose):
     stays (benchmarks/sub_pixel.py; figures in benchmarks/RESULTS.md).
     """
 
+    SUB_PIXEL_DTYPES = ("bfloat16",)  # compute dtypes that take the sub-pixel path
+
     def call(self, inputs):
         if not self._sub_pixel():
             return super().call(inputs)
@@ -52,7 +54,7 @@ class Conv2DTranspose(_ChannelsFirstBias, layers.Conv2DTranspose):
                                         self.activation)
 
     def _sub_pixel(self):
-        return (self.compute_dtype == "bfloat16" and self.data_format == "channels_last"
+        return (self.compute_dtype in self.SUB_PIXEL_DTYPES and self.data_format == "channels_last"
                 and self.kernel_size == (3, 3) and self.strides == (2, 2)
                 and self.padding == "same" and self.dilation_rate == (1, 1)
                 and self.output_padding is None
