@@ -76,8 +76,13 @@ class ConvAutoencoder(nn.Module):
 
 
 def train(train_images: np.ndarray, test_images: np.ndarray, *, epochs: int, batch_size=256,
-          threads: int = 2, seed: int = 0, weight_decay=1e-5, max_steps: int | None = None):
-    """Trains on uint8 (N, H, W, C) images; returns per-epoch images/s and the final test BCE."""
+          threads: int = 2, seed: int = 0, weight_decay=1e-5, max_steps: int | None = None,
+          before_epoch=None):
+    """Trains on uint8 (N, H, W, C) images; returns per-epoch images/s and the final test BCE.
+
+    `before_epoch()`, if given, runs before each epoch's clock starts (the benchmark's
+    head-to-head trains an epoch of our model there).
+    """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     x = torch.from_numpy(np.array(train_images)).permute(0, 3, 1, 2).float().div_(255).contiguous()
@@ -90,6 +95,8 @@ def train(train_images: np.ndarray, test_images: np.ndarray, *, epochs: int, bat
         steps_per_epoch = min(steps_per_epoch, max_steps)
     images_per_second = []
     for _ in range(epochs):
+        if before_epoch:
+            before_epoch()
         order = torch.randperm(len(x))
         model.train()
         start = time.perf_counter()

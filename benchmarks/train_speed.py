@@ -2,9 +2,12 @@
 
     python benchmarks/train_speed.py                # full Fashion-MNIST, 4 epochs per setting
     python benchmarks/train_speed.py --rounds 3     # every run three times, interleaved
+    python benchmarks/train_speed.py --settings none --head_to_head 12   # the head-to-head only
     python benchmarks/train_speed.py --quick        # a smoke run: tiny data, one step
 
 Measures, on the same data with the same thread count:
+  - head to head: the default setting and the PyTorch reference trained in turn, epoch by
+    epoch, each pair's images/s ratio (the figure for the 2.5x target: see `head_to_head`);
   - training images/s (median of the epochs after the first) and test BCE after the same
     epochs, for the PyTorch reference and for our model in each setting (layout,
     precision, XLA, CPU replicas), each as a ratio to the reference;
@@ -23,6 +26,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -42,6 +46,9 @@ FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 RESULTS = os.path.join(HERE, "RESULTS.md")
 BEGIN, END = "<!-- train_speed:begin -->", "<!-- train_speed:end -->"
 SUBSET_BEGIN, SUBSET_END = "<!-- train_speed_subset:begin -->", "<!-- train_speed_subset:end -->"
+HEAD_BEGIN, HEAD_END = "<!-- train_speed_head_to_head:begin -->", "<!-- train_speed_head_to_head:end -->"
+EPOCH_DONE = "epoch done, images/s:"  # a child's report line in the head-to-head
+TARGET = 2.5  # issue 6: training at least 2.5x the reference's images/s
 # (name, data_format, precision, jit_compile, CPU replicas: 1 is one device, 0 one per thread)
 SETTINGS = [
     ("NHWC float32", "channels_last", "float32", False, 1),
@@ -84,9 +91,11 @@ def cpu_model() -> str:
 
 
 def train_tf(data_dir, *, data_format, precision, jit_compile, replicas, epochs, threads,
-             max_steps=None, seed=0):
+             max_steps=None, seed=0, on_cue=False):
     """Our model and pipeline, as training.py builds them, with one setting changed.
-    Call it in a fresh process (see `train_tf_in_child`)."""
+    Call it in a fresh process (see `train_tf_in_child`). With `on_cue`, each epoch waits
+    for a line on stdin before its clock starts and prints its images/s after EPOCH_DONE
+    when it ends (see `head_to_head`)."""
     import keras
     import tensorflow as tf
 
@@ -111,13 +120,67 @@ def train_tf(data_dir, *, data_format, precision, jit_compile, replicas, epochs,
     test = data.make_dataset(splits.test.images, batch_size=1000, training=False,
                              data_format=data_format)
     steps = len(splits.train) // 256 if max_steps is None else max_steps
-    times = []
-    timer = keras.callbacks.LambdaCallback(
-        on_epoch_begin=lambda epoch, logs: times.append(time.perf_counter()),
-        on_epoch_end=lambda epoch, logs: times.append(time.perf_counter() - times.pop()))
+    speeds, started = [], []
+
+    def epoch_begin(epoch, logs):
+        if on_cue:
+            sys.stdin.readline()
+        started.append(time.perf_counter())
+
+    def epoch_end(epoch, logs):
+        speeds.append(steps * 256 / (time.perf_counter() - started.pop()))
+        if on_cue:
+            print(EPOCH_DONE, speeds[-1], flush=True)
+
+    timer = keras.callbacks.LambdaCallback(on_epoch_begin=epoch_begin, on_epoch_end=epoch_end)
     model.fit(train.take(steps), epochs=epochs, callbacks=[timer], verbose=0)
     test_bce = model.evaluate(test, return_dict=True, verbose=0)["bce"]
-    return {"images_per_second": [steps * 256 / t for t in times], "test_bce": float(test_bce)}
+    return {"images_per_second": speeds, "test_bce": float(test_bce)}
+
+
+def head_to_head(splits, data_dir, *, epochs, threads, max_steps=None, seed=0) -> dict:
+    """The default setting and the PyTorch reference, trained in turn epoch by epoch: ours in
+    a child process that waits for its cue, the reference in this one. The two epochs of a
+    pair run seconds apart, so a slow spell of a shared machine seldom falls on one side of
+    a pair only; a sequential run compares epochs minutes apart.
+    Returns {"ours": train_tf's result, "reference": torch_reference.train's}."""
+    import tempfile
+
+    import torch_reference
+
+    default = Config().validate()
+    kwargs = dict(data_dir=data_dir, data_format=default.data_format,
+                  precision=default.precision, jit_compile=False, replicas=1, epochs=epochs,
+                  threads=threads, max_steps=max_steps, seed=seed, on_cue=True)
+    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a full pipe would block
+        child = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(kwargs)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                 text=True)
+
+        def next_report() -> str:  # an epoch's EPOCH_DONE line or the final JSON
+            for line in child.stdout:
+                if line.startswith((EPOCH_DONE, "{")):
+                    return line
+            child.wait()
+            log.seek(0)
+            raise RuntimeError(f"training {kwargs} failed:\n{log.read()[-3000:]}")
+
+        def our_epoch():
+            child.stdin.write("\n")
+            child.stdin.flush()
+            next_report()
+
+        try:
+            reference = torch_reference.train(
+                splits.train.images, splits.test.images, epochs=epochs, threads=threads,
+                max_steps=max_steps, seed=seed, before_epoch=our_epoch)
+            ours = json.loads(next_report())
+        except BaseException:
+            child.kill()
+            raise
+        finally:
+            child.wait()
+    return {"ours": ours, "reference": reference}
 
 
 def train_tf_in_child(**kwargs) -> dict:
@@ -172,6 +235,43 @@ def median_after_warmup(speeds):
     return statistics.median(speeds[1:] if len(speeds) > 1 else speeds)
 
 
+def head_to_head_report(pairs: dict, args, command: list[str], splits) -> str:
+    """head_to_head's result as a RESULTS.md section; written there unless --quick."""
+    ours, reference = (pairs[k]["images_per_second"] for k in ("ours", "reference"))
+    ratios = [a / b for a, b in zip(ours, reference)][1:]  # the first pair traces and warms up
+    median = statistics.median(ratios)
+    bce = {k: pairs[k]["test_bce"] for k in pairs}
+    default = Config().validate()
+    lines = [
+        "## Training speed head to head: the default against the PyTorch reference",
+        "",
+        f"`{shlex.join(['python', 'benchmarks/train_speed.py', *command])}` on "
+        f"{datetime.date.today()}, {cpu_model()}, {os.cpu_count()} cores, {args.threads} "
+        f"threads for both frameworks; {len(splits.train):,} training images "
+        f"({splits.source}), batch 256. Our default here ({default.data_format}, "
+        f"{default.precision}, one device) and the reference train in turn, an epoch each: "
+        "ours in a child process that waits for its cue, the reference in the benchmark's "
+        "own, so the two epochs of a pair run seconds apart. The first pair (tracing, "
+        "warm-up) is left out.",
+        "",
+        "| epoch | ours, images/s | reference, images/s | ratio |",
+        "|---:|---:|---:|---:|",
+    ]
+    lines += [f"| {i + 2} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x |"
+              for i, (a, b) in enumerate(zip(ours[1:], reference[1:]))]
+    lines += [
+        "",
+        f"Median ratio **{median:.2f}x** (range {min(ratios):.2f}x to {max(ratios):.2f}x; "
+        f"{sum(r >= TARGET for r in ratios)} of {len(ratios)} pairs at or above {TARGET}x). "
+        f"Test BCE after {len(ours)} epochs: ours {bce['ours']:.4f}, the reference "
+        f"{bce['reference']:.4f} ({100 * (bce['ours'] / bce['reference'] - 1):+.1f}%).",
+    ]
+    text = "\n".join(lines)
+    if not args.quick:
+        write_section(text, HEAD_BEGIN, HEAD_END)
+    return text
+
+
 def write_section(text: str, begin: str = BEGIN, end: str = END) -> None:
     """Replaces the text between `begin` and `end` in RESULTS.md (appends it if absent)."""
     from tf_autoencoder.config import write_text_atomic
@@ -191,7 +291,11 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--settings", default="all",
-                        help="comma-separated setting names to run (default: all)")
+                        help="comma-separated setting names to run (default: all; none: only "
+                             "the head-to-head)")
+    parser.add_argument("--head_to_head", type=int, default=8, metavar="EPOCHS",
+                        help="epochs of the default setting and the reference trained in turn, "
+                             "epoch by epoch (0: skip)")
     parser.add_argument("--rounds", type=int, default=1,
                         help="run everything this many times, in turn; images/s is the median")
     parser.add_argument("--seeds", type=int, default=1,
@@ -217,6 +321,14 @@ def main(argv=None):
                 if args.settings == "all" or name in args.settings.split(",")]
     default = Config().validate()  # what train.py uses on this machine
     default_setting = (default.data_format, default.precision, False, 1)
+
+    if args.head_to_head:
+        pairs = head_to_head(splits, data_dir, epochs=2 if args.quick else args.head_to_head,
+                             threads=args.threads, max_steps=max_steps)
+        print(head_to_head_report(pairs, args, sys.argv[1:] if argv is None else argv, splits),
+              flush=True)
+    if args.settings == "none":
+        return None
 
     def train_reference(seed=0):
         return torch_reference.train(splits.train.images, splits.test.images, epochs=epochs,

@@ -19,7 +19,12 @@ def test_train_speed_runs_both_frameworks():
     result = run_benchmark("benchmarks/train_speed.py", "--quick", "--settings",
                            "NHWC float32,NHWC float32 on CPU replicas")
     assert result.returncode == 0, result.stderr
-    lines = [line for line in result.stdout.splitlines() if "images/s" in line]
+    # The head-to-head comes first: one pair after the warm-up pair, then its summary.
+    pairs = [line for line in result.stdout.splitlines() if line.startswith("| 2 |")]
+    assert len(pairs) == 1 and pairs[0].endswith("x |")
+    assert "Median ratio" in result.stdout and "Test BCE after 2 epochs: ours" in result.stdout
+    lines = [line for line in result.stdout.splitlines()
+             if "images/s" in line and not line.startswith(("|", "`"))]
     assert lines[0].startswith("PyTorch ") and "reference" in lines[0]
     assert lines[1].startswith("tf-autoencoder NHWC float32: ")
     assert lines[2].startswith(f"tf-autoencoder NHWC float32 on {os.cpu_count()} CPU replicas")
