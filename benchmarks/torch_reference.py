@@ -80,8 +80,9 @@ def train(train_images: np.ndarray, test_images: np.ndarray, *, epochs: int, bat
           before_epoch=None):
     """Trains on uint8 (N, H, W, C) images; returns per-epoch images/s and the final test BCE.
 
-    `before_epoch()`, if given, runs before each epoch's clock starts (the benchmark's
-    head-to-head trains an epoch of our model there).
+    `before_epoch(images_per_second)`, if given, runs before each epoch's clock starts, with
+    the list of the epochs' images/s so far (the benchmark's head-to-head trains an epoch of
+    our model there).
     """
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -96,7 +97,7 @@ def train(train_images: np.ndarray, test_images: np.ndarray, *, epochs: int, bat
     images_per_second = []
     for _ in range(epochs):
         if before_epoch:
-            before_epoch()
+            before_epoch(images_per_second)
         order = torch.randperm(len(x))
         model.train()
         start = time.perf_counter()

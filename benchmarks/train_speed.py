@@ -165,22 +165,53 @@ def head_to_head(splits, data_dir, *, epochs, threads, max_steps=None, seed=0) -
             log.seek(0)
             raise RuntimeError(f"training {kwargs} failed:\n{log.read()[-3000:]}")
 
-        def our_epoch():
+        ours, idle = [], {"ours": [], "reference": []}
+        clock = [cpu_times()]  # the machine's CPU times when the reference's epoch began
+
+        def our_epoch(reference):  # reference: its images/s per epoch so far
+            if reference:
+                idle["reference"].append(idle_share(clock[0], cpu_times()))
+                print(f"head to head, epoch {len(reference)}: ours {ours[-1]:,.0f} images/s, "
+                      f"reference {reference[-1]:,.0f} ({ours[-1] / reference[-1]:.2f}x)",
+                      flush=True)
+            start = cpu_times()
             child.stdin.write("\n")
             child.stdin.flush()
-            next_report()
+            ours.append(float(next_report()[len(EPOCH_DONE):]))
+            clock[0] = cpu_times()
+            idle["ours"].append(idle_share(start, clock[0]))
 
         try:
             reference = torch_reference.train(
                 splits.train.images, splits.test.images, epochs=epochs, threads=threads,
                 max_steps=max_steps, seed=seed, before_epoch=our_epoch)
-            ours = json.loads(next_report())
+            idle["reference"].append(idle_share(clock[0], cpu_times()))
+            result = json.loads(next_report())
         except BaseException:
             child.kill()
             raise
         finally:
             child.wait()
-    return {"ours": ours, "reference": reference}
+    result["idle"], reference["idle"] = idle["ours"], idle["reference"]
+    return {"ours": result, "reference": reference}
+
+
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (/proc/stat: user, nice, system, idle, ...), or None
+    where there are none."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def idle_share(before, after) -> float | None:
+    """The share of the machine's CPU time that was idle between two `cpu_times()`."""
+    if not before or not after:
+        return None
+    spent = [b - a for a, b in zip(before, after)]
+    return spent[3] / max(sum(spent), 1)
 
 
 def train_tf_in_child(**kwargs) -> dict:
@@ -252,13 +283,18 @@ def head_to_head_report(pairs: dict, args, command: list[str], splits) -> str:
         f"{default.precision}, one device) and the reference train in turn, an epoch each: "
         "ours in a child process that waits for its cue, the reference in the benchmark's "
         "own, so the two epochs of a pair run seconds apart. The first pair (tracing, "
-        "warm-up) is left out.",
+        "warm-up) is left out. CPU idle is the share of the machine's CPU time that was "
+        "idle during the epoch (/proc/stat): a run that keeps every core busy shows about 0%.",
         "",
-        "| epoch | ours, images/s | reference, images/s | ratio |",
-        "|---:|---:|---:|---:|",
+        "| epoch | ours, images/s | reference, images/s | ratio | CPU idle: ours | reference |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {i + 2} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x |"
-              for i, (a, b) in enumerate(zip(ours[1:], reference[1:]))]
+    percent = lambda share: "n/a" if share is None else f"{100 * share:.0f}%"  # noqa: E731
+    lines += [f"| {i + 2} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x | {percent(idle_a)} | "
+              f"{percent(idle_b)} |"
+              for i, (a, b, idle_a, idle_b) in enumerate(zip(
+                  ours[1:], reference[1:], pairs["ours"]["idle"][1:],
+                  pairs["reference"]["idle"][1:]))]
     lines += [
         "",
         f"Median ratio **{median:.2f}x** (range {min(ratios):.2f}x to {max(ratios):.2f}x; "
