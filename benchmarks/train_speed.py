@@ -166,11 +166,12 @@ def head_to_head(splits, data_dir, *, epochs, threads, max_steps=None, seed=0) -
             raise RuntimeError(f"training {kwargs} failed:\n{log.read()[-3000:]}")
 
         ours, idle = [], {"ours": [], "reference": []}
-        clock = [cpu_times()]  # the machine's CPU times when the reference's epoch began
+        reference_began = None  # the machine's CPU times when the reference's epoch began
 
         def our_epoch(reference):  # reference: its images/s per epoch so far
+            nonlocal reference_began
             if reference:
-                idle["reference"].append(idle_share(clock[0], cpu_times()))
+                idle["reference"].append(idle_share(reference_began, cpu_times()))
                 print(f"head to head, epoch {len(reference)}: ours {ours[-1]:,.0f} images/s, "
                       f"reference {reference[-1]:,.0f} ({ours[-1] / reference[-1]:.2f}x)",
                       flush=True)
@@ -178,14 +179,14 @@ def head_to_head(splits, data_dir, *, epochs, threads, max_steps=None, seed=0) -
             child.stdin.write("\n")
             child.stdin.flush()
             ours.append(float(next_report()[len(EPOCH_DONE):]))
-            clock[0] = cpu_times()
-            idle["ours"].append(idle_share(start, clock[0]))
+            reference_began = cpu_times()
+            idle["ours"].append(idle_share(start, reference_began))
 
         try:
             reference = torch_reference.train(
                 splits.train.images, splits.test.images, epochs=epochs, threads=threads,
                 max_steps=max_steps, seed=seed, before_epoch=our_epoch)
-            idle["reference"].append(idle_share(clock[0], cpu_times()))
+            idle["reference"].append(idle_share(reference_began, cpu_times()))
             result = json.loads(next_report())
         except BaseException:
             child.kill()
@@ -341,6 +342,11 @@ def main(argv=None):
                         help="smoke run: 2 epochs of one step on a small sample; writes nothing")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # train_tf_in_child's JSON arguments
     args = parser.parse_args(argv)
+    if args.head_to_head < 0 or args.head_to_head == 1:
+        parser.error("--head_to_head takes 0 (skip) or at least 2 epochs: the first pair is "
+                     "a warm-up, left out of the ratios")
+    if args.settings == "none" and not args.head_to_head:
+        parser.error("--settings none with --head_to_head 0 measures nothing")
     if args.child:
         print(json.dumps(train_tf(**json.loads(args.child))))
         return None

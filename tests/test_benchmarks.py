@@ -23,8 +23,9 @@ def test_train_speed_runs_both_frameworks():
     pairs = [line for line in result.stdout.splitlines() if line.startswith("| 2 |")]
     assert len(pairs) == 1 and pairs[0].count("x |") == 1  # the pair's ratio
     assert "Median ratio" in result.stdout and "Test BCE after 2 epochs: ours" in result.stdout
+    assert "head to head, epoch 1: ours " in result.stdout  # the progress line
     lines = [line for line in result.stdout.splitlines()
-             if "images/s" in line and not line.startswith(("|", "`"))]
+             if "images/s" in line and not line.startswith(("|", "`", "head to head"))]
     assert lines[0].startswith("PyTorch ") and "reference" in lines[0]
     assert lines[1].startswith("tf-autoencoder NHWC float32: ")
     assert lines[2].startswith(f"tf-autoencoder NHWC float32 on {os.cpu_count()} CPU replicas")
