@@ -138,24 +138,24 @@ def train_tf(data_dir, *, data_format, precision, jit_compile, replicas, epochs,
     return {"images_per_second": speeds, "test_bce": float(test_bce)}
 
 
-def head_to_head(splits, data_dir, *, epochs, threads, max_steps=None, seed=0) -> dict:
+def head_to_head(splits, data_dir, default: Config, *, epochs, threads, max_steps=None,
+                 seed=0) -> dict:
     """The default setting and the PyTorch reference, trained in turn epoch by epoch: ours in
     a child process that waits for its cue, the reference in this one. The two epochs of a
     pair run seconds apart, so a slow spell of a shared machine seldom falls on one side of
-    a pair only; a sequential run compares epochs minutes apart.
+    a pair only; a sequential run compares epochs minutes apart. `default`: train.py's
+    validated Config on this machine, whose layout and precision ours trains in.
     Returns {"ours": train_tf's result, "reference": torch_reference.train's}."""
     import tempfile
 
     import torch_reference
 
-    default = Config().validate()
     kwargs = dict(data_dir=data_dir, data_format=default.data_format,
                   precision=default.precision, jit_compile=False, replicas=1, epochs=epochs,
                   threads=threads, max_steps=max_steps, seed=seed, on_cue=True)
     with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a full pipe would block
-        child = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(kwargs)],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                 text=True)
+        child = subprocess.Popen(child_command(kwargs), stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=log, text=True)
 
         def next_report() -> str:  # an epoch's EPOCH_DONE line or the final JSON
             for line in child.stdout:
@@ -215,10 +215,14 @@ def idle_share(before, after) -> float | None:
     return spent[3] / max(sum(spent), 1)
 
 
+def child_command(kwargs: dict) -> list[str]:
+    """The command that runs `train_tf(**kwargs)` in a new Python process."""
+    return [sys.executable, __file__, "--child", json.dumps(kwargs)]
+
+
 def train_tf_in_child(**kwargs) -> dict:
     """`train_tf(**kwargs)` in a new Python process; its result, as train_tf returns it."""
-    result = subprocess.run([sys.executable, __file__, "--child", json.dumps(kwargs)],
-                            capture_output=True, text=True)
+    result = subprocess.run(child_command(kwargs), capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"training {kwargs} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -267,13 +271,12 @@ def median_after_warmup(speeds):
     return statistics.median(speeds[1:] if len(speeds) > 1 else speeds)
 
 
-def head_to_head_report(pairs: dict, args, command: list[str], splits) -> str:
+def head_to_head_report(pairs: dict, default: Config, args, command: list[str], splits) -> str:
     """head_to_head's result as a RESULTS.md section; written there unless --quick."""
     ours, reference = (pairs[k]["images_per_second"] for k in ("ours", "reference"))
     ratios = [a / b for a, b in zip(ours, reference)][1:]  # the first pair traces and warms up
     median = statistics.median(ratios)
     bce = {k: pairs[k]["test_bce"] for k in pairs}
-    default = Config().validate()
     lines = [
         "## Training speed head to head: the default against the PyTorch reference",
         "",
@@ -365,10 +368,11 @@ def main(argv=None):
     default_setting = (default.data_format, default.precision, False, 1)
 
     if args.head_to_head:
-        pairs = head_to_head(splits, data_dir, epochs=2 if args.quick else args.head_to_head,
+        pairs = head_to_head(splits, data_dir, default,
+                             epochs=2 if args.quick else args.head_to_head,
                              threads=args.threads, max_steps=max_steps)
-        print(head_to_head_report(pairs, args, sys.argv[1:] if argv is None else argv, splits),
-              flush=True)
+        command = sys.argv[1:] if argv is None else argv
+        print(head_to_head_report(pairs, default, args, command, splits), flush=True)
     if args.settings == "none":
         return None
 
