@@ -60,6 +60,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from tf_autoencoder.distribute import describe, make_strategy
+    from tf_autoencoder.precision import resolve_precision
     from tf_autoencoder.training import compile_model
 
     if args.quick:
@@ -71,6 +72,7 @@ def main(argv=None):
                     precision=args.precision, distribute=args.distribute,
                     cpu_replicas=args.cpu_replicas, seed=0).validate()
     strategy = make_strategy(config)  # before TensorFlow runs anything
+    config.precision = resolve_precision(config.precision, on_cpu=bool(config.cpu_replicas) or None)
     keras.utils.set_random_seed(0)
     with strategy.scope():
         model = build_autoencoder(config)

@@ -23,7 +23,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from tf_autoencoder.config import Config, write_text_atomic  # noqa: E402
+from tf_autoencoder.config import Config  # noqa: E402
+from tf_autoencoder.files import write_text_atomic  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPARSE_L1 = 1e-3

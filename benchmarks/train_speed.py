@@ -41,6 +41,7 @@ sys.path[:0] = [REPO, HERE]
 import numpy as np  # noqa: E402
 
 from tf_autoencoder import Config, data  # noqa: E402
+from tf_autoencoder.precision import resolve_precision  # noqa: E402
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 RESULTS = os.path.join(HERE, "RESULTS.md")
@@ -314,7 +315,7 @@ def head_to_head_report(pairs: dict, default: Config, args, command: list[str], 
 
 def write_section(text: str, begin: str = BEGIN, end: str = END) -> None:
     """Replaces the text between `begin` and `end` in RESULTS.md (appends it if absent)."""
-    from tf_autoencoder.config import write_text_atomic
+    from tf_autoencoder.files import write_text_atomic
 
     old = open(RESULTS).read() if os.path.exists(RESULTS) else "# Benchmark results\n"
     block = f"{begin}\n{text.rstrip()}\n{end}"
@@ -365,6 +366,7 @@ def main(argv=None):
                 for name, data_format, precision, jit, replicas in SETTINGS
                 if args.settings == "all" or name in args.settings.split(",")]
     default = Config().validate()  # what train.py uses on this machine
+    default.precision = resolve_precision(default.precision)
     default_setting = (default.data_format, default.precision, False, 1)
 
     if args.head_to_head:

@@ -1,6 +1,9 @@
+import contextlib
 import gzip
+import http.server
 import os
 import socket
+import threading
 
 import numpy as np
 import pytest
@@ -90,20 +93,89 @@ def test_mnist_sample_is_5000_real_digits_split_4000_500_500():
     assert 0.05 < (splits.train.images > 128).mean() < 0.3
 
 
-def test_network_probe_answers_fast_for_closed_and_open_ports():
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    open_port = listener.getsockname()[1]
+class _Answer(http.server.BaseHTTPRequestHandler):
+    """Answers every request with `status`: 200 for a download host, 403 for a proxy
+    that refuses to connect out."""
+    status = 200
+
+    def do_HEAD(self):
+        self.send_response(self.status)
+        self.end_headers()
+
+    do_GET = do_CONNECT = do_HEAD
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def http_server(status):
+    handler = type("Handler", (_Answer,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def no_proxy_settings(monkeypatch):
+    for name in ("http_proxy", "https_proxy", "no_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+def test_download_probe_answers_fast_for_a_host_that_answers_and_a_closed_port(no_proxy_settings):
+    with http_server(200) as url:
+        assert data.download_unreachable_reason(url, timeout=5) is None
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     closed_port = closed.getsockname()[1]
     closed.close()
-    try:
-        assert data.network_reachable(("127.0.0.1", open_port), timeout=2)
-        assert not data.network_reachable(("127.0.0.1", closed_port), timeout=2)
-    finally:
-        listener.close()
+    assert "refused" in data.download_unreachable_reason(f"http://127.0.0.1:{closed_port}/",
+                                                        timeout=5).lower()
+
+
+def test_download_probe_goes_through_the_proxy_as_the_download_would(no_proxy_settings):
+    """Behind a proxy that refuses to connect out, the host is unreachable, though a TCP
+    connection straight to it (the probe before) would open."""
+    with http_server(200) as url, http_server(403) as proxy:
+        no_proxy_settings.setenv("https_proxy", proxy)
+        # HTTPS, as TFDS downloads: through the proxy's CONNECT, which it refuses.
+        reason = data.download_unreachable_reason(url.replace("http:", "https:"), timeout=5)
+    assert reason is not None and "403" in reason
+
+
+def test_a_tfds_dataset_that_cannot_be_set_up_says_why_not_unknown(monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    def builder(name):
+        raise ImportError("this dataset needs the apache_beam package")
+
+    monkeypatch.setattr(tfds, "builder", builder)
+    reason = data.tfds_unavailable_reason("mnist")
+    assert "ImportError: this dataset needs the apache_beam package" in reason
+    assert "unknown" not in reason
+
+
+def test_a_download_that_fails_after_the_probe_falls_back_or_says_what_failed(monkeypatch):
+    monkeypatch.setattr(data, "tfds_unavailable_reason", lambda name: None)
+
+    def load_tfds(name):
+        raise RuntimeError("Failed to get url https://example/mnist.gz. HTTP code: 403.")
+
+    monkeypatch.setattr(data, "load_tfds", load_tfds)
+    said = []
+    splits = data.load_data("mnist", fallback_to_sample=True, log=said.append)
+    assert splits.name == data.SAMPLE
+    [line] = said
+    assert "MNIST sample" in line and "HTTP code: 403" in line
+    with pytest.raises(DataError, match="RuntimeError: Failed to get url .* HTTP code: 403"):
+        data.load_data("fashion_mnist", fallback_to_sample=False)
 
 
 def test_unknown_tfds_name_is_a_usage_error():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import random
 import signal
@@ -70,8 +71,8 @@ def build_train_parser() -> argparse.ArgumentParser:
                         "the same machine (slower)")
     g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="mixed_bfloat16: compute in bfloat16, keep float32 weights; auto "
-                        "(default): mixed_bfloat16 on CPUs with AMX or AVX-512 bfloat16, else "
-                        "float32")
+                        "(default): mixed_bfloat16 when training on a CPU with AMX or AVX-512 "
+                        "bfloat16, else float32 (on a GPU too)")
     g = p.add_argument_group("distribution (tf.distribute; see the README)")
     g.add_argument("--distribute", choices=DISTRIBUTES, default=d.distribute,
                    help="mirrored: every local GPU; multi_worker: the workers in TF_CONFIG. "
@@ -154,7 +155,8 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except ConfigError as e:
         parser.error(str(e))
     from . import data
-    from .model_dir import prepare_model_dir
+    from .files import ModelDirLock
+    from .model_dir import check_model_dir_path, prepare_model_dir
 
     strategy = None  # one device: TensorFlow loads only when training starts
 
@@ -171,24 +173,39 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             config.dataset = splits.name  # the sample, if it stood in for an unreachable TFDS dataset
         config.image_shape, config.data_source = splits.image_shape, splits.source
         config.check_data(len(splits.train))
-        previous = None if args.overwrite else prepare_model_dir(config)  # refusals only
+        check_model_dir_path(config.model_dir)
+        if not args.overwrite:
+            prepare_model_dir(config)  # its refusals, before anything is written
         set_up_strategy()
-        if args.overwrite and (role is None or role.is_chief):  # only the chief writes model_dir
+        chief = role is None or role.is_chief  # only the chief writes model_dir
+        # One run per model_dir: held until this process ends.
+        lock = ModelDirLock(config.model_dir, "another run").acquire() if chief else None
+        previous = None if args.overwrite else prepare_model_dir(config)  # as of now, locked
+        if args.overwrite and chief:
             prepare_model_dir(config, overwrite=True)
     except ConfigError as e:
         return _fail(parser.prog, str(e), 2, args.verbose)
     except (data.DataError, OSError) as e:
         return _fail(parser.prog, str(e), 1, args.verbose)
+    with contextlib.closing(lock) if lock else contextlib.nullcontext():
+        return _train_locked(parser, args, config, splits, previous, strategy)
+
+
+def _train_locked(parser, args, config, splits, previous, strategy) -> int:
     if config.seed is None:  # resume with the earlier run's seed; else draw one and record it
         config.seed = previous.seed if previous else random.SystemRandom().randrange(2**31)
     print(f"Data: {splits.source}: {len(splits.train):,} train / {len(splits.validation):,} "
           f"validation / {len(splits.test):,} test images of "
           f"{'x'.join(map(str, splits.image_shape))}")
+
+    from .precision import resolve_precision
+    from .training import TrainingDiverged, TrainingInterrupted, train
+
+    # CPU replicas compute on the CPU whatever GPUs there are.
+    config.precision = resolve_precision(config.precision, on_cpu=bool(config.cpu_replicas) or None)
     if config.precision == "mixed_bfloat16":
         print("Precision: mixed_bfloat16 (bfloat16 compute, float32 weights); "
               "--precision float32 for float32 throughout")
-
-    from .training import TrainingDiverged, TrainingInterrupted, train
 
     if _interrupted_before_training:
         raise KeyboardInterrupt

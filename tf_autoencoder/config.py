@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Optional
+
+from .files import write_text_atomic
 
 MODELS = ("convolutional", "fully_connected", "variational")
 CONV_MODELS = ("convolutional", "variational")  # built from conv_encoder / conv_decoder
 DOWNSAMPLES = ("pool", "strided")
 UPSAMPLES = ("transpose", "resize")
 LOSSES = ("bce", "mse")
-# auto: mixed_bfloat16 where the CPU computes bfloat16 natively, else float32.
+# auto: mixed_bfloat16 where the training device computes bfloat16 natively, else float32
+# (resolved when training starts: see precision.py).
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 # none: one device; mirrored: every local GPU (or --cpu_replicas logical CPUs);
 # multi_worker: the machines TF_CONFIG lists.
@@ -115,7 +116,6 @@ class Config:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}: use one of "
                               f"{', '.join(PRECISIONS)}")
-        self.precision = resolve_precision(self.precision)
         if self.distribute not in DISTRIBUTES:
             raise ConfigError(f"unknown distribute {self.distribute!r}: use one of "
                               f"{', '.join(DISTRIBUTES)}")
@@ -137,7 +137,7 @@ class Config:
         if self.batch_size > num_train:
             raise ConfigError(f"batch_size {self.batch_size} is larger than the training set "
                               f"({num_train} images): lower --batch_size")
-        if self.model == "convolutional":
+        if self.model in CONV_MODELS:
             size = min(self.image_shape[:2])
             for block in range(len(self.num_filters)):
                 if size < 2:
@@ -180,49 +180,9 @@ class Config:
         write_text_atomic(path, self.to_json() + "\n")
 
 
-def resolve_precision(precision: str) -> str:
-    """'auto' -> 'mixed_bfloat16' on a CPU with native bfloat16, else 'float32'; others as given."""
-    if precision != "auto":
-        return precision
-    return "mixed_bfloat16" if cpu_has_native_bfloat16() else "float32"
-
-
-def cpu_has_native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """True if the CPU has AMX or AVX-512 bfloat16 instructions (Linux; False elsewhere).
-
-    On such CPUs oneDNN runs this model's convolutions about twice as fast in bfloat16;
-    without them bfloat16 is emulated and slower than float32.
-    """
-    try:
-        with open(cpuinfo) as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
 def _check_sizes(name: str, sizes) -> None:
     if not sizes:
         raise ConfigError(f"{name} is empty: give at least one size, e.g. --{name} 16,8,8")
     bad = [s for s in sizes if not isinstance(s, int) or s < 1]
     if bad:
         raise ConfigError(f"{name} must be positive integers, got {list(sizes)}")
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Writes `data` to a temporary file beside `path`, then renames it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -11,7 +11,8 @@ import concurrent.futures
 import gzip
 import math
 import os
-import socket
+import urllib.error
+import urllib.request
 import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
@@ -32,9 +33,9 @@ IDX_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-# Where TFDS downloads MNIST-like datasets from; used only to decide quickly
-# whether a download can work at all.
-TFDS_DOWNLOAD_HOST = ("storage.googleapis.com", 443)
+# Where TFDS downloads MNIST-like datasets from; asked once, with a short timeout, to
+# decide quickly whether a download can work at all (TFDS retries for minutes).
+TFDS_DOWNLOAD_PROBE = "https://storage.googleapis.com/"
 
 
 class DataError(Exception):
@@ -164,16 +165,27 @@ def load_mnist_sample() -> Splits:
 
 # --- TensorFlow Datasets -------------------------------------------------------------
 
-def network_reachable(address=TFDS_DOWNLOAD_HOST, timeout=3.0) -> bool:
-    """True if a TCP connection to `address` opens within `timeout` seconds (DNS included)."""
-    def connect():
-        with socket.create_connection(address, timeout=timeout):
-            return True
+def download_unreachable_reason(url: str = TFDS_DOWNLOAD_PROBE, timeout: float = 5.0) -> str | None:
+    """None if `url` answers an HTTP request within `timeout` seconds, else why not.
+
+    The request goes the way TFDS's downloads go, through the proxy that HTTPS_PROXY or
+    the system names: a proxy that refuses to connect out fails here, as the download
+    would, where a bare TCP connection to the host could not even be tried."""
+    def ask():
+        request = urllib.request.Request(url, method="HEAD")
+        try:
+            # A new opener reads the proxy settings now; urlopen's is built once and kept.
+            with urllib.request.build_opener().open(request, timeout=timeout):
+                return None
+        except urllib.error.HTTPError:
+            return None  # the host itself answered
+        except (OSError, ValueError) as e:  # URLError, a proxy's refusal, a timeout
+            return str(getattr(e, "reason", None) or e)
     pool = concurrent.futures.ThreadPoolExecutor(1)
     try:
-        return pool.submit(connect).result(timeout=timeout)
-    except Exception:
-        return False
+        return pool.submit(ask).result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        return f"no answer within {timeout:.0f} s"
     finally:
         pool.shutdown(wait=False)  # a hung DNS lookup must not hold us up
 
@@ -187,15 +199,26 @@ def tfds_unavailable_reason(name: str) -> str | None:
         return f"tensorflow_datasets cannot be imported ({e})"
     try:
         builder = tfds.builder(name)
-    except Exception:
+    except tfds.core.registered.DatasetNotFoundError:
         raise ConfigError(f"unknown dataset {name!r}: give a TensorFlow Datasets name such as "
                           f"mnist or fashion_mnist, --dataset {SAMPLE}, or --data_dir with IDX "
                           "files") from None
+    except Exception as e:  # TFDS knows the name but cannot set the dataset up
+        return f"TensorFlow Datasets cannot set up {name} ({_first_line(e)})"
     if builder.is_prepared():
         return None
-    if os.environ.get("TF_AUTOENCODER_OFFLINE") or not network_reachable():
-        return f"{name} is not prepared in {builder.data_dir} and there is no network to download it"
+    if os.environ.get("TF_AUTOENCODER_OFFLINE"):
+        return f"{name} is not prepared in {builder.data_dir} and TF_AUTOENCODER_OFFLINE is set"
+    unreachable = download_unreachable_reason()
+    if unreachable:
+        return (f"{name} is not prepared in {builder.data_dir} and cannot be downloaded "
+                f"({unreachable})")
     return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def load_tfds(name: str) -> Splits:
@@ -223,7 +246,10 @@ def load_data(dataset: str = "mnist", data_dir: str | None = None,
     reason = tfds_unavailable_reason(dataset)
     if reason is None:
         before_tensorflow()
-        return load_tfds(dataset)
+        try:
+            return load_tfds(dataset)
+        except Exception as e:  # the download or preparation failed after all
+            reason = f"TensorFlow Datasets could not load it ({_first_line(e)})"
     if fallback_to_sample:
         log(f"Training on the 5,000-image MNIST sample instead of {dataset}: {reason}.")
         return load_mnist_sample()

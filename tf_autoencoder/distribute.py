@@ -190,12 +190,36 @@ def is_chief(strategy: "tf.distribute.Strategy") -> bool:
     return strategy.extended.should_checkpoint
 
 
-def agree_on_seed(strategy: "tf.distribute.Strategy", seed: int) -> int:
-    """The chief's `seed`, on every worker: each worker shuffles the data the same way,
-    so that its shard is its share. A variable created in a MultiWorkerMirroredStrategy's
-    scope starts from the chief's initial value on every worker."""
+def chief_value(strategy: "tf.distribute.Strategy", value: int) -> int:
+    """The chief's `value` on every worker (its own without several workers): a variable
+    created in a MultiWorkerMirroredStrategy's scope starts from the chief's initial value
+    on every worker. Every worker must call it, in the same order."""
     import tensorflow as tf
 
     with strategy.scope():
-        shared = tf.Variable(seed, dtype=tf.int64, trainable=False, name="seed")
+        shared = tf.Variable(value, dtype=tf.int64, trainable=False)
     return int(shared.numpy())
+
+
+def agree_on_resume_epoch(strategy: "tf.distribute.Strategy", epoch: int) -> int:
+    """`epoch`, the finished epochs this worker restored, once every worker restored the
+    same number. Workers that do not see the chief's model_dir (a file system that is not
+    shared) would start from other weights and wait on each other for ever: instead every
+    worker raises OSError with one line."""
+    import tensorflow as tf
+
+    if not is_multi_worker(strategy):
+        return epoch
+
+    @tf.function
+    def highest_and_minus_lowest():
+        mine = tf.constant([epoch, -epoch], tf.float32)  # collectives reduce floats anywhere
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MAX, mine)
+
+    result = strategy.experimental_local_results(strategy.run(highest_and_minus_lowest))[0]
+    highest, lowest = int(result[0]), -int(result[1])
+    if highest != lowest:
+        raise OSError(f"the workers restored different epochs ({lowest} to {highest}) from "
+                      "model_dir/checkpoints: every worker must read the chief's model_dir, on a "
+                      "shared file system, or start afresh with --overwrite")
+    return epoch

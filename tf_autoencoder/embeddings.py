@@ -17,7 +17,8 @@ import numpy as np
 import tensorflow as tf
 
 from . import data as data_lib
-from .config import Config, write_bytes_atomic, write_text_atomic
+from .config import Config
+from .files import write_bytes_atomic, write_text_atomic
 from .images import grid_rows, image_grid, write_png
 from .model_dir import CHECKPOINT_DIR
 from .models import build_autoencoder

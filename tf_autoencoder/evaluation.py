@@ -19,7 +19,8 @@ from sklearn.preprocessing import StandardScaler
 
 from . import data as data_lib
 from . import models  # noqa: F401  (registers the model classes for loading)
-from .config import Config, write_text_atomic
+from .config import Config
+from .files import write_text_atomic
 from .model_dir import EVALUATION, FINAL_MODEL
 
 # A perfect reconstruction has infinite PSNR; each image's PSNR is capped here

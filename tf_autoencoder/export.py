@@ -22,9 +22,11 @@ import shutil  # noqa: E402
 import time  # noqa: E402
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from .config import Config  # noqa: E402
+from .files import fsync_dir, fsync_tree  # noqa: E402
 from .models import float32_twin  # noqa: E402  (also registers the classes for load_model)
 from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, export_versions  # noqa: E402
 
@@ -98,7 +100,10 @@ def export_saved_model(model: keras.Model, config: Config, export_base: str) -> 
     try:
         tf.saved_model.save(module, tmp, signatures={
             "serving_default": module.serve, "encode": module.encode, "decode": module.decode})
-        return _rename_to_next_version(tmp, export_base)
+        fsync_tree(tmp)
+        path = _rename_to_next_version(tmp, export_base)
+        fsync_dir(export_base)
+        return path
     except tf.errors.OpError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise OSError(f"cannot write SavedModel to {export_base}: {e.message}") from None
@@ -127,6 +132,24 @@ def _rename_to_next_version(tmp: str, export_base: str) -> str:
             if not os.path.lexists(target):
                 raise
             version += 1
+
+
+def export_holding(model: keras.Model, export_base: str) -> str | None:
+    """The newest version under `export_base` if it holds exactly `model`'s weights
+    (a float32 model, as exports are), else None."""
+    versions = export_versions(export_base)
+    if not versions:
+        return None
+    path = os.path.join(export_base, str(versions[-1]))
+    try:
+        reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+        saved = [reader.get_tensor(f"model_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE")
+                 for i in range(len(model.variables))]
+    except (tf.errors.OpError, ValueError):  # incomplete, or from another model
+        return None
+    same = all(s.shape == tuple(v.shape) and np.array_equal(s, np.asarray(v))
+               for s, v in zip(saved, model.variables))
+    return path if same else None
 
 
 def export_model_dir(model_dir: str, export_base: str | None = None) -> str:

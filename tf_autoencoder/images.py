@@ -6,7 +6,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from .config import write_bytes_atomic
+from .files import write_bytes_atomic
 
 
 def grid_rows(images, columns: int) -> list:

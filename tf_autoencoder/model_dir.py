@@ -33,14 +33,18 @@ RUN_OUTPUTS = (CONFIG_FILE, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY, 
 EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard logs in model_dir itself
 
 
+def check_model_dir_path(model_dir: str) -> None:
+    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
+        raise ConfigError(f"model_dir {model_dir} is a file: give a directory path")
+
+
 def prepare_model_dir(config: Config, overwrite: bool = False) -> Config | None:
     """Refuses a model_dir that is a file or holds another architecture (unless overwrite,
     which deletes the earlier run's outputs). Returns the configuration of the run being
     resumed, if any. `config.image_shape` must be set.
     """
     model_dir = config.model_dir
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise ConfigError(f"model_dir {model_dir} is a file: give a directory path")
+    check_model_dir_path(model_dir)
     config_path = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.exists(config_path):
         return None

@@ -8,9 +8,10 @@ import math
 import keras
 from keras import layers, ops
 
-from .config import Config, resolve_precision
+from .config import Config
 from .layers import conv_decoder, conv_encoder, fc_decoder, fc_encoder, gaussian_heads
 from .metrics import gaussian_kl
+from .precision import resolve_precision
 
 
 @keras.saving.register_keras_serializable(package="tf_autoencoder")

@@ -18,7 +18,7 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorboard.plugins import projector
 
-from .config import write_text_atomic
+from .files import write_text_atomic
 from .images import sprite_image, write_png
 
 CHECKPOINT_NAME = "embedding"

@@ -27,9 +27,10 @@ import numpy as np
 import tensorflow as tf
 
 from . import data as data_lib
-from .config import Config, write_text_atomic
-from .distribute import agree_on_seed, is_chief
-from .export import export_saved_model
+from .config import Config
+from .files import fsync_dir, fsync_file, write_text_atomic
+from .distribute import agree_on_resume_epoch, chief_value, is_chief
+from .export import export_holding, export_saved_model
 from .metrics import make_loss, make_metrics
 from .model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, HISTORY,
                         TEST_METRICS)
@@ -134,7 +135,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def _save(self) -> None:
         step = int(self.model.optimizer.iterations.numpy())  # global steps, under a strategy too
-        self.manager.save(checkpoint_number=step)
+        path = self.manager.save(checkpoint_number=step)
+        # TensorFlow renames the files into place but does not sync them: a power cut could
+        # leave the index pointing at files still in the page cache. (restore() falls back to
+        # an older checkpoint if it can, but a synced one needs no fallback.)
+        for name in glob.glob(path + ".*") + [os.path.join(self.directory, "checkpoint")]:
+            fsync_file(name)
+        fsync_dir(self.directory)
 
     def _diverged(self, what: str, where: str) -> TrainingDiverged:
         kept = (f"the last good checkpoint {self.latest} is kept" if self.latest
@@ -218,6 +225,43 @@ class _InterruptFlag:
             signal.signal(signum, handler)
 
 
+PAUSE_AT_STEP = "TF_AUTOENCODER_PAUSE_AT_STEP"
+
+
+class PauseAtStep(keras.callbacks.Callback):
+    """A hook for tests of Ctrl-C, SIGTERM and SIGKILL: with the environment variable
+    TF_AUTOENCODER_PAUSE_AT_STEP=N, training stops after global step N, prints
+    "paused at step N" on stderr and waits until a signal arrives, then goes on (or
+    ends, as the signal says). So a test sends its signal at a known step, however
+    fast or slow the machine."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = step
+
+    @classmethod
+    def from_environment(cls) -> list:
+        value = os.environ.get(PAUSE_AT_STEP)
+        return [cls(int(value))] if value else []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) != self.step:
+            return
+        # Python's C-level signal handler writes to the wakeup fd before it returns, so
+        # once the read below returns, the Python handler runs at the next bytecode,
+        # here in the main thread, before the callbacks after this one see the step.
+        readable, writable = os.pipe()
+        os.set_blocking(writable, False)
+        previous = signal.set_wakeup_fd(writable)
+        try:
+            print(f"paused at step {self.step}", file=sys.stderr, flush=True)
+            os.read(readable, 1)
+        finally:
+            signal.set_wakeup_fd(previous)
+            os.close(readable)
+            os.close(writable)
+
+
 def trim_history(path: str, finished_epochs: int) -> None:
     """Drops rows of epochs that no checkpoint holds (written just before a crash or a
     divergence), so that a resumed run does not log them twice."""
@@ -242,7 +286,8 @@ def train(config: Config, splits: data_lib.Splits, log=print,
     directory and remove it at the end.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    config.seed = agree_on_seed(strategy, config.seed)
+    # Every worker shuffles with the chief's seed, so that its shard is its share.
+    config.seed = chief_value(strategy, config.seed)
     if is_chief(strategy):
         return _train(config, splits, log, strategy)
     with tempfile.TemporaryDirectory(prefix="tf_autoencoder-worker-") as scratch:
@@ -264,7 +309,7 @@ def _train(config: Config, splits: data_lib.Splits, log, strategy: tf.distribute
         compile_model(model, config)
         checkpoint = EpochCheckpoint(model, os.path.join(config.model_dir, CHECKPOINT_DIR),
                                      restore_from=restore_from)
-        initial_epoch = checkpoint.restore(log)
+        initial_epoch = agree_on_resume_epoch(strategy, checkpoint.restore(log))
     log(parameter_summary(model))
     if checkpoint.latest:
         steps = int(checkpoint.steps_into_epoch.numpy())
@@ -273,6 +318,20 @@ def _train(config: Config, splits: data_lib.Splits, log, strategy: tf.distribute
                  "which was interrupted: it restarts from its first batch")
     trim_history(os.path.join(config.model_dir, HISTORY), initial_epoch)
     config.save(os.path.join(config.model_dir, CONFIG_FILE))
+    if initial_epoch >= config.epochs:
+        exported = export_holding(float32_twin(model, config),
+                                  os.path.join(config.model_dir, EXPORT_DIR))
+        finished = exported and os.path.isfile(os.path.join(config.model_dir, TEST_METRICS))
+        if chief_value(strategy, int(bool(finished))):  # the other workers follow the chief
+            # The end of a run writes its export last: everything before it is there too.
+            log(f"{config.model_dir} already holds {initial_epoch} epochs, exported as "
+                f"{exported}: nothing to train or export (raise --epochs to train longer)")
+            if not finished:  # a worker: its scratch model_dir holds nothing
+                return {}
+            with open(os.path.join(config.model_dir, TEST_METRICS)) as f:
+                return json.load(f)
+        log(f"{config.model_dir} already holds {initial_epoch} epochs: nothing to train "
+            "(raise --epochs to train longer)")
 
     def pipeline(split):  # validation and test
         # Resumed runs shift the seed so they do not replay the first epochs' noise.
@@ -284,13 +343,11 @@ def _train(config: Config, splits: data_lib.Splits, log, strategy: tf.distribute
     callbacks = [
         keras.callbacks.CSVLogger(os.path.join(config.model_dir, HISTORY), append=True),
         *tensorboard_callbacks(config, splits),
+        *PauseAtStep.from_environment(),
         checkpoint,  # last, so an epoch is checkpointed only after everything else logged it
     ]
 
-    if initial_epoch >= config.epochs:
-        log(f"{config.model_dir} already holds {initial_epoch} epochs: nothing to train "
-            "(raise --epochs to train longer)")
-    else:
+    if initial_epoch < config.epochs:
         # Epoch e's batches follow from the seed and e alone: the same with and without
         # a strategy, and for a resumed run the ones the uninterrupted run had.
         train_batches = data_lib.make_training_epochs(
@@ -321,4 +378,6 @@ def _train(config: Config, splits: data_lib.Splits, log, strategy: tf.distribute
 def save_model_atomic(model: keras.Model, path: str) -> None:
     tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
     model.save(tmp)
+    fsync_file(tmp)
     os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")

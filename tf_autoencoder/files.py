@@ -1,0 +1,133 @@
+"""Writing files so that readers never see half of one, and one run per model_dir.
+
+Atomic writes go to a temporary file beside the target, which is flushed to disk
+(fsync) and renamed over it; the folder is then synced too, so that after a crash or
+a power cut the target holds either its old or its new content. The file gets the
+mode any new file gets under the user's umask (0644 under umask 022), not the 0600
+of a temporary file, so a TensorBoard or model server running as another user can
+read it.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import tempfile
+
+LOCK_FILE = ".lock"
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: done once, at import,
+    os.umask(mask)  # before other threads could create files meanwhile
+    return mask
+
+
+FILE_MODE = 0o666 & ~_read_umask()  # what open() gives a new file
+
+
+def fsync_dir(directory: str) -> None:
+    """Makes a rename or a new file in `directory` survive a power cut."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: str) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_tree(top: str) -> None:
+    """Syncs every file and folder under `top` (before `top` is renamed into place)."""
+    for root, _, names in os.walk(top):
+        for name in names:
+            fsync_file(os.path.join(root, name))
+        fsync_dir(root)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Writes `data` to `path` whole or not at all, with the umask's mode, durably."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), FILE_MODE)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    write_bytes_atomic(path, text.encode())
+
+
+class ModelDirBusy(OSError):
+    """Another process holds the model_dir's lock; the message names it."""
+
+
+class ModelDirLock:
+    """An exclusive OS lock (flock) on MODEL_DIR/.lock, held while a run writes there.
+
+    The kernel releases it when the process ends, however it ends, so a SIGKILL leaves
+    no stale lock. The file holds the holder's process id, for the refusal's message.
+    """
+
+    def __init__(self, model_dir: str, what: str = "a run"):
+        self.model_dir = model_dir
+        self.what = what
+        self.fd = None
+
+    def acquire(self) -> "ModelDirLock":
+        os.makedirs(self.model_dir, exist_ok=True)
+        path = os.path.join(self.model_dir, LOCK_FILE)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise ModelDirBusy(f"{self.model_dir} is in use by {holder(path)}: wait for it to "
+                               f"finish, or stop it, before starting {self.what} there") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the last descriptor releases the flock
+            self.fd = None
+
+    close = release  # for contextlib.closing
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def holder(lock_path: str) -> str:
+    """'process <pid> (<its command line>)' from the lock file, as far as it can be told."""
+    try:
+        with open(lock_path) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return "another process"
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        command = ""
+    return f"process {pid}" + (f" ({command})" if command else "")
