@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tf_autoencoder import Config, ConfigError, build_autoencoder, conv_decoder, conv_encoder
-from tf_autoencoder import config as config_module
+from tf_autoencoder import precision
 from tf_autoencoder import layers as layers_module
 
 
@@ -117,18 +117,28 @@ def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path):
     amx.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f amx_bf16 amx_tile\n")
     avx512.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
     plain.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
-    assert config_module.cpu_has_native_bfloat16(str(amx))
-    assert config_module.cpu_has_native_bfloat16(str(avx512))
-    assert not config_module.cpu_has_native_bfloat16(str(plain))
-    assert not config_module.cpu_has_native_bfloat16(str(tmp_path / "missing"))
+    assert precision.cpu_has_native_bfloat16(str(amx))
+    assert precision.cpu_has_native_bfloat16(str(avx512))
+    assert not precision.cpu_has_native_bfloat16(str(plain))
+    assert not precision.cpu_has_native_bfloat16(str(tmp_path / "missing"))
 
 
-@pytest.mark.parametrize("native,expected", [(True, "mixed_bfloat16"), (False, "float32")])
-def test_auto_precision_resolves_by_the_cpu(monkeypatch, native, expected):
-    monkeypatch.setattr(config_module, "cpu_has_native_bfloat16", lambda: native)
-    assert Config().validate().precision == expected
-    assert Config(precision="float32").validate().precision == "float32"
-    assert Config(precision="mixed_bfloat16").validate().precision == "mixed_bfloat16"
+@pytest.mark.parametrize("native,gpus,on_cpu,expected", [
+    (True, [], None, "mixed_bfloat16"),
+    (False, [], None, "float32"),
+    # A GPU computes the model: the CPU's flags do not decide (GPU servers often have AMX).
+    (True, ["GPU:0"], None, "float32"),
+    (True, ["GPU:0"], True, "mixed_bfloat16"),  # --cpu_replicas: the CPU computes after all
+])
+def test_auto_precision_resolves_by_the_device_that_computes(monkeypatch, native, gpus, on_cpu,
+                                                             expected):
+    """Catches: auto decided by the CPU's flags while a GPU trains."""
+    monkeypatch.setattr(precision, "cpu_has_native_bfloat16", lambda: native)
+    monkeypatch.setattr(precision, "gpus", lambda: gpus)
+    assert precision.resolve_precision("auto", on_cpu=on_cpu) == expected
+    for explicit in ("float32", "mixed_bfloat16"):
+        assert precision.resolve_precision(explicit, on_cpu=on_cpu) == explicit
+    assert Config().validate().precision == "auto"  # resolved once the devices are known
 
 
 @pytest.mark.parametrize("model_name", ["convolutional", "fully_connected", "variational"])

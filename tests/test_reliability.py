@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -42,21 +41,34 @@ def our_lines(stderr):
     return [line for line in stderr.splitlines() if line.startswith("train.py:")]
 
 
+# Where the signal tests stop training: step 5 of the second epoch.
+SIGNAL_STEP = STEPS_PER_EPOCH + 5
+
+
+def start_paused(args, step, **popen):
+    """Starts train.py with `args`, paused after global step `step` (training's
+    TF_AUTOENCODER_PAUSE_AT_STEP hook); returns the process once it says it paused.
+    Its stderr is a pipe; the lines before the pause are in `process.lines_before`."""
+    env = dict(os.environ, TF_AUTOENCODER_PAUSE_AT_STEP=str(step))
+    process = subprocess.Popen(train_command(*args), stderr=subprocess.PIPE, text=True, env=env,
+                               **{"stdout": subprocess.DEVNULL, **popen})
+    process.lines_before = []
+    for line in process.stderr:  # ends at the pause, or at EOF if the process died
+        if line == f"paused at step {step}\n":
+            return process
+        process.lines_before.append(line)
+    process.wait(timeout=60)
+    raise AssertionError(f"train.py exited {process.returncode} before step {step}: "
+                         + "".join(process.lines_before))
+
+
 def start_and_signal_in_second_epoch(model_dir, signum):
-    """Starts a run, waits until epoch 1 is checkpointed and epoch 2 is under way, then
-    sends `signum`; returns the finished process and its stderr."""
-    process = subprocess.Popen(train_command(*SHORT_RUN, "--model_dir", model_dir),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    index = os.path.join(model_dir, "checkpoints", "checkpoint")
-    deadline = time.monotonic() + 240
-    while not os.path.exists(index):
-        assert process.poll() is None, process.stderr.read()
-        assert time.monotonic() < deadline, "the first epoch never finished"
-        time.sleep(0.1)
-    time.sleep(1.0)  # a few batches into the second epoch
+    """Starts a run, waits until it has finished epoch 1 and step 5 of epoch 2, then sends
+    `signum`; returns the finished process and its stderr."""
+    process = start_paused([*SHORT_RUN, "--model_dir", model_dir], SIGNAL_STEP)
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=240)
-    return process, stderr
+    return process, "".join(process.lines_before) + stderr
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +109,8 @@ def test_ctrl_c_saves_at_a_batch_boundary_and_the_rerun_finishes(tmp_path, unint
     assert "interrupted" in line and "epoch 2, step" in line and model_dir in line
     assert "rerun the same command" in line
     saved_step = int(latest_checkpoint(model_dir).split("-")[1])
-    assert STEPS_PER_EPOCH < saved_step < 2 * STEPS_PER_EPOCH
-    assert f"ckpt-{saved_step}" in line
+    assert saved_step == SIGNAL_STEP  # the step at which the signal came
+    assert f"ckpt-{saved_step}" in line and "epoch 2, step 5;" in line
     assert [row["epoch"] for row in history(model_dir)] == ["0"]  # epoch 2 is not finished
 
     result = run_train(*SHORT_RUN, "--model_dir", model_dir)
@@ -121,7 +133,7 @@ def test_sigterm_saves_at_a_batch_boundary_like_ctrl_c_and_exits_143(tmp_path):
     [line] = our_lines(stderr)
     assert "interrupted" in line and "epoch 2, step" in line and "rerun the same command" in line
     saved_step = int(latest_checkpoint(model_dir).split("-")[1])
-    assert STEPS_PER_EPOCH < saved_step < 2 * STEPS_PER_EPOCH
+    assert saved_step == SIGNAL_STEP
     assert f"ckpt-{saved_step}" in line
 
 
@@ -315,6 +327,19 @@ def test_bad_input_gets_one_line_and_leaves_model_dir_alone(tmp_path, finished_r
     assert snapshot(finished_run) == before
 
 
+@pytest.mark.parametrize("model", ["convolutional", "variational"])
+def test_images_too_small_for_the_encoder_are_refused_before_model_dir_is_made(tmp_path, model):
+    """Catches a size check for the convolutional model only: the variational one, built
+    from the same encoder, failed with a traceback after model_dir was made."""
+    args = ["--data_dir", _idx_dir_with(tmp_path, _tiny_images), "--batch_size", "16",
+            "--model", model, "--model_dir", str(tmp_path / "run")]
+    result = run_train(*args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("train.py: error: 4x4 images are too small for 3 pooling")
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_model_dir_that_is_a_file_is_refused_and_left_alone(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("mine\n")
@@ -428,23 +453,25 @@ while True:
     model.optimizer.iterations.assign((epoch + 1) * 10)
     callback.on_epoch_end(epoch, {{"loss": 0.5}})
     epoch += 1
+    print("saved", epoch, flush=True)
 """
 
 
 def test_sigkill_during_saves_never_leaves_the_run_unable_to_resume(tmp_path):
-    # A process that does nothing but save checkpoints is killed at arbitrary moments;
-    # most kills land inside a save.
+    # A process that does nothing but save checkpoints is killed right after it says a
+    # save is done, so the kill lands in the next save, at whatever point it has reached.
     tests = os.path.dirname(os.path.abspath(__file__))
-    for kill_after in (0.7, 1.3):
+    for saves_before_kill in (1, 3):
         process = subprocess.Popen(
             [sys.executable, "-c", KILLED_SAVER.format(tests=tests, directory=str(tmp_path))],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         assert process.stdout.readline() == "ready\n"
-        time.sleep(kill_after)
+        for saves in range(1, saves_before_kill + 1):
+            assert process.stdout.readline() == f"saved {saves}\n"
         process.kill()
         process.wait()
         _, epochs, _ = restore_into_new_model(tmp_path)
-        assert epochs >= 1
+        assert epochs >= saves_before_kill
 
 
 def test_resume_drops_history_rows_that_no_checkpoint_holds(tmp_path):

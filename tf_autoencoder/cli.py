@@ -179,7 +179,7 @@ def _train(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         set_up_strategy()
         chief = role is None or role.is_chief  # only the chief writes model_dir
         # One run per model_dir: held until this process ends.
-        lock = ModelDirLock(config.model_dir, "another run").acquire() if chief else None
+        lock = ModelDirLock(config.model_dir, "starting another run there").acquire() if chief else None
         previous = None if args.overwrite else prepare_model_dir(config)  # as of now, locked
         if args.overwrite and chief:
             prepare_model_dir(config, overwrite=True)
@@ -249,9 +249,11 @@ def export_main(argv=None, prog: str | None = None) -> int:
     parser = build_export_parser(prog)
     args, _ = parse_finished_run(parser, argv)
     from .export import export_model_dir
+    from .files import ModelDirLock
 
     try:
-        path = export_model_dir(args.model_dir, args.export_dir)
+        with ModelDirLock(args.model_dir, "exporting it"):  # not while a run trains there
+            path = export_model_dir(args.model_dir, args.export_dir)
     except (OSError, ValueError) as e:
         return _fail(parser.prog, str(e), 1, args.verbose)
     print(f"Exported {path}")

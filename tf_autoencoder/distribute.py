@@ -201,25 +201,22 @@ def chief_value(strategy: "tf.distribute.Strategy", value: int) -> int:
     return int(shared.numpy())
 
 
-def agree_on_resume_epoch(strategy: "tf.distribute.Strategy", epoch: int) -> int:
-    """`epoch`, the finished epochs this worker restored, once every worker restored the
-    same number. Workers that do not see the chief's model_dir (a file system that is not
-    shared) would start from other weights and wait on each other for ever: instead every
-    worker raises OSError with one line."""
+def check_workers_agree(strategy: "tf.distribute.Strategy", value: int, what: str,
+                        advice: str) -> None:
+    """Raises OSError on every worker, with one line naming `what` and giving `advice`,
+    unless every worker passes the same `value`. Every worker must call it, in the same
+    order."""
     import tensorflow as tf
 
     if not is_multi_worker(strategy):
-        return epoch
+        return
+    chief = chief_value(strategy, value)
 
     @tf.function
-    def highest_and_minus_lowest():
-        mine = tf.constant([epoch, -epoch], tf.float32)  # collectives reduce floats anywhere
-        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.MAX, mine)
+    def replicas_that_differ():
+        differs = tf.constant(float(value != chief))  # collectives reduce floats anywhere
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, differs)
 
-    result = strategy.experimental_local_results(strategy.run(highest_and_minus_lowest))[0]
-    highest, lowest = int(result[0]), -int(result[1])
-    if highest != lowest:
-        raise OSError(f"the workers restored different epochs ({lowest} to {highest}) from "
-                      "model_dir/checkpoints: every worker must read the chief's model_dir, on a "
-                      "shared file system, or start afresh with --overwrite")
-    return epoch
+    if int(strategy.experimental_local_results(strategy.run(replicas_that_differ))[0]):
+        raise OSError(f"the workers see different {what} (the chief: {chief}, this worker: "
+                      f"{value}): {advice}")

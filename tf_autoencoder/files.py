@@ -82,7 +82,8 @@ class ModelDirLock:
     no stale lock. The file holds the holder's process id, for the refusal's message.
     """
 
-    def __init__(self, model_dir: str, what: str = "a run"):
+    def __init__(self, model_dir: str, what: str):
+        """what: the refused action, for the message, e.g. "exporting it"."""
         self.model_dir = model_dir
         self.what = what
         self.fd = None
@@ -98,7 +99,7 @@ class ModelDirLock:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
             raise ModelDirBusy(f"{self.model_dir} is in use by {holder(path)}: wait for it to "
-                               f"finish, or stop it, before starting {self.what} there") from None
+                               f"finish, or stop it, before {self.what}") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd

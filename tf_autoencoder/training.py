@@ -29,7 +29,7 @@ import tensorflow as tf
 from . import data as data_lib
 from .config import Config
 from .files import fsync_dir, fsync_file, write_text_atomic
-from .distribute import agree_on_resume_epoch, chief_value, is_chief
+from .distribute import check_workers_agree, chief_value, is_chief
 from .export import export_holding, export_saved_model
 from .metrics import make_loss, make_metrics
 from .model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, HISTORY,
@@ -128,6 +128,12 @@ class EpochCheckpoint(keras.callbacks.Callback):
             raise OSError(f"no checkpoint in {self.restore_manager.directory} can be read: "
                           "pass --overwrite to start afresh")
         return 0
+
+    @property
+    def newest_step(self) -> int:
+        """The optimizer step of the newest checkpoint to restore from; 0 if none."""
+        latest = self.restore_manager.latest_checkpoint
+        return int(latest.rsplit("-", 1)[1]) if latest else 0
 
     @property
     def latest(self) -> str | None:
@@ -309,7 +315,14 @@ def _train(config: Config, splits: data_lib.Splits, log, strategy: tf.distribute
         compile_model(model, config)
         checkpoint = EpochCheckpoint(model, os.path.join(config.model_dir, CHECKPOINT_DIR),
                                      restore_from=restore_from)
-        initial_epoch = agree_on_resume_epoch(strategy, checkpoint.restore(log))
+        # Restoring is collective under several workers: they must restore the same one.
+        # Workers that do not see the chief's model_dir (a file system that is not shared)
+        # would wait on each other for ever instead.
+        check_workers_agree(strategy, checkpoint.newest_step,
+                            "newest checkpoints (steps) in model_dir/checkpoints",
+                            "every worker must read the chief's model_dir, on a shared file "
+                            "system, or all start afresh with --overwrite")
+        initial_epoch = checkpoint.restore(log)
     log(parameter_summary(model))
     if checkpoint.latest:
         steps = int(checkpoint.steps_into_epoch.numpy())
