@@ -99,3 +99,13 @@ def test_sub_pixel_benchmark_compares_both_paths():
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("ms/step, sub-pixel") == 2
     assert "plain / sub-pixel: median of pair ratios" in result.stdout
+
+
+def test_durability_benchmark_reports_both_sides_and_an_epoch(tmp_path):
+    result = run_benchmark("benchmarks/durability.py", "--pairs", "2", "--no_write",
+                           "--data_dir", str(tmp_path / "none"))  # the MNIST sample instead
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| epoch checkpoint")
+            or line.startswith("| atomic small file")]
+    assert len(rows) == 2 and all(row.count(" ms |") == 2 for row in rows)
+    assert "One training epoch of the default model on 4,000 images" in result.stdout
