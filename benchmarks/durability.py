@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
-from tf_autoencoder import data as data_lib  # noqa: E402
+from tf_autoencoder import pipeline, sources  # noqa: E402
 from tf_autoencoder import files, training  # noqa: E402
 from tf_autoencoder.config import Config  # noqa: E402
 from tf_autoencoder.models import build_autoencoder  # noqa: E402
@@ -56,8 +56,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no_write", action="store_true")
     args = parser.parse_args(argv)
 
-    splits = (data_lib.load_idx_dir(args.data_dir) if os.path.isdir(args.data_dir)
-              else data_lib.load_mnist_sample())
+    splits = (sources.load_idx_dir(args.data_dir) if os.path.isdir(args.data_dir)
+              else sources.load_mnist_sample())
     config = Config(image_shape=splits.image_shape, seed=0).validate()
     config.precision = resolve_precision(config.precision)
     model = build_autoencoder(config)
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
                 if pair:
                     saves[side].append(save)
                     writes[side].append(write)
-        batches = data_lib.make_training_epochs(
+        batches = pipeline.make_training_epochs(
             splits.train.images, batch_size=config.batch_size, epochs=range(2), seed=0)
         steps = len(splits.train) // config.batch_size
         model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)  # warm-up

@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
 
-from tf_autoencoder import Config, build_autoencoder, data  # noqa: E402
+from tf_autoencoder import Config, build_autoencoder, pipeline, sources  # noqa: E402
 from train_speed import FASHION_MNIST, ensure_fashion_mnist  # noqa: E402
 
 
@@ -64,10 +64,10 @@ def main(argv=None):
     from tf_autoencoder.training import compile_model
 
     if args.quick:
-        splits, steps = data.load_mnist_sample(), 2
+        splits, steps = sources.load_mnist_sample(), 2
     else:
         ensure_fashion_mnist(args.data_dir)
-        splits, steps = data.load_idx_dir(args.data_dir), args.steps
+        splits, steps = sources.load_idx_dir(args.data_dir), args.steps
     config = Config(image_shape=splits.image_shape, data_format=args.data_format,
                     precision=args.precision, distribute=args.distribute,
                     cpu_replicas=args.cpu_replicas, seed=0).validate()
@@ -77,7 +77,7 @@ def main(argv=None):
     with strategy.scope():
         model = build_autoencoder(config)
         compile_model(model, config)
-    train = data.make_dataset(splits.train.images, batch_size=256, training=True,
+    train = pipeline.make_dataset(splits.train.images, batch_size=256, training=True,
                               data_format=config.data_format, seed=0)
     model.fit(train.take(steps), verbose=0)  # traces and warms up
     start = time.perf_counter()

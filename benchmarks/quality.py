@@ -42,7 +42,7 @@ HEADER = """# Reconstruction and code quality of the model variants
 
 Written by `benchmarks/quality.py`: every variant is trained on the same data, for the
 same epochs, with the same seed and batch size, then evaluated on the test split as
-`python -m tf_autoencoder.evaluate` does: BCE (per pixel value) and MSE between the
+`tf-autoencoder evaluate` does: BCE (per pixel value) and MSE between the
 test images and the reconstructions, PSNR (dB, mean over images, capped at 100) and
 SSIM (`tf.image.ssim`), and the accuracy of a linear probe (logistic regression on the
 codes of training images, scored on the codes of the test images) and of a 5-nearest-
@@ -174,15 +174,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import tensorflow as tf
 
-    from tf_autoencoder import data as data_lib
+    from tf_autoencoder import sources
 
     tf.get_logger().setLevel("ERROR")  # predict() on each new model warns about retracing
-    splits = data_lib.load_data(args.dataset, args.data_dir)
+    splits = sources.load_data(args.dataset, args.data_dir)
     if args.train_images:
-        splits.train = data_lib.Split(splits.train.images[:args.train_images],
+        splits.train = sources.Split(splits.train.images[:args.train_images],
                                       splits.train.labels[:args.train_images])
     if args.test_images:
-        splits.test = data_lib.Split(splits.test.images[:args.test_images],
+        splits.test = sources.Split(splits.test.images[:args.test_images],
                                      splits.test.labels[:args.test_images])
     args.label = dataset_label(args, splits)
     with tempfile.TemporaryDirectory() as work_dir:

@@ -27,7 +27,7 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import keras  # noqa: E402
 
-from tf_autoencoder import data as data_lib  # noqa: E402
+from tf_autoencoder import pipeline, sources  # noqa: E402
 from tf_autoencoder import layers as layers_lib  # noqa: E402
 from tf_autoencoder.config import Config  # noqa: E402
 from tf_autoencoder.models import build_autoencoder  # noqa: E402
@@ -74,13 +74,13 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="MNIST sample, 2 pairs of 4 steps")
     args = parser.parse_args(argv)
     if args.quick:
-        splits, args.pairs, args.steps = data_lib.load_mnist_sample(), 2, 4
+        splits, args.pairs, args.steps = sources.load_mnist_sample(), 2, 4
     else:
         ensure_fashion_mnist(args.data_dir)
-        splits = data_lib.load_idx_dir(args.data_dir)
+        splits = sources.load_idx_dir(args.data_dir)
 
     config = Config(image_shape=splits.image_shape, precision=args.precision, seed=0).validate()
-    batches = data_lib.make_dataset(splits.train.images, batch_size=config.batch_size,
+    batches = pipeline.make_dataset(splits.train.images, batch_size=config.batch_size,
                                     training=True, noise_factor=0.5, seed=0).repeat()
     plain, sub_pixel = build(config, batches, False), build(config, batches, True)
     times = {"plain": [], "sub_pixel": []}

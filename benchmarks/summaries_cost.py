@@ -24,7 +24,7 @@ sys.path[:0] = [os.path.dirname(HERE), HERE]
 
 import keras  # noqa: E402
 
-from tf_autoencoder import data as data_lib  # noqa: E402
+from tf_autoencoder import pipeline, sources  # noqa: E402
 from tf_autoencoder.config import Config  # noqa: E402
 from tf_autoencoder.models import build_autoencoder  # noqa: E402
 from tf_autoencoder.summaries import tensorboard_callbacks, write_run_end  # noqa: E402
@@ -72,16 +72,16 @@ def main():
     parser.add_argument("--pairs", type=int, default=5, help="measured (A, B) epoch pairs")
     args = parser.parse_args()
 
-    splits = data_lib.load_data(args.dataset, args.data_dir)
+    splits = sources.load_data(args.dataset, args.data_dir)
     with tempfile.TemporaryDirectory() as model_dir:
         config = Config(dataset=args.dataset, data_dir=args.data_dir, seed=0, model_dir=model_dir,
                         image_shape=splits.image_shape).validate()
         keras.utils.set_random_seed(config.seed)
         model = build_autoencoder(config)
         compile_model(model, config)
-        train = data_lib.make_dataset(splits.train.images, batch_size=config.batch_size,
+        train = pipeline.make_dataset(splits.train.images, batch_size=config.batch_size,
                                       training=True, seed=config.seed)
-        validation = data_lib.make_dataset(splits.validation.images,
+        validation = pipeline.make_dataset(splits.validation.images,
                                            batch_size=config.batch_size, training=False)
         timers = {"without": EpochTimer(), "with": EpochTimer()}
         callbacks = {"without": [timers["without"]],

@@ -40,7 +40,7 @@ sys.path[:0] = [REPO, HERE]
 
 import numpy as np  # noqa: E402
 
-from tf_autoencoder import Config, data  # noqa: E402
+from tf_autoencoder import Config, pipeline, sources  # noqa: E402
 from tf_autoencoder.precision import resolve_precision  # noqa: E402
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -72,10 +72,10 @@ def load_splits(data_dir: str | None):
     """The MNIST sample for a smoke run (data_dir None), else the IDX folder with all 60,000
     training images: the benchmark has no use for a validation split."""
     if data_dir is None:
-        return data.load_mnist_sample()
+        return sources.load_mnist_sample()
     ensure_fashion_mnist(data_dir)
-    splits = data.load_idx_dir(data_dir)
-    splits.train = data.Split(np.concatenate([splits.validation.images, splits.train.images]),
+    splits = sources.load_idx_dir(data_dir)
+    splits.train = sources.Split(np.concatenate([splits.validation.images, splits.train.images]),
                               np.concatenate([splits.validation.labels, splits.train.labels]))
     return splits
 
@@ -116,9 +116,9 @@ def train_tf(data_dir, *, data_format, precision, jit_compile, replicas, epochs,
         model = build_autoencoder(config)
         compile_model(model, config)
     model.jit_compile = jit_compile
-    train = data.make_dataset(splits.train.images, batch_size=256, training=True,
+    train = pipeline.make_dataset(splits.train.images, batch_size=256, training=True,
                               data_format=data_format, seed=seed)
-    test = data.make_dataset(splits.test.images, batch_size=1000, training=False,
+    test = pipeline.make_dataset(splits.test.images, batch_size=1000, training=False,
                              data_format=data_format)
     steps = len(splits.train) // 256 if max_steps is None else max_steps
     speeds, started = [], []
@@ -230,7 +230,7 @@ def train_tf_in_child(**kwargs) -> dict:
 
 
 def pipeline_speed(splits, noise_factor=0.5, passes=3) -> float:
-    dataset = data.make_dataset(splits.train.images, batch_size=256, training=True,
+    dataset = pipeline.make_dataset(splits.train.images, batch_size=256, training=True,
                                 noise_factor=noise_factor, seed=0)
     for _ in dataset:  # the first pass fills the cache
         pass

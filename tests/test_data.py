@@ -10,15 +10,15 @@ import pytest
 import tensorflow as tf
 
 from conftest import idx_bytes, write_idx_dir
-from tf_autoencoder import data
+from tf_autoencoder import pipeline, sources
 from tf_autoencoder.config import ConfigError
-from tf_autoencoder.data import DataError
+from tf_autoencoder.sources import DataError
 
 
 @pytest.mark.parametrize("gz", [False, True])
 def test_idx_folder_gives_train_validation_test_splits(tmp_path, gz):
     arrays = write_idx_dir(tmp_path, n_train=120, n_test=20, gz=gz)
-    splits = data.load_idx_dir(str(tmp_path))
+    splits = sources.load_idx_dir(str(tmp_path))
     # 1/12 of training validates, as 5,000 of MNIST's 60,000; the first ones, as the original.
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (110, 10, 20)
     train_images = arrays["train-images-idx3-ubyte"]
@@ -33,7 +33,7 @@ def test_real_fashion_mnist_sizes_when_the_debian_package_is_there():
     path = "/usr/share/datasets/fashion-mnist"
     if not os.path.isdir(path):
         pytest.skip("dataset-fashion-mnist is not installed")
-    splits = data.load_idx_dir(path)
+    splits = sources.load_idx_dir(path)
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (55_000, 5_000, 10_000)
 
 
@@ -46,7 +46,7 @@ def test_read_idx_rejects_wrong_magic(tmp_path):
     path = str(tmp_path / "x")
     _write(path, b"\x00\x00\x0d\x03" + b"\x00" * 20)  # float IDX: not ours
     with pytest.raises(DataError, match="magic number"):
-        data.read_idx(path)
+        sources.read_idx(path)
 
 
 def test_read_idx_rejects_an_empty_file_of_impossible_shape(tmp_path):
@@ -55,34 +55,34 @@ def test_read_idx_rejects_an_empty_file_of_impossible_shape(tmp_path):
     path = str(tmp_path / "x")
     _write(path, bytes.fromhex("00000804" "00000000" "0000b505" "0000b505" "ffffdbcf"))
     with pytest.raises(DataError, match="too large to hold"):
-        data.read_idx(path)
+        sources.read_idx(path)
 
 
 def test_read_idx_rejects_truncated_file(tmp_path):
     path = str(tmp_path / "x.gz")
     _write(path, idx_bytes(np.zeros((5, 4, 4), np.uint8))[:-7], gz=True)
     with pytest.raises(DataError, match="truncated"):
-        data.read_idx(path)
+        sources.read_idx(path)
 
 
 def test_idx_folder_rejects_image_and_label_counts_that_disagree(tmp_path):
     write_idx_dir(tmp_path, n_train=30)
     _write(str(tmp_path / "train-labels-idx1-ubyte"), idx_bytes(np.zeros(29, np.uint8)))
     with pytest.raises(DataError, match="30 images but 29 labels"):
-        data.load_idx_dir(str(tmp_path))
+        sources.load_idx_dir(str(tmp_path))
 
 
 def test_missing_folder_and_missing_file_say_what_is_needed(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        data.load_idx_dir(str(tmp_path / "nope"))
+        sources.load_idx_dir(str(tmp_path / "nope"))
     write_idx_dir(tmp_path)
     os.unlink(tmp_path / "t10k-images-idx3-ubyte")
     with pytest.raises(DataError, match="no t10k-images-idx3-ubyte"):
-        data.load_idx_dir(str(tmp_path))
+        sources.load_idx_dir(str(tmp_path))
 
 
 def test_mnist_sample_is_5000_real_digits_split_4000_500_500():
-    splits = data.load_mnist_sample()
+    splits = sources.load_mnist_sample()
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (4000, 500, 500)
     assert splits.train.images.shape[1:] == (28, 28, 1) and splits.train.images.dtype == np.uint8
     labels = np.concatenate([splits.train.labels, splits.validation.labels, splits.test.labels])
@@ -131,12 +131,12 @@ def no_proxy_settings(monkeypatch):
 
 def test_download_probe_answers_fast_for_a_host_that_answers_and_a_closed_port(no_proxy_settings):
     with http_server(200) as url:
-        assert data.download_unreachable_reason(url, timeout=5) is None
+        assert sources.download_unreachable_reason(url, timeout=5) is None
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     closed_port = closed.getsockname()[1]
     closed.close()
-    assert "refused" in data.download_unreachable_reason(f"http://127.0.0.1:{closed_port}/",
+    assert "refused" in sources.download_unreachable_reason(f"http://127.0.0.1:{closed_port}/",
                                                         timeout=5).lower()
 
 
@@ -146,7 +146,7 @@ def test_download_probe_goes_through_the_proxy_as_the_download_would(no_proxy_se
     with http_server(200) as url, http_server(403) as proxy:
         no_proxy_settings.setenv("https_proxy", proxy)
         # HTTPS, as TFDS downloads: through the proxy's CONNECT, which it refuses.
-        reason = data.download_unreachable_reason(url.replace("http:", "https:"), timeout=5)
+        reason = sources.download_unreachable_reason(url.replace("http:", "https:"), timeout=5)
     assert reason is not None and "403" in reason
 
 
@@ -157,30 +157,30 @@ def test_a_tfds_dataset_that_cannot_be_set_up_says_why_not_unknown(monkeypatch):
         raise ImportError("this dataset needs the apache_beam package")
 
     monkeypatch.setattr(tfds, "builder", builder)
-    reason = data.tfds_unavailable_reason("mnist")
+    reason = sources.tfds_unavailable_reason("mnist")
     assert "ImportError: this dataset needs the apache_beam package" in reason
     assert "unknown" not in reason
 
 
 def test_a_download_that_fails_after_the_probe_falls_back_or_says_what_failed(monkeypatch):
-    monkeypatch.setattr(data, "tfds_unavailable_reason", lambda name: None)
+    monkeypatch.setattr(sources, "tfds_unavailable_reason", lambda name: None)
 
     def load_tfds(name):
         raise RuntimeError("Failed to get url https://example/mnist.gz. HTTP code: 403.")
 
-    monkeypatch.setattr(data, "load_tfds", load_tfds)
+    monkeypatch.setattr(sources, "load_tfds", load_tfds)
     said = []
-    splits = data.load_data("mnist", fallback_to_sample=True, log=said.append)
-    assert splits.name == data.SAMPLE
+    splits = sources.load_data("mnist", fallback_to_sample=True, log=said.append)
+    assert splits.name == sources.SAMPLE
     [line] = said
     assert "MNIST sample" in line and "HTTP code: 403" in line
     with pytest.raises(DataError, match="RuntimeError: Failed to get url .* HTTP code: 403"):
-        data.load_data("fashion_mnist", fallback_to_sample=False)
+        sources.load_data("fashion_mnist", fallback_to_sample=False)
 
 
 def test_unknown_tfds_name_is_a_usage_error():
     with pytest.raises(ConfigError, match="unknown dataset 'no_such_dataset_xyz'"):
-        data.tfds_unavailable_reason("no_such_dataset_xyz")
+        sources.tfds_unavailable_reason("no_such_dataset_xyz")
 
 
 def test_tfds_source_splits_55000_5000_10000_like_the_original(monkeypatch):
@@ -193,33 +193,33 @@ def test_tfds_source_splits_55000_5000_10000_like_the_original(monkeypatch):
                 for s in split]
 
     monkeypatch.setattr(tfds, "load", fake_load)
-    splits = data.load_tfds("mnist")
+    splits = sources.load_tfds("mnist")
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (55_000, 5_000, 10_000)
     assert splits.validation.labels[0] == 0 and splits.train.labels[0] == 5_000 % 10
 
 
 def test_unavailable_default_falls_back_to_the_sample_and_says_so(monkeypatch):
-    monkeypatch.setattr(data, "tfds_unavailable_reason", lambda name: "no network")
+    monkeypatch.setattr(sources, "tfds_unavailable_reason", lambda name: "no network")
     said = []
-    splits = data.load_data("mnist", fallback_to_sample=True, log=said.append)
-    assert splits.name == data.SAMPLE and len(said) == 1 and "MNIST sample" in said[0]
+    splits = sources.load_data("mnist", fallback_to_sample=True, log=said.append)
+    assert splits.name == sources.SAMPLE and len(said) == 1 and "MNIST sample" in said[0]
     with pytest.raises(DataError, match="no network"):
-        data.load_data("fashion_mnist", fallback_to_sample=False)
+        sources.load_data("fashion_mnist", fallback_to_sample=False)
 
 
 def test_devices_are_set_up_before_tfds_runs_tensorflow_and_not_for_other_sources(monkeypatch):
     """train.py sets up its tf.distribute devices in before_tensorflow: after the input
     checks when it can, but before TFDS runs TensorFlow ops, which fixes the devices."""
     calls = []
-    monkeypatch.setattr(data, "tfds_unavailable_reason", lambda name: None)
-    monkeypatch.setattr(data, "load_tfds",
-                        lambda name: calls.append("load") or data.load_mnist_sample())
-    data.load_data("mnist", before_tensorflow=lambda: calls.append("set up"))
+    monkeypatch.setattr(sources, "tfds_unavailable_reason", lambda name: None)
+    monkeypatch.setattr(sources, "load_tfds",
+                        lambda name: calls.append("load") or sources.load_mnist_sample())
+    sources.load_data("mnist", before_tensorflow=lambda: calls.append("set up"))
     assert calls == ["set up", "load"]
     calls.clear()
-    data.load_data(data.SAMPLE, before_tensorflow=lambda: calls.append("set up"))
-    monkeypatch.setattr(data, "tfds_unavailable_reason", lambda name: "no network")
-    data.load_data("mnist", fallback_to_sample=True, log=lambda line: None,
+    sources.load_data(sources.SAMPLE, before_tensorflow=lambda: calls.append("set up"))
+    monkeypatch.setattr(sources, "tfds_unavailable_reason", lambda name: "no network")
+    sources.load_data("mnist", fallback_to_sample=True, log=lambda line: None,
                    before_tensorflow=lambda: calls.append("set up"))
     assert calls == []
 
@@ -230,26 +230,26 @@ def _batches(dataset):
 
 def test_pipeline_scales_to_unit_range_and_targets_the_clean_image():
     images = np.random.default_rng(0).integers(0, 256, (10, 6, 6, 1), dtype=np.uint8)
-    [(inputs, targets)] = _batches(data.make_dataset(images, batch_size=10, training=False))
+    [(inputs, targets)] = _batches(pipeline.make_dataset(images, batch_size=10, training=False))
     np.testing.assert_allclose(targets, images / 255, atol=1e-6)
     np.testing.assert_array_equal(inputs, targets)
 
 
 def test_training_pipeline_shuffles_and_drops_the_last_partial_batch():
     images = np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1)
-    ds = data.make_dataset(images, batch_size=16, training=True, seed=1)
+    ds = pipeline.make_dataset(images, batch_size=16, training=True, seed=1)
     epoch1, epoch2 = _batches(ds), _batches(ds)
     assert [x.shape[0] for x, _ in epoch1] == [16, 16, 16]
     order1 = np.concatenate([y.ravel() for _, y in epoch1])
     order2 = np.concatenate([y.ravel() for _, y in epoch2])
     assert len(set(order1.tolist())) == 48 and not np.array_equal(order1, order2)
-    eval_batches = _batches(data.make_dataset(images, batch_size=16, training=False))
+    eval_batches = _batches(pipeline.make_dataset(images, batch_size=16, training=False))
     assert [x.shape[0] for x, _ in eval_batches] == [16, 16, 16, 2]
 
 
 def test_noise_is_clipped_targets_stay_clean_and_noise_changes_every_epoch():
     images = np.full((64, 8, 8, 1), 128, np.uint8)
-    ds = data.make_dataset(images, batch_size=32, training=False, noise_factor=0.5, seed=3)
+    ds = pipeline.make_dataset(images, batch_size=32, training=False, noise_factor=0.5, seed=3)
     epoch1, epoch2 = _batches(ds), _batches(ds)
     for inputs, targets in epoch1:
         assert inputs.min() >= 0 and inputs.max() <= 1
@@ -258,14 +258,14 @@ def test_noise_is_clipped_targets_stay_clean_and_noise_changes_every_epoch():
         assert 0.3 < np.std(inputs - targets) < 0.5
     assert not np.allclose(epoch1[0][0], epoch2[0][0])
     # The same seed gives the same noise: runs are reproducible.
-    again = _batches(data.make_dataset(images, batch_size=32, training=False,
+    again = _batches(pipeline.make_dataset(images, batch_size=32, training=False,
                                        noise_factor=0.5, seed=3))
     np.testing.assert_array_equal(again[0][0], epoch1[0][0])
 
 
 def test_nchw_pipeline_transposes_the_images():
     images = np.random.default_rng(0).integers(0, 256, (4, 5, 6, 3), dtype=np.uint8)
-    [(inputs, _)] = _batches(data.make_dataset(images, batch_size=4, training=False,
+    [(inputs, _)] = _batches(pipeline.make_dataset(images, batch_size=4, training=False,
                                                data_format="channels_first"))
     np.testing.assert_allclose(inputs, images.transpose(0, 3, 1, 2) / 255, atol=1e-6)
 
@@ -274,12 +274,12 @@ def test_in_memory_noisy_inputs_are_the_same_images_in_either_layout():
     """summaries (the model's layout) and export_embeddings (NHWC) draw fixed noisy inputs
     from one seed: the projector's codes must not depend on the layout trained."""
     images = np.random.default_rng(0).integers(0, 256, (3, 5, 4, 2), dtype=np.uint8)
-    nhwc, clean = data.noisy_inputs(images, 0.5, np.random.default_rng(1))
-    nchw, clean_nchw = data.noisy_inputs(images, 0.5, np.random.default_rng(1), "channels_first")
+    nhwc, clean = pipeline.noisy_inputs(images, 0.5, np.random.default_rng(1))
+    nchw, clean_nchw = pipeline.noisy_inputs(images, 0.5, np.random.default_rng(1), "channels_first")
     np.testing.assert_array_equal(nchw, nhwc.transpose(0, 3, 1, 2))
     np.testing.assert_array_equal(clean_nchw, clean.transpose(0, 3, 1, 2))
     np.testing.assert_allclose(clean, images / 255, atol=1e-6)
     assert nhwc.dtype == clean.dtype == np.float32
     assert 0 <= nhwc.min() and nhwc.max() <= 1 and np.abs(nhwc - clean).mean() > 0.1
-    inputs, clean = data.noisy_inputs(images, 0.0, np.random.default_rng(1), "channels_first")
+    inputs, clean = pipeline.noisy_inputs(images, 0.0, np.random.default_rng(1), "channels_first")
     assert inputs is clean and clean.shape == (3, 2, 5, 4)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tf_autoencoder import data
+from tf_autoencoder import sources
 
 FAST = settings(max_examples=200, deadline=1000,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -32,8 +32,8 @@ def read_or_error(tmp_path, raw: bytes, gz: bool):
     path = tmp_path / ("f.gz" if gz else "f")
     path.write_bytes(gzip.compress(raw) if gz else raw)
     try:
-        return data.read_idx(str(path))
-    except data.DataError:
+        return sources.read_idx(str(path))
+    except sources.DataError:
         return None
 
 
@@ -84,8 +84,8 @@ def test_read_idx_on_damaged_gzip_returns_the_original_or_raises_data_error(tmp_
     path = tmp_path / "f.gz"
     path.write_bytes(bytes(packed[:len(packed) - cut]))
     try:
-        array = data.read_idx(str(path))
-    except data.DataError:
+        array = sources.read_idx(str(path))
+    except sources.DataError:
         return
     check(raw, array)
 

@@ -1,4 +1,4 @@
-"""`python -m tf_autoencoder.predict`: reconstructions and scores for image files."""
+"""`tf-autoencoder predict`: reconstructions and scores for image files."""
 import os
 import re
 
@@ -7,8 +7,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import error_lines, run_python
-from tf_autoencoder.cli import predict_main
-from tf_autoencoder.data import load_mnist_sample
+from tf_autoencoder.cli import main
+from tf_autoencoder.sources import load_mnist_sample
 from tf_autoencoder.predict import output_names
 
 
@@ -75,7 +75,7 @@ def test_score_is_the_mse_of_the_written_reconstruction(predicted, trained_run, 
 
 def test_only_good_files_exit_0(trained_run, image_files, tmp_path, capsys):
     digit = str(image_files[0] / "digit.png")
-    assert predict_main([trained_run[0], digit, "--output_dir", str(tmp_path)]) == 0
+    assert main(["predict", trained_run[0], digit, "--output_dir", str(tmp_path)]) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith(f"{digit}: mse ")
 
 
@@ -83,10 +83,10 @@ def test_model_dir_without_export_says_how_to_make_one(tmp_path, capsys):
     for name in ["config.json", "model.keras"]:
         (tmp_path / name).write_text("{}")
     with pytest.raises(SystemExit) as exit_:
-        predict_main([str(tmp_path), "digit.png"])
+        main(["predict", str(tmp_path), "digit.png"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "python -m tf_autoencoder.export" in err, err
+    assert err.count("\n") == 1 and "tf-autoencoder export" in err, err
 
 
 def test_saved_model_without_our_signatures_is_one_line(tmp_path, image_files, capsys):
@@ -95,7 +95,7 @@ def test_saved_model_without_our_signatures_is_one_line(tmp_path, image_files, c
                                 input_signature=[tf.TensorSpec([None, 3], tf.float32)])
     tf.saved_model.save(module, str(tmp_path / "other"), signatures=module.double)
     digit = str(image_files[0] / "digit.png")
-    assert predict_main([str(tmp_path / "other"), digit, "--output_dir", str(tmp_path)]) == 1
+    assert main(["predict", str(tmp_path / "other"), digit, "--output_dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no serving_default signature" in err, err
 

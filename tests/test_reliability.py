@@ -153,19 +153,19 @@ def test_a_ctrl_c_that_an_import_swallows_still_stops_before_training(tmp_path, 
                                                                      capsys):
     """Under load, Ctrl-C has landed inside an import that catches every exception: train.py
     then trained on and exited 0. It remembers the Ctrl-C and stops before training."""
-    from tf_autoencoder import cli, data
+    from tf_autoencoder import cli, sources
 
-    load_data = data.load_data
+    load_data = sources.load_data
 
     def load_data_swallowing_a_ctrl_c(*args, **kwargs):
         try:
-            cli._remember_interrupt(signal.SIGINT, None)  # what Ctrl-C calls
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # what Ctrl-C calls
         except KeyboardInterrupt:
             pass  # as `try: import x` / `except BaseException` would
         return load_data(*args, **kwargs)
 
-    monkeypatch.setattr(data, "load_data", load_data_swallowing_a_ctrl_c)
-    code = cli.train_main(["--dataset", "mnist_sample", "--epochs", "1",
+    monkeypatch.setattr(sources, "load_data", load_data_swallowing_a_ctrl_c)
+    code = cli.main(["train", "--dataset", "mnist_sample", "--epochs", "1",
                            "--model_dir", str(tmp_path / "run")])
     assert code == 130
     assert "interrupted" in capsys.readouterr().err

@@ -94,8 +94,8 @@ class Config:
                               "model's KL term already regularises its codes (see --beta)")
         if self.loss not in LOSSES:
             raise ConfigError(f"unknown loss {self.loss!r}: use bce (sigmoid cross-entropy) or mse")
-        _check_sizes("num_filters", self.num_filters)
-        _check_sizes("hidden_units", self.hidden_units)
+        check_sizes("num_filters", self.num_filters)
+        check_sizes("hidden_units", self.hidden_units)
         if self.dropout is not None and not 0 < self.dropout <= 1:
             raise ConfigError(
                 f"dropout must be a keep probability in (0, 1], got {self.dropout}")
@@ -138,14 +138,7 @@ class Config:
             raise ConfigError(f"batch_size {self.batch_size} is larger than the training set "
                               f"({num_train} images): lower --batch_size")
         if self.model in CONV_MODELS:
-            size = min(self.image_shape[:2])
-            for block in range(len(self.num_filters)):
-                if size < 2:
-                    raise ConfigError(
-                        f"{self.image_shape[0]}x{self.image_shape[1]} images are too small for "
-                        f"{len(self.num_filters)} pooling blocks (--num_filters "
-                        f"{','.join(map(str, self.num_filters))}): give at most {block} sizes")
-                size = -(-size // 2)
+            check_encoder_fits(*self.image_shape[:2], self.num_filters)
 
     @property
     def channels_first(self) -> bool:
@@ -180,9 +173,22 @@ class Config:
         write_text_atomic(path, self.to_json() + "\n")
 
 
-def _check_sizes(name: str, sizes) -> None:
-    if not sizes:
+def check_sizes(name: str, sizes, allow_empty: bool = False) -> None:
+    """Raises ConfigError unless `sizes` is a list of positive integers (and not empty)."""
+    if not sizes and not allow_empty:
         raise ConfigError(f"{name} is empty: give at least one size, e.g. --{name} 16,8,8")
     bad = [s for s in sizes if not isinstance(s, int) or s < 1]
     if bad:
         raise ConfigError(f"{name} must be positive integers, got {list(sizes)}")
+
+
+def check_encoder_fits(height: int, width: int, num_filters) -> None:
+    """Raises ConfigError if HxW images are too small for one halving per entry of
+    `num_filters` (each block needs at least 2x2; odd sizes round up: 7 -> 4)."""
+    size = min(height, width)
+    for block in range(len(num_filters)):
+        if size < 2:
+            raise ConfigError(
+                f"{height}x{width} images are too small for {len(num_filters)} pooling blocks "
+                f"(--num_filters {','.join(map(str, num_filters))}): give at most {block} sizes")
+        size = -(-size // 2)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 
-import keras
 import numpy as np
 import tensorflow as tf
 from sklearn.linear_model import LogisticRegression
@@ -17,11 +16,13 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from . import data as data_lib
-from . import models  # noqa: F401  (registers the model classes for loading)
 from .config import Config
 from .files import write_text_atomic
-from .model_dir import EVALUATION, FINAL_MODEL
+from .layout import to_nhwc
+from .loading import load_finished_model
+from .model_dir import EVALUATION
+from .pipeline import noisy_inputs
+from .sources import Split, Splits
 
 # A perfect reconstruction has infinite PSNR; each image's PSNR is capped here
 # (an MSE of 1e-10) so that averages and JSON stay finite.
@@ -73,29 +74,23 @@ def _flat(codes) -> np.ndarray:
     return codes.reshape(len(codes), -1)
 
 
-def load_model(model_dir: str) -> keras.Model:
-    return keras.saving.load_model(os.path.join(model_dir, FINAL_MODEL), compile=False)
-
-
-def evaluate_run(model_dir: str, config: Config, splits: data_lib.Splits,
+def evaluate_run(model_dir: str, config: Config, splits: Splits,
                  probe_samples: int | None = None, seed: int = 0) -> dict:
     """Every metric of the run in `model_dir` on `splits`; writes model_dir/evaluation.json.
 
     probe_samples: fit the probe and k-NN on this many training images, drawn at random
     with `seed` (default: the whole training split).
     """
-    model = load_model(model_dir)
+    model = load_finished_model(model_dir)
     test_inputs = _clean_inputs(splits.test.images, config)
     logits = model.predict(test_inputs, batch_size=BATCH_SIZE, verbose=0)
-    targets = test_inputs
-    if config.channels_first:
-        targets, logits = (a.transpose(0, 2, 3, 1) for a in (targets, logits))
-    metrics = reconstruction_metrics(targets, logits)
+    metrics = reconstruction_metrics(to_nhwc(test_inputs, config.data_format),
+                                     to_nhwc(logits, config.data_format))
 
     train = splits.train
     if probe_samples is not None and probe_samples < len(train):
         chosen = np.sort(np.random.default_rng(seed).choice(len(train), probe_samples, replace=False))
-        train = data_lib.Split(train.images[chosen], train.labels[chosen])
+        train = Split(train.images[chosen], train.labels[chosen])
     train_codes = model.encoder.predict(_clean_inputs(train.images, config),
                                         batch_size=BATCH_SIZE, verbose=0)
     test_codes = model.encoder.predict(test_inputs, batch_size=BATCH_SIZE, verbose=0)
@@ -117,7 +112,7 @@ def evaluate_run(model_dir: str, config: Config, splits: data_lib.Splits,
 
 def _clean_inputs(images: np.ndarray, config: Config) -> np.ndarray:
     """uint8 (N, H, W, C) -> float32 in [0, 1], in the model's layout, without noise."""
-    return data_lib.noisy_inputs(images, 0.0, data_format=config.data_format)[0]
+    return noisy_inputs(images, 0.0, data_format=config.data_format)[0]
 
 
 def format_table(report: dict) -> str:

@@ -6,29 +6,23 @@ trained in (the SavedModel computes in float32):
   encode           images -> codes: (batch, h, w, k) convolutional, (batch, k) fully connected
   decode           codes -> reconstructions
 
-`python -m tf_autoencoder.export MODEL_DIR` exports a finished run; training exports at its end.
+`tf-autoencoder export MODEL_DIR` exports a finished run; training exports at its end.
 """
 import os
-import sys
+import secrets
+import shutil
+import time
 
-if __name__ == "__main__":  # check the input before TensorFlow loads
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from tf_autoencoder.cli import export_main
+import keras
+import numpy as np
+import tensorflow as tf
 
-    sys.exit(export_main(prog="python -m tf_autoencoder.export"))
-
-import secrets  # noqa: E402
-import shutil  # noqa: E402
-import time  # noqa: E402
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from .config import Config  # noqa: E402
-from .files import fsync_dir, fsync_tree  # noqa: E402
-from .models import float32_twin  # noqa: E402  (also registers the classes for load_model)
-from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, export_versions  # noqa: E402
+from .config import Config
+from .files import fsync_dir, fsync_tree
+from .layout import shape_to_nhwc, to_model_layout, to_nhwc
+from .loading import load_finished_model
+from .models import float32_twin
+from .model_dir import CONFIG_FILE, EXPORT_DIR, export_versions
 
 # Exports are written under this prefix, then renamed to their version. TF Serving and
 # export_versions() only see integer names, so a crash never leaves a version behind.
@@ -36,29 +30,22 @@ TMP_PREFIX = ".tmp-export-"
 STALE_AFTER_S = 3600  # a temporary export this old was left by a crash: removed
 
 
-def _to_nhwc(shape):
-    """One image's or code's shape in the model's channels_first layout -> NHWC order."""
-    return (*shape[1:], shape[0]) if len(shape) == 3 else tuple(shape)
-
-
-def serving_module(model: keras.Model, channels_first: bool) -> tf.Module:
+def serving_module(model: keras.Model, data_format: str) -> tf.Module:
     """A tf.Module with the three signature functions (as .serve, .encode, .decode).
 
     It tracks the model's weights only, not the model object, so the SavedModel holds no
     optimizer state and loads without Keras or this package.
     """
-    image_shape = tuple(model.encoder.input_shape[1:])
-    code_shape = tuple(model.encoder.output_shape[1:])
-    if channels_first:
-        image_shape, code_shape = _to_nhwc(image_shape), _to_nhwc(code_shape)
+    image_shape = shape_to_nhwc(model.encoder.input_shape[1:], data_format)
+    code_shape = shape_to_nhwc(model.encoder.output_shape[1:], data_format)
     images_spec = tf.TensorSpec((None, *image_shape), tf.float32, name="images")
     codes_spec = tf.TensorSpec((None, *code_shape), tf.float32, name="codes")
 
-    def to_model(x):  # NHWC -> the model's layout; codes without spatial axes pass through
-        return tf.transpose(x, [0, 3, 1, 2]) if channels_first and x.shape.rank == 4 else x
+    def to_model(x):  # codes without spatial axes pass through
+        return to_model_layout(x, data_format)
 
     def from_model(x):
-        return tf.transpose(x, [0, 2, 3, 1]) if channels_first and x.shape.rank == 4 else x
+        return to_nhwc(x, data_format)
 
     @tf.function(input_signature=[images_spec])
     def serve(images):
@@ -86,7 +73,7 @@ def export_saved_model(model: keras.Model, config: Config, export_base: str) -> 
 
     Raises OSError, with one clear line, when `export_base` cannot be written.
     """
-    module = serving_module(float32_twin(model, config), config.channels_first)
+    module = serving_module(float32_twin(model, config), config.data_format)
     try:
         os.makedirs(export_base, exist_ok=True)
         _remove_stale_exports(export_base)
@@ -158,5 +145,13 @@ def export_model_dir(model_dir: str, export_base: str | None = None) -> str:
     export_base defaults to MODEL_DIR/export.
     """
     config = Config.load(os.path.join(model_dir, CONFIG_FILE)).validate()
-    model = keras.saving.load_model(os.path.join(model_dir, FINAL_MODEL), compile=False)
+    model = load_finished_model(model_dir)
     return export_saved_model(model, config, export_base or os.path.join(model_dir, EXPORT_DIR))
+
+
+if __name__ == "__main__":  # the old spelling, `python -m tf_autoencoder.export`
+    import sys
+
+    from .cli import main
+
+    sys.exit(main(command="export", prog="python -m tf_autoencoder.export"))

@@ -10,6 +10,8 @@ import math
 import keras
 from keras import layers, ops
 
+from .config import check_encoder_fits, check_sizes
+
 
 class _ChannelsFirstBias:
     """Adds a conv layer's bias along axis 1 in channels_first, whatever the shapes.
@@ -125,11 +127,6 @@ def _spatial(shape, data_format):
     return tuple(shape[2:4]) if data_format == "channels_first" else tuple(shape[1:3])
 
 
-def _check_sizes(name, sizes):
-    if not sizes or any(not isinstance(s, int) or s < 1 for s in sizes):
-        raise ValueError(f"{name} must be a non-empty list of positive integers, got {sizes!r}")
-
-
 def _check_choice(name, value, choices):
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -148,17 +145,9 @@ def conv_encoder(inputs, num_filters, *, data_format="channels_last", weight_dec
     inputs: (batch, H, W, C).  Returns the code: (batch, H', W', num_filters[-1]) with
     H' = H halved (rounding up) once per block; (batch, 4, 4, 8) for the post's model.
     """
-    _check_sizes("num_filters", num_filters)
+    check_sizes("num_filters", num_filters)
     _check_choice("downsample", downsample, ("pool", "strided"))
-    height, width = _spatial(inputs.shape, data_format)
-    size = (height, width)
-    for block in range(len(num_filters)):
-        if min(size) < 2:
-            raise ValueError(
-                f"input of {height}x{width} is too small for {len(num_filters)} pooling "
-                f"blocks: block {block} would get {size[0]}x{size[1]}; "
-                "use fewer num_filters entries or larger images")
-        size = tuple(math.ceil(s / 2) for s in size)
+    check_encoder_fits(*_spatial(inputs.shape, data_format), num_filters)
 
     x = inputs
     for block, filters in enumerate(num_filters):
@@ -195,7 +184,7 @@ def conv_decoder(code, num_filters, output_shape, *, data_format="channels_last"
     code: (batch, h, w, k).  output_shape: one image's shape in `data_format` order,
     e.g. (28, 28, 1).  Returns logits of shape (batch, *output_shape).
     """
-    _check_sizes("num_filters", num_filters)
+    check_sizes("num_filters", num_filters)
     _check_choice("upsample", upsample, ("transpose", "resize"))
     if data_format == "channels_first":
         channels, height, width = output_shape
@@ -248,7 +237,7 @@ def fc_encoder(inputs, hidden_units, *, data_format="channels_last", weight_deca
 
     inputs: (batch, H, W, C).  Returns the code: (batch, hidden_units[-1]).
     """
-    _check_sizes("hidden_units", hidden_units)
+    check_sizes("hidden_units", hidden_units)
     # Flatten in NHWC order whatever the layout, so both layouts share weights.
     x = layers.Flatten(data_format=data_format, name="flatten")(inputs)
     for i, units in enumerate(hidden_units):
@@ -266,8 +255,7 @@ def fc_decoder(code, hidden_units, output_shape, *, data_format="channels_last",
     code: (batch, k).  output_shape: one image's shape in `data_format` order.
     Returns logits of shape (batch, *output_shape).
     """
-    if any(not isinstance(s, int) or s < 1 for s in hidden_units):
-        raise ValueError(f"hidden_units must be positive integers, got {hidden_units!r}")
+    check_sizes("hidden_units", hidden_units, allow_empty=True)
     x = code
     for i, units in enumerate(hidden_units):
         x = layers.Dense(units, activation="relu", name=f"dense{i}",

@@ -9,26 +9,27 @@ def sigmoid_mse(images, logits):
     return ops.mean(ops.square(images - ops.sigmoid(logits)), axis=(1, 2, 3))
 
 
+class _OnPixels:
+    """Makes a Keras metric of (images, pixels) one of (images, logits)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, ops.sigmoid(y_pred), sample_weight)
+
+
 @keras.saving.register_keras_serializable(package="tf_autoencoder")
-class RMSE(keras.metrics.RootMeanSquaredError):
+class RMSE(_OnPixels, keras.metrics.RootMeanSquaredError):
     """Root mean squared error over all pixels of images and sigmoid(logits), as the original."""
 
     def __init__(self, name="rmse", **kwargs):
         super().__init__(name=name, **kwargs)
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(y_true, ops.sigmoid(y_pred), sample_weight)
-
 
 @keras.saving.register_keras_serializable(package="tf_autoencoder")
-class MSE(keras.metrics.MeanSquaredError):
+class MSE(_OnPixels, keras.metrics.MeanSquaredError):
     """Mean squared error between images and sigmoid(logits)."""
 
     def __init__(self, name="mse", **kwargs):
         super().__init__(name=name, **kwargs)
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(y_true, ops.sigmoid(y_pred), sample_weight)
 
 
 def make_loss(name: str):

@@ -10,7 +10,7 @@ model_dir/
   model.keras        the final model
   test_metrics.json  loss, RMSE, BCE, MSE on the test split
   export/<version>/  SavedModels for serving (1, 2, ... as TF Serving expects)
-  evaluation.json    `python -m tf_autoencoder.evaluate`: image quality and code quality
+  evaluation.json    `tf-autoencoder evaluate`: image quality and code quality
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def find_saved_model(path: str) -> str:
             return os.path.join(base, str(complete[-1]))
     if os.path.isfile(os.path.join(path, FINAL_MODEL)):
         raise ConfigError(f"{path} has no SavedModel export yet: make one with "
-                          f"`python -m tf_autoencoder.export {path}`")
+                          f"`tf-autoencoder export {path}`")
     raise ConfigError(f"{path} holds neither a SavedModel ({SAVED_MODEL_FILE}) nor a model_dir "
                       f"with {EXPORT_DIR}/<version>/ folders")
 

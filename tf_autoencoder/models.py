@@ -14,8 +14,37 @@ from .metrics import gaussian_kl
 from .precision import resolve_precision
 
 
+class _TwoParts(keras.Model):
+    """A model made of two built Keras models, the attributes named in PARTS; it saves
+    and loads with them (and with what `extra_config` adds)."""
+
+    PARTS: tuple[str, str]
+
+    def build(self, input_shape):
+        self.built = True  # its parts arrive built
+
+    @property
+    def parts(self) -> tuple:
+        """The sub-models that together hold every weight once."""
+        return tuple(getattr(self, name) for name in self.PARTS)
+
+    def extra_config(self) -> dict:
+        return {}
+
+    def get_config(self):
+        return {"name": self.name, **self.extra_config(),
+                **{name: keras.saving.serialize_keras_object(getattr(self, name))
+                   for name in self.PARTS}}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        parts = [keras.saving.deserialize_keras_object(config.pop(name)) for name in cls.PARTS]
+        return cls(*parts, **config)
+
+
 @keras.saving.register_keras_serializable(package="tf_autoencoder")
-class Autoencoder(keras.Model):
+class Autoencoder(_TwoParts):
     """images -> logits, as `decoder(encoder(images))`.
 
     `encoder` maps images (batch, H, W, C) to codes; `decoder` maps codes to logits of
@@ -23,40 +52,20 @@ class Autoencoder(keras.Model):
     models, so codes can be computed and decoded on their own.
     """
 
+    PARTS = ("encoder", "decoder")
+
     def __init__(self, encoder: keras.Model, decoder: keras.Model, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
         self.build(encoder.input_shape)
 
-    def build(self, input_shape):
-        self.built = True  # encoder and decoder arrive built
-
-    @property
-    def parts(self) -> tuple:
-        """The sub-models that together hold every weight once."""
-        return self.encoder, self.decoder
-
     def call(self, images, training=None):
         return self.decoder(self.encoder(images, training=training), training=training)
 
-    def get_config(self):
-        return {
-            "name": self.name,
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "decoder": keras.saving.serialize_keras_object(self.decoder),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
-        decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
-        return cls(encoder, decoder, **config)
-
 
 @keras.saving.register_keras_serializable(package="tf_autoencoder")
-class VariationalAutoencoder(keras.Model):
+class VariationalAutoencoder(_TwoParts):
     """images -> logits through a Gaussian code: a convolutional VAE (Kingma and Welling,
     "Auto-Encoding Variational Bayes", ICLR 2014).
 
@@ -71,6 +80,8 @@ class VariationalAutoencoder(keras.Model):
     negative evidence lower bound per pixel.  kl is reported as its own metric.
     """
 
+    PARTS = ("posterior", "decoder")
+
     def __init__(self, posterior: keras.Model, decoder: keras.Model, beta: float = 1.0,
                  **kwargs):
         super().__init__(**kwargs)
@@ -82,14 +93,6 @@ class VariationalAutoencoder(keras.Model):
         self.seed_generator = keras.random.SeedGenerator()
         self.kl_tracker = keras.metrics.Mean(name="kl")
         self.build(posterior.input_shape)
-
-    def build(self, input_shape):
-        self.built = True  # posterior and decoder arrive built
-
-    @property
-    def parts(self) -> tuple:
-        """The sub-models that together hold every weight once."""
-        return self.posterior, self.decoder
 
     def call(self, images, training=None):
         mean, log_var = self.posterior(images, training=training)
@@ -108,20 +111,8 @@ class VariationalAutoencoder(keras.Model):
         # replicas, as it does the reconstruction loss, so their gradients sum to one batch's.
         return reconstruction + self._aggregate_additional_loss(self.beta * self.last_kl)
 
-    def get_config(self):
-        return {
-            "name": self.name,
-            "beta": self.beta,
-            "posterior": keras.saving.serialize_keras_object(self.posterior),
-            "decoder": keras.saving.serialize_keras_object(self.decoder),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        posterior = keras.saving.deserialize_keras_object(config.pop("posterior"))
-        decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
-        return cls(posterior, decoder, **config)
+    def extra_config(self) -> dict:
+        return {"beta": self.beta}
 
 
 def input_shape_for(config: Config) -> tuple[int, int, int]:

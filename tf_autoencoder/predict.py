@@ -5,52 +5,16 @@ image as the model sees it (converted to the model's channels, resized to its si
 pixels in [0, 1]) and its reconstruction. Images unlike the training data reconstruct
 worse, so a high score flags an anomaly.
 
-`python -m tf_autoencoder.predict EXPORT_OR_MODEL_DIR img1.png img2.jpg ... [--output_dir DIR]`
+`tf-autoencoder predict EXPORT_OR_MODEL_DIR img1.png img2.jpg ... [--output_dir DIR]`
 """
 import os
 import re
-import sys
 
-if __name__ == "__main__":  # check the input before TensorFlow loads
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from tf_autoencoder.cli import predict_main
+import numpy as np
+import tensorflow as tf
 
-    sys.exit(predict_main(prog="python -m tf_autoencoder.predict"))
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from .images import write_png  # noqa: E402
-
-BATCH_SIZE = 256
-
-
-class ModelError(ValueError):
-    """The SavedModel cannot be loaded or lacks the serving_default signature we export."""
-
-
-def load_reconstructor(saved_model_dir: str):
-    """-> (reconstruct, (H, W, C)): reconstruct maps float32 (n, H, W, C) images in [0, 1]
-    to their reconstructions, same shape, through the `serving_default` signature."""
-    try:
-        loaded = tf.saved_model.load(saved_model_dir)
-    except (OSError, ValueError, tf.errors.OpError) as e:
-        raise ModelError(f"cannot load the SavedModel in {saved_model_dir}: {e}") from None
-    signature = loaded.signatures.get("serving_default")
-    spec = signature.structured_input_signature[1].get("images") if signature else None
-    if (spec is None or spec.dtype != tf.float32 or spec.shape.rank != 4
-            or not spec.shape[1:].is_fully_defined()
-            or "reconstructions" not in signature.structured_outputs):
-        raise ModelError(
-            f"the SavedModel in {saved_model_dir} has no serving_default signature from float32 "
-            "'images' (batch, H, W, C) to 'reconstructions': export the model_dir with "
-            "`python -m tf_autoencoder.export MODEL_DIR`")
-
-    def reconstruct(images: np.ndarray) -> np.ndarray:
-        serve = loaded.signatures["serving_default"]  # `loaded` keeps the weights alive
-        return serve(images=tf.constant(images))["reconstructions"].numpy()
-
-    return reconstruct, tuple(spec.shape[1:])
+from .images import write_png
+from .loading import load_saved_model
 
 
 def read_image(path: str, shape: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
@@ -103,8 +67,10 @@ def predict_files(saved_model_dir: str, paths: list[str], output_dir: str, *, lo
                   error=print) -> int:
     """Writes each image's reconstruction into `output_dir` and logs one line per image
     with its score; files that fail get one line through `error` and the rest go on.
-    Returns the number of files that failed. Raises ModelError for an unusable model."""
-    reconstruct, shape = load_reconstructor(saved_model_dir)
+    Returns the number of files that failed. Raises loading.ModelError for an unusable
+    model."""
+    model = load_saved_model(saved_model_dir)
+    shape = model.image_shape
     log(f"Model: {saved_model_dir} ({'x'.join(map(str, shape))} images)")
     images, done = [], []
     for path in paths:
@@ -120,8 +86,7 @@ def predict_files(saved_model_dir: str, paths: list[str], output_dir: str, *, lo
         done.append((path, notes))
     if images:
         images = np.stack(images)
-        reconstructions = np.concatenate([reconstruct(images[i:i + BATCH_SIZE])
-                                          for i in range(0, len(images), BATCH_SIZE)])
+        reconstructions = model.reconstruct(images)
         scores = np.mean(np.square(images - reconstructions), axis=(1, 2, 3))
         for (path, notes), name, reconstruction, score in zip(
                 done, output_names([p for p, _ in done]), reconstructions, scores):
@@ -129,3 +94,11 @@ def predict_files(saved_model_dir: str, paths: list[str], output_dir: str, *, lo
             write_png(out, np.round(np.clip(reconstruction, 0, 1) * 255).astype(np.uint8))
             log(f"{path}: mse {score:.6f} -> {out}" + (f" ({'; '.join(notes)})" if notes else ""))
     return len(paths) - len(done)
+
+
+if __name__ == "__main__":  # the old spelling, `python -m tf_autoencoder.predict`
+    import sys
+
+    from .cli import main
+
+    sys.exit(main(command="predict", prog="python -m tf_autoencoder.predict"))

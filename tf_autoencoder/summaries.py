@@ -23,25 +23,30 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
-from . import data as data_lib
 from .config import Config
 from .images import image_grid, write_png
+from .layout import to_nhwc
+from .pipeline import noisy_inputs
 from .projector import write_projector
+from .sources import Splits
 
 NUM_RECONSTRUCTIONS = 10
 TRAIN_RUN, VALIDATION_RUN, PROJECTOR_RUN = "train", "validation", "projector"
-# Hyperparameters shown in the HParams tab: the settings that can differ between runs.
-HPARAMS = ("model", "num_filters", "hidden_units", "data_format", "dropout", "weight_decay",
-           "dataset", "noise_factor", "loss", "learning_rate", "batch_size", "epochs", "seed")
+# Hyperparameters shown in the HParams tab: every setting that changes the model or its
+# training, so that runs compare across any of them.
+HPARAMS = ("model", "num_filters", "hidden_units", "downsample", "upsample", "data_format",
+           "dropout", "weight_decay", "code_l1", "beta", "dataset", "noise_factor", "loss",
+           "learning_rate", "lr_decay_steps", "lr_decay_rate", "batch_size", "epochs", "seed",
+           "precision", "distribute")
 
 
-def tensorboard_callbacks(config: Config, splits: data_lib.Splits) -> list:
+def tensorboard_callbacks(config: Config, splits: Splits) -> list:
     """Everything a training run logs each epoch: Keras' own TensorBoard callback (loss,
     metrics, learning rate) and ours (internals, reconstructions; PNGs with save_images)."""
     rng = np.random.default_rng(config.seed)  # fixed inputs, so epochs compare
 
     def fixed_inputs(images):  # (inputs, clean targets) in the model's layout
-        return data_lib.noisy_inputs(images, config.noise_factor, rng, config.data_format)
+        return noisy_inputs(images, config.noise_factor, rng, config.data_format)
 
     probe = fixed_inputs(splits.train.images[:config.batch_size])
     activations_batch = fixed_inputs(splits.validation.images[:config.batch_size])
@@ -51,7 +56,7 @@ def tensorboard_callbacks(config: Config, splits: data_lib.Splits) -> list:
         keras.callbacks.TensorBoard(config.model_dir, write_graph=False, profile_batch=0),
         TrainingInternals(config, probe, activations_batch[0]),
         Reconstructions(*shown, log_dir=os.path.join(config.model_dir, VALIDATION_RUN),
-                        png_dir=config.save_images, channels_first=config.channels_first),
+                        png_dir=config.save_images, data_format=config.data_format),
     ]
 
 
@@ -169,14 +174,11 @@ class Reconstructions(keras.callbacks.Callback):
     """
 
     def __init__(self, inputs: np.ndarray, clean: np.ndarray, *, log_dir: str,
-                 png_dir: str | None = None, channels_first: bool = False):
+                 png_dir: str | None = None, data_format: str = "channels_last"):
         super().__init__()
         self.inputs, self.clean = inputs, clean
         self.log_dir, self.png_dir = log_dir, png_dir
-        self.channels_first = channels_first
-
-    def _nhwc(self, images):
-        return images.transpose(0, 2, 3, 1) if self.channels_first else images
+        self.data_format = data_format
 
     def on_train_begin(self, logs=None):
         self.writer = tf.summary.create_file_writer(self.log_dir)
@@ -185,7 +187,8 @@ class Reconstructions(keras.callbacks.Callback):
         """uint8 (rows * (H + 2) + 2, n * (W + 2) + 2, C): one row of images each."""
         reconstructions = tf.sigmoid(self.model(self.inputs, training=False)).numpy()
         noisy = [] if self.inputs is self.clean else [self.inputs]
-        return image_grid([self._nhwc(r) for r in [self.clean, *noisy, reconstructions]])
+        return image_grid([to_nhwc(r, self.data_format)
+                           for r in [self.clean, *noisy, reconstructions]])
 
     def on_epoch_end(self, epoch, logs=None):
         grid = self.grid()
@@ -237,7 +240,7 @@ def write_hparams(config: Config) -> None:
         hp.hparams(values, trial_id=os.path.basename(os.path.abspath(config.model_dir)))
 
 
-def write_run_end(model: keras.Model, config: Config, splits: data_lib.Splits,
+def write_run_end(model: keras.Model, config: Config, splits: Splits,
                   test_metrics: dict, epoch: int, log=print) -> None:
     """After training: the test metrics as scalars `test/<name>` at step `epoch` (so the
     HParams tab compares runs by them), and the projector of the first
@@ -248,7 +251,7 @@ def write_run_end(model: keras.Model, config: Config, splits: data_lib.Splits,
     count = min(config.embedding_images, len(splits.test))
     if count:
         images = splits.test.images[:count]
-        inputs, _ = data_lib.noisy_inputs(images, config.noise_factor,
+        inputs, _ = noisy_inputs(images, config.noise_factor,
                                           np.random.default_rng(config.seed), config.data_format)
         codes = model.encoder.predict(inputs, batch_size=config.batch_size, verbose=0)
         log_dir = os.path.join(config.model_dir, PROJECTOR_RUN)

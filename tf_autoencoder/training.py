@@ -26,7 +26,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import data as data_lib
 from .config import Config
 from .files import fsync_dir, fsync_file, write_text_atomic
 from .distribute import check_workers_agree, chief_value, is_chief
@@ -35,6 +34,8 @@ from .metrics import make_loss, make_metrics
 from .model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, HISTORY,
                         TEST_METRICS)
 from .models import build_autoencoder, float32_twin
+from .pipeline import make_dataset, make_training_epochs
+from .sources import Splits
 from .summaries import tensorboard_callbacks, write_run_end
 
 
@@ -281,7 +282,7 @@ def trim_history(path: str, finished_epochs: int) -> None:
         write_text_atomic(path, "".join(lines[:1] + rows))
 
 
-def train(config: Config, splits: data_lib.Splits, log=print,
+def train(config: Config, splits: Splits, log=print,
           strategy: tf.distribute.Strategy | None = None) -> dict:
     """Trains (or resumes) the run `config` describes on `splits`; returns the test metrics.
 
@@ -304,7 +305,7 @@ def train(config: Config, splits: data_lib.Splits, log=print,
                       restore_from=os.path.join(config.model_dir, CHECKPOINT_DIR))
 
 
-def _train(config: Config, splits: data_lib.Splits, log, strategy: tf.distribute.Strategy,
+def _train(config: Config, splits: Splits, log, strategy: tf.distribute.Strategy,
            restore_from: str | None = None) -> dict:
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -348,7 +349,7 @@ def _train(config: Config, splits: data_lib.Splits, log, strategy: tf.distribute
 
     def pipeline(split):  # validation and test
         # Resumed runs shift the seed so they do not replay the first epochs' noise.
-        return data_lib.make_dataset(
+        return make_dataset(
             split.images, batch_size=config.batch_size, training=False,
             noise_factor=config.noise_factor, data_format=config.data_format,
             seed=config.seed + initial_epoch)
@@ -363,7 +364,7 @@ def _train(config: Config, splits: data_lib.Splits, log, strategy: tf.distribute
     if initial_epoch < config.epochs:
         # Epoch e's batches follow from the seed and e alone: the same with and without
         # a strategy, and for a resumed run the ones the uninterrupted run had.
-        train_batches = data_lib.make_training_epochs(
+        train_batches = make_training_epochs(
             splits.train.images, batch_size=config.batch_size,
             epochs=range(initial_epoch, config.epochs), seed=config.seed,
             noise_factor=config.noise_factor, data_format=config.data_format)

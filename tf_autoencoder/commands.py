@@ -1,0 +1,378 @@
+"""What each command does once cli.py has parsed its arguments.
+
+Every command checks what it can before TensorFlow loads (seconds), ends bad input with
+one line and exit status 2 and failures with one line and exit status 1, and writes
+nothing it cannot finish (see files.py). Heavy modules are imported inside the
+commands, after those checks.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.abc
+import importlib.util
+import logging
+import math
+import os
+import random
+import re
+import signal
+import sys
+import tempfile
+import threading
+
+from .config import Config, ConfigError
+from .model_dir import CONFIG_FILE, EVALUATION, find_saved_model, is_saved_model, load_finished_run
+
+# TensorFlow's C++ start-up lines (absl logging), which TF_CPP_MIN_LOG_LEVEL does not stop.
+TF_CPP_LOG_LINE = re.compile(r"[IWEF]\d{4} |WARNING: All log messages before absl::InitializeLog")
+
+
+def set_up_logging(verbose: bool) -> None:
+    """Once per process, before TensorFlow loads: its C++ start-up logging and its Python
+    warnings stay off unless `verbose`. TensorFlow itself loads later, when a command
+    needs it, so that bad input is still answered in a moment."""
+    if verbose or "tensorflow" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # what it honours, after start-up
+    sys.meta_path.insert(0, _QuietTensorFlowImport())
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Imports `tensorflow` with file descriptor 2 captured: its C++ start-up lines are
+    written there directly, whatever TF_CPP_MIN_LOG_LEVEL says. Anything else it wrote
+    (a real error, a Python warning) is passed on afterwards."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)  # once; and find the real spec without this finder
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            exec_module = spec.loader.exec_module
+
+            def quiet_exec_module(module):
+                with _stderr_without_cpp_logging():
+                    exec_module(module)
+
+            spec.loader.exec_module = quiet_exec_module
+        return spec
+
+
+@contextlib.contextmanager
+def _stderr_without_cpp_logging():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile("w+b") as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not TF_CPP_LOG_LINE.match(line):
+                    sys.stderr.write(line)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    return COMMANDS[args.command](args, parser)
+
+
+def fail(prog: str, message: str, code: int, verbose: bool) -> int:
+    """One line on stderr and the exit status `code`; with --verbose, the traceback."""
+    if verbose:
+        raise
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
+
+
+# --- train -------------------------------------------------------------------------------
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return Config(
+        model=args.model, num_filters=args.num_filters, hidden_units=args.hidden_units,
+        data_format=args.data_format, dropout=args.dropout, weight_decay=args.weight_decay,
+        downsample=args.downsample, upsample=args.upsample, code_l1=args.code_l1, beta=args.beta,
+        dataset=args.dataset or "mnist", data_dir=args.data_dir, noise_factor=args.noise_factor,
+        loss=args.loss, learning_rate=args.learning_rate, batch_size=args.batch_size,
+        epochs=args.epochs, seed=args.seed, deterministic=args.deterministic,
+        precision=args.precision, distribute=args.distribute, cpu_replicas=args.cpu_replicas,
+        model_dir=args.model_dir, save_images=args.save_images,
+        embedding_images=args.embedding_images)
+
+
+class CtrlCBeforeTraining:
+    """While inside: Ctrl-C raises KeyboardInterrupt as usual and is remembered, because
+    an import that catches every exception can swallow it; `seen` says whether one came.
+    (The training loop handles its own Ctrl-C: see training.EpochCheckpoint.)"""
+
+    def __init__(self):
+        self.seen = False
+        self.previous = None
+
+    def _handler(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signals need it
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def train(args, parser) -> int:
+    """Checks everything that can be checked before TensorFlow loads, then trains."""
+    try:
+        with CtrlCBeforeTraining() as ctrl_c:
+            return _train(args, parser, ctrl_c)
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop
+        print(f"{parser.prog}: interrupted; rerun the same command to resume from the last "
+              "saved checkpoint", file=sys.stderr)
+        return 130
+
+
+def _train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
+    try:
+        config = config_from_args(args).validate()
+        from .distribute import read_tf_config
+
+        role = read_tf_config() if config.distribute == "multi_worker" else None
+    except ConfigError as e:
+        parser.error(str(e))
+    from . import sources
+    from .distribute import describe, make_strategy
+    from .files import ModelDirLock
+    from .model_dir import check_model_dir_path, prepare_model_dir
+
+    strategy = None  # one device: TensorFlow loads only when training starts
+
+    def set_up_strategy():  # before TensorFlow runs anything: devices are fixed from then on
+        nonlocal strategy
+        if config.distribute != "none" and strategy is None:
+            strategy = make_strategy(config)
+            print(f"Distribute: {describe(strategy)}")
+
+    try:
+        splits = sources.load_data(config.dataset, config.data_dir,
+                                   fallback_to_sample=args.dataset is None and not args.data_dir,
+                                   before_tensorflow=set_up_strategy)
+        if not config.data_dir:
+            config.dataset = splits.name  # the sample, if it stood in for an unreachable TFDS dataset
+        config.image_shape, config.data_source = splits.image_shape, splits.source
+        config.check_data(len(splits.train))
+        check_model_dir_path(config.model_dir)
+        if not args.overwrite:
+            prepare_model_dir(config)  # its refusals, before anything is written
+        set_up_strategy()
+        chief = role is None or role.is_chief  # only the chief writes model_dir
+        # One run per model_dir, until this process ends.
+        lock = ModelDirLock(config.model_dir, "starting another run there").acquire() if chief else None
+        previous = None if args.overwrite else prepare_model_dir(config)  # as of now, locked
+        if args.overwrite and chief:
+            prepare_model_dir(config, overwrite=True)
+    except ConfigError as e:
+        return fail(parser.prog, str(e), 2, args.verbose)
+    except (sources.DataError, OSError) as e:
+        return fail(parser.prog, str(e), 1, args.verbose)
+    try:
+        if config.seed is None:  # resume with the earlier run's seed; else draw one, recorded
+            config.seed = previous.seed if previous else random.SystemRandom().randrange(2**31)
+        print(f"Data: {splits.source}: {len(splits.train):,} train / {len(splits.validation):,} "
+              f"validation / {len(splits.test):,} test images of "
+              f"{'x'.join(map(str, splits.image_shape))}")
+        from .precision import resolve_precision
+        from .training import TrainingDiverged, TrainingInterrupted, train as train_run
+
+        # CPU replicas compute on the CPU whatever GPUs there are.
+        config.precision = resolve_precision(config.precision,
+                                             on_cpu=bool(config.cpu_replicas) or None)
+        if config.precision == "mixed_bfloat16":
+            print("Precision: mixed_bfloat16 (bfloat16 compute, float32 weights); "
+                  "--precision float32 for float32 throughout")
+        if ctrl_c.seen:  # a Ctrl-C that an import swallowed
+            raise KeyboardInterrupt
+        try:
+            train_run(config, splits, strategy=strategy)
+        except (OSError, TrainingDiverged) as e:
+            return fail(parser.prog, str(e), 1, args.verbose)
+        except TrainingInterrupted as e:
+            print(f"{parser.prog}: {e}", file=sys.stderr)
+            return e.exit_code
+        return 0
+    finally:
+        if lock:
+            lock.release()
+
+
+# --- export, predict ------------------------------------------------------------------------
+
+def finished_run(args, parser) -> Config:
+    """The config of the finished run in args.model_dir; a usage error if there is none."""
+    try:
+        return load_finished_run(args.model_dir)
+    except ConfigError as e:
+        parser.error(str(e))
+
+
+def export(args, parser) -> int:
+    """Exports MODEL_DIR/model.keras as a new SavedModel version; prints its path."""
+    finished_run(args, parser)
+    from .export import export_model_dir
+    from .files import ModelDirLock
+
+    try:
+        with ModelDirLock(args.model_dir, "exporting it"):  # not while a run trains there
+            path = export_model_dir(args.model_dir, args.export_dir)
+    except (OSError, ValueError) as e:
+        return fail(parser.prog, str(e), 1, args.verbose)
+    print(f"Exported {path}")
+    return 0
+
+
+def predict(args, parser) -> int:
+    """Reconstructs and scores image files; exit 1 if any file failed."""
+    try:
+        saved_model_dir = find_saved_model(args.model)
+    except ConfigError as e:
+        parser.error(str(e))
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        parser.error(f"--output_dir {args.output_dir} is a file: give a directory")
+    from .loading import ModelError
+    from .predict import predict_files
+
+    def error(message):
+        print(f"{parser.prog}: error: {message}", file=sys.stderr)
+
+    try:
+        failed = predict_files(saved_model_dir, args.images, args.output_dir, error=error)
+    except (ModelError, OSError) as e:
+        return fail(parser.prog, str(e), 1, args.verbose)
+    return 1 if failed else 0
+
+
+# --- evaluate, sample ----------------------------------------------------------------------
+
+def evaluate(args, parser) -> int:
+    """Image and code quality of a finished run: a table, and MODEL_DIR/evaluation.json."""
+    config = finished_run(args, parser)
+    if args.probe_samples is not None and args.probe_samples < 2:
+        parser.error("--probe_samples must be at least 2")
+    from . import sources
+
+    try:
+        splits = sources.load_data(config.dataset, config.data_dir)
+    except (sources.DataError, OSError) as e:
+        return fail(parser.prog, str(e), 1, args.verbose)
+    from .evaluation import evaluate_run, format_table
+
+    try:
+        report = evaluate_run(args.model_dir, config, splits, probe_samples=args.probe_samples)
+    except OSError as e:
+        return fail(parser.prog, str(e), 1, args.verbose)
+    print(format_table(report))
+    print(f"Wrote {os.path.join(args.model_dir, EVALUATION)}")
+    return 0
+
+
+def sample(args, parser) -> int:
+    """A PNG grid of images a variational model generates from codes drawn from N(0, I)."""
+    config = finished_run(args, parser)
+    if config.model != "variational":
+        parser.error(f"{args.model_dir} holds a {config.model} model: only a variational "
+                     "model's codes follow N(0, I); train one with --model variational")
+    if args.n < 1:
+        parser.error("--n must be at least 1")
+    out = args.out or os.path.join(args.model_dir, "samples.png")
+    from .embeddings import generate
+    from .images import grid_rows, image_grid, write_png
+    from .loading import ModelError, load_finished_model
+
+    try:
+        images = generate(load_finished_model(args.model_dir), args.n, args.seed,
+                          config.data_format)
+        write_png(out, image_grid(grid_rows(images, math.ceil(math.sqrt(args.n)))))
+    except (ModelError, OSError) as e:
+        return fail(parser.prog, str(e), 1, args.verbose)
+    print(f"Wrote {args.n} generated images to {out}")
+    return 0
+
+
+# --- embeddings (export_embeddings.py) ------------------------------------------------------
+
+def embeddings_config(args) -> Config:
+    """The settings: the run's config.json (a SavedModel's is two levels up, if there),
+    with the flags given on top. Raises ConfigError for bad input."""
+    path = args.model_dir
+    if not os.path.isdir(path):
+        raise ConfigError(f"{path} is not a directory: give a training run's model_dir or a SavedModel")
+    saved_model = is_saved_model(path)
+    config_path = os.path.join(path, *([os.pardir, os.pardir] if saved_model else []), CONFIG_FILE)
+    config = Config(dataset="mnist")
+    if os.path.isfile(config_path):
+        try:
+            config = Config.load(config_path)
+        except (ValueError, TypeError, OSError) as e:
+            raise ConfigError(f"{config_path} cannot be read: {e}") from None
+    elif not saved_model:
+        raise ConfigError(f"{path} has no {CONFIG_FILE}: give the model_dir of a training run "
+                          "or a SavedModel directory")
+    if saved_model and not args.output:
+        raise ConfigError("give --output when reading a SavedModel")
+    config.model_dir = path
+    for name in ("noise_factor", "dataset", "data_dir", "seed"):
+        if getattr(args, name) is not None:
+            setattr(config, name, getattr(args, name))
+    if args.dataset and not args.data_dir:
+        config.data_dir = None
+    if args.images is not None and args.images < 1:
+        raise ConfigError(f"--images must be >= 1, got {args.images}")
+    return config.validate()
+
+
+def embeddings(args, parser) -> int:
+    """The original's test_mnist_autoencoder.py, plus the projector."""
+    try:
+        config = embeddings_config(args)
+    except ConfigError as e:
+        parser.error(str(e))
+    from . import embeddings as lib, sources
+    from .loading import ModelError, load_finished_codec, load_saved_model
+
+    saved_model = is_saved_model(config.model_dir)
+    embedding = args.what == "embedding"
+    output = args.output or os.path.join(
+        config.model_dir, "projector" if embedding else "reconstructions.png")
+    try:
+        splits = sources.load_data(config.dataset, config.data_dir)
+        if not saved_model and config.image_shape and splits.image_shape != config.image_shape:
+            raise ConfigError(f"the model was trained on {config.image_shape} images, "
+                              f"{splits.source} has {splits.image_shape}")
+        config.image_shape = config.image_shape or splits.image_shape
+        count = min(args.images or (10_000 if embedding else 10), len(splits.test))
+        test = sources.Split(splits.test.images[:count], splits.test.labels[:count])
+        model = (load_saved_model(config.model_dir, config.batch_size) if saved_model
+                 else load_finished_codec(config))
+        if embedding:
+            lib.export_embedding(model, test, output, noise_factor=config.noise_factor,
+                                 seed=config.seed, save_npy=args.save_npy, save_tsv=args.save_tsv)
+        else:
+            grid = lib.export_reconstruction(model, test, output,
+                                             noise_factor=config.noise_factor, seed=config.seed)
+            if not args.no_show and lib.display_available():
+                lib.show(grid, output)
+    except ConfigError as e:
+        return fail(parser.prog, str(e), 2, args.verbose)
+    except (sources.DataError, ModelError, OSError) as e:
+        return fail(parser.prog, str(e), 1, args.verbose)
+    return 0
+
+
+COMMANDS = {"train": train, "export": export, "predict": predict, "evaluate": evaluate,
+            "sample": sample, "embeddings": embeddings}

@@ -1,0 +1,99 @@
+"""The two ways to load a trained autoencoder: a finished run's model.keras, and a
+SavedModel export. Both give a `Codec` on NHWC float32 images in [0, 1]."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from . import models  # noqa: F401  (registers the model classes for load_model)
+from .config import Config
+from .layout import to_model_layout, to_nhwc
+from .model_dir import FINAL_MODEL
+
+
+class ModelError(ValueError):
+    """The path holds no trained model that can be used; the message says why."""
+
+
+@dataclass
+class Codec:
+    """What the commands need of a trained autoencoder, batched, on NHWC float32 images
+    in [0, 1] of `image_shape` (H, W, C), any number of them:
+    encode: (n, H, W, C) -> (n, D) flattened codes;
+    reconstruct: (n, H, W, C) -> (n, H, W, C) pixels in [0, 1]."""
+    encode: Callable[[np.ndarray], np.ndarray]
+    reconstruct: Callable[[np.ndarray], np.ndarray]
+    image_shape: tuple[int, int, int]
+
+
+def _batched(fn, batch_size):
+    def apply(images):
+        return np.concatenate([np.asarray(fn(images[i:i + batch_size]))
+                               for i in range(0, len(images), batch_size)])
+    return apply
+
+
+def load_finished_model(model_dir: str) -> keras.Model:
+    """The final model of a finished run (float32, with .encoder and .decoder)."""
+    path = os.path.join(model_dir, FINAL_MODEL)
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot load {path}: {e}") from None
+
+
+def load_finished_codec(config: Config) -> Codec:
+    """The final model of the finished run in config.model_dir, as a Codec."""
+    if not os.path.isfile(os.path.join(config.model_dir, FINAL_MODEL)):
+        raise ModelError(f"{config.model_dir} holds no finished run (no {FINAL_MODEL}): train "
+                         f"it to the end first (train.py --model_dir {config.model_dir})")
+    model = load_finished_model(config.model_dir)
+
+    def encode(images):
+        codes = model.encoder(to_model_layout(images, config.data_format), training=False)
+        return np.asarray(codes).reshape(len(images), -1)
+
+    def reconstruct(images):
+        logits = model(to_model_layout(images, config.data_format), training=False)
+        return to_nhwc(tf.sigmoid(logits).numpy(), config.data_format)
+
+    shape = tuple(config.image_shape)
+    return Codec(_batched(encode, config.batch_size), _batched(reconstruct, config.batch_size),
+                 shape)
+
+
+def load_saved_model(path: str, batch_size: int = 256) -> Codec:
+    """A SavedModel exported by this package: its `encode` and `serving_default`
+    signatures, both on NHWC float32 `images`."""
+    try:
+        loaded = tf.saved_model.load(path)
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        raise ModelError(f"cannot load the SavedModel in {path}: {e}") from None
+    serve = loaded.signatures.get("serving_default")
+    spec = serve.structured_input_signature[1].get("images") if serve else None
+    if (spec is None or spec.dtype != tf.float32 or spec.shape.rank != 4
+            or not spec.shape[1:].is_fully_defined()
+            or "reconstructions" not in serve.structured_outputs):
+        raise ModelError(
+            f"the SavedModel in {path} has no serving_default signature from float32 "
+            "'images' (batch, H, W, C) to 'reconstructions': export the model_dir with "
+            "`tf-autoencoder export MODEL_DIR`")
+    encode_signature = loaded.signatures.get("encode")
+
+    def encode(images):
+        if encode_signature is None:
+            raise ModelError(f"the SavedModel in {path} has no encode signature: export it "
+                             "with `tf-autoencoder export MODEL_DIR`")
+        codes = encode_signature(images=tf.constant(images, tf.float32))["codes"].numpy()
+        return codes.reshape(len(codes), -1)
+
+    def reconstruct(images):  # `loaded` stays referenced, and with it the weights
+        return serve(images=tf.constant(images, tf.float32))["reconstructions"].numpy()
+
+    return Codec(_batched(encode, batch_size), _batched(reconstruct, batch_size),
+                 tuple(spec.shape[1:]))

@@ -1,0 +1,137 @@
+"""Splits (uint8 numpy images) -> tf.data pipelines of (input, clean target) batches in
+the model's layout, with the denoising noise; and the same noisy inputs in memory.
+
+The layout is changed once, on the whole array (layout.py), not in every batch.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .layout import to_model_layout
+
+if TYPE_CHECKING:  # imported for real only where a pipeline is built
+    import tensorflow as tf
+
+
+def noisy_inputs(images: np.ndarray, noise_factor: float, rng: np.random.Generator | None = None,
+                 data_format: str = "channels_last") -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, H, W, C) -> (inputs, clean), float32 in [0, 1] in `data_format`, in memory.
+
+    inputs = clip(clean + noise_factor * N(0, 1), 0, 1), as training adds noise; the noise
+    is drawn from `rng` in NHWC order, so one seed gives the same noisy images in either
+    layout. Without noise (no `rng` needed), inputs is `clean` itself.
+    """
+    clean = images.astype(np.float32) / 255
+    if noise_factor <= 0:
+        clean = to_model_layout(clean, data_format)
+        return clean, clean
+    inputs = np.clip(clean + noise_factor * rng.standard_normal(clean.shape), 0, 1)
+    return to_model_layout(inputs.astype(np.float32), data_format), to_model_layout(clean, data_format)
+
+
+def make_dataset(images: np.ndarray, *, batch_size: int, training: bool, noise_factor: float = 0.0,
+                 data_format: str = "channels_last", seed: int | None = None) -> "tf.data.Dataset":
+    """Batches of (input, target) float32 pairs in [0, 1]; the target is the clean image.
+
+    images: uint8 (N, H, W, C).  With noise_factor F, input = clip(clean + F * N(0, 1), 0, 1),
+    drawn anew every epoch.  Training shuffles every epoch and drops the last partial
+    batch, as the original.
+    """
+    # Imported here: reading data and reporting bad input should not wait for TensorFlow.
+    import tensorflow as tf
+
+    clean = _image_batches(images, data_format, batch_size, shuffle=training, seed=seed,
+                           reshuffle=True)
+    # Dataset.random draws new numbers on every pass, so noise changes each epoch
+    # while staying reproducible for a given seed.
+    noise_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    return _for_replicas(_pairs(clean, noise_factor, noise_seeds))
+
+
+def make_training_epochs(images: np.ndarray, *, batch_size: int, epochs: range, seed: int,
+                         noise_factor: float = 0.0, data_format: str = "channels_last"
+                         ) -> "tf.data.Dataset":
+    """Training batches of the epochs in `epochs`, one after another; fit it with
+    steps_per_epoch = len(images) // batch_size.
+
+    Epoch e is shuffled, and noised, from seed + e alone, not from how often the
+    dataset was iterated before: under a tf.distribute strategy Keras' fit iterates its
+    data once more, to build the model, which would shift every epoch's shuffle by one.
+    So the same seed gives the same batches with and without a strategy, and a resumed
+    run the batches the uninterrupted run had.  Batches as make_dataset(training=True).
+    """
+    import tensorflow as tf
+
+    pixels = tf.constant(to_model_layout(images, data_format))
+    stream = None
+    for e in epochs:
+        batches = _image_batches(pixels, data_format, batch_size, shuffle=True, seed=seed + e,
+                                 reshuffle=False)
+        noise_seeds = tf.data.Dataset.random(seed=seed + e, rerandomize_each_iteration=False)
+        epoch = _pairs(batches, noise_factor, noise_seeds)
+        stream = epoch if stream is None else stream.concatenate(epoch)
+    return _for_replicas(stream)
+
+
+def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, seed,
+                   reshuffle: bool) -> "tf.data.Dataset":
+    """Batches of float32 images in [0, 1] in the model's layout.
+
+    images: uint8 (N, H, W, C) array, or a tensor already in the model's layout.  The
+    images stay uint8 in memory (a float32 copy would be 4x larger); each batch is
+    gathered by index and scaled at once.  shuffle: a new permutation on every pass
+    (reshuffle) or the same one, from `seed`, and the last partial batch dropped (for
+    training, as the original); unshuffled, every image in order.
+    """
+    import tensorflow as tf
+
+    pixels = images if tf.is_tensor(images) else tf.constant(to_model_layout(images, data_format))
+    count = int(pixels.shape[0])
+    if shuffle:
+        def permuted_batches(seed_pair):
+            # One op draws the whole permutation: a shuffle buffer of all the indices hands
+            # them out one at a time, which took a few per cent of a training step's CPU.
+            order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64),
+                                                             seed=seed_pair)
+            steps = count // batch_size
+            return tf.data.Dataset.from_tensor_slices(
+                tf.reshape(order[:steps * batch_size], (steps, batch_size)))
+
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=reshuffle)
+        indices = seeds.batch(2).take(1).flat_map(permuted_batches).apply(
+            tf.data.experimental.assert_cardinality(count // batch_size))  # for progress bars
+    else:
+        indices = tf.data.Dataset.range(count).batch(batch_size)
+    return indices.map(lambda index: tf.cast(tf.gather(pixels, index), tf.float32) / 255.0,
+                       num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _pairs(batches: "tf.data.Dataset", noise_factor: float, noise_seeds: "tf.data.Dataset"):
+    """Batches of clean images -> (input, clean target), noised with one pair of
+    `noise_seeds` (int64 scalars) per batch when noise_factor > 0."""
+    import tensorflow as tf
+
+    if noise_factor <= 0:
+        return batches.map(lambda x: (x, x))
+    return tf.data.Dataset.zip(batches, noise_seeds.batch(2)).map(
+        lambda x, s: (_add_noise(x, noise_factor, s), x), num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _for_replicas(pairs: "tf.data.Dataset") -> "tf.data.Dataset":
+    """Prefetches. Under a tf.distribute strategy a batch is the global batch: it is split
+    across the replicas, and each worker takes its share of every batch (DATA sharding:
+    the images are in memory, not in files to share out)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return pairs.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _add_noise(images, noise_factor, seed):
+    import tensorflow as tf
+
+    noise = tf.random.stateless_normal(tf.shape(images), seed=seed)
+    return tf.clip_by_value(images + noise_factor * noise, 0.0, 1.0)
