@@ -22,8 +22,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def measure(deterministic: bool, epochs: int, batch_size: int, data_format: str) -> float:
     """Runs in a worker process: seconds per epoch, after one warm-up epoch."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, REPO)
+    from tf_autoencoder.logs import set_up_logging
+
+    set_up_logging(verbose=False)  # before TensorFlow loads
     import keras
     import tensorflow as tf
 

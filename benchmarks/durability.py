@@ -17,9 +17,12 @@ import tempfile
 import time
 from unittest import mock
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
+
+from tf_autoencoder.logs import set_up_logging  # noqa: E402
+
+set_up_logging(verbose=False)  # before TensorFlow loads
 
 from tf_autoencoder import pipeline, sources  # noqa: E402
 from tf_autoencoder import files, training  # noqa: E402

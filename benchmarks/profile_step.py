@@ -20,9 +20,12 @@ import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
+
+from tf_autoencoder.logs import set_up_logging  # noqa: E402
+
+set_up_logging(verbose=False)  # before TensorFlow loads
 
 from tf_autoencoder import Config, build_autoencoder, pipeline, sources  # noqa: E402
 from train_speed import FASHION_MNIST, ensure_fashion_mnist  # noqa: E402

@@ -20,8 +20,11 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tf_autoencoder.logs import set_up_logging  # noqa: E402
+
+set_up_logging(verbose=False)  # before TensorFlow loads
 
 from tf_autoencoder.config import Config  # noqa: E402
 from tf_autoencoder.files import write_text_atomic  # noqa: E402
@@ -95,7 +98,8 @@ def run_variant(name, args, splits, work_dir, log):
     """Trains and evaluates one variant; returns its row of the table as a dict."""
     from keras import ops
 
-    from tf_autoencoder.evaluation import evaluate_run, load_model
+    from tf_autoencoder.evaluation import evaluate_run
+    from tf_autoencoder.loading import load_finished_model
     from tf_autoencoder.images import image_grid, write_png
     from tf_autoencoder.training import train
 
@@ -113,7 +117,7 @@ def run_variant(name, args, splits, work_dir, log):
     log(f"{name}: {seconds:.0f} s, " + ", ".join(
         f"{k} {v:.4f}" for k, v in report["metrics"].items()))
 
-    model = load_model(config.model_dir)
+    model = load_finished_model(config.model_dir)
     shown = splits.test.images[:NUM_SHOWN].astype("float32") / 255  # NHWC, the default layout
     reconstructions = ops.convert_to_numpy(ops.sigmoid(model.predict(shown, verbose=0)))
     image_path = os.path.join(args.images_dir, args.label, f"{name}.png")

@@ -21,9 +21,12 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), HERE]
+
+from tf_autoencoder.logs import set_up_logging  # noqa: E402
+
+set_up_logging(verbose=False)  # before TensorFlow loads
 
 import keras  # noqa: E402
 

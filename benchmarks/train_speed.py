@@ -32,11 +32,13 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, HERE]
 
+from tf_autoencoder.logs import set_up_logging  # noqa: E402
+
+set_up_logging(verbose=False)  # before TensorFlow loads
 
 import numpy as np  # noqa: E402
 

@@ -1,13 +1,17 @@
+import csv
 import fcntl
 import gzip
+import hashlib
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# As the command line sets it (logs.py): after start-up, TensorFlow C++ logs fatal errors only.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 import pytest
@@ -53,6 +57,89 @@ def run_python(*args, timeout=300):
     """`python *args` from the repository root, so this checkout's package is the one imported."""
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO,
                           timeout=timeout)
+
+
+def train_command(*args):
+    return [sys.executable, os.path.join(REPO, "train.py"), *args]
+
+
+def run_train(*args, env=None, cwd=None, timeout=300):
+    """train.py with `args`, `env` added to this process's environment."""
+    return subprocess.run(train_command(*args), capture_output=True, text=True, cwd=cwd,
+                          env=dict(os.environ, **(env or {})), timeout=timeout)
+
+
+def history(model_dir):
+    """history.csv's rows, one dict per epoch."""
+    with open(os.path.join(model_dir, "history.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def latest_checkpoint(model_dir):
+    with open(os.path.join(model_dir, "checkpoints", "checkpoint")) as f:
+        return f.readline().split('"')[1]  # model_checkpoint_path: "ckpt-N"
+
+
+def snapshot(path):
+    """Every file under `path` with a hash of its bytes."""
+    if os.path.isfile(path):
+        return {path: hashlib.sha256(open(path, "rb").read()).hexdigest()}
+    return {os.path.join(root, name): hashlib.sha256(open(os.path.join(root, name), "rb").read()).hexdigest()
+            for root, _, names in os.walk(path) for name in names}
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start_workers(model_dirs, args, cwds=None, env=None):
+    """One train.py process per entry of `model_dirs`, as the workers of a local
+    multi-worker cluster (worker 0, the chief, first), each with `args(index)`; returns
+    them. Pass them to `wait_all`."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(len(model_dirs))]}
+    processes = []
+    for index, model_dir in enumerate(model_dirs):
+        worker_env = dict(os.environ, **(env(index) if env else {}), TF_CONFIG=json.dumps(
+            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(
+            train_command(*args(index), "--model_dir", model_dir, "--distribute", "multi_worker"),
+            cwd=cwds[index] if cwds else None, env=worker_env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    return processes
+
+
+def wait_all(processes, timeout=240):
+    """[(stdout, stderr)] of each process once all ended; kills what is left on failure."""
+    try:
+        return [p.communicate(timeout=timeout) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def start_paused(args, step, **popen):
+    """Starts train.py with `args`, paused after global step `step` (training's
+    TF_AUTOENCODER_PAUSE_AT_STEP hook); returns the process once it says it paused.
+    Its stderr is a pipe; the lines before the pause are in `process.lines_before`."""
+    env = dict(os.environ, TF_AUTOENCODER_PAUSE_AT_STEP=str(step))
+    process = subprocess.Popen(train_command(*args), stderr=subprocess.PIPE, text=True, env=env,
+                               **{"stdout": subprocess.DEVNULL, **popen})
+    process.lines_before = []
+    for line in process.stderr:  # ends at the pause, or at EOF if the process died
+        if line == f"paused at step {step}\n":
+            return process
+        process.lines_before.append(line)
+    process.wait(timeout=60)
+    raise AssertionError(f"train.py exited {process.returncode} before step {step}: "
+                         + "".join(process.lines_before))
 
 
 def error_lines(stderr: str) -> list[str]:

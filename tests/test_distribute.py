@@ -1,15 +1,13 @@
 """tf.distribute: --distribute mirrored on logical CPU devices, two local workers with
 MultiWorkerMirroredStrategy, and the checks made before TensorFlow loads."""
-import csv
 import json
 import os
-import socket
-import subprocess
-import sys
 
+import numpy as np
 import pytest
 
-from conftest import REFERENCE_RUN, REPO, error_lines, write_idx_dir
+from conftest import (REFERENCE_RUN, error_lines, history, idx_bytes, latest_checkpoint, run_train,
+                      start_workers, wait_all)
 from tf_autoencoder.config import ConfigError
 from tf_autoencoder.distribute import cpu_cores, read_tf_config
 
@@ -26,25 +24,6 @@ STEPS_PER_EPOCH = 4000 // 64
 # differed by 7.6e-3 in val_loss. 2e-3 sits between the two. (In mixed_bfloat16 the
 # rounding alone moved val_loss by 2.5e-3 after one epoch, hence float32 here.)
 LOSS_RTOL = 2e-3
-
-
-def train_command(*args):
-    return [sys.executable, os.path.join(REPO, "train.py"), *args]
-
-
-def run_train(*args, env=None, timeout=300):
-    return subprocess.run(train_command(*args), capture_output=True, text=True, timeout=timeout,
-                          env=dict(os.environ, **(env or {})))
-
-
-def history(model_dir):
-    with open(os.path.join(model_dir, "history.csv")) as f:
-        return list(csv.DictReader(f))
-
-
-def latest_checkpoint(model_dir):
-    with open(os.path.join(model_dir, "checkpoints", "checkpoint")) as f:
-        return f.readline().split('"')[1]
 
 
 def assert_same_losses(rows, expected):
@@ -81,18 +60,82 @@ def test_mirrored_on_two_cpu_replicas_reaches_the_single_device_loss(single_and_
     assert json.load(open(os.path.join(mirrored, "config.json")))["cpu_replicas"] == 2
 
 
+def write_ramp_idx_dir(directory, n_train=300, n_test=15, n_validation=25):
+    """IDX files of 28x28 images, each a grey level with a little noise. In the
+    validation split (the first n_validation training images) and in the test split the
+    level climbs from black to mid-grey (128), so that the images of the first and of
+    the second half of either split score very differently: a model that outputs about
+    0.5 everywhere, as one after a few steps does, has an MSE near 0.25 on black images
+    and near 0 on grey ones. Random images (conftest.write_idx_dir) all score alike, and
+    then a metric of half of a split is that of all of it."""
+    rng = np.random.default_rng(0)
+
+    def ramp(n, period):
+        level = 128 * (np.arange(n) % period) / (period - 1)
+        images = level[:, None, None] + rng.integers(-8, 9, (n, 28, 28))
+        return np.clip(images, 0, 255).astype(np.uint8)
+
+    os.makedirs(directory)
+    arrays = {"train-images-idx3-ubyte": ramp(n_train, n_validation),
+              "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+              "t10k-images-idx3-ubyte": ramp(n_test, n_test),
+              "t10k-labels-idx1-ubyte": np.arange(n_test) % 10}
+    for name, array in arrays.items():
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(idx_bytes(np.asarray(array, np.uint8)))
+
+
 def test_mirrored_evaluates_a_split_whose_only_batch_the_replicas_share_unevenly(tmp_path):
     """25 validation and 15 test images, batch 64: each split is one batch, 13 + 12 and
     8 + 7 images per replica. Keras' evaluate averages the first batch over the replicas
-    to learn its shapes, which fails on unequal shapes unless distribute.py steps in."""
-    write_idx_dir(tmp_path / "idx", n_train=300, n_test=15)  # 275 train / 25 validation
-    result = run_train("--data_dir", str(tmp_path / "idx"), "--batch_size", "64", "--epochs", "1",
-                       "--seed", SEED, "--embedding_images", "0", "--model_dir",
-                       str(tmp_path / "run"), "--distribute", "mirrored", "--cpu_replicas", "2")
+    to learn its shapes, which fails on unequal shapes unless distribute.py steps in.
+
+    The metrics must be those of every image of the split: those of the same command on
+    one device (LOSS_RTOL), and those the saved model scores on the split itself. On
+    write_ramp_idx_dir's images an evaluation that scores one replica's share alone is
+    off by 70% in MSE (replicas' shares: 0.142 and 0.017, all: 0.082), one that averages
+    the replicas' means unweighted by 3% (0.080), one that drops an image by 4%; the
+    BCE, near ln 2 for every image after 4 steps, moves by 2e-4 at most. (On random
+    images, as before, all of these were within LOSS_RTOL of the right value.)"""
+    from tf_autoencoder.evaluation import reconstruction_metrics
+    from tf_autoencoder.loading import load_finished_model
+    from tf_autoencoder.sources import load_data
+
+    write_ramp_idx_dir(tmp_path / "idx")  # 275 train / 25 validation, 15 test
+    # float32 on both: LOSS_RTOL is float32's (see its comment).
+    command = ["--data_dir", str(tmp_path / "idx"), "--batch_size", "64", "--epochs", "1",
+               "--seed", SEED, "--embedding_images", "0", "--precision", "float32"]
+    result = run_train(*command, "--model_dir", str(tmp_path / "run"),
+                       "--distribute", "mirrored", "--cpu_replicas", "2")
     assert result.returncode == 0, result.stderr
     [row] = history(str(tmp_path / "run"))
     assert float(row["val_loss"]) > 0
-    assert json.load(open(tmp_path / "run" / "test_metrics.json"))["loss"] > 0
+    test_metrics = json.load(open(tmp_path / "run" / "test_metrics.json"))
+    assert test_metrics["loss"] > 0
+
+    single = run_train(*command, "--model_dir", str(tmp_path / "single"))
+    assert single.returncode == 0, single.stderr
+    [single_row] = history(str(tmp_path / "single"))
+    single_test = json.load(open(tmp_path / "single" / "test_metrics.json"))
+    for name in ("loss", "bce", "mse", "rmse"):
+        assert float(row[f"val_{name}"]) == pytest.approx(float(single_row[f"val_{name}"]),
+                                                          rel=LOSS_RTOL), name
+        assert test_metrics[name] == pytest.approx(single_test[name], rel=LOSS_RTOL), name
+
+    # The saved model (the weights that were evaluated: one epoch, no resume) on the
+    # splits, in float32 with no noise, in one batch: what a right evaluation reports but
+    # for the order of float additions (measured: 1e-7 relative). 1e-5 is well below the
+    # unweighted mean of the replicas' BCE, 2e-4 away.
+    model = load_finished_model(str(tmp_path / "run"))
+    splits = load_data(data_dir=str(tmp_path / "idx"))
+    assert (len(splits.validation), len(splits.test)) == (25, 15)
+    for split, reported in [(splits.validation, {name: float(row[f"val_{name}"])
+                                                 for name in ("bce", "mse")}),
+                            (splits.test, test_metrics)]:
+        images = split.images.astype(np.float32) / 255
+        recomputed = reconstruction_metrics(images, model.predict(images, verbose=0))
+        for name in ("bce", "mse"):
+            assert reported[name] == pytest.approx(recomputed[name], rel=1e-5), name
 
 
 def test_mirrored_run_resumes_from_its_checkpoint(single_and_mirrored):
@@ -106,39 +149,18 @@ def test_mirrored_run_resumes_from_its_checkpoint(single_and_mirrored):
     assert sorted(os.listdir(os.path.join(mirrored, "export"))) == ["1", "2"]
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_two_workers_train_one_epoch_and_only_the_chief_writes(tmp_path, single_and_mirrored):
     single = single_and_mirrored[0]
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     model_dir = str(tmp_path / "run")
-    processes = []
-    for index in range(2):
-        scratch = tmp_path / f"tmp{index}"  # each worker's TMPDIR and working directory
-        scratch.mkdir()
-        env = dict(os.environ, TMPDIR=str(scratch), TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        # Worker 1 draws its own seed: it must train with the chief's.
-        seed = ["--seed", SEED] if index == 0 else []
-        args = [*RUN[:2], *RUN[4:], *seed, "--epochs", "1", "--model_dir", model_dir,
-                "--distribute", "multi_worker"]
-        processes.append(subprocess.Popen(train_command(*args), cwd=scratch, env=env, text=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    try:
-        outputs = [p.communicate(timeout=240) for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    scratch = [tmp_path / f"tmp{index}" for index in range(2)]  # TMPDIR and working directory
+    for folder in scratch:
+        folder.mkdir()
+    # Worker 1 draws its own seed: it must train with the chief's.
+    processes = start_workers(
+        [model_dir, model_dir], cwds=scratch, env=lambda index: {"TMPDIR": str(scratch[index])},
+        args=lambda index: [*RUN[:2], *RUN[4:], *(["--seed", SEED] if index == 0 else []),
+                            "--epochs", "1"])
+    outputs = wait_all(processes)
     for p, (_, stderr) in zip(processes, outputs):
         assert p.returncode == 0, stderr
     chief_out, worker_out = outputs[0][0], outputs[1][0]
@@ -202,7 +224,7 @@ def test_two_chiefs_are_refused():
 def test_training_epochs_follow_from_the_seed_and_the_epoch_alone():
     import numpy as np
 
-    from tf_autoencoder.data import make_training_epochs
+    from tf_autoencoder.pipeline import make_training_epochs
 
     images = np.arange(48, dtype=np.uint8).reshape(48, 1, 1, 1)
 

@@ -13,10 +13,10 @@ import tensorflow as tf
 
 from conftest import copy_run, error_lines, run_python
 from tf_autoencoder import Config, build_autoencoder
-from tf_autoencoder.data import load_mnist_sample
 from tf_autoencoder.export import TMP_PREFIX, export_saved_model
 from tf_autoencoder.models import float32_twin
 from tf_autoencoder.model_dir import export_versions, find_saved_model
+from tf_autoencoder.sources import load_mnist_sample
 
 # Runs in a fresh interpreter that never imports tf_autoencoder: for each (SavedModel,
 # inputs, outputs) triple of its arguments, loads the SavedModel with plain TensorFlow,
@@ -48,10 +48,10 @@ for saved_model_dir, inputs, outputs in zip(args[0::3], args[1::3], args[2::3]):
 
 @pytest.fixture(scope="module")
 def nchw_run(nchw_idx_run, tmp_path_factory):
-    """An NCHW run of one epoch (conftest's, copied), then `python -m tf_autoencoder.export`
+    """An NCHW run of one epoch (conftest's, copied), then `python -m tf_autoencoder export`
     on it (version 2)."""
     model_dir = copy_run(nchw_idx_run[0], tmp_path_factory.mktemp("nchw") / "run")
-    export = run_python("-m", "tf_autoencoder.export", model_dir)
+    export = run_python("-m", "tf_autoencoder", "export", model_dir)
     return model_dir, export
 
 
@@ -67,8 +67,9 @@ def keras_reference(model_dir, images):
     """What the Keras model, in float32, predicts for NHWC `images`: reconstructions, codes
     and the decoded codes, all NHWC (codes included).
 
-    Graph mode (predict_on_batch), as training and the SavedModel run: in Keras 3.15 an
-    eager channels_first Conv2D with width == filters adds its bias along the wrong axis.
+    Graph mode (predict_on_batch), as training and the SavedModel run. The layout is
+    changed here with numpy, apart from the package's own layout.py, so that a mistake
+    there shows.
     """
     config = Config.load(os.path.join(model_dir, "config.json")).validate()
     # The export computes in float32 whatever precision trained; so does the reference.
@@ -100,11 +101,19 @@ def load_in_fresh_process(jobs, cwd):
 
 
 def test_training_exports_version_1(trained_run):
+    """saved_model.pb by its content too: a file that is not a SavedModel, or one
+    without the three signatures, fails (what they compute: fresh_loads)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
     model_dir, train = trained_run
     export_dir = os.path.join(model_dir, "export")
     assert f"Exported {os.path.join(export_dir, '1')}" in train.stdout
     assert os.listdir(export_dir) == ["1"]  # no temporary directory left
     assert os.path.isfile(os.path.join(export_dir, "1", "saved_model.pb"))
+    with open(os.path.join(export_dir, "1", "saved_model.pb"), "rb") as f:
+        (graph,) = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs
+    assert {"serving_default", "encode", "decode"} <= set(graph.signature_def)
+    assert os.path.isfile(os.path.join(export_dir, "1", "variables", "variables.index"))
 
 
 def test_export_command_writes_the_next_version(nchw_run):
@@ -230,7 +239,7 @@ def test_export_dir_that_cannot_be_created_is_one_line_and_exit_1(trained_run, t
     # A path under a regular file cannot be created, even by root.
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    result = run_python("-m", "tf_autoencoder.export", trained_run[0], "--export_dir",
+    result = run_python("-m", "tf_autoencoder", "export", trained_run[0], "--export_dir",
                         str(blocker / "export"))
     assert result.returncode == 1
     lines = error_lines(result.stderr)
@@ -240,7 +249,7 @@ def test_export_dir_that_cannot_be_created_is_one_line_and_exit_1(trained_run, t
 
 def test_export_of_an_unfinished_run_is_a_usage_error(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    result = run_python("-m", "tf_autoencoder.export", str(tmp_path))
+    result = run_python("-m", "tf_autoencoder", "export", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "no model.keras" in result.stderr, result.stderr
     assert not (tmp_path / "export").exists()
@@ -263,18 +272,25 @@ def test_fully_connected_nchw_model_exports_nhwc_signatures(tmp_path):
 
 
 def test_export_embeddings_reads_an_export_like_its_model_dir(trained_run, tmp_path):
+    """Both sources give the codes the trained model (model.keras) gives the first 50
+    test images: codes of other images, of noisy ones, or of an untrained model fail,
+    even when the two sources agree with each other."""
     # export_embeddings.py's main, in this process (test_tensorboard runs the script).
-    from tf_autoencoder.cli import export_embeddings_main
+    from tf_autoencoder.cli import main
 
     model_dir, _ = trained_run
     sources = {"model_dir": model_dir, "export": os.path.join(model_dir, "export", "1")}
     for name, source in sources.items():
-        assert export_embeddings_main(["--model_dir", source, "--what", "embedding",
-                                       "--images", "50", "--noise_factor", "0", "--save_npy",
-                                       "--output", str(tmp_path / name)]) == 0
+        assert main(["--model_dir", source, "--what", "embedding", "--images", "50",
+                     "--noise_factor", "0", "--save_npy", "--output", str(tmp_path / name)],
+                    command="embeddings", prog="export_embeddings.py") == 0
     codes = np.load(tmp_path / "model_dir" / "codes.npy")
     assert codes.shape == (50, 128)
     np.testing.assert_allclose(np.load(tmp_path / "export" / "codes.npy"), codes, atol=1e-5)
+    model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), compile=False)
+    images = load_mnist_sample().test.images[:50].astype(np.float32) / 255  # NHWC, no noise
+    expected = model.encoder.predict_on_batch(images).reshape(50, -1)
+    np.testing.assert_allclose(codes, expected, atol=1e-5, rtol=0)
 
 
 def test_a_mixed_bfloat16_model_exports_a_float32_saved_model(tmp_path):

@@ -1,7 +1,6 @@
 """What a run leaves in its model_dir and who may write there: one run at a time (an OS
 lock), ordinary file modes, synced atomic writes, reruns that change nothing, and
 workers that must agree on where they resume."""
-import json
 import os
 import shutil
 import subprocess
@@ -9,9 +8,8 @@ import sys
 
 import pytest
 
-from conftest import REFERENCE_RUN, REPO, TRAINED_RUN, copy_run, error_lines
-from test_distribute import free_ports
-from test_reliability import snapshot, start_paused, train_command
+from conftest import (REFERENCE_RUN, REPO, TRAINED_RUN, copy_run, error_lines, snapshot,
+                      start_paused, start_workers, train_command, wait_all)
 
 
 def run(*args, env=None, timeout=300):
@@ -34,7 +32,7 @@ def test_a_second_run_or_an_export_on_a_training_model_dir_stops_and_writes_noth
         [line] = error_lines(second.stderr)
         assert line.startswith("train.py: error: ") and model_dir in line
         assert f"in use by process {first.pid} (" in line and "train.py" in line
-        export = run("-m", "tf_autoencoder.export", model_dir)
+        export = run("-m", "tf_autoencoder", "export", model_dir)
         assert export.returncode == 1, export.stderr
         [line] = error_lines(export.stderr)
         assert f"{model_dir} is in use by process {first.pid}" in line and "exporting" in line
@@ -132,22 +130,9 @@ def test_workers_that_restore_different_epochs_both_stop_with_one_line(tmp_path,
     wait on each other's collectives for ever. Both stop instead, with one line.
     (TensorFlow's own logging, which our flags cannot silence, may come before it.)"""
     chief_dir = copy_run(reference_run, tmp_path / "chief")  # 3 epochs
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
-    processes = []
-    for index, model_dir in enumerate([chief_dir, str(tmp_path / "elsewhere")]):
-        env = dict(os.environ, TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        args = [*REFERENCE_RUN[:-2], "--epochs", "4", "--model_dir", model_dir,
-                "--distribute", "multi_worker"]
-        processes.append(subprocess.Popen(train_command(*args), env=env, text=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    try:
-        outputs = [p.communicate(timeout=240) for p in processes]
-    finally:
-        for p in processes:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+    processes = start_workers([chief_dir, str(tmp_path / "elsewhere")],
+                              args=lambda index: [*REFERENCE_RUN[:-2], "--epochs", "4"])
+    outputs = wait_all(processes)
     for p, (_, stderr) in zip(processes, outputs):
         assert p.returncode == 1, stderr
         [line] = [line for line in error_lines(stderr) if line.startswith("train.py")]

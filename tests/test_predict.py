@@ -33,7 +33,7 @@ def image_files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def predicted(trained_run, image_files, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    result = run_python("-m", "tf_autoencoder.predict", trained_run[0], *image_files[2],
+    result = run_python("-m", "tf_autoencoder", "predict", trained_run[0], *image_files[2],
                         "--output_dir", str(out))
     scores = {}
     for line in result.stdout.splitlines()[1:]:

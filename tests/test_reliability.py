@@ -1,7 +1,5 @@
 """Crashes, Ctrl-C, diverging losses, damaged checkpoints and bad input: `train.py` in
 subprocesses that are killed by signal, and the checkpoint code in-process."""
-import csv
-import hashlib
 import json
 import os
 import signal
@@ -11,29 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REFERENCE_RUN, REPO, copy_run, idx_bytes, write_idx_dir
+from conftest import (REFERENCE_RUN, copy_run, history, idx_bytes, latest_checkpoint, run_train,
+                      snapshot, start_paused, train_command, write_idx_dir)
 
 # 62 steps per epoch on the sample's 4,000 training images: conftest's reference_run.
 SHORT_RUN = REFERENCE_RUN
 STEPS_PER_EPOCH = 4000 // 64
-
-
-def train_command(*args):
-    return [sys.executable, os.path.join(REPO, "train.py"), *args]
-
-
-def run_train(*args, timeout=300):
-    return subprocess.run(train_command(*args), capture_output=True, text=True, timeout=timeout)
-
-
-def history(model_dir):
-    with open(os.path.join(model_dir, "history.csv")) as f:
-        return list(csv.DictReader(f))
-
-
-def latest_checkpoint(model_dir):
-    with open(os.path.join(model_dir, "checkpoints", "checkpoint")) as f:
-        return f.readline().split('"')[1]  # model_checkpoint_path: "ckpt-N"
 
 
 def our_lines(stderr):
@@ -43,23 +24,6 @@ def our_lines(stderr):
 
 # Where the signal tests stop training: step 5 of the second epoch.
 SIGNAL_STEP = STEPS_PER_EPOCH + 5
-
-
-def start_paused(args, step, **popen):
-    """Starts train.py with `args`, paused after global step `step` (training's
-    TF_AUTOENCODER_PAUSE_AT_STEP hook); returns the process once it says it paused.
-    Its stderr is a pipe; the lines before the pause are in `process.lines_before`."""
-    env = dict(os.environ, TF_AUTOENCODER_PAUSE_AT_STEP=str(step))
-    process = subprocess.Popen(train_command(*args), stderr=subprocess.PIPE, text=True, env=env,
-                               **{"stdout": subprocess.DEVNULL, **popen})
-    process.lines_before = []
-    for line in process.stderr:  # ends at the pause, or at EOF if the process died
-        if line == f"paused at step {step}\n":
-            return process
-        process.lines_before.append(line)
-    process.wait(timeout=60)
-    raise AssertionError(f"train.py exited {process.returncode} before step {step}: "
-                         + "".join(process.lines_before))
 
 
 def start_and_signal_in_second_epoch(model_dir, signum):
@@ -170,14 +134,6 @@ def test_a_ctrl_c_that_an_import_swallows_still_stops_before_training(tmp_path, 
     assert code == 130
     assert "interrupted" in capsys.readouterr().err
     assert not (tmp_path / "run" / "checkpoints").exists()
-
-
-def snapshot(path):
-    """Every file under `path` with a hash of its bytes."""
-    if os.path.isfile(path):
-        return {path: hashlib.sha256(open(path, "rb").read()).hexdigest()}
-    return {os.path.join(root, name): hashlib.sha256(open(os.path.join(root, name), "rb").read()).hexdigest()
-            for root, _, names in os.walk(path) for name in names}
 
 
 def test_nan_loss_stops_at_that_step_and_keeps_the_last_good_checkpoint(tmp_path, finished_run):

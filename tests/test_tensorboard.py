@@ -1,5 +1,6 @@
 """TensorBoard logs of a short training run, read back from the event files, from the
 projector's files and from a real `tensorboard` server; and export_embeddings.py on the run."""
+import csv
 import json
 import math
 import os
@@ -17,9 +18,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import REPO
-from tf_autoencoder.data import load_mnist_sample
 from tf_autoencoder.images import sprite_image
 from tf_autoencoder.projector import TENSOR_NAME, write_projector
+from tf_autoencoder.sources import load_mnist_sample
 
 EMBEDDING_IMAGES = 200
 CODE_SIZE = 4 * 4 * 8
@@ -34,9 +35,9 @@ def export_embeddings(*args):
     """export_embeddings.py, in this process: it reloads the run's model and data, which
     this process has imported already. (The script itself runs in
     test_export_embeddings_bad_input_is_one_line.)"""
-    from tf_autoencoder.cli import export_embeddings_main
+    from tf_autoencoder.cli import main
 
-    return export_embeddings_main(list(args))
+    return main(list(args), command="embeddings", prog="export_embeddings.py")
 
 
 def run_script(script, *args, timeout=300):
@@ -50,6 +51,37 @@ def run(denoising_run):
     """Two epochs of a denoising model on the MNIST sample, with PNGs and a projector of
     EMBEDDING_IMAGES codes (conftest's shared run; read only)."""
     return denoising_run[0]
+
+
+def load_model(run):
+    """The run's model.keras."""
+    from tf_autoencoder.loading import load_finished_model
+
+    return load_finished_model(run)
+
+
+def grid_rows(grid, columns=10, size=28, pad=2):
+    """The rows of an images.image_grid picture (uint8 (h, w, C)): (rows, columns, size,
+    size, C)."""
+    rows = (grid.shape[0] - pad) // (size + pad)
+    assert grid.shape[:2] == (rows * (size + pad) + pad, columns * (size + pad) + pad)
+    return np.stack([np.stack([grid[pad + r * (size + pad):(r + 1) * (size + pad),
+                                    pad + c * (size + pad):(c + 1) * (size + pad)]
+                               for c in range(columns)]) for r in range(rows)])
+
+
+def assert_reconstructs(model, inputs, reconstructed, shown):
+    """`reconstructed` (a grid row, uint8) is what `model` makes of the grid row `inputs`,
+    and nearer the `shown` clean images than grey is.
+
+    Tolerance: the inputs of the row were rounded to 8 bits, and so were its outputs:
+    measured 0.2 grey levels apart on average; an earlier epoch's model, or an untrained
+    one, is tens of levels away. Grey 128 is 121 levels from these digits on average,
+    the model's reconstructions 79."""
+    pixels = tf.sigmoid(model.predict(inputs.astype(np.float32) / 255, verbose=0)).numpy()
+    assert np.abs(np.round(pixels * 255) - reconstructed).mean() <= 1
+    error = np.abs(reconstructed.astype(float) - shown).mean()
+    assert error < np.abs(128.0 - shown).mean()
 
 
 def events(directory):
@@ -77,6 +109,14 @@ def test_scalars_every_epoch(run):
     assert all(math.isfinite(n) and n > 0 for n in norms)
     assert steps(train, "steps_per_second") == [0, 1]
     assert all(s > 0 for s in values(train, "steps_per_second"))
+    # The logged losses are the epochs' (a log of other values, or of one epoch twice, fails).
+    with open(os.path.join(run, "history.csv")) as f:
+        rows = list(csv.DictReader(f))
+    for name in ["loss", "rmse", "bce", "mse"]:
+        assert values(train, f"epoch_{name}") == pytest.approx(
+            [float(row[name]) for row in rows], rel=1e-6), name
+        assert values(validation, f"epoch_{name}") == pytest.approx(
+            [float(row[f"val_{name}"]) for row in rows], rel=1e-6), name
 
 
 def test_histograms_of_weights_and_activations(run):
@@ -112,6 +152,14 @@ def test_reconstruction_images_in_tensorboard_and_png(run):
     with open(os.path.join(run, "images", f"step_{2 * STEPS_PER_EPOCH:05d}.png"), "rb") as f:
         saved = tf.io.decode_png(f.read()).numpy()
     np.testing.assert_array_equal(saved, tf.io.decode_png(png).numpy())
+    # Content: the first 10 test images, noisy versions of them, and the final model's
+    # reconstructions of those (a grid of other images, or of another model's output,
+    # or of grey 0.5 everywhere, fails).
+    shown, noisy, reconstructed = grid_rows(saved)
+    test_images = load_mnist_sample().test.images[:10]
+    np.testing.assert_array_equal(shown, test_images)
+    assert not np.array_equal(noisy, shown)
+    assert_reconstructs(load_model(run), noisy, reconstructed, test_images)
 
 
 def test_graph_hparams_and_test_metrics(run):
@@ -142,13 +190,26 @@ def read_projector(directory):
 
 
 def test_projector_files_agree(run):
+    """By content too: the codes are the final model's of the first EMBEDDING_IMAGES test
+    images with the run's noise (drawn from its seed), and the sprite shows those
+    images. Codes of other images, of an untrained model, or a sprite of other images
+    fail."""
+    from tf_autoencoder.pipeline import noisy_inputs
+
     codes, header, rows, config, sprite = read_projector(os.path.join(run, "projector"))
     assert codes.shape == (EMBEDDING_IMAGES, CODE_SIZE)
     assert header == "label\tindex" and len(rows) == EMBEDDING_IMAGES
     labels = [int(row.split("\t")[0]) for row in rows]
-    assert labels == load_mnist_sample().test.labels[:EMBEDDING_IMAGES].tolist()
+    test = load_mnist_sample().test
+    assert labels == test.labels[:EMBEDDING_IMAGES].tolist()
     cols = math.ceil(math.sqrt(EMBEDDING_IMAGES))  # 15
     assert sprite.shape == (math.ceil(EMBEDDING_IMAGES / cols) * 28, cols * 28, 1)
+    np.testing.assert_array_equal(sprite, sprite_image(test.images[:EMBEDDING_IMAGES])[0])
+    run_config = json.load(open(os.path.join(run, "config.json")))
+    inputs, _ = noisy_inputs(test.images[:EMBEDDING_IMAGES], run_config["noise_factor"],
+                             np.random.default_rng(run_config["seed"]))
+    expected = load_model(run).encoder.predict(inputs, verbose=0)
+    np.testing.assert_allclose(codes, expected.reshape(EMBEDDING_IMAGES, -1), atol=1e-5, rtol=0)
     assert 'image_path: "sprite.png"' in config and "single_image_dim: 28" in config
     assert 'metadata_path: "metadata.tsv"' in config and TENSOR_NAME in config
 
@@ -217,6 +278,13 @@ def test_tensorboard_server_serves_scalars_images_and_projector(run):
         assert len(metadata) == EMBEDDING_IMAGES + 1
         sprite = get(base, "/data/plugin/projector/sprite_image", run="projector", name=TENSOR_NAME)
         assert sprite.startswith(b"\x89PNG")
+        # What it serves is the run's projector files, not only their sizes.
+        codes, header, rows, _, _ = read_projector(os.path.join(run, "projector"))
+        served = np.frombuffer(tensor, "<f4").reshape(EMBEDDING_IMAGES, CODE_SIZE)
+        np.testing.assert_array_equal(served, codes)
+        assert metadata == [header, *rows]
+        with open(os.path.join(run, "projector", "sprite.png"), "rb") as f:
+            assert sprite == f.read()
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -250,6 +318,15 @@ def test_export_embeddings_reconstruction_grid(run, tmp_path, noise, rows, monke
         grid = tf.io.decode_png(f.read()).numpy()
     # the run's noise_factor 0.3 adds the noisy row unless --noise_factor 0
     assert grid.shape == (rows * 30 + 2, 10 * 30 + 2, 1)
+    # Content: the first 10 test images, then (with noise) noisy versions of them, then
+    # the trained model's reconstructions of the row above (other images, another
+    # model's output, or grey 0.5 everywhere fail).
+    shown, *inputs, reconstructed = grid_rows(grid)
+    test_images = load_mnist_sample().test.images[:10]
+    np.testing.assert_array_equal(shown, test_images)
+    if noise is None:
+        assert not np.array_equal(inputs[0], shown)
+    assert_reconstructs(load_model(run), (inputs or [shown])[0], reconstructed, test_images)
 
 
 def test_export_embeddings_bad_input_is_one_line(tmp_path):

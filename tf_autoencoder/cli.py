@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from .config import DISTRIBUTES, DOWNSAMPLES, MODELS, PRECISIONS, UPSAMPLES, Config
+from .logs import set_up_logging
 from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL
 
 PROG = "tf-autoencoder"
@@ -186,7 +187,7 @@ def command_parser(command: str, prog: str, parent=None) -> argparse.ArgumentPar
     add_arguments(p)
     p.add_argument("--verbose", action="store_true",
                    help="show tracebacks of errors and TensorFlow's C++ logging")
-    p.set_defaults(command=command)
+    p.set_defaults(command=command, command_parser=p)  # its prog for the command's errors
     return p
 
 
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None, *, command: str | None = None,
     else:
         parser = build_parser(prog or PROG)
     args = parser.parse_args(argv)
+    set_up_logging(args.verbose)
     from . import commands  # after parsing: --help and usage errors need nothing more
 
-    commands.set_up_logging(args.verbose)
-    return commands.run(args, parser)
+    return commands.run(args, args.command_parser)

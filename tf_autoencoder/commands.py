@@ -8,74 +8,15 @@ commands, after those checks.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.abc
-import importlib.util
-import logging
 import math
 import os
 import random
-import re
 import signal
 import sys
-import tempfile
 import threading
 
 from .config import Config, ConfigError
 from .model_dir import CONFIG_FILE, EVALUATION, find_saved_model, is_saved_model, load_finished_run
-
-# TensorFlow's C++ start-up lines (absl logging), which TF_CPP_MIN_LOG_LEVEL does not stop.
-TF_CPP_LOG_LINE = re.compile(r"[IWEF]\d{4} |WARNING: All log messages before absl::InitializeLog")
-
-
-def set_up_logging(verbose: bool) -> None:
-    """Once per process, before TensorFlow loads: its C++ start-up logging and its Python
-    warnings stay off unless `verbose`. TensorFlow itself loads later, when a command
-    needs it, so that bad input is still answered in a moment."""
-    if verbose or "tensorflow" in sys.modules:
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # what it honours, after start-up
-    sys.meta_path.insert(0, _QuietTensorFlowImport())
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
-
-
-class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
-    """Imports `tensorflow` with file descriptor 2 captured: its C++ start-up lines are
-    written there directly, whatever TF_CPP_MIN_LOG_LEVEL says. Anything else it wrote
-    (a real error, a Python warning) is passed on afterwards."""
-
-    def find_spec(self, name, path, target=None):
-        if name != "tensorflow":
-            return None
-        sys.meta_path.remove(self)  # once; and find the real spec without this finder
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.loader is not None:
-            exec_module = spec.loader.exec_module
-
-            def quiet_exec_module(module):
-                with _stderr_without_cpp_logging():
-                    exec_module(module)
-
-            spec.loader.exec_module = quiet_exec_module
-        return spec
-
-
-@contextlib.contextmanager
-def _stderr_without_cpp_logging():
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile("w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
-                if not TF_CPP_LOG_LINE.match(line):
-                    sys.stderr.write(line)
-
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return COMMANDS[args.command](args, parser)

@@ -5,13 +5,13 @@
                 `cpu_replicas` logical devices split from the CPU
   multi_worker  tf.distribute.MultiWorkerMirroredStrategy over the workers TF_CONFIG lists
 
-CPU replicas each run their ops on 1/N of the cores. For this small model that halves
-the ops' thread time per step, but on our 2-core machine two replicas trained no faster
-than one device end to end (benchmarks/RESULTS.md), so one device stays the default.
+CPU replicas each run their ops on 1/N of the cores. One device stays the default:
+benchmarks/RESULTS.md has what replicas gained end to end (nothing, where measured).
 
 `--batch_size` is the global batch: Keras' fit splits every batch across the replicas
 and sums their gradients, and the optimizer's step counter advances once per global
-step. Only the chief writes model_dir; see `scratch_dir` for the other workers.
+step. Only the chief writes model_dir; the other workers write to a scratch folder
+(training.train).
 """
 from __future__ import annotations
 

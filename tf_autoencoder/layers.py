@@ -42,9 +42,9 @@ class Conv2DTranspose(_ChannelsFirstBias, layers.Conv2DTranspose):
     In bfloat16 on a CPU, oneDNN fuses a plain convolution with its bias and ReLU (and
     the bias gradient into the weight gradient), while a transposed convolution leaves
     them to slow unfused bfloat16 ops. So in bfloat16 the post's 3x3 stride-2 'same'
-    layers compute as `sub_pixel_conv_transpose`: same weights, same function, and the
-    model trains about 11% faster. In float32 that is about 9% slower, so the plain op
-    stays (benchmarks/sub_pixel.py; figures in benchmarks/RESULTS.md).
+    layers compute as `sub_pixel_conv_transpose`: same weights, same function, faster
+    training. In float32 it is slower, so the plain op stays (benchmarks/sub_pixel.py
+    measures both; the figures are in benchmarks/RESULTS.md).
     """
 
     SUB_PIXEL_DTYPES = ("bfloat16",)  # compute dtypes that take the sub-pixel path
