@@ -171,6 +171,14 @@ def test_graph_hparams_and_test_metrics(run):
     assert hparams["noise_factor"].number_value == pytest.approx(0.3)
     assert hparams["num_filters"].string_value == "16,8,8"
     assert hparams["dropout"].number_value == 1.0  # keep probability: no dropout
+    # Every setting that changes the model or its training, so that the HParams tab can
+    # compare variants (a missing one makes runs that differ in it look alike).
+    config = json.load(open(os.path.join(run, "config.json")))
+    assert hparams["downsample"].string_value == "pool"
+    assert hparams["upsample"].string_value == "transpose"
+    assert hparams["code_l1"].number_value == 0 and hparams["beta"].number_value == 1
+    assert hparams["precision"].string_value == config["precision"] != "auto"
+    assert hparams["learning_rate"].number_value == pytest.approx(0.001)
     test_metrics = json.load(open(os.path.join(run, "test_metrics.json")))
     for name in ["loss", "rmse", "bce", "mse"]:
         assert steps(root, f"test/{name}") == [1]

@@ -72,14 +72,14 @@ def train(args, parser) -> int:
     """Checks everything that can be checked before TensorFlow loads, then trains."""
     try:
         with CtrlCBeforeTraining() as ctrl_c:
-            return _train(args, parser, ctrl_c)
+            return _check_then_train(args, parser, ctrl_c)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop
         print(f"{parser.prog}: interrupted; rerun the same command to resume from the last "
               "saved checkpoint", file=sys.stderr)
         return 130
 
 
-def _train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
+def _check_then_train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
     try:
         config = config_from_args(args).validate()
         from .distribute import read_tf_config

@@ -287,7 +287,7 @@ def train(config: Config, splits: Splits, log=print,
     """Trains (or resumes) the run `config` describes on `splits`; returns the test metrics.
 
     `config` is validated, its data fields and seed set, and its model_dir checked
-    (see cli.train_main). `strategy` (distribute.make_strategy; default: one device)
+    (see commands.train). `strategy` (distribute.make_strategy; default: one device)
     places the replicas. Every worker of a multi-worker strategy runs this; only the
     chief writes model_dir, and the others restore from it, write to a scratch
     directory and remove it at the end.
@@ -296,17 +296,17 @@ def train(config: Config, splits: Splits, log=print,
     # Every worker shuffles with the chief's seed, so that its shard is its share.
     config.seed = chief_value(strategy, config.seed)
     if is_chief(strategy):
-        return _train(config, splits, log, strategy)
+        return _run(config, splits, log, strategy)
     with tempfile.TemporaryDirectory(prefix="tf_autoencoder-worker-") as scratch:
         worker_config = dataclasses.replace(
             config, model_dir=scratch,
             save_images=config.save_images and os.path.join(scratch, "images"))
-        return _train(worker_config, splits, lambda *_: None, strategy,
+        return _run(worker_config, splits, lambda *_: None, strategy,
                       restore_from=os.path.join(config.model_dir, CHECKPOINT_DIR))
 
 
-def _train(config: Config, splits: Splits, log, strategy: tf.distribute.Strategy,
-           restore_from: str | None = None) -> dict:
+def _run(config: Config, splits: Splits, log, strategy: tf.distribute.Strategy,
+         restore_from: str | None = None) -> dict:
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
