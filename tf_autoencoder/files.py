@@ -110,8 +110,6 @@ class ModelDirLock:
             os.close(self.fd)  # closing the last descriptor releases the flock
             self.fd = None
 
-    close = release  # for contextlib.closing
-
     def __enter__(self):
         return self.acquire()
 

@@ -27,9 +27,9 @@ import numpy as np
 import tensorflow as tf
 
 from .config import Config
-from .files import fsync_dir, fsync_file, write_text_atomic
 from .distribute import check_workers_agree, chief_value, is_chief
 from .export import export_holding, export_saved_model
+from .files import fsync_dir, fsync_file, write_text_atomic
 from .metrics import make_loss, make_metrics
 from .model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, HISTORY,
                         TEST_METRICS)
