@@ -142,6 +142,14 @@ def start_paused(args, step, **popen):
                          + "".join(process.lines_before))
 
 
+# TensorFlow's C++ start-up logging (absl), which the commands keep off the terminal.
+TF_CPP_LOG_LINE = re.compile(r"[IWEF]\d{4} |WARNING: All log messages before absl::InitializeLog")
+
+
+def tensorflow_log_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if TF_CPP_LOG_LINE.match(line)]
+
+
 def error_lines(stderr: str) -> list[str]:
     """stderr without TensorFlow's C++ start-up logging, which it prints whatever
     TF_CPP_MIN_LOG_LEVEL says."""

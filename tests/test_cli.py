@@ -11,10 +11,8 @@ import sys
 
 import pytest
 
-from conftest import error_lines, run_python
+from conftest import error_lines, run_python, tensorflow_log_lines
 from tf_autoencoder.cli import COMMANDS, build_parser
-
-TF_CPP_LOG_LINE = re.compile(r"[IWEF]\d{4} |WARNING: All log messages before absl::InitializeLog")
 
 
 def test_one_parser_has_every_command():
@@ -62,12 +60,11 @@ def test_old_module_spellings_still_run_their_command(tmp_path, command, args, w
 def test_a_run_shows_no_tensorflow_start_up_logging_unless_verbose(trained_run, tmp_path):
     """trained_run is a plain train.py run: TensorFlow writes its C++ start-up lines to
     file descriptor 2 whatever TF_CPP_MIN_LOG_LEVEL says, and none may reach stderr."""
-    assert not [line for line in trained_run[1].stderr.splitlines()
-                if TF_CPP_LOG_LINE.match(line)], trained_run[1].stderr
+    assert not tensorflow_log_lines(trained_run[1].stderr), trained_run[1].stderr
     quiet = run_python("-m", "tf_autoencoder", "export", trained_run[0],
                        "--export_dir", str(tmp_path / "quiet"))
     verbose = run_python("-m", "tf_autoencoder", "export", trained_run[0], "--verbose",
                          "--export_dir", str(tmp_path / "verbose"))
     assert quiet.returncode == verbose.returncode == 0, (quiet.stderr, verbose.stderr)
     assert quiet.stderr == ""
-    assert any(TF_CPP_LOG_LINE.match(line) for line in verbose.stderr.splitlines())
+    assert tensorflow_log_lines(verbose.stderr)

@@ -5,7 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from conftest import copy_run, denoising_args, history, run_train, write_idx_dir
+from conftest import (copy_run, denoising_args, history, run_train, tensorflow_log_lines,
+                      write_idx_dir)
 
 
 def load_model(model_dir):
@@ -207,6 +208,8 @@ def test_default_command_offline_falls_back_to_the_sample_and_says_why(tmp_path)
     assert result.returncode == 0, result.stderr
     said = [line for line in result.stdout.splitlines() if "instead of mnist" in line]
     assert len(said) == 1 and "5,000-image MNIST sample" in said[0]
+    # TFDS looks TensorFlow up before training imports it: still no start-up logging.
+    assert not tensorflow_log_lines(result.stderr), result.stderr
     # With no flags at all, the run lands in the default model_dir.
     assert json.load(open(tmp_path / "mnist_training" / "config.json"))["dataset"] == "mnist_sample"
 

@@ -23,23 +23,27 @@ def set_up_logging(verbose: bool) -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # what it honours, after start-up
     sys.meta_path.insert(0, _QuietTensorFlowImport())
-    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    for logger in ("tensorflow", "absl"):  # absl: TFDS's warnings; ours say what matters
+        logging.getLogger(logger).setLevel(logging.ERROR)
 
 
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
     """Imports `tensorflow` with file descriptor 2 captured: its C++ start-up lines are
     written there directly, whatever TF_CPP_MIN_LOG_LEVEL says. Anything else it wrote
-    (a real error, a Python warning) is passed on afterwards."""
+    (a real error, a Python warning) is passed on afterwards. It stays in place until
+    TensorFlow loads: TFDS looks TensorFlow up (find_spec) long before it imports it."""
 
     def find_spec(self, name, path, target=None):
         if name != "tensorflow":
             return None
-        sys.meta_path.remove(self)  # once; and find the real spec without this finder
-        spec = importlib.util.find_spec(name)
+        spec = next(filter(None, (finder.find_spec(name, path, target) for finder in sys.meta_path
+                                  if finder is not self and hasattr(finder, "find_spec"))), None)
         if spec is not None and spec.loader is not None:
             exec_module = spec.loader.exec_module
 
             def quiet_exec_module(module):
+                if self in sys.meta_path:
+                    sys.meta_path.remove(self)
                 with _stderr_without_cpp_logging():
                     exec_module(module)
 
