@@ -68,3 +68,13 @@ def test_a_run_shows_no_tensorflow_start_up_logging_unless_verbose(trained_run, 
     assert quiet.returncode == verbose.returncode == 0, (quiet.stderr, verbose.stderr)
     assert quiet.stderr == ""
     assert tensorflow_log_lines(verbose.stderr)
+
+
+def test_logging_set_up_twice_still_imports_tensorflow_quietly():
+    """A benchmark sets logging up and then runs a command, which sets it up again: two
+    quiet-import hooks once sent each other looking for TensorFlow for ever."""
+    code = ("from tf_autoencoder.logs import set_up_logging; set_up_logging(False); "
+            "set_up_logging(False); import tensorflow; print(tensorflow.constant(2).numpy())")
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "2\n" and not tensorflow_log_lines(result.stderr), result.stderr

@@ -22,7 +22,8 @@ def set_up_logging(verbose: bool) -> None:
     if verbose or "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # what it honours, after start-up
-    sys.meta_path.insert(0, _QuietTensorFlowImport())
+    if not any(isinstance(finder, _QuietTensorFlowImport) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
     for logger in ("tensorflow", "absl"):  # absl: TFDS's warnings; ours say what matters
         logging.getLogger(logger).setLevel(logging.ERROR)
 
@@ -36,8 +37,9 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name != "tensorflow":
             return None
-        spec = next(filter(None, (finder.find_spec(name, path, target) for finder in sys.meta_path
-                                  if finder is not self and hasattr(finder, "find_spec"))), None)
+        others = [finder for finder in sys.meta_path if hasattr(finder, "find_spec")
+                  and not isinstance(finder, _QuietTensorFlowImport)]
+        spec = next(filter(None, (finder.find_spec(name, path, target) for finder in others)), None)
         if spec is not None and spec.loader is not None:
             exec_module = spec.loader.exec_module
 
