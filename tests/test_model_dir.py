@@ -140,3 +140,27 @@ def test_workers_that_restore_different_epochs_both_stop_with_one_line(tmp_path,
         assert "the chief: 186" in line and "shared file system" in line
     assert "this worker: 186" in outputs[0][1] and "this worker: 0" in outputs[1][1]
     assert not os.path.exists(os.path.join(chief_dir, "export", "2"))
+
+
+def test_an_export_reads_the_run_without_writing_to_it_and_no_run_starts_meanwhile(
+        tmp_path, trained_run):
+    """Catches an export that writes into model_dir when its versions go elsewhere (a
+    read-only or shared run folder, the suite's shared runs), and a run that starts
+    while an export reads the model it is about to replace."""
+    model_dir = copy_run(trained_run[0], tmp_path / "run")
+    before = snapshot(model_dir)
+    result = run("-m", "tf_autoencoder", "export", model_dir, "--export_dir",
+                 str(tmp_path / "elsewhere"))
+    assert result.returncode == 0, result.stderr
+    assert snapshot(model_dir) == before
+    assert os.listdir(tmp_path / "elsewhere") == ["1"]
+
+    from tf_autoencoder.files import ModelDirLock
+
+    with ModelDirLock(model_dir, "exporting it", shared=True):  # what export holds
+        second = run("train.py", "--dataset", "mnist_sample", "--batch_size", "32",
+                     "--epochs", "2", "--model_dir", model_dir)
+    assert second.returncode == 1, second.stderr
+    [line] = error_lines(second.stderr)
+    assert f"{model_dir} is in use by another process" in line
+    assert snapshot(model_dir) == before

@@ -169,7 +169,8 @@ def export(args, parser) -> int:
     from .files import ModelDirLock
 
     try:
-        with ModelDirLock(args.model_dir, "exporting it"):  # not while a run trains there
+        # Not while a run trains there, and no run starts there meanwhile.
+        with ModelDirLock(args.model_dir, "exporting it", shared=True):
             path = export_model_dir(args.model_dir, args.export_dir)
     except (OSError, ValueError) as e:
         return fail(parser.prog, str(e), 1, args.verbose)

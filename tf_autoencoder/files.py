@@ -76,32 +76,42 @@ class ModelDirBusy(OSError):
 
 
 class ModelDirLock:
-    """An exclusive OS lock (flock) on MODEL_DIR/.lock, held while a run writes there.
+    """An OS lock (flock) on MODEL_DIR/.lock: exclusive while a run trains there, shared
+    while a command reads the run (export), so that neither starts while the other runs.
 
     The kernel releases it when the process ends, however it ends, so a SIGKILL leaves
-    no stale lock. The file holds the holder's process id, for the refusal's message.
+    no stale lock. The exclusive holder writes its process id into the file, for the
+    refusal's message; a shared holder writes nothing, so a read-only run can be read.
     """
 
-    def __init__(self, model_dir: str, what: str):
+    def __init__(self, model_dir: str, what: str, shared: bool = False):
         """what: the refused action, for the message, e.g. "exporting it"."""
         self.model_dir = model_dir
         self.what = what
+        self.shared = shared
         self.fd = None
 
     def acquire(self) -> "ModelDirLock":
-        os.makedirs(self.model_dir, exist_ok=True)
         path = os.path.join(self.model_dir, LOCK_FILE)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        if self.shared:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                return self  # no run ever trained here with a lock: none is training now
+        else:
+            os.makedirs(self.model_dir, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
             raise ModelDirBusy(f"{self.model_dir} is in use by {holder(path)}: wait for it to "
                                f"finish, or stop it, before {self.what}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if not self.shared:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
         return self
 
@@ -118,10 +128,12 @@ class ModelDirLock:
 
 
 def holder(lock_path: str) -> str:
-    """'process <pid> (<its command line>)' from the lock file, as far as it can be told."""
+    """'process <pid> (<its command line>)' from the lock file, as far as it can be told:
+    the pid there is the last exclusive holder's, named only while that process lives."""
     try:
         with open(lock_path) as f:
             pid = int(f.read().strip())
+        os.kill(pid, 0)  # the last exclusive holder; a shared holder leaves no pid
     except (OSError, ValueError):
         return "another process"
     try:
