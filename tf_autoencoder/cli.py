@@ -49,7 +49,20 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--downsample", choices=DOWNSAMPLES, default=d.downsample,
                    help="encoder: 2x2 max pooling or a stride-2 3x3 conv (convolutional, variational)")
     g.add_argument("--upsample", choices=UPSAMPLES, default=d.upsample,
-                   help="decoder: stride-2 transposed conv or nearest resize + 3x3 conv")
+                   help="decoder: a kernel_size or a 2x2 stride-2 transposed conv, or nearest "
+                        "resize + conv")
+    g.add_argument("--convs_per_block", type=int, default=d.convs_per_block, metavar="N",
+                   help="'same' convs in each encoder block before it halves the map (0: the "
+                        "stride-2 conv of --downsample strided alone)")
+    g.add_argument("--kernel_size", type=int, default=d.kernel_size, metavar="K",
+                   help="of the convolutional models' convs (K x K)")
+    g.add_argument("--no_output_layer", dest="output_layer", action="store_false",
+                   help="the decoder's last block outputs the image's channels itself, with no "
+                        "separate linear conv after it")
+    g.add_argument("--code_size", type=int, default=None, metavar="N",
+                   help="a flat code of N values: a linear layer from the encoder's last map "
+                        "(a conv covering it whole) or last hidden layer (default: that map or "
+                        "layer is the code)")
     g.add_argument("--code_l1", type=float, default=d.code_l1,
                    help="L1 penalty on the code, per image (sparse codes)")
     g.add_argument("--beta", type=float, default=d.beta,

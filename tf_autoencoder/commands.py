@@ -36,7 +36,9 @@ def config_from_args(args: argparse.Namespace) -> Config:
     return Config(
         model=args.model, num_filters=args.num_filters, hidden_units=args.hidden_units,
         data_format=args.data_format, dropout=args.dropout, weight_decay=args.weight_decay,
-        downsample=args.downsample, upsample=args.upsample, code_l1=args.code_l1, beta=args.beta,
+        downsample=args.downsample, upsample=args.upsample,
+        convs_per_block=args.convs_per_block, kernel_size=args.kernel_size,
+        output_layer=args.output_layer, code_size=args.code_size, code_l1=args.code_l1, beta=args.beta,
         dataset=args.dataset or "mnist", data_dir=args.data_dir, noise_factor=args.noise_factor,
         loss=args.loss, learning_rate=args.learning_rate, batch_size=args.batch_size,
         epochs=args.epochs, seed=args.seed, deterministic=args.deterministic,

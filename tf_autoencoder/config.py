@@ -11,7 +11,9 @@ from .files import write_text_atomic
 MODELS = ("convolutional", "fully_connected", "variational")
 CONV_MODELS = ("convolutional", "variational")  # built from conv_encoder / conv_decoder
 DOWNSAMPLES = ("pool", "strided")
-UPSAMPLES = ("transpose", "resize")
+# transpose: kernel_size x kernel_size stride-2 transposed conv (the post, 3x3);
+# transpose_2x2: 2x2 stride-2 transposed conv, no overlap; resize: nearest resize + conv.
+UPSAMPLES = ("transpose", "transpose_2x2", "resize")
 LOSSES = ("bce", "mse")
 # auto: mixed_bfloat16 where the training device computes bfloat16 natively, else float32
 # (resolved when training starts: see precision.py).
@@ -29,7 +31,11 @@ DATA_FORMATS = {
 # Settings that change the weights' shapes: a model_dir trained with other values
 # cannot be resumed.
 ARCHITECTURE_FIELDS = ("model", "num_filters", "hidden_units", "downsample", "upsample",
+                       "convs_per_block", "kernel_size", "output_layer", "code_size",
                        "image_shape")
+# Settings of the conv builders only; the fully connected model must keep their defaults.
+CONV_ONLY_FIELDS = ("num_filters", "downsample", "upsample", "convs_per_block", "kernel_size",
+                    "output_layer")
 
 
 class ConfigError(ValueError):
@@ -47,6 +53,10 @@ class Config:
     weight_decay: float = 1e-5
     downsample: str = "pool"  # encoder: 2x2 max pooling, or a stride-2 3x3 conv
     upsample: str = "transpose"  # decoder: stride-2 transposed conv, or nearest resize + 3x3 conv
+    convs_per_block: int = 2  # 'same' ReLU convs before each halving (0: strided only)
+    kernel_size: int = 3  # of every conv and transposed conv but transpose_2x2's
+    output_layer: bool = True  # a linear conv to the image's channels after the last block
+    code_size: Optional[int] = None  # a flat code of this many values; None: the last map
     code_l1: float = 0.0  # L1 penalty on the code: code_l1 * mean over the batch of sum |code|
     beta: float = 1.0  # variational: weight of the KL term
     # Data
@@ -86,9 +96,22 @@ class Config:
             raise ConfigError(f"unknown downsample {self.downsample!r}: use pool or strided")
         if self.upsample not in UPSAMPLES:
             raise ConfigError(f"unknown upsample {self.upsample!r}: use transpose or resize")
-        if self.model not in CONV_MODELS and (self.downsample, self.upsample) != ("pool", "transpose"):
-            raise ConfigError(f"downsample and upsample apply to convolutional models, "
-                              f"not {self.model}")
+        if self.model not in CONV_MODELS:
+            changed = [name for name in CONV_ONLY_FIELDS[1:]
+                       if getattr(self, name) != getattr(Config, name)]
+            if changed:
+                raise ConfigError(f"{', '.join(changed)} appl{'y' if len(changed) > 1 else 'ies'} "
+                                  f"to convolutional models, not {self.model}")
+        if self.code_size is not None and self.code_size < 1:
+            raise ConfigError(f"code_size must be >= 1 (the number of values in the code), "
+                              f"got {self.code_size}")
+        if self.kernel_size < 1:
+            raise ConfigError(f"kernel_size must be >= 1, got {self.kernel_size}")
+        if self.convs_per_block < 0:
+            raise ConfigError(f"convs_per_block must be >= 0, got {self.convs_per_block}")
+        if self.convs_per_block == 0 and self.downsample == "pool":
+            raise ConfigError("convs_per_block 0 with downsample pool leaves the encoder without "
+                              "convolutions: use --downsample strided, or at least 1 conv per block")
         if self.model == "variational" and self.code_l1:
             raise ConfigError("code_l1 applies to the deterministic models; the variational "
                               "model's KL term already regularises its codes (see --beta)")
@@ -138,7 +161,7 @@ class Config:
             raise ConfigError(f"batch_size {self.batch_size} is larger than the training set "
                               f"({num_train} images): lower --batch_size")
         if self.model in CONV_MODELS:
-            check_encoder_fits(*self.image_shape[:2], self.num_filters)
+            check_encoder_fits(*self.image_shape[:2], self.num_filters, self.kernel_size)
 
     @property
     def channels_first(self) -> bool:
@@ -148,8 +171,7 @@ class Config:
         """The settings that determine the weights' shapes."""
         arch = {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
         # Only the settings that the chosen model uses matter.
-        unused = (("hidden_units",) if self.model in CONV_MODELS
-                  else ("num_filters", "downsample", "upsample"))
+        unused = ("hidden_units",) if self.model in CONV_MODELS else CONV_ONLY_FIELDS
         for name in unused:
             arch.pop(name)
         return arch
@@ -182,9 +204,20 @@ def check_sizes(name: str, sizes, allow_empty: bool = False) -> None:
         raise ConfigError(f"{name} must be positive integers, got {list(sizes)}")
 
 
-def check_encoder_fits(height: int, width: int, num_filters) -> None:
+def encoder_maps(height: int, width: int, blocks: int) -> list[tuple[int, int]]:
+    """The size of the map each encoder block works on (odd sizes padded to even), then
+    the code's: 28x28 and 3 blocks give 28x28, 14x14, 8x8, then 4x4."""
+    maps = []
+    for _ in range(blocks):
+        maps.append((height + height % 2, width + width % 2))
+        height, width = -(-height // 2), -(-width // 2)
+    return maps + [(height, width)]
+
+
+def check_encoder_fits(height: int, width: int, num_filters, kernel_size: int = 1) -> None:
     """Raises ConfigError if HxW images are too small for one halving per entry of
-    `num_filters` (each block needs at least 2x2; odd sizes round up: 7 -> 4)."""
+    `num_filters` (each block needs at least 2x2; odd sizes round up: 7 -> 4), or for a
+    kernel_size x kernel_size conv on the last block's map."""
     size = min(height, width)
     for block in range(len(num_filters)):
         if size < 2:
@@ -192,3 +225,8 @@ def check_encoder_fits(height: int, width: int, num_filters) -> None:
                 f"{height}x{width} images are too small for {len(num_filters)} pooling blocks "
                 f"(--num_filters {','.join(map(str, num_filters))}): give at most {block} sizes")
         size = -(-size // 2)
+    last_h, last_w = encoder_maps(height, width, len(num_filters))[-2]
+    if kernel_size > min(last_h, last_w):
+        raise ConfigError(
+            f"kernel_size {kernel_size} is larger than the {last_h}x{last_w} map of the last "
+            f"encoder block: use --kernel_size {min(last_h, last_w)} or less, or fewer blocks")

@@ -10,7 +10,7 @@ import math
 import keras
 from keras import layers, ops
 
-from .config import check_encoder_fits, check_sizes
+from .config import ConfigError, check_encoder_fits, check_sizes
 
 
 class _ChannelsFirstBias:
@@ -133,21 +133,26 @@ def _check_choice(name, value, choices):
 
 
 def conv_encoder(inputs, num_filters, *, data_format="channels_last", weight_decay=None,
-                 dropout=None, downsample="pool"):
-    """Stacks one block per entry of `num_filters`: two 3x3 ReLU convs, then a halving.
+                 dropout=None, downsample="pool", convs_per_block=2, kernel_size=3):
+    """Stacks one block per entry of `num_filters`: `convs_per_block` ReLU convs of
+    kernel_size x kernel_size ('same'), then a halving.
 
-    downsample="pool" halves with 2x2 max pooling (the post); "strided" with a 3x3 ReLU
-    conv of stride 2 and `filters` filters instead, as in the all-convolutional net of
-    Springenberg et al., "Striving for Simplicity" (ICLR workshop 2015).
+    downsample="pool" halves with 2x2 max pooling (the post); "strided" with a ReLU conv
+    of stride 2 and `filters` filters instead, as in the all-convolutional net of
+    Springenberg et al., "Striving for Simplicity" (ICLR workshop 2015). With
+    convs_per_block=0 a block is that strided conv alone.
     A block whose input has an odd height or width pads it with one row/column of
     zeros at the bottom/right first, as the original does, so 28 -> 14 -> 7 (8) -> 4.
 
-    inputs: (batch, H, W, C).  Returns the code: (batch, H', W', num_filters[-1]) with
+    inputs: (batch, H, W, C).  Returns the last map: (batch, H', W', num_filters[-1]) with
     H' = H halved (rounding up) once per block; (batch, 4, 4, 8) for the post's model.
     """
     check_sizes("num_filters", num_filters)
     _check_choice("downsample", downsample, ("pool", "strided"))
-    check_encoder_fits(*_spatial(inputs.shape, data_format), num_filters)
+    if convs_per_block == 0 and downsample == "pool":
+        raise ConfigError("a pooling block needs at least one conv: convs_per_block >= 1")
+    check_encoder_fits(*_spatial(inputs.shape, data_format), num_filters, kernel_size)
+    conv = dict(data_format=data_format, **_kernel_settings(weight_decay))
 
     x = inputs
     for block, filters in enumerate(num_filters):
@@ -155,59 +160,67 @@ def conv_encoder(inputs, num_filters, *, data_format="channels_last", weight_dec
         if h % 2 or w % 2:
             x = layers.ZeroPadding2D(((0, h % 2), (0, w % 2)), data_format=data_format,
                                      name=f"block{block}_pad")(x)
-        for i in range(2):
-            x = Conv2D(filters, 3, padding="same", activation="relu",
-                       data_format=data_format, name=f"block{block}_conv{i}",
-                       **_kernel_settings(weight_decay))(x)
+        for i in range(convs_per_block):
+            x = Conv2D(filters, kernel_size, padding="same", activation="relu",
+                       name=f"block{block}_conv{i}", **conv)(x)
             x = _dropout(x, dropout, name=f"block{block}_dropout{i}")
         if downsample == "pool":
             x = layers.MaxPooling2D(2, data_format=data_format, name=f"block{block}_pool")(x)
         else:
-            x = Conv2D(filters, 3, strides=2, padding="same", activation="relu",
-                       data_format=data_format, name=f"block{block}_down",
-                       **_kernel_settings(weight_decay))(x)
+            x = Conv2D(filters, kernel_size, strides=2, padding="same", activation="relu",
+                       name=f"block{block}_down", **conv)(x)
     return x
 
 
 def conv_decoder(code, num_filters, output_shape, *, data_format="channels_last",
-                 weight_decay=None, dropout=None, upsample="transpose"):
+                 weight_decay=None, dropout=None, upsample="transpose", kernel_size=3,
+                 output_layer=True):
     """Upsamples `code` back to an image: the mirror of `conv_encoder`.
 
     One doubling per entry of `num_filters` (given in decoding order, i.e. the encoder's
-    list reversed), a linear 3x3 transposed conv to the image's channels, then a centred
-    crop: (batch, 4, 4, 8) -> 8 -> 16 -> 32 -> crop 28.  upsample="transpose" doubles
-    with a 3x3 stride-2 ReLU transposed conv (the post); "resize" with nearest-neighbour
-    upsampling then a 3x3 ReLU conv, the same number of weights and no checkerboard
-    artifacts (Odena, Dumoulin and Olah, "Deconvolution and Checkerboard Artifacts",
-    Distill 2016).
+    list reversed), then a centred crop: (batch, 4, 4, 8) -> 8 -> 16 -> 32 -> crop 28.
+    Each doubling is one of
+      "transpose"      a kernel_size x kernel_size stride-2 ReLU transposed conv (the post);
+      "transpose_2x2"  a 2x2 stride-2 ReLU transposed conv (each input pixel becomes 2x2);
+      "resize"         nearest-neighbour upsampling, then a ReLU conv: no checkerboard
+                       artifacts (Odena, Dumoulin and Olah, "Deconvolution and
+                       Checkerboard Artifacts", Distill 2016).
+    output_layer=True: block i has num_filters[i] filters and a linear kernel_size 'same'
+    transposed conv maps the last to the image's channels (the post).  False: block i has
+    the filters of the encoder block before it, num_filters[i + 1], and the last block
+    itself outputs the image's channels, linear.
 
     code: (batch, h, w, k).  output_shape: one image's shape in `data_format` order,
     e.g. (28, 28, 1).  Returns logits of shape (batch, *output_shape).
     """
     check_sizes("num_filters", num_filters)
-    _check_choice("upsample", upsample, ("transpose", "resize"))
+    _check_choice("upsample", upsample, ("transpose", "transpose_2x2", "resize"))
     if data_format == "channels_first":
         channels, height, width = output_shape
     else:
         height, width, channels = output_shape
+    conv = dict(data_format=data_format, **_kernel_settings(weight_decay))
+    widths = list(num_filters) if output_layer else [*num_filters[1:], channels]
     x = code
-    for block, filters in enumerate(num_filters):
-        if upsample == "transpose":
-            x = Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu",
-                                data_format=data_format, name=f"block{block}_deconv",
-                                **_kernel_settings(weight_decay))(x)
-        else:
+    for block, filters in enumerate(widths):
+        last = block == len(widths) - 1 and not output_layer  # gives the logits
+        activation = None if last else "relu"
+        if upsample == "resize":
             x = layers.UpSampling2D(2, data_format=data_format, interpolation="nearest",
                                     name=f"block{block}_resize")(x)
-            x = Conv2D(filters, 3, padding="same", activation="relu",
-                       data_format=data_format, name=f"block{block}_conv",
-                       **_kernel_settings(weight_decay))(x)
-        x = _dropout(x, dropout, name=f"block{block}_dropout")
-    x = Conv2DTranspose(channels, 3, padding="same", data_format=data_format,
-                        name="linear", **_kernel_settings(weight_decay))(x)
+            x = Conv2D(filters, kernel_size, padding="same", activation=activation,
+                       name=f"block{block}_conv", **conv)(x)
+        else:
+            size = 2 if upsample == "transpose_2x2" else kernel_size
+            x = Conv2DTranspose(filters, size, strides=2, padding="same", activation=activation,
+                                name=f"block{block}_deconv", **conv)(x)
+        if not last:
+            x = _dropout(x, dropout, name=f"block{block}_dropout")
+    if output_layer:
+        x = Conv2DTranspose(channels, kernel_size, padding="same", name="linear", **conv)(x)
     h, w = _spatial(x.shape, data_format)
     if h < height or w < width:
-        raise ValueError(
+        raise ConfigError(
             f"decoder output {h}x{w} is smaller than the requested {height}x{width}: "
             "the code is too small for this many upsampling blocks")
     if (h, w) != (height, width):
@@ -217,12 +230,52 @@ def conv_decoder(code, num_filters, output_shape, *, data_format="channels_last"
     return x
 
 
-def gaussian_heads(features, code_channels, *, data_format="channels_last", weight_decay=None):
-    """Linear 1x1 convs giving the mean and log-variance of a Gaussian code (for a VAE).
+def flat_code(features, code_size, *, data_format="channels_last", weight_decay=None,
+              name="code", kernel_initializer="he_normal"):
+    """A linear bottleneck to a flat code of `code_size` values.
 
-    features: (batch, h, w, k), e.g. conv_encoder's output.  Returns (mean, log_var),
-    each (batch, h, w, code_channels).
+    features: (batch, h, w, k) maps, through a conv whose kernel covers the whole map
+    ('valid', so 1x1 out: a dense layer over the map, with the same weights), or
+    (batch, k) vectors, through a dense layer.  Returns (batch, code_size).
     """
+    settings = dict(_kernel_settings(weight_decay), kernel_initializer=kernel_initializer)
+    if len(features.shape) == 2:
+        return layers.Dense(code_size, name=name, **settings)(features)
+    x = Conv2D(code_size, _spatial(features.shape, data_format), padding="valid",
+               data_format=data_format, name=name, **settings)(features)
+    return layers.Flatten(data_format=data_format, name=f"{name}_flat")(x)
+
+
+def expand_code(code, shape, *, data_format="channels_last", weight_decay=None, dropout=None):
+    """The decoder's mirror of `flat_code`: (batch, code_size) -> ReLU features of `shape`
+    (one example's, e.g. (7, 7, 32) or (32,)), through a transposed conv whose kernel
+    covers the whole map ('valid', from a 1x1 map) or a dense layer."""
+    settings = _kernel_settings(weight_decay)
+    if len(shape) == 1:
+        x = layers.Dense(shape[0], activation="relu", name="code_expand", **settings)(code)
+    else:
+        one_pixel = (code.shape[-1], 1, 1) if data_format == "channels_first" else (1, 1, code.shape[-1])
+        x = layers.Reshape(one_pixel, name="code_map")(code)
+        filters = shape[0] if data_format == "channels_first" else shape[-1]
+        x = Conv2DTranspose(filters, _spatial((None, *shape), data_format), padding="valid",
+                            activation="relu", data_format=data_format, name="code_expand",
+                            **settings)(x)
+    return _dropout(x, dropout, name="code_expand_dropout")
+
+
+def gaussian_heads(features, code_channels, *, data_format="channels_last", weight_decay=None,
+                   code_size=None):
+    """Linear layers giving the mean and log-variance of a Gaussian code (for a VAE).
+
+    features: (batch, h, w, k), e.g. conv_encoder's output.  Returns (mean, log_var):
+    each (batch, h, w, code_channels) through 1x1 convs, or with `code_size` each
+    (batch, code_size) through `flat_code`.
+    """
+    if code_size:
+        return tuple(flat_code(features, code_size, data_format=data_format,
+                               weight_decay=weight_decay, name=name,
+                               kernel_initializer="glorot_uniform")
+                     for name in ("code_mean", "code_log_var"))
     settings = dict(_kernel_settings(weight_decay), kernel_initializer="glorot_uniform")
     mean = Conv2D(code_channels, 1, data_format=data_format, name="code_mean",
                   **settings)(features)

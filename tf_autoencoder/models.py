@@ -9,7 +9,8 @@ import keras
 from keras import layers, ops
 
 from .config import Config
-from .layers import conv_decoder, conv_encoder, fc_decoder, fc_encoder, gaussian_heads
+from .layers import (conv_decoder, conv_encoder, expand_code, fc_decoder, fc_encoder, flat_code,
+                     gaussian_heads)
 from .metrics import gaussian_kl
 from .precision import resolve_precision
 
@@ -157,22 +158,30 @@ def _build(config: Config) -> Autoencoder | VariationalAutoencoder:
     shape = input_shape_for(config)
     settings = dict(data_format=config.data_format, weight_decay=config.weight_decay,
                     dropout=config.dropout)
+    conv = dict(kernel_size=config.kernel_size)  # the conv builders' own settings
     images = keras.Input(shape, name="images")
     if config.model in ("convolutional", "variational"):
-        code = conv_encoder(images, config.num_filters, downsample=config.downsample, **settings)
+        features = conv_encoder(images, config.num_filters, downsample=config.downsample,
+                                convs_per_block=config.convs_per_block, **conv, **settings)
     elif config.model == "fully_connected":
-        code = fc_encoder(images, config.hidden_units, **settings)
+        features = fc_encoder(images, config.hidden_units, **settings)
     else:
         raise ValueError(f"unknown model {config.model!r}")
+    # The code: the encoder's features themselves, or a flat bottleneck of code_size values.
     if config.model == "variational":
-        mean, log_var = gaussian_heads(code, config.num_filters[-1],
+        mean, log_var = gaussian_heads(features, config.num_filters[-1],
                                        data_format=config.data_format,
-                                       weight_decay=config.weight_decay)
+                                       weight_decay=config.weight_decay,
+                                       code_size=config.code_size)
         posterior = keras.Model(images, [_to_float32(mean, "mean_float32"),
                                          _to_float32(log_var, "log_var_float32")],
                                 name="posterior")
         code = mean
     else:
+        code = features
+        if config.code_size:
+            code = flat_code(features, config.code_size, data_format=config.data_format,
+                             weight_decay=config.weight_decay)
         code = _to_float32(code, "code_float32")
         if config.code_l1:
             # Keras divides the penalty by the batch size: code_l1 * mean over images of sum |code|.
@@ -181,11 +190,14 @@ def _build(config: Config) -> Autoencoder | VariationalAutoencoder:
         encoder = keras.Model(images, code, name="encoder")
 
     code_input = keras.Input(code.shape[1:], name="code")
+    x = code_input
+    if config.code_size:
+        x = expand_code(x, features.shape[1:], **settings)
     if config.model == "fully_connected":
-        logits = fc_decoder(code_input, config.hidden_units[:-1][::-1], shape, **settings)
+        logits = fc_decoder(x, config.hidden_units[:-1][::-1], shape, **settings)
     else:
-        logits = conv_decoder(code_input, config.num_filters[::-1], shape,
-                              upsample=config.upsample, **settings)
+        logits = conv_decoder(x, config.num_filters[::-1], shape, upsample=config.upsample,
+                              output_layer=config.output_layer, **conv, **settings)
     decoder = keras.Model(code_input, _to_float32(logits, "logits_float32"), name="decoder")
     if config.model == "variational":
         return VariationalAutoencoder(posterior, decoder, beta=config.beta,

@@ -34,7 +34,8 @@ NUM_RECONSTRUCTIONS = 10
 TRAIN_RUN, VALIDATION_RUN, PROJECTOR_RUN = "train", "validation", "projector"
 # Hyperparameters shown in the HParams tab: every setting that changes the model or its
 # training, so that runs compare across any of them.
-HPARAMS = ("model", "num_filters", "hidden_units", "downsample", "upsample", "data_format",
+HPARAMS = ("model", "num_filters", "hidden_units", "downsample", "upsample", "convs_per_block",
+           "kernel_size", "output_layer", "code_size", "data_format",
            "dropout", "weight_decay", "code_l1", "beta", "dataset", "noise_factor", "loss",
            "learning_rate", "lr_decay_steps", "lr_decay_rate", "batch_size", "epochs", "seed",
            "precision", "distribute")
@@ -236,6 +237,7 @@ def write_hparams(config: Config) -> None:
             value = ",".join(map(str, value))
         values[name] = value
     values["dropout"] = config.dropout or 1.0  # keep probability: 1 is no dropout
+    values["code_size"] = config.code_size or 0  # 0: the last map is the code
     with tf.summary.create_file_writer(config.model_dir).as_default():
         hp.hparams(values, trial_id=os.path.basename(os.path.abspath(config.model_dir)))
 
