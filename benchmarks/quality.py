@@ -31,20 +31,43 @@ from tf_autoencoder.files import write_text_atomic  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SPARSE_L1 = 1e-3
-# name -> (Config settings that differ from the post's model, description)
+# Training settings of the PyTorch tutorials, as we read them: Adam at a constant 0.001
+# (no decay), MSE on the sigmoid outputs, their batch sizes and epochs.
+TUTORIAL = {"loss": "mse", "lr_decay_rate": 1.0}
+# name -> (Config settings that differ from the post's model, description). Settings may
+# include their own loss, batch_size and epochs, which override --batch_size and --epochs.
 VARIANTS = {
     "conv": ({}, "the post's model: max pooling, transposed convs"),
     "strided": ({"downsample": "strided"}, "stride-2 convs instead of max pooling"),
     "resize": ({"upsample": "resize"}, "nearest resize + conv instead of transposed convs"),
     "sparse": ({"code_l1": SPARSE_L1}, f"L1 penalty {SPARSE_L1:g} on the code"),
-    "fc": ({"model": "fully_connected"}, "fully connected, 128-64-32"),
+    "fc": ({"model": "fully_connected"}, "fully connected, 128-64-32 (also the Keras blog's "
+                                         "deep autoencoder)"),
     "vae": ({"model": "variational"}, "variational, beta 1"),
+    "tutorial_strided": (
+        {"num_filters": [16, 32], "downsample": "strided", "convs_per_block": 0,
+         "code_size": 12, "output_layer": False, "batch_size": 64, "epochs": 10, **TUTORIAL},
+        "strided convs, a 12-value code (PyTorch tutorial)"),
+    "tutorial_pooled": (
+        {"num_filters": [16, 4], "convs_per_block": 1, "upsample": "transpose_2x2",
+         "output_layer": False, "weight_decay": 0.0, "batch_size": 20, "epochs": 30,
+         **TUTORIAL},
+        "pooled convs, a 7x7x4 code (PyTorch course notebook)"),
+    "tutorial_linear": (
+        {"model": "fully_connected", "hidden_units": [32], "weight_decay": 0.0,
+         "batch_size": 20, "epochs": 20, **TUTORIAL},
+        "linear, a 32-value code (PyTorch course notebook)"),
 }
+POST_VARIANTS = ("conv", "strided", "resize", "sparse", "fc", "vae")
+# The post: the convolutional model "achieves a similar performance" to the fully
+# connected one. We call a metric similar when conv is better or at most this much worse.
+SIMILAR = 0.05
 NUM_SHOWN = 10
 HEADER = """# Reconstruction and code quality of the model variants
 
-Written by `benchmarks/quality.py`: every variant is trained on the same data, for the
-same epochs, with the same seed and batch size, then evaluated on the test split as
+Written by `benchmarks/quality.py`: every variant is trained on the same data with the
+same seed, for the same epochs and batch size unless the table says otherwise (the
+tutorial models train at their own settings), then evaluated on the test split as
 `tf-autoencoder evaluate` does: BCE (per pixel value) and MSE between the
 test images and the reconstructions, PSNR (dB, mean over images, capped at 100) and
 SSIM (`tf.image.ssim`), and the accuracy of a linear probe (logistic regression on the
@@ -63,7 +86,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="mnist_sample", help="TFDS name or mnist_sample")
     p.add_argument("--data_dir", default=None, help="folder of IDX files; overrides --dataset")
-    p.add_argument("--variants", default=",".join(VARIANTS),
+    p.add_argument("--variants", default=",".join(POST_VARIANTS),
                    help=f"comma-separated subset of {', '.join(VARIANTS)}")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch_size", type=int, default=256)
@@ -74,6 +97,10 @@ def parse_args(argv=None):
                    help="evaluate on the first N test images only (default: all)")
     p.add_argument("--probe_samples", type=int, default=None,
                    help="fit the linear probe and k-NN on N random training images (default: all)")
+    p.add_argument("--section", default=None,
+                   help="the name of this run's section of the report (default: the data's)")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: 1 epoch per variant on 256 training and 100 test images")
     p.add_argument("--out", default=os.path.join(HERE, "QUALITY.md"), help="the report")
     p.add_argument("--images_dir", default=os.path.join(HERE, "quality"),
                    help="where the reconstruction grids go (one folder per dataset)")
@@ -101,13 +128,17 @@ def run_variant(name, args, splits, work_dir, log):
     from tf_autoencoder.evaluation import evaluate_run
     from tf_autoencoder.loading import load_finished_model
     from tf_autoencoder.images import image_grid, write_png
+    from tf_autoencoder.precision import resolve_precision
     from tf_autoencoder.training import train
 
     settings, description = VARIANTS[name]
-    config = Config(dataset=splits.name, data_dir=args.data_dir, epochs=args.epochs,
-                    batch_size=args.batch_size, seed=args.seed,
+    settings = {"epochs": args.epochs, "batch_size": args.batch_size, **settings}
+    if args.quick:
+        settings["epochs"] = 1
+    config = Config(dataset=splits.name, data_dir=args.data_dir, seed=args.seed,
                     model_dir=os.path.join(work_dir, name), **settings).validate()
     config.image_shape, config.data_source = splits.image_shape, splits.source
+    config.precision = resolve_precision(config.precision)  # as the train command does
     log(f"--- {name}: {description}")
     start = time.perf_counter()
     train(config, splits, log=lambda *a: None)
@@ -123,39 +154,69 @@ def run_variant(name, args, splits, work_dir, log):
     image_path = os.path.join(args.images_dir, args.label, f"{name}.png")
     write_png(image_path, image_grid([shown, reconstructions]))
     return dict(name=name, description=description, report=report, seconds=seconds,
-                weights=model.count_params(), image=image_path)
+                weights=model.count_params(), image=image_path, config=config)
 
 
 def section(args, splits, rows, argv) -> str:
-    """The markdown for one dataset: how it was made, then the table."""
+    """The markdown for one run: how it was made, the table, and the post's claim."""
     out_dir = os.path.dirname(os.path.abspath(args.out))
     report = rows[0]["report"]
+    epochs = sorted({row["config"].epochs for row in rows})
+    title = (f"{epochs[0]} epoch{'s' * (epochs[0] != 1)}" if len(epochs) == 1
+             else "each variant's own epochs")
+    precisions = ", ".join(sorted({row["config"].precision for row in rows}))
     lines = [
-        f"## {args.label}: {args.epochs} epoch{'s' * (args.epochs != 1)}",
+        f"## {args.label}: {title}",
         "",
         f"Command: `python benchmarks/quality.py {shlex.join(argv)}`",
         "",
         f"Data: {splits.source}; {len(splits.train):,} training images, "
-        f"{report['test_images']:,} test images. Epochs: {args.epochs}, batch "
-        f"{args.batch_size}, seed {args.seed}, the post's other settings (Adam 0.001 x 0.96 "
-        f"every 1,000 steps, weight decay 1e-5, no noise). Linear probe and k-NN fitted on "
-        f"the codes of {report['probe_train_images']:,} training images. "
-        f"CPU, {os.cpu_count()} cores.",
+        f"{report['test_images']:,} test images. Seed {args.seed}; unless the variant sets its "
+        f"own, the post's settings (Adam 0.001 x 0.96 every 1,000 steps, weight decay 1e-5, "
+        f"no noise). Precision: {precisions}. Linear probe and k-NN fitted on the codes of "
+        f"{report['probe_train_images']:,} training images. CPU, {os.cpu_count()} cores.",
         "",
-        "| variant | what | weights | training (s) | BCE | MSE | PSNR (dB) | SSIM "
-        "| linear probe | 5-NN | reconstructions |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| variant | what | weights | loss | batch | epochs | training (s) | BCE | MSE "
+        "| PSNR (dB) | SSIM | linear probe | 5-NN | reconstructions |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows:
-        m = row["report"]["metrics"]
+        m, config = row["report"]["metrics"], row["config"]
         image = os.path.relpath(row["image"], out_dir)
         lines.append(
-            f"| {row['name']} | {row['description']} | {row['weights']:,} | "
+            f"| {row['name']} | {row['description']} | {row['weights']:,} | {config.loss} | "
+            f"{config.batch_size} | {config.epochs} | "
             f"{row['seconds']:.0f} | {m['bce']:.4f} | {m['mse']:.4f} | {m['psnr']:.2f} | "
             f"{m['ssim']:.3f} | {m['linear_probe_accuracy']:.3f} | {m['knn_accuracy']:.3f} | "
             f"[png]({image}) |")
     lines += ["", "Each picture: test images (top) and their reconstructions (bottom).", ""]
+    by_name = {row["name"]: row for row in rows}
+    if "conv" in by_name and "fc" in by_name:
+        lines += [claim(by_name["conv"], by_name["fc"]), ""]
     return "\n".join(lines)
+
+
+# metric -> whether lower is better
+CLAIM_METRICS = {"bce": True, "mse": True, "psnr": False, "ssim": False,
+                 "linear_probe_accuracy": False, "knn_accuracy": False}
+
+
+def claim(conv, fc) -> str:
+    """One paragraph: does the conv model perform similarly to the fully connected one?"""
+    similar, worse, parts = [], [], []
+    for metric, lower_is_better in CLAIM_METRICS.items():
+        a, b = conv["report"]["metrics"][metric], fc["report"]["metrics"][metric]
+        shortfall = (a - b) / abs(b) if lower_is_better else (b - a) / abs(b)  # > 0: conv worse
+        (worse if shortfall > SIMILAR else similar).append(metric)
+        parts.append(f"{metric} {a:.4g} vs {b:.4g}")
+    verdict = ("holds on every metric" if not worse else
+               f"holds on {', '.join(similar) or 'no metric'}; not on {', '.join(worse)}")
+    return (f"**The post's claim.** With {conv['weights']:,} weights against "
+            f"{fc['weights']:,} ({fc['weights'] / conv['weights']:.0f}x fewer), the "
+            f"convolutional model (conv) against the fully connected one (fc), after "
+            f"{conv['config'].epochs} and {fc['config'].epochs} epochs: {'; '.join(parts)}. "
+            f"Counting a metric as similar when conv is better or at most {SIMILAR:.0%} worse, "
+            f"the claim {verdict}.")
 
 
 SECTION = re.compile(r"<!-- section: (\S+) -->\n(.*?)<!-- end section -->\n", re.S)
@@ -188,7 +249,10 @@ def main(argv=None) -> int:
     if args.test_images:
         splits.test = sources.Split(splits.test.images[:args.test_images],
                                      splits.test.labels[:args.test_images])
-    args.label = dataset_label(args, splits)
+    if args.quick:
+        splits.train = sources.Split(splits.train.images[:256], splits.train.labels[:256])
+        splits.test = sources.Split(splits.test.images[:100], splits.test.labels[:100])
+    args.label = args.section or dataset_label(args, splits)
     with tempfile.TemporaryDirectory() as work_dir:
         rows = [run_variant(name, args, splits, work_dir, print)
                 for name in args.variants.split(",")]

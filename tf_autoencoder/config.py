@@ -204,20 +204,10 @@ def check_sizes(name: str, sizes, allow_empty: bool = False) -> None:
         raise ConfigError(f"{name} must be positive integers, got {list(sizes)}")
 
 
-def encoder_maps(height: int, width: int, blocks: int) -> list[tuple[int, int]]:
-    """The size of the map each encoder block works on (odd sizes padded to even), then
-    the code's: 28x28 and 3 blocks give 28x28, 14x14, 8x8, then 4x4."""
-    maps = []
-    for _ in range(blocks):
-        maps.append((height + height % 2, width + width % 2))
-        height, width = -(-height // 2), -(-width // 2)
-    return maps + [(height, width)]
-
-
 def check_encoder_fits(height: int, width: int, num_filters, kernel_size: int = 1) -> None:
     """Raises ConfigError if HxW images are too small for one halving per entry of
-    `num_filters` (each block needs at least 2x2; odd sizes round up: 7 -> 4), or for a
-    kernel_size x kernel_size conv on the last block's map."""
+    `num_filters` (each block needs at least 2x2; odd sizes round up: 7 -> 4), or for
+    kernel_size x kernel_size convs."""
     size = min(height, width)
     for block in range(len(num_filters)):
         if size < 2:
@@ -225,8 +215,6 @@ def check_encoder_fits(height: int, width: int, num_filters, kernel_size: int = 
                 f"{height}x{width} images are too small for {len(num_filters)} pooling blocks "
                 f"(--num_filters {','.join(map(str, num_filters))}): give at most {block} sizes")
         size = -(-size // 2)
-    last_h, last_w = encoder_maps(height, width, len(num_filters))[-2]
-    if kernel_size > min(last_h, last_w):
-        raise ConfigError(
-            f"kernel_size {kernel_size} is larger than the {last_h}x{last_w} map of the last "
-            f"encoder block: use --kernel_size {min(last_h, last_w)} or less, or fewer blocks")
+    if kernel_size > min(height, width):
+        raise ConfigError(f"kernel_size {kernel_size} is larger than the {height}x{width} "
+                          f"images: use --kernel_size {min(height, width)} or less")

@@ -103,7 +103,9 @@ class TrainingInternals(keras.callbacks.Callback):
             outputs = []
             x = images
             for probe in probes:
-                *hidden, x = probe(x, training=False)
+                # tree.flatten: a part with no hidden layer (the decoder of fc's
+                # --hidden_units 32) has one output, which Keras returns as a bare tensor.
+                *hidden, x = keras.tree.flatten(probe(x, training=False))
                 outputs += [(a, tf.math.zero_fraction(a)) for a in hidden]
             return outputs
 
