@@ -78,7 +78,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--loss", choices=["bce", "mse"], default=d.loss,
                    help="bce: sigmoid cross-entropy on logits; mse: on sigmoid outputs")
-    g.add_argument("--learning_rate", type=float, default=d.learning_rate)
+    g.add_argument("--learning_rate", type=float, default=d.learning_rate,
+                   help="Adam's initial rate")
+    g.add_argument("--lr_decay_rate", type=float, default=d.lr_decay_rate,
+                   help="the rate is multiplied by this every --lr_decay_steps steps; 1: constant")
+    g.add_argument("--lr_decay_steps", type=int, default=d.lr_decay_steps)
     g.add_argument("--batch_size", type=int, default=d.batch_size)
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--seed", type=int, default=None, help="random seed (default: drawn and recorded)")

@@ -128,6 +128,8 @@ class Config:
             (self.code_l1 >= 0, "code_l1 must be >= 0"),
             (self.beta >= 0, "beta must be >= 0"),
             (self.learning_rate > 0, "learning_rate must be > 0"),
+            (0 < self.lr_decay_rate <= 1, "lr_decay_rate must be in (0, 1] (1: a constant rate)"),
+            (self.lr_decay_steps >= 1, "lr_decay_steps must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.seed is None or 0 <= self.seed < 2**32, "seed must be in [0, 2**32)"),

@@ -3,6 +3,7 @@
 Reconstructions of the test images (clean inputs): BCE, MSE, PSNR and SSIM.
 Codes: accuracy of a linear probe (logistic regression trained on the codes of
 training images, scored on the codes of test images) and of k-nearest neighbours.
+A two-value code is also drawn: model_dir/latent_2d.png (see latent_2d.py).
 """
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from sklearn.preprocessing import StandardScaler
 
 from .config import Config
 from .files import write_text_atomic
+from .latent_2d import has_2d_code, write_latent_2d
 from .layout import to_nhwc
 from .loading import load_finished_model
-from .model_dir import EVALUATION
+from .model_dir import EVALUATION, LATENT_2D
 from .pipeline import noisy_inputs
 from .sources import Split, Splits
 
@@ -76,7 +78,8 @@ def _flat(codes) -> np.ndarray:
 
 def evaluate_run(model_dir: str, config: Config, splits: Splits,
                  probe_samples: int | None = None, seed: int = 0) -> dict:
-    """Every metric of the run in `model_dir` on `splits`; writes model_dir/evaluation.json.
+    """Every metric of the run in `model_dir` on `splits`; writes model_dir/evaluation.json
+    (and latent_2d.png for a two-value code: the key "latent_2d" names it).
 
     probe_samples: fit the probe and k-NN on this many training images, drawn at random
     with `seed` (default: the whole training split).
@@ -106,6 +109,10 @@ def evaluate_run(model_dir: str, config: Config, splits: Splits,
         "knn_neighbours": KNN_NEIGHBOURS,
         "psnr_cap_db": PSNR_CAP_DB,
     }
+    if has_2d_code(model):
+        report["latent_2d"] = os.path.join(model_dir, LATENT_2D)
+        write_latent_2d(report["latent_2d"], model, test_codes, splits.test.labels,
+                        config.data_format)
     write_text_atomic(os.path.join(model_dir, EVALUATION), json.dumps(report, indent=2) + "\n")
     return report
 

@@ -6,6 +6,7 @@ model_dir/
   train/ validation/ TensorBoard logs per epoch
   events.out.*       TensorBoard: the hyperparameters and the final test metrics
   projector/         latent codes of test images for TensorBoard's projector
+  latent_2d.png      with a two-value code (--code_size 2): the codes drawn
   history.csv        loss and metrics per epoch, training and validation
   model.keras        the final model
   test_metrics.json  loss, RMSE, BCE, MSE on the test split
@@ -27,9 +28,10 @@ HISTORY = "history.csv"
 EXPORT_DIR = "export"
 SAVED_MODEL_FILE = "saved_model.pb"
 EVALUATION = "evaluation.json"
+LATENT_2D = "latent_2d.png"  # a two-value code, drawn (latent_2d.py)
 # What --overwrite removes: only what a run writes, never other files of the user's.
 RUN_OUTPUTS = (CONFIG_FILE, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY, EVALUATION,
-               "train", "validation", "projector", EXPORT_DIR)
+               LATENT_2D, "train", "validation", "projector", EXPORT_DIR)
 EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard logs in model_dir itself
 
 

@@ -25,7 +25,9 @@ from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 from .config import Config
 from .images import image_grid, write_png
+from .latent_2d import has_2d_code, write_latent_2d
 from .layout import to_nhwc
+from .model_dir import LATENT_2D
 from .pipeline import noisy_inputs
 from .projector import write_projector
 from .sources import Splits
@@ -261,3 +263,7 @@ def write_run_end(model: keras.Model, config: Config, splits: Splits,
         log_dir = os.path.join(config.model_dir, PROJECTOR_RUN)
         write_projector(log_dir, codes, splits.test.labels[:count], images)
         log(f"Projector: codes of {count:,} test images in {log_dir}")
+        if has_2d_code(model):
+            path = os.path.join(config.model_dir, LATENT_2D)
+            write_latent_2d(path, model, codes, splits.test.labels[:count], config.data_format)
+            log(f"Code space: {path}")
