@@ -212,3 +212,21 @@ def test_a_readme_row_trains_exports_and_evaluates_with_the_weight_count_it_prin
     expected = keras.ops.convert_to_numpy(model.encoder(x.transpose(0, 3, 1, 2)))
     assert codes.shape == (3, *code_shape)
     np.testing.assert_allclose(codes, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("args, weights", [
+    # Drops block0_conv1 (16*16*9+16), block1_conv1 and block2_conv1 (8*8*9+8 each).
+    (["--convs_per_block", "1"], 7_873 - 2_320 - 584 - 584),
+    # Every 3x3 kernel becomes 5x5: 25/9 of each kernel, biases unchanged.
+    (["--kernel_size", "5"], (16 * 25 + 16) + (16 * 16 * 25 + 16) + (16 * 8 * 25 + 8)
+     + 3 * (8 * 8 * 25 + 8) + 2 * (8 * 8 * 25 + 8) + (8 * 16 * 25 + 16) + (16 * 25 + 1)),
+    # Decoder deconvs 3x3 -> 2x2: 8*8*4+8 twice and 8*16*4+16 instead of 584, 584, 1,168.
+    (["--upsample", "transpose_2x2"], 7_873 - 2 * (584 - 264) - (1_168 - 528)),
+    # Blocks 8->8, 8->16, 16->1 (linear), no separate output conv: one 8->8 deconv fewer.
+    (["--no_output_layer"], 7_873 - 584),
+])
+def test_the_docs_weight_counts_of_each_option(args, weights):
+    """The figures in docs/variants-and-evaluation.md, derived layer by layer."""
+    assert build_autoencoder(config_of(args)).count_params() == weights
+    with open(os.path.join(REPO, "docs", "variants-and-evaluation.md")) as f:
+        assert f"{weights:,}" in f.read()
