@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Trains model variants on the same data and seed, evaluates each, and writes the comparison into benchmarks/QUALITY.md with one reconstruction grid per variant.
+"""Trains model variants on the same data and seed, evaluates each, and writes the
+comparison into benchmarks/QUALITY.md with one reconstruction grid per variant.
 
     python benchmarks/quality.py --dataset mnist_sample --epochs 10
     python benchmarks/quality.py --data_dir /usr/share/datasets/fashion-mnist --epochs 3 \\
@@ -9,7 +10,8 @@
         --probe_samples 10000 --section fashion-mnist-full \\
         --variants conv,fc,tutorial_strided,tutorial_pooled,tutorial_linear
 
-Each run replaces its dataset's section of QUALITY.md and keeps the others. The
+Each run replaces its section of QUALITY.md (--section; default: the data's name) and
+keeps the others. The
 Fashion-MNIST IDX files come with Debian's dataset-fashion-mnist package
 (`sudo apt-get install dataset-fashion-mnist`).
 """
