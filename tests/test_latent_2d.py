@@ -59,6 +59,13 @@ def test_the_figure_draws_every_code_in_its_labels_colour_and_the_grid():
     np.testing.assert_array_equal(image.get_array(), image_grid(list(grid[1]), pad=0)[..., 0])
 
 
+def test_without_a_grid_the_figure_is_the_scatter_alone():
+    codes, labels = np.zeros((4, 2)), np.array([3, 3, 7, 7])
+    figure = latent_figure(codes, labels)
+    assert len(figure.axes) == 1  # the scatter; its legend is not an axes
+    assert [c.get_label() for c in figure.axes[0].collections] == ["3", "7"]
+
+
 def test_training_and_evaluate_draw_a_two_value_code(tmp_path):
     """With --code_size 2 the run's end draws the projector's codes and evaluate all the test
     codes; a VAE's picture has the decoded grid beside the scatter (twice as wide)."""
