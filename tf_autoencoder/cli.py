@@ -25,6 +25,16 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, but not None (the help says what no value means), nor an on/off
+    switch's, nor one the help already gives."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.nargs == 0 or "(default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def sizes(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -198,7 +208,7 @@ SPECS = {
 def command_parser(command: str, prog: str, parent=None) -> argparse.ArgumentParser:
     """The parser of one command, standalone (a top-level script) or as a subcommand."""
     add_arguments, summary, description = SPECS[command]
-    kwargs = dict(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    kwargs = dict(description=description, formatter_class=HelpFormatter)
     p = (parent.add_parser(command, help=summary, prog=prog, **kwargs) if parent
          else Parser(prog=prog, **kwargs))
     add_arguments(p)
