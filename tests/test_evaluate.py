@@ -3,6 +3,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -236,22 +237,32 @@ def test_quality_report_keeps_other_datasets_sections(tmp_path):
     quality.update_report(path, "b", "table b\n")
     quality.update_report(path, "a", "new table a\n")
     text = open(path).read()
-    assert text.count("Cross-check against the PyTorch reference: pending") == 1
+    assert text.count("Cross-check against the PyTorch reference.") == 1
     assert "new table a" in text and "table b" in text and "\ntable a" not in text
 
 
 def test_quality_benchmark_smoke(tmp_path):
+    """--quick: one epoch per variant on 256 training images; the tutorial model keeps its
+    own loss and batch; with conv and fc, the paragraph on the post's claim."""
     out, images = tmp_path / "QUALITY.md", tmp_path / "img"
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "benchmarks", "quality.py"), "--dataset",
-         "mnist_sample", "--variants", "conv", "--epochs", "1", "--train_images", "256",
+        [sys.executable, os.path.join(REPO, "benchmarks", "quality.py"), "--quick",
+         "--dataset", "mnist_sample", "--variants", "conv,fc,tutorial_pooled",
          "--test_images", "40", "--out", str(out), "--images_dir", str(images)],
-        capture_output=True, text=True, timeout=300)
+        capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     text = out.read_text()
-    assert "256 training images, 40 test images. Epochs: 1" in text
+    assert "## mnist_sample: 1 epoch\n" in text
+    assert "256 training images, 40 test images." in text
+    rows = {row[0]: row[1:] for row in re.findall(
+        r"^\| (\w+) \| [^|]+ \| ([\d,]+) \| (\w+) \| (\d+) \| (\d+) \|", text, re.M)}
+    # name -> weights, loss, batch, epochs
+    assert rows == {"conv": ("7,873", "bce", "256", "1"), "fc": ("222,384", "bce", "256", "1"),
+                    "tutorial_pooled": ("1,077", "mse", "20", "1")}
+    assert re.search(r"\*\*The post's claim\.\*\* With 7,873 weights against 222,384 .*"
+                     r"the claim (holds on every metric|holds on .*; not on .*)\.", text)
     row = next(line for line in text.splitlines() if line.startswith("| conv |"))
-    assert "| 7,873 |" in row and "(img/mnist_sample/conv.png)" in row
+    assert "(img/mnist_sample/conv.png)" in row
     assert png_size(images / "mnist_sample" / "conv.png") == (10 * 30 + 2, 2 * 30 + 2)
     # Content. One step of training (256 images, batch 256) reconstructs nothing yet: its
     # BCE is within 6% of grey 0.5's, so no quality bound holds here. The picture's top
