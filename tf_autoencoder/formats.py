@@ -62,7 +62,8 @@ def require(need: str, what: str) -> list:
 
 class TFLiteModel:
     """A .tflite file's signatures, run by LiteRT's interpreter (XNNPACK on CPU). Each call
-    resizes the input to its batch when the batch changes."""
+    resizes the input to its batch when the batch changes. `signatures`: name -> (input
+    names, output names), as OnnxModel's."""
 
     runtime = "LiteRT"
 
@@ -110,11 +111,10 @@ class OnnxModel:
                     path, options, providers=["CPUExecutionProvider"])
             except Exception as e:  # ORT's own exception types; a file it cannot load
                 raise ConversionError(f"ONNX Runtime cannot load {path}: "
-                                      f"{str(e).splitlines()[0]}") from None
-
-    def signature_of(self, signature: str) -> tuple[list[str], list[str]]:
-        session = self.sessions[signature]
-        return ([i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+                                      f"{_first_line(e)}") from None
+        self.signatures = {key: ([i.name for i in session.get_inputs()],
+                                 [o.name for o in session.get_outputs()])
+                           for key, session in self.sessions.items()}
 
     def input_shape(self, signature: str) -> tuple:
         """The input's shape, -1 for the dynamic batch."""
@@ -149,12 +149,11 @@ def onnx_model(function):
     return proto
 
 
-def write_formats(module, saved_model_dir: str, formats) -> list[str]:
+def write_formats(module, saved_model_dir: str, formats) -> None:
     """Writes the TFLite and ONNX files that `formats` asks for into `saved_model_dir`
     (where `module`'s SavedModel was just saved), and checks each in its runtime against
-    `module`; returns the files' names. ConversionError when a converted model is wrong;
-    MissingExtra when its runtime is not installed."""
-    written = []
+    `module`. ConversionError when a converted model is wrong; MissingExtra when its
+    converter or runtime is not installed."""
     if "tflite" in formats:
         require("tflite", "--format tflite")
         try:
@@ -163,7 +162,6 @@ def write_formats(module, saved_model_dir: str, formats) -> list[str]:
             raise ConversionError(f"the TFLite converter failed: {_first_line(e)}") from None
         _write(os.path.join(saved_model_dir, TFLITE_FILE), data)
         check(TFLiteModel(os.path.join(saved_model_dir, TFLITE_FILE)), module, TFLITE_FILE)
-        written.append(TFLITE_FILE)
     if "onnx" in formats:
         require("onnx", "--format onnx")
         functions = {"serving_default": module.reconstruct, "encode": module.encode,
@@ -177,8 +175,6 @@ def write_formats(module, saved_model_dir: str, formats) -> list[str]:
             paths[signature] = os.path.join(saved_model_dir, ONNX_FILES[signature])
             _write(paths[signature], proto.SerializeToString())
         check(OnnxModel(paths), module, ", ".join(ONNX_FILES.values()))
-        written += ONNX_FILES.values()
-    return written
 
 
 def _write(path: str, data: bytes) -> None:
@@ -224,6 +220,10 @@ def check(model, module, name: str) -> None:
                 "encode": (images, codes),
                 "decode": (codes, module.decode(codes)["reconstructions"])}
     for signature, (inputs, outputs) in expected.items():
+        name_in, name_out = SIGNATURES[signature]
+        if model.signatures.get(signature) != ([name_in], [name_out]):
+            raise ConversionError(f"{name} has no {signature} signature from '{name_in}' to "
+                                  f"'{name_out}' in {model.runtime}")
         for batch in CHECK_BATCHES:
             try:
                 got = model.run(signature, inputs[:batch])

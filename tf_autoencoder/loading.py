@@ -160,7 +160,7 @@ def load_onnx(path: str, batch_size: int = 256) -> Codec:
         model = OnnxModel(paths)
     except ConversionError as e:
         raise ModelError(str(e)) from None
-    if model.signature_of("serving_default") != (["images"], ["reconstructions"]):
+    if model.signatures["serving_default"] != (["images"], ["reconstructions"]):
         raise ModelError(f"{path} is not a model from 'images' to 'reconstructions': give the "
                          f"{ONNX_FILES['serving_default']} of an export (`tf-autoencoder export "
                          "MODEL_DIR --format onnx`)")
