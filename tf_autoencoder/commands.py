@@ -172,8 +172,9 @@ def export(args, parser) -> int:
     from .files import ModelDirLock
 
     try:
-        for fmt in set(formats) - {"saved_model"}:  # before the model loads: fails at once
-            lib.require(fmt, f"--format {fmt}")
+        for fmt in formats:  # before the model loads, so a missing extra fails at once
+            if fmt != "saved_model":
+                lib.require(fmt, f"--format {fmt}")
         # Not while a run trains there, and no run starts there meanwhile.
         with ModelDirLock(args.model_dir, "exporting it", shared=True):
             path = export_model_dir(args.model_dir, args.export_dir, formats)
