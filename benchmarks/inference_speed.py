@@ -1,17 +1,22 @@
-"""Inference speed of an exported SavedModel against the Keras model's predict.
+"""Inference speed of the exports in their runtimes: SavedModel (TensorFlow), model.tflite
+(LiteRT with XNNPACK) and the .onnx files (ONNX Runtime), against the Keras model's predict.
 
     python benchmarks/inference_speed.py            # trains 1 epoch on the MNIST sample first
     python benchmarks/inference_speed.py --model_dir mnist_training   # a finished run
+    python benchmarks/inference_speed.py --threads 1  # one thread per runtime
     python benchmarks/inference_speed.py --quick    # a smoke run; writes nothing
 
-Latency at batch 1 (p50, p99 over --calls calls) and throughput at batch 1,024 for the
-SavedModel's `encode` and `serving_default` signatures and for `model.predict`.
-Writes its section of benchmarks/RESULTS.md (between its markers).
+For `encode` and `serving_default` in each runtime: latency at batch 1 (p50, p99 over
+--calls calls, the runtimes taking turns in blocks of 10 calls, so that the shared
+machine's changing load falls on all of them alike) and throughput at batch --batch. Every runtime
+gets --threads threads for an op (TensorFlow's intra-op pool, ONNX Runtime's intra-op
+threads, LiteRT's num_threads). Also the exported files' sizes. The model is exported
+into a temporary folder (the run's own export/ is not touched). Writes its section of
+benchmarks/RESULTS.md (between its markers).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import os
 import subprocess
@@ -32,15 +37,24 @@ import numpy as np  # noqa: E402
 from train_speed import cpu_model, write_section  # noqa: E402
 
 
+BLOCK = 10  # batch-1 calls in a row before the next runtime's turn
 
-def latency_ms(call, calls: int) -> tuple[float, float]:
-    call()  # warm-up: traces and allocates
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        call()
-        times.append((time.perf_counter() - start) * 1000)
-    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+def latencies_ms(calls: dict, count: int) -> dict:
+    """p50 and p99 (ms) over `count` timed calls of each of `calls` (name -> function),
+    taking turns in blocks of BLOCK calls: the machine's changing load falls on all alike,
+    and each block runs with its own model in the caches, as a server would."""
+    for call in calls.values():
+        call()  # warm-up: traces, allocates, resizes
+    times = {name: [] for name in calls}
+    for _ in range(max(1, count // BLOCK)):
+        for name, call in calls.items():
+            for _ in range(min(BLOCK, count)):
+                start = time.perf_counter()
+                call()
+                times[name].append((time.perf_counter() - start) * 1000)
+    return {name: (float(np.percentile(t, 50)), float(np.percentile(t, 99)))
+            for name, t in times.items()}
 
 
 def throughput(call, batch: int, repeats: int) -> float:
@@ -51,79 +65,134 @@ def throughput(call, batch: int, repeats: int) -> float:
     return batch * repeats / (time.perf_counter() - start)
 
 
+def folder_size(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(root, name))
+               for root, _, names in os.walk(path) for name in names)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=1000, help="batch-1 calls per measurement")
-    parser.add_argument("--repeats", type=int, default=20, help="batch-1,024 calls")
-    parser.add_argument("--intra_op_threads", type=int, default=0,
-                        help="threads per op (0: TensorFlow's default, one per core)")
+    parser.add_argument("--batch", type=int, default=256, help="the throughput's batch size")
+    parser.add_argument("--repeats", type=int, default=20, help="calls at --batch")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="threads per op, the same for every runtime (default: one per core)")
     parser.add_argument("--model_dir", default=None,
-                        help="a finished run to measure (its model.keras and export/1); default: "
-                             "train one epoch on the MNIST sample in a temporary folder")
+                        help="a finished run to measure (its model.keras); default: train one "
+                             "epoch on the MNIST sample in a temporary folder")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args(argv)
-    if args.model_dir and not (os.path.isfile(os.path.join(args.model_dir, "model.keras"))
-                               and os.path.isdir(os.path.join(args.model_dir, "export", "1"))):
-        parser.error(f"{args.model_dir} holds no finished run (model.keras and export/1): "
-                     "train one with train.py, or leave out --model_dir")
+    if args.model_dir and not os.path.isfile(os.path.join(args.model_dir, "model.keras")):
+        parser.error(f"{args.model_dir} holds no finished run (model.keras): train one with "
+                     "train.py, or leave out --model_dir")
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
     calls, repeats = (5, 2) if args.quick else (args.calls, args.repeats)
 
     import keras
+    import onnxruntime
     import tensorflow as tf
+    from ai_edge_litert import __version__ as litert_version
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 
-    import tf_autoencoder.models  # noqa: F401  registers the model classes for loading
+    from tf_autoencoder.config import Config
+    from tf_autoencoder.export import export_model_dir
+    from tf_autoencoder.layout import to_model_layout
+    from tf_autoencoder.formats import OnnxModel, TFLiteModel
+    from tf_autoencoder.model_dir import ONNX_FILES, TFLITE_FILE
 
-    given = contextlib.nullcontext(args.model_dir) if args.model_dir else None
-    with given or tempfile.TemporaryDirectory() as model_dir:
-        if not given:
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model_dir or os.path.join(tmp, "run")
+        if not args.model_dir:
             subprocess.run([sys.executable, os.path.join(REPO, "train.py"), "--dataset",
                             "mnist_sample", "--epochs", "1", "--seed", "0",
                             "--embedding_images", "0", "--model_dir", model_dir],
                            check=True, stdout=subprocess.DEVNULL)
+        export = export_model_dir(model_dir, os.path.join(tmp, "export"),
+                                  ("saved_model", "tflite", "onnx"))
         model = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
-        saved = tf.saved_model.load(os.path.join(model_dir, "export", "1"))
-        encode, serve = saved.signatures["encode"], saved.signatures["serving_default"]
+        saved = tf.saved_model.load(export)
+        lite = TFLiteModel(os.path.join(export, TFLITE_FILE), num_threads=args.threads)
+        onnx = OnnxModel({signature: os.path.join(export, ONNX_FILES[signature])
+                          for signature in ("encode", "serving_default")},
+                         intra_op_threads=args.threads)
+        sizes = [("SavedModel (saved_model.pb + variables/)",
+                  os.path.getsize(os.path.join(export, "saved_model.pb"))
+                  + folder_size(os.path.join(export, "variables"))),
+                 (f"`{TFLITE_FILE}` (all three signatures)",
+                  os.path.getsize(os.path.join(export, TFLITE_FILE)))]
+        sizes += [(f"`{name}`", os.path.getsize(os.path.join(export, name)))
+                  for name in ONNX_FILES.values()]
+
+        config = Config.load(os.path.join(model_dir, "config.json")).validate()
         rng = np.random.default_rng(0)
-        one = tf.constant(rng.random((1, 28, 28, 1), np.float32))
-        many = tf.constant(rng.random((1024, 28, 28, 1), np.float32))
-        rows = [
-            ("SavedModel `encode`", lambda: encode(images=one)["codes"].numpy(),
-             lambda: encode(images=many)["codes"].numpy()),
-            ("SavedModel `serving_default`", lambda: serve(images=one)["reconstructions"].numpy(),
-             lambda: serve(images=many)["reconstructions"].numpy()),
-            ("Keras `model.encoder.predict`", lambda: model.encoder.predict(one, verbose=0),
-             lambda: model.encoder.predict(many, batch_size=1024, verbose=0)),
-            ("Keras `model.predict`", lambda: model.predict(one, verbose=0),
-             lambda: model.predict(many, batch_size=1024, verbose=0)),
-        ]
+        one = rng.random((1, *config.image_shape), np.float32)  # NHWC, as the exports take
+        many = rng.random((args.batch, *config.image_shape), np.float32)
+        keras_one, keras_many = (to_model_layout(x, config.data_format) for x in (one, many))
+        signatures = saved.signatures
+        out = {"encode": "codes", "serving_default": "reconstructions"}
+
+        def saved_model(signature, x):
+            return lambda: signatures[signature](images=tf.constant(x))[out[signature]].numpy()
+
+        rows = {}  # name -> (batch-1 call, batch call)
+        for signature in ("encode", "serving_default"):
+            rows[f"SavedModel (TensorFlow) `{signature}`"] = (saved_model(signature, one),
+                                                            saved_model(signature, many))
+            rows[f"LiteRT, XNNPACK `{signature}`"] = (
+                lambda s=signature: lite.run(s, one), lambda s=signature: lite.run(s, many))
+            rows[f"ONNX Runtime `{signature}`"] = (
+                lambda s=signature: onnx.run(s, one), lambda s=signature: onnx.run(s, many))
+        rows["Keras `model.encoder.predict`"] = (
+            lambda: model.encoder.predict(keras_one, verbose=0),
+            lambda: model.encoder.predict(keras_many, batch_size=args.batch, verbose=0))
+        rows["Keras `model.predict`"] = (
+            lambda: model.predict(keras_one, verbose=0),
+            lambda: model.predict(keras_many, batch_size=args.batch, verbose=0))
+
+        latency = latencies_ms({name: single for name, (single, _) in rows.items()}, calls)
         results = []
-        for name, single, batch in rows:
-            p50, p99 = latency_ms(single, calls)
-            results.append((name, p50, p99, throughput(batch, 1024, repeats)))
-            print(f"{name}: batch 1 p50 {p50:.3f} ms, p99 {p99:.3f} ms; batch 1,024 "
+        for name, (_, batched) in rows.items():
+            p50, p99 = latency[name]
+            results.append((name, p50, p99, throughput(batched, args.batch, repeats)))
+            print(f"{name}: batch 1 p50 {p50:.3f} ms, p99 {p99:.3f} ms; batch {args.batch:,} "
                   f"{results[-1][3]:,.0f} images/s", flush=True)
+        for name, size in sizes:
+            print(f"{name}: {size:,} bytes")
     if args.quick:
         return results
+    base = {signature: latency[f"SavedModel (TensorFlow) `{signature}`"][0]
+            for signature in ("encode", "serving_default")}
+    command = (f"python benchmarks/inference_speed.py --calls {calls} --batch {args.batch} "
+               f"--repeats {repeats}"
+               + (f" --threads {args.threads}" if args.threads != os.cpu_count() else "")
+               + (f" --model_dir {args.model_dir}" if args.model_dir else ""))
     lines = [
-        "## Inference: SavedModel against Keras" + (
-            f", {args.intra_op_threads} thread(s) per op" if args.intra_op_threads else ""),
+        "## Inference: SavedModel, LiteRT and ONNX Runtime" + (
+            f", {args.threads} thread(s) per op" if args.threads != os.cpu_count() else ""),
         "",
-        f"`python benchmarks/inference_speed.py --calls {calls} --repeats {repeats}"
-        f"{f' --intra_op_threads {args.intra_op_threads}' if args.intra_op_threads else ''}"
-        f"{f' --model_dir {args.model_dir}' if args.model_dir else ''}` on "
-        f"{datetime.date.today()}, {cpu_model()}, {os.cpu_count()} cores; "
-        + (f"the model in {args.model_dir}" if args.model_dir else "the default model (7,873 "
-           "weights) after one epoch on the MNIST sample") + ", 28x28x1 float32 images.",
+        f"`{command}` on {datetime.date.today()}, {cpu_model()}, {os.cpu_count()} cores "
+        f"(a shared machine); TensorFlow {tf.__version__}, LiteRT (ai-edge-litert) "
+        f"{litert_version}, ONNX Runtime {onnxruntime.__version__}; {args.threads} thread(s) "
+        "per op in each runtime. "
+        + (f"The model in {args.model_dir}" if args.model_dir else "The default model (7,873 "
+           "weights) after one epoch on the MNIST sample")
+        + ", 28x28x1 float32 images. Batch-1 calls take turns across the rows in blocks of "
+          f"{BLOCK}; p50/p99 over {calls:,} calls each. The speed-up is the SavedModel's p50 over the row's, for "
+          "the same signature.",
         "",
-        "| what | batch 1 p50 | batch 1 p99 | batch 1,024 images/s |",
-        "|---|---:|---:|---:|",
+        f"| what | batch 1 p50 | batch 1 p99 | speed-up (p50) | batch {args.batch:,} images/s |",
+        "|---|---:|---:|---:|---:|",
     ]
-    lines += [f"| {name} | {p50:.3f} ms | {p99:.3f} ms | {ips:,.0f} |"
-              for name, p50, p99, ips in results]
-    # One section per thread setting, so runs with and without --intra_op_threads both stay.
-    tag = "inference_speed" + (f"_threads{args.intra_op_threads}" if args.intra_op_threads else "")
+    for name, p50, p99, ips in results:
+        signature = next((s for s in base if f"`{s}`" in name), None)
+        ratio = f"{base[signature] / p50:.1f}x" if signature else ""
+        lines.append(f"| {name} | {p50:.3f} ms | {p99:.3f} ms | {ratio} | {ips:,.0f} |")
+    lines += ["", "| file | bytes |", "|---|---:|"]
+    lines += [f"| {name} | {size:,} |" for name, size in sizes]
+    # One section per thread setting, so runs with and without --threads both stay.
+    tag = "inference_speed" + (f"_threads{args.threads}" if args.threads != os.cpu_count() else "")
     write_section("\n".join(lines), f"<!-- {tag}:begin -->", f"<!-- {tag}:end -->")
     return results
 

@@ -142,6 +142,30 @@ def start_paused(args, step, **popen):
                          + "".join(process.lines_before))
 
 
+def keras_outputs(model, config, images):
+    """What the Keras `model` (of `config`), in float32, predicts for NHWC `images`:
+    reconstructions, codes and the decoded codes, all NHWC (codes included).
+
+    Graph mode (predict_on_batch), as training and the exports run. The layout is changed
+    here with numpy, apart from the package's own layout.py and its NHWC serving twin, so
+    that a mistake there shows.
+    """
+    import tensorflow as tf
+    from tf_autoencoder.models import float32_twin
+
+    # The exports compute in float32 whatever precision trained; so does the reference.
+    model = float32_twin(model, config)
+    to_model = (lambda x: x.transpose(0, 3, 1, 2)) if config.channels_first else (lambda x: x)
+    to_nhwc = ((lambda x: x.transpose(0, 2, 3, 1) if x.ndim == 4 else x)
+               if config.channels_first else (lambda x: x))
+    codes = model.encoder.predict_on_batch(to_model(images))
+    return {
+        "reconstructions": to_nhwc(tf.sigmoid(model.predict_on_batch(to_model(images))).numpy()),
+        "codes": to_nhwc(codes),
+        "decoded": to_nhwc(tf.sigmoid(model.decoder.predict_on_batch(codes)).numpy()),
+    }
+
+
 # TensorFlow's C++ start-up logging (absl), which the commands keep off the terminal.
 TF_CPP_LOG_LINE = re.compile(r"[IWEF]\d{4} |WARNING: All log messages before absl::InitializeLog")
 

@@ -1,6 +1,7 @@
 """Smoke runs of the benchmark scripts (tiny sizes, one step), so they keep working.
 They assert that each script runs and reports sane numbers, never how fast anything is."""
 import os
+import re
 import subprocess
 import sys
 
@@ -74,13 +75,24 @@ def test_torch_reference_computes_what_our_model_does_with_the_same_weights():
                                atol=1e-4)
 
 
-def test_inference_speed_measures_the_export_and_keras(trained_run):
+def test_inference_speed_measures_every_runtime_and_keras(trained_run):
     model_dir, _ = trained_run
+    before = sorted(os.listdir(os.path.join(model_dir, "export")))
     result = run_benchmark("benchmarks/inference_speed.py", "--quick", "--model_dir", model_dir)
     assert result.returncode == 0, result.stderr
-    names = [line.split(":")[0] for line in result.stdout.splitlines() if "p50" in line]
-    assert names == ["SavedModel `encode`", "SavedModel `serving_default`",
-                     "Keras `model.encoder.predict`", "Keras `model.predict`"]
+    rows = re.findall(r"^(.+): batch 1 p50 ([\d.]+) ms, p99 ([\d.]+) ms; batch 256 ([\d,]+) "
+                      r"images/s$", result.stdout, re.M)
+    runtimes = ("SavedModel (TensorFlow)", "LiteRT, XNNPACK", "ONNX Runtime")
+    expected = [f"{runtime} `{signature}`" for signature in ("encode", "serving_default")
+                for runtime in runtimes]
+    assert [row[0] for row in rows] == expected + ["Keras `model.encoder.predict`",
+                                                   "Keras `model.predict`"]
+    for _, p50, p99, images_per_s in rows:
+        assert 0 < float(p50) <= float(p99) and int(images_per_s.replace(",", "")) > 0
+    sizes = dict(re.findall(r"^(.+): ([\d,]+) bytes$", result.stdout, re.M))
+    assert len(sizes) == 5 and all(int(size.replace(",", "")) > 1000 for size in sizes.values())
+    # It exports into a temporary folder, not into the run.
+    assert sorted(os.listdir(os.path.join(model_dir, "export"))) == before
 
 
 def test_profile_step_ranks_the_ops_of_a_training_step(tmp_path):

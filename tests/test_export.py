@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import copy_run, error_lines, run_python
+from conftest import copy_run, error_lines, keras_outputs, run_python
 from tf_autoencoder import Config, build_autoencoder
 from tf_autoencoder.export import TMP_PREFIX, export_saved_model
 from tf_autoencoder.models import float32_twin
@@ -64,25 +64,11 @@ def images():
 
 
 def keras_reference(model_dir, images):
-    """What the Keras model, in float32, predicts for NHWC `images`: reconstructions, codes
-    and the decoded codes, all NHWC (codes included).
-
-    Graph mode (predict_on_batch), as training and the SavedModel run. The layout is
-    changed here with numpy, apart from the package's own layout.py, so that a mistake
-    there shows.
-    """
+    """What the finished run's Keras model computes for NHWC `images` (conftest's
+    keras_outputs)."""
     config = Config.load(os.path.join(model_dir, "config.json")).validate()
-    # The export computes in float32 whatever precision trained; so does the reference.
-    model = float32_twin(keras.saving.load_model(os.path.join(model_dir, "model.keras"),
-                                                 compile=False), config)
-    to_model = (lambda x: x.transpose(0, 3, 1, 2)) if config.channels_first else (lambda x: x)
-    to_nhwc = (lambda x: x.transpose(0, 2, 3, 1)) if config.channels_first else (lambda x: x)
-    codes = model.encoder.predict_on_batch(to_model(images))
-    return {
-        "reconstructions": to_nhwc(tf.sigmoid(model.predict_on_batch(to_model(images))).numpy()),
-        "codes": to_nhwc(codes),
-        "decoded": to_nhwc(tf.sigmoid(model.decoder.predict_on_batch(codes)).numpy()),
-    }
+    return keras_outputs(keras.saving.load_model(os.path.join(model_dir, "model.keras"),
+                                                 compile=False), config, images)
 
 
 def load_in_fresh_process(jobs, cwd):

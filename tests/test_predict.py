@@ -46,7 +46,7 @@ def test_predict_reports_every_file_and_exits_1_for_the_bad_ones(predicted, trai
     result, scores, out = predicted
     assert result.returncode == 1
     export = os.path.join(trained_run[0], "export", "1")
-    assert result.stdout.splitlines()[0] == f"Model: {export} (28x28x1 images)"
+    assert result.stdout.splitlines()[0] == f"Model: {export} (28x28x1 images, TensorFlow)"
     assert list(scores) == ["digit.png", "rgb.png", "big.png", "inverted.png"]
     errors = error_lines(result.stderr)
     assert len(errors) == 2, result.stderr

@@ -12,7 +12,7 @@ import sys
 
 from .config import DISTRIBUTES, DOWNSAMPLES, MODELS, PRECISIONS, UPSAMPLES, Config
 from .logs import set_up_logging
-from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL
+from .model_dir import CONFIG_FILE, EXPORT_DIR, EXPORT_FORMATS, FINAL_MODEL
 
 PROG = "tf-autoencoder"
 COMMANDS = ("train", "export", "predict", "evaluate", "sample", "embeddings")
@@ -121,16 +121,34 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="replace a model_dir that holds a different model")
 
 
+def formats(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [name for name in names if name not in EXPORT_FORMATS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown format {', '.join(unknown) or repr(text)}: "
+                                         f"use {', '.join(EXPORT_FORMATS)}, or several as "
+                                         "tflite,onnx")
+    return names
+
+
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help=f"a run that train finished ({CONFIG_FILE}, {FINAL_MODEL})")
     p.add_argument("--export_dir", default=None, metavar="DIR",
                    help=f"where the versions go (default: MODEL_DIR/{EXPORT_DIR})")
+    p.add_argument("--format", type=formats, action="append", default=None, dest="formats",
+                   metavar="saved_model|tflite|onnx",
+                   help="what to write into the version besides the SavedModel, which is always "
+                        "written: tflite (model.tflite, for LiteRT; needs the [lite] extra), "
+                        "onnx (serving_default.onnx, encode.onnx, decode.onnx, for ONNX Runtime; "
+                        "needs the [onnx] extra). Repeat it or give a list: --format tflite,onnx "
+                        "(default: saved_model)")
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="EXPORT_OR_MODEL_DIR",
-                   help=f"a SavedModel folder, an {EXPORT_DIR}/ folder or a model_dir "
-                        "(its newest version is used)")
+    p.add_argument("model", metavar="MODEL",
+                   help=f"a SavedModel folder, an {EXPORT_DIR}/ folder or a model_dir (its "
+                        "newest version is used), run by TensorFlow; a .tflite file, run by "
+                        "LiteRT; or an exported serving_default.onnx, run by ONNX Runtime")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, GIF or BMP files")
     p.add_argument("--output_dir", default="reconstructions", metavar="DIR",
                    help="where each IMAGE's <name>_reconstruction.png is written")
@@ -180,11 +198,13 @@ def add_embeddings_arguments(p: argparse.ArgumentParser) -> None:
 SPECS = {
     "train": (add_train_arguments, "train (or resume) an autoencoder",
               "Train a (denoising) autoencoder on MNIST-like images."),
-    "export": (add_export_arguments, "export a finished run as a SavedModel", (
+    "export": (add_export_arguments, "export a finished run as a SavedModel (and TFLite, ONNX)", (
         "Export a finished run's model as a SavedModel for serving, as the next version "
-        f"MODEL_DIR/{EXPORT_DIR}/<1, 2, ...>/. Signatures, NHWC float32 images in [0, 1] "
-        "with any batch size: serving_default (images -> reconstructions), encode "
-        "(images -> codes), decode (codes -> reconstructions).")),
+        f"MODEL_DIR/{EXPORT_DIR}/<1, 2, ...>/, with a TFLite and ONNX models beside it on "
+        "request (--format), each checked in its runtime before the version appears. "
+        "Signatures, NHWC float32 images in [0, 1] with any batch size: serving_default "
+        "(images -> reconstructions), encode (images -> codes), decode (codes -> "
+        "reconstructions).")),
     "predict": (add_predict_arguments, "reconstruct and score image files", (
         "Reconstruct image files with an exported autoencoder. Prints one line per image with "
         "its reconstruction error, a usable anomaly score: the mean squared error per pixel "

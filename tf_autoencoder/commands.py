@@ -16,7 +16,7 @@ import sys
 import threading
 
 from .config import Config, ConfigError
-from .model_dir import CONFIG_FILE, EVALUATION, find_saved_model, is_saved_model, load_finished_run
+from .model_dir import CONFIG_FILE, EVALUATION, find_model, is_saved_model, load_finished_run
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return COMMANDS[args.command](args, parser)
@@ -166,16 +166,22 @@ def finished_run(args, parser) -> Config:
 
 
 def export(args, parser) -> int:
-    """Exports MODEL_DIR/model.keras as a new SavedModel version; prints its path."""
+    """Exports MODEL_DIR/model.keras as a new SavedModel version, with the TFLite and ONNX
+    files --format asks for beside it; prints its path."""
     finished_run(args, parser)
+    formats = list(dict.fromkeys(name for names in args.formats or [] for name in names))
+    from . import formats as lib
     from .export import export_model_dir
     from .files import ModelDirLock
 
     try:
+        for fmt in formats:  # before the model loads, so a missing extra fails at once
+            if fmt != "saved_model":
+                lib.require(fmt, f"--format {fmt}")
         # Not while a run trains there, and no run starts there meanwhile.
         with ModelDirLock(args.model_dir, "exporting it", shared=True):
-            path = export_model_dir(args.model_dir, args.export_dir)
-    except (OSError, ValueError) as e:
+            path = export_model_dir(args.model_dir, args.export_dir, formats)
+    except (OSError, ValueError, lib.MissingExtra) as e:
         return fail(parser.prog, str(e), 1, args.verbose)
     print(f"Exported {path}")
     return 0
@@ -184,11 +190,12 @@ def export(args, parser) -> int:
 def predict(args, parser) -> int:
     """Reconstructs and scores image files; exit 1 if any file failed."""
     try:
-        saved_model_dir = find_saved_model(args.model)
+        model_path = find_model(args.model)
     except ConfigError as e:
         parser.error(str(e))
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         parser.error(f"--output_dir {args.output_dir} is a file: give a directory")
+    from .formats import MissingExtra
     from .loading import ModelError
     from .predict import predict_files
 
@@ -196,8 +203,8 @@ def predict(args, parser) -> int:
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
 
     try:
-        failed = predict_files(saved_model_dir, args.images, args.output_dir, error=error)
-    except (ModelError, OSError) as e:
+        failed = predict_files(model_path, args.images, args.output_dir, error=error)
+    except (ModelError, MissingExtra, OSError) as e:
         return fail(parser.prog, str(e), 1, args.verbose)
     return 1 if failed else 0
 

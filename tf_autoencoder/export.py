@@ -1,12 +1,15 @@
-"""SavedModel export for serving: MODEL_DIR/export/<version>/, written atomically.
+"""Export for serving: MODEL_DIR/export/<version>/, written atomically. A SavedModel
+always, and on request the same signatures for LiteRT (model.tflite) and ONNX Runtime
+(<signature>.onnx) beside it (formats.py).
 
 Signatures, all NHWC float32 with a dynamic batch, whatever layout and precision the model
-trained in (the SavedModel computes in float32):
+trained in (the export computes in float32, NHWC):
   serving_default  images (batch, H, W, C) in [0, 1] -> reconstructions (batch, H, W, C) in [0, 1]
   encode           images -> codes: (batch, h, w, k) convolutional, (batch, k) fully connected
   decode           codes -> reconstructions
 
-`tf-autoencoder export MODEL_DIR` exports a finished run; training exports at its end.
+`tf-autoencoder export MODEL_DIR [--format tflite,onnx]` exports a finished run; training
+exports a SavedModel at its end.
 """
 import os
 import secrets
@@ -19,9 +22,9 @@ import tensorflow as tf
 
 from .config import Config
 from .files import fsync_dir, fsync_tree
-from .layout import shape_to_nhwc, to_model_layout, to_nhwc
+from .formats import ConversionError, write_formats
 from .loading import load_finished_model
-from .models import float32_twin
+from .models import serving_twin
 from .model_dir import CONFIG_FILE, EXPORT_DIR, export_versions
 
 # Exports are written under this prefix, then renamed to their version. TF Serving and
@@ -30,50 +33,51 @@ TMP_PREFIX = ".tmp-export-"
 STALE_AFTER_S = 3600  # a temporary export this old was left by a crash: removed
 
 
-def serving_module(model: keras.Model, data_format: str) -> tf.Module:
-    """A tf.Module with the three signature functions (as .serve, .encode, .decode).
+def serving_module(model: keras.Model) -> tf.Module:
+    """A tf.Module with the three signature functions (as .reconstruct, .encode, .decode)
+    of `model`, an NHWC float32 model (models.serving_twin).
 
     It tracks the model's weights only, not the model object, so the SavedModel holds no
     optimizer state and loads without Keras or this package.
     """
-    image_shape = shape_to_nhwc(model.encoder.input_shape[1:], data_format)
-    code_shape = shape_to_nhwc(model.encoder.output_shape[1:], data_format)
-    images_spec = tf.TensorSpec((None, *image_shape), tf.float32, name="images")
-    codes_spec = tf.TensorSpec((None, *code_shape), tf.float32, name="codes")
-
-    def to_model(x):  # codes without spatial axes pass through
-        return to_model_layout(x, data_format)
-
-    def from_model(x):
-        return to_nhwc(x, data_format)
+    images_spec = tf.TensorSpec((None, *model.encoder.input_shape[1:]), tf.float32, name="images")
+    codes_spec = tf.TensorSpec((None, *model.encoder.output_shape[1:]), tf.float32, name="codes")
 
     @tf.function(input_signature=[images_spec])
-    def serve(images):
-        logits = model(to_model(images), training=False)
-        return {"reconstructions": from_model(tf.sigmoid(logits))}
+    def reconstruct(images):
+        return {"reconstructions": tf.sigmoid(model(images, training=False))}
 
     @tf.function(input_signature=[images_spec])
     def encode(images):
-        return {"codes": from_model(model.encoder(to_model(images), training=False))}
+        return {"codes": model.encoder(images, training=False)}
 
     @tf.function(input_signature=[codes_spec])
     def decode(codes):
-        logits = model.decoder(to_model(codes), training=False)
-        return {"reconstructions": from_model(tf.sigmoid(logits))}
+        return {"reconstructions": tf.sigmoid(model.decoder(codes, training=False))}
 
     module = tf.Module(name="autoencoder")
-    module.model_variables = list(model.variables)
-    module.serve, module.encode, module.decode = serve, encode, decode
+    # The tf.Variables under Keras' variables, not Keras' wrappers: TFLite's converter
+    # finds the values of the variables a SavedModel tracks itself, and it misses those
+    # behind the wrappers (the .tflite then reads uninitialised weights: NaN).
+    module.model_variables = [v.value for v in model.variables]
+    # Not named `serve`: the converter takes a SavedModel with a `serve` attribute for a
+    # Keras model.export() one and converts its serving_default signature alone.
+    module.reconstruct, module.encode, module.decode = reconstruct, encode, decode
     return module
 
 
-def export_saved_model(model: keras.Model, config: Config, export_base: str) -> str:
+def export_saved_model(model: keras.Model, config: Config, export_base: str,
+                       formats=("saved_model",)) -> str:
     """Writes `model` as SavedModel version max(existing) + 1 under `export_base`; returns
-    its path. Written to a temporary directory beside it, then renamed into place.
+    its path. `formats` may add "tflite" and "onnx": their files go into the same version,
+    converted from the SavedModel's functions and checked in their runtimes first. Written
+    to a temporary directory beside it, then renamed into place.
 
-    Raises OSError, with one clear line, when `export_base` cannot be written.
+    Raises OSError, with one clear line, when `export_base` cannot be written;
+    formats.ConversionError when a conversion is wrong, formats.MissingExtra when its
+    runtime is not installed. Either way no version appears.
     """
-    module = serving_module(float32_twin(model, config), config.data_format)
+    module = serving_module(serving_twin(model, config))
     try:
         os.makedirs(export_base, exist_ok=True)
         _remove_stale_exports(export_base)
@@ -86,7 +90,9 @@ def export_saved_model(model: keras.Model, config: Config, export_base: str) -> 
                       f"{e.strerror or e}") from None
     try:
         tf.saved_model.save(module, tmp, signatures={
-            "serving_default": module.serve, "encode": module.encode, "decode": module.decode})
+            "serving_default": module.reconstruct, "encode": module.encode,
+            "decode": module.decode})
+        write_formats(module, tmp, formats)
         fsync_tree(tmp)
         path = _rename_to_next_version(tmp, export_base)
         fsync_dir(export_base)
@@ -94,6 +100,9 @@ def export_saved_model(model: keras.Model, config: Config, export_base: str) -> 
     except tf.errors.OpError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise OSError(f"cannot write SavedModel to {export_base}: {e.message}") from None
+    except ConversionError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ConversionError(f"{e} (nothing exported)") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -139,14 +148,16 @@ def export_holding(model: keras.Model, export_base: str) -> str | None:
     return path if same else None
 
 
-def export_model_dir(model_dir: str, export_base: str | None = None) -> str:
+def export_model_dir(model_dir: str, export_base: str | None = None,
+                     formats=("saved_model",)) -> str:
     """Exports the final model of a finished run; returns the new version's path.
 
-    export_base defaults to MODEL_DIR/export.
+    export_base defaults to MODEL_DIR/export; formats as export_saved_model's.
     """
     config = Config.load(os.path.join(model_dir, CONFIG_FILE)).validate()
     model = load_finished_model(model_dir)
-    return export_saved_model(model, config, export_base or os.path.join(model_dir, EXPORT_DIR))
+    return export_saved_model(model, config, export_base or os.path.join(model_dir, EXPORT_DIR),
+                              formats)
 
 
 if __name__ == "__main__":  # the old spelling, `python -m tf_autoencoder.export`

@@ -69,6 +69,17 @@ class Conv2DTranspose(_ChannelsFirstBias, layers.Conv2DTranspose):
                                   data_format=self.data_format, dilation_rate=self.dilation_rate)
 
 
+@keras.saving.register_keras_serializable(package="tf_autoencoder")
+class UpSampling2D(layers.UpSampling2D):
+    """Keras' UpSampling2D, its output's static shape kept: its nearest-neighbour path
+    (ops.repeat) loses the height in a graph with a dynamic batch, and TFLite's converter
+    then cannot convert the convolution that follows (--upsample resize)."""
+
+    def call(self, inputs):
+        outputs = super().call(inputs)
+        return ops.reshape(outputs, (-1, *self.compute_output_shape(inputs.shape)[1:]))
+
+
 # The 3x3 kernel row (3: a zero row) that output phase p takes at row j of the 2x2
 # window, for p, j = (0, 0), (0, 1), (1, 0), (1, 1). A 3x3 stride-2 'same' transposed
 # conv gives out[2i] = x[i-1] k[2] + x[i] k[0] and out[2i+1] = x[i] k[1] along each axis.
@@ -206,8 +217,8 @@ def conv_decoder(code, num_filters, output_shape, *, data_format="channels_last"
         last = block == len(widths) - 1 and not output_layer  # gives the logits
         activation = None if last else "relu"
         if upsample == "resize":
-            x = layers.UpSampling2D(2, data_format=data_format, interpolation="nearest",
-                                    name=f"block{block}_resize")(x)
+            x = UpSampling2D(2, data_format=data_format, interpolation="nearest",
+                             name=f"block{block}_resize")(x)
             x = Conv2D(filters, kernel_size, padding="same", activation=activation,
                        name=f"block{block}_conv", **conv)(x)
         else:

@@ -1,5 +1,6 @@
-"""The two ways to load a trained autoencoder: a finished run's model.keras, and a
-SavedModel export. Both give a `Codec` on NHWC float32 images in [0, 1]."""
+"""The ways to load a trained autoencoder: a finished run's model.keras, and an export
+(a SavedModel, its .tflite or its .onnx files). All give a `Codec` on NHWC float32 images
+in [0, 1]."""
 from __future__ import annotations
 
 import os
@@ -29,6 +30,7 @@ class Codec:
     encode: Callable[[np.ndarray], np.ndarray]
     reconstruct: Callable[[np.ndarray], np.ndarray]
     image_shape: tuple[int, int, int]
+    runtime: str = "TensorFlow"
 
 
 def _batched(fn, batch_size):
@@ -97,3 +99,80 @@ def load_saved_model(path: str, batch_size: int = 256) -> Codec:
 
     return Codec(_batched(encode, batch_size), _batched(reconstruct, batch_size),
                  tuple(spec.shape[1:]))
+
+
+def load_exported(path: str, batch_size: int = 256) -> Codec:
+    """An export in whichever format `path` holds: a .tflite file (LiteRT), an .onnx file
+    (ONNX Runtime) or a SavedModel folder (TensorFlow)."""
+    if path.endswith(".tflite"):
+        return load_tflite(path, batch_size)
+    if path.endswith(".onnx"):
+        return load_onnx(path, batch_size)
+    return load_saved_model(path, batch_size)
+
+
+def _image_shape(path, input_shape) -> tuple[int, int, int]:
+    """(H, W, C) of an input shape (batch, H, W, C) with fixed H, W, C."""
+    if len(input_shape) != 4 or min(input_shape[1:]) < 1:
+        raise ModelError(f"{path} takes {input_shape}, not (batch, H, W, C) images of one size")
+    return tuple(input_shape[1:])
+
+
+def _not_ours(path, what):
+    return ModelError(f"{path} has no {what}: export the model_dir with "
+                      "`tf-autoencoder export MODEL_DIR --format tflite,onnx`")
+
+
+def load_tflite(path: str, batch_size: int = 256) -> Codec:
+    """A model.tflite exported by this package: its `serving_default` and `encode`
+    signatures, run by LiteRT."""
+    from .formats import ConversionError, TFLiteModel
+
+    try:
+        model = TFLiteModel(path)
+    except ConversionError as e:
+        raise ModelError(str(e)) from None
+    if model.signatures.get("serving_default") != (["images"], ["reconstructions"]):
+        raise _not_ours(path, "serving_default signature from 'images' to 'reconstructions'")
+
+    def encode(images):
+        if model.signatures.get("encode") != (["images"], ["codes"]):
+            raise _not_ours(path, "encode signature from 'images' to 'codes'")
+        codes = model.run("encode", images)
+        return codes.reshape(len(codes), -1)
+
+    return Codec(_batched(encode, batch_size),
+                 _batched(lambda images: model.run("serving_default", images), batch_size),
+                 _image_shape(path, model.input_shape("serving_default")), model.runtime)
+
+
+def load_onnx(path: str, batch_size: int = 256) -> Codec:
+    """An exported serving_default.onnx (images -> reconstructions), run by ONNX Runtime;
+    the encode.onnx beside it, if there is one, gives the codes."""
+    from .formats import ConversionError, OnnxModel
+    from .model_dir import ONNX_FILES
+
+    paths = {"serving_default": path}
+    encode_path = os.path.join(os.path.dirname(path), ONNX_FILES["encode"])
+    if os.path.isfile(encode_path):
+        paths["encode"] = encode_path
+    try:
+        model = OnnxModel(paths)
+    except ConversionError as e:
+        raise ModelError(str(e)) from None
+    if model.signatures["serving_default"] != (["images"], ["reconstructions"]):
+        raise ModelError(f"{path} is not a model from 'images' to 'reconstructions': give the "
+                         f"{ONNX_FILES['serving_default']} of an export (`tf-autoencoder export "
+                         "MODEL_DIR --format onnx`)")
+    shape = _image_shape(path, model.input_shape("serving_default"))
+
+    def encode(images):
+        if model.sessions.get("encode") is None:
+            raise ModelError(f"there is no {ONNX_FILES['encode']} beside {path}: export the "
+                             "model_dir with `tf-autoencoder export MODEL_DIR --format onnx`")
+        codes = model.run("encode", images)
+        return codes.reshape(len(codes), -1)
+
+    return Codec(_batched(encode, batch_size),
+                 _batched(lambda images: model.run("serving_default", images), batch_size),
+                 shape, model.runtime)

@@ -46,7 +46,7 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
             def quiet_exec_module(module):
                 if self in sys.meta_path:
                     sys.meta_path.remove(self)
-                with _stderr_without_cpp_logging():
+                with stderr_without(TF_CPP_LOG_LINE):
                     exec_module(module)
 
             spec.loader.exec_module = quiet_exec_module
@@ -54,7 +54,9 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
 
 
 @contextlib.contextmanager
-def _stderr_without_cpp_logging():
+def stderr_without(pattern):
+    """Captures file descriptor 2, where C++ code writes, and passes on afterwards every
+    line that does not match `pattern` (a regular expression, matched at the start)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile("w+b") as captured:
@@ -66,5 +68,5 @@ def _stderr_without_cpp_logging():
             os.close(saved)
             captured.seek(0)
             for line in captured.read().decode(errors="replace").splitlines(keepends=True):
-                if not TF_CPP_LOG_LINE.match(line):
+                if not re.match(pattern, line):
                     sys.stderr.write(line)

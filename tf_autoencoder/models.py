@@ -218,3 +218,19 @@ def float32_twin(model: keras.Model, config: Config) -> keras.Model:
     twin = build_autoencoder(dataclasses.replace(config, precision="float32"))
     twin.set_weights(model.get_weights())
     return twin
+
+
+def serving_twin(model: keras.Model, config: Config) -> keras.Model:
+    """`model` as the exports compute it: float32 and channels_last (NHWC), built anew
+    with its weights.
+
+    The layouts share weights (the builders see to it), and serving takes NHWC images, so
+    an NCHW model is served by its NHWC twin: no transposes around it, and TFLite converts
+    it (an NCHW transposed convolution with a dynamic batch needs an op TFLite lacks).
+    Built anew, by today's builders, so that a model saved before a builder's fix exports
+    with the fix.
+    """
+    twin = build_autoencoder(dataclasses.replace(config, precision="float32",
+                                                 data_format="channels_last"))
+    twin.set_weights(model.get_weights())
+    return twin

@@ -1,11 +1,12 @@
-"""Reconstruct image files with an exported SavedModel and score each one.
+"""Reconstruct image files with an exported model (a SavedModel, a .tflite or an .onnx
+file, each in its own runtime) and score each one.
 
 The score is the reconstruction error: the mean squared error per pixel between the
 image as the model sees it (converted to the model's channels, resized to its size,
 pixels in [0, 1]) and its reconstruction. Images unlike the training data reconstruct
 worse, so a high score flags an anomaly.
 
-`tf-autoencoder predict EXPORT_OR_MODEL_DIR img1.png img2.jpg ... [--output_dir DIR]`
+`tf-autoencoder predict MODEL img1.png img2.jpg ... [--output_dir DIR]`
 """
 import os
 import re
@@ -14,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from .images import write_png
-from .loading import load_saved_model
+from .loading import load_exported
 
 
 def read_image(path: str, shape: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
@@ -63,15 +64,16 @@ def output_names(paths: list[str]) -> list[str]:
     return names
 
 
-def predict_files(saved_model_dir: str, paths: list[str], output_dir: str, *, log=print,
+def predict_files(model_path: str, paths: list[str], output_dir: str, *, log=print,
                   error=print) -> int:
     """Writes each image's reconstruction into `output_dir` and logs one line per image
     with its score; files that fail get one line through `error` and the rest go on.
-    Returns the number of files that failed. Raises loading.ModelError for an unusable
-    model."""
-    model = load_saved_model(saved_model_dir)
+    `model_path`: a SavedModel folder, a .tflite or an .onnx file. Returns the number of
+    files that failed. Raises loading.ModelError for an unusable model,
+    formats.MissingExtra when its runtime is not installed."""
+    model = load_exported(model_path)
     shape = model.image_shape
-    log(f"Model: {saved_model_dir} ({'x'.join(map(str, shape))} images)")
+    log(f"Model: {model_path} ({'x'.join(map(str, shape))} images, {model.runtime})")
     images, done = [], []
     for path in paths:
         try:

@@ -1,0 +1,342 @@
+"""TFLite and ONNX exports: parity with the Keras model in their own runtimes (a fresh
+process that imports neither tf_autoencoder nor TensorFlow), exports that fail whole
+when a conversion is wrong, predict on every format, and the missing extras."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import copy_run, error_lines, keras_outputs, run_python
+from tf_autoencoder import Config, build_autoencoder, formats
+from tf_autoencoder.cli import main
+from tf_autoencoder.export import export_saved_model, serving_module
+from tf_autoencoder.model_dir import export_versions
+from tf_autoencoder.models import serving_twin
+from tf_autoencoder.sources import load_mnist_sample
+
+SIGNATURES = {"serving_default": ("images", "reconstructions"), "encode": ("images", "codes"),
+              "decode": ("codes", "reconstructions")}
+ONNX_FILES = ["serving_default.onnx", "encode.onnx", "decode.onnx"]
+ODD_BATCH = 7
+
+# A fresh interpreter that imports only numpy and the two runtimes. For each export folder
+# of its arguments (with inputs.npz beside it), runs every signature of model.tflite in
+# LiteRT and of the three .onnx files in ONNX Runtime, at batch 1 and at the full (odd)
+# batch, saves the outputs to outputs.npz and prints what it saw (a line per folder).
+FRESH_RUN = r"""
+import json, os, sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+import onnxruntime as ort
+
+IO = {"serving_default": ("images", "reconstructions"), "encode": ("images", "codes"),
+      "decode": ("codes", "reconstructions")}
+for folder, inputs_path, outputs_path in zip(*[iter(sys.argv[1:])] * 3):
+    inputs, outputs, seen = dict(np.load(inputs_path)), {}, {}
+    lite = Interpreter(model_path=os.path.join(folder, "model.tflite"))
+    seen["tflite_signatures"] = lite.get_signature_list()
+    for signature, (name_in, name_out) in IO.items():
+        runner = lite.get_signature_runner(signature)
+        seen[f"tflite {signature} shape"] = runner.get_input_details()[name_in]["shape_signature"].tolist()
+        session = ort.InferenceSession(os.path.join(folder, signature + ".onnx"),
+                                       providers=["CPUExecutionProvider"])
+        seen[f"onnx {signature}"] = [[(i.name, i.shape) for i in session.get_inputs()],
+                                     [(o.name, o.shape) for o in session.get_outputs()]]
+        x = inputs[name_in]
+        for batch in (1, len(x), 1):  # back to 1: the runner resizes down as well as up
+            outputs[f"tflite {signature} {batch}"] = runner(**{name_in: x[:batch]})[name_out]
+            outputs[f"onnx {signature} {batch}"] = session.run([name_out], {name_in: x[:batch]})[0]
+    np.savez(outputs_path, **outputs)
+    seen["imported"] = sorted(m for m in sys.modules
+                              if m.split(".")[0] in ("tf_autoencoder", "tensorflow", "keras"))
+    print(json.dumps(seen))
+"""
+
+
+def run_fresh(jobs, cwd):
+    """`jobs`: (export folder, inputs dict, tmp folder); returns (seen, outputs) per job,
+    all from one fresh process."""
+    args = []
+    for folder, inputs, tmp in jobs:
+        np.savez(tmp / "inputs.npz", **inputs)
+        args += [folder, str(tmp / "inputs.npz"), str(tmp / "outputs.npz")]
+    result = subprocess.run([sys.executable, "-c", FRESH_RUN, *args], capture_output=True,
+                            text=True, cwd=cwd, timeout=300)
+    assert result.returncode == 0, result.stderr
+    printed = result.stdout.splitlines()[-len(jobs):]
+    return [(json.loads(line), dict(np.load(tmp / "outputs.npz")))
+            for line, (_, _, tmp) in zip(printed, jobs)]
+
+
+def perturbed(config):
+    """An untrained model of `config` with weights moved off their initial values (zero
+    biases would hide a bias that a conversion drops)."""
+    model = build_autoencoder(config)
+    rng = np.random.default_rng(5)
+    model.set_weights([w + 0.1 * rng.standard_normal(w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    return model
+
+
+# Built in the test process: what the two trained runs below do not cover.
+BUILT = {
+    # Odd sizes (13x11: the encoder pads, the decoder crops), float32.
+    "conv NHWC float32 13x11x1": Config(image_shape=[13, 11, 1], num_filters=[4, 4],
+                                         precision="float32"),
+    # Three channels, non-square: a flatten in the wrong order shows.
+    "fully_connected NCHW float32 12x10x3": Config(
+        model="fully_connected", hidden_units=[16, 8], image_shape=[12, 10, 3],
+        data_format="NCHW", precision="float32"),
+    # The VAE with the other down- and upsampling layers, trained in bfloat16.
+    "variational NCHW mixed_bfloat16 12x12x1": Config(
+        model="variational", num_filters=[4, 4], image_shape=[12, 12, 1], data_format="NCHW",
+        downsample="strided", upsample="resize", precision="mixed_bfloat16"),
+}
+
+
+@pytest.fixture(scope="module")
+def nhwc_export(trained_run, tmp_path_factory):
+    """conftest's NHWC run (precision auto), copied, then `python -m tf_autoencoder export
+    --format tflite --format onnx` on it (version 2). Returns (model_dir, the process)."""
+    model_dir = copy_run(trained_run[0], tmp_path_factory.mktemp("nhwc") / "run")
+    return model_dir, run_python("-m", "tf_autoencoder", "export", model_dir,
+                                 "--format", "tflite", "--format", "onnx")
+
+
+@pytest.fixture(scope="module")
+def parity(nhwc_export, nchw_idx_run, tmp_path_factory):
+    """Per model: (what the fresh process saw, its outputs, the Keras outputs, the inputs).
+    Two trained runs exported by the command line (NHWC; NCHW in mixed_bfloat16) and the
+    BUILT models exported in this process."""
+    digits = load_mnist_sample().test.images[:4].astype(np.float32) / 255
+    noise = np.random.default_rng(0).random((ODD_BATCH - len(digits), 28, 28, 1), np.float32)
+    models = {}
+    nchw_dir = copy_run(nchw_idx_run[0], tmp_path_factory.mktemp("nchw") / "run")
+    assert main(["export", nchw_dir, "--format", "tflite,onnx"]) == 0
+    for name, model_dir in [("trained NHWC", nhwc_export[0]), ("trained NCHW mixed_bfloat16", nchw_dir)]:
+        config = Config.load(os.path.join(model_dir, "config.json")).validate()
+        model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), compile=False)
+        models[name] = (os.path.join(model_dir, "export", "2"), model, config,
+                        np.concatenate([digits, noise]))
+    for name, config in BUILT.items():
+        config = config.validate()
+        model = perturbed(config)
+        base = str(tmp_path_factory.mktemp("built") / "export")
+        images = np.random.default_rng(1).random((ODD_BATCH, *config.image_shape), np.float32)
+        models[name] = (export_saved_model(model, config, base, ("tflite", "onnx")), model,
+                        config, images)
+    jobs, expected = [], {}
+    for name, (folder, model, config, images) in models.items():
+        expected[name] = keras_outputs(model, config, images)
+        inputs = {"images": images, "codes": expected[name]["codes"]}
+        jobs.append((folder, inputs, tmp_path_factory.mktemp("fresh")))
+    results = run_fresh(jobs, cwd=tmp_path_factory.mktemp("cwd"))
+    return {name: (seen, got, expected[name], job[1])
+            for name, (seen, got), job in zip(models, results, jobs)}
+
+
+MODELS = ["trained NHWC", "trained NCHW mixed_bfloat16", *BUILT]
+
+
+def test_the_export_command_writes_every_format_into_one_version_quietly(nhwc_export):
+    model_dir, export = nhwc_export
+    assert export.returncode == 0, export.stderr
+    version = os.path.join(model_dir, "export", "2")
+    assert export.stdout.strip() == f"Exported {version}"
+    assert error_lines(export.stderr) == []  # no converter or runtime chatter
+    assert export_versions(os.path.join(model_dir, "export")) == [1, 2]
+    assert sorted(os.listdir(version)) == sorted(
+        ["assets", "fingerprint.pb", "saved_model.pb", "variables", "model.tflite", *ONNX_FILES])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_each_format_matches_keras_in_its_own_runtime(name, parity):
+    """Catches a conversion that computes NaN (the weights it reads are not the model's),
+    drops a signature, fixes the batch, or lays out an NCHW model's pixels or codes
+    wrongly; batch 1 after the odd batch catches a runner that does not resize back."""
+    seen, got, expected, inputs = parity[name]
+    assert seen["imported"] == []
+    want = {"serving_default": expected["reconstructions"], "encode": expected["codes"],
+            "decode": expected["decoded"]}
+    for runtime in ("tflite", "onnx"):
+        for signature, outputs in want.items():
+            # Reconstructions are in [0, 1]; codes are compared at their own scale.
+            atol = 1e-5 * max(1.0, float(np.abs(outputs).max()))
+            for batch in (1, ODD_BATCH):
+                np.testing.assert_allclose(got[f"{runtime} {signature} {batch}"], outputs[:batch],
+                                           atol=atol, rtol=0, err_msg=f"{runtime} {signature} {batch}")
+    assert 0 < want["serving_default"].std()  # the reference itself is not constant
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_each_format_has_the_three_signatures_with_a_dynamic_batch(name, parity):
+    seen, _, expected, inputs = parity[name]
+    image, code = list(inputs["images"].shape[1:]), list(expected["codes"].shape[1:])
+    assert seen["tflite_signatures"] == {
+        signature: {"inputs": [name_in], "outputs": [name_out]}
+        for signature, (name_in, name_out) in SIGNATURES.items()}
+    shapes = {"images": image, "codes": code, "reconstructions": image}
+    for signature, (name_in, name_out) in SIGNATURES.items():
+        assert seen[f"tflite {signature} shape"] == [-1, *shapes[name_in]]
+        assert seen[f"onnx {signature}"] == [[[name_in, ["batch", *shapes[name_in]]]],
+                                            [[name_out, ["batch", *shapes[name_out]]]]]
+
+
+def test_tflite_converter_on_the_saved_model_alone_gives_three_working_signatures(tmp_path):
+    """The user's route of the issue: TFLiteConverter.from_saved_model(export/N), no keys.
+    Catches the two causes of its failure: a module attribute named `serve` (only
+    serving_default came out) and tracked Keras variable wrappers (NaN)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    config = BUILT["conv NHWC float32 13x11x1"].validate()
+    model = perturbed(config)
+    path = export_saved_model(model, config, str(tmp_path / "export"))
+    interpreter = Interpreter(model_content=tf.lite.TFLiteConverter.from_saved_model(path).convert())
+    assert set(interpreter.get_signature_list()) == set(SIGNATURES)
+    images = np.random.default_rng(2).random((3, 13, 11, 1), np.float32)
+    got = interpreter.get_signature_runner("encode")(images=images)["codes"]
+    np.testing.assert_allclose(got, keras_outputs(model, config, images)["codes"], atol=1e-5, rtol=0)
+
+
+# --- a wrong conversion fails the whole export ----------------------------------------
+
+@pytest.fixture
+def small(tmp_path):
+    config = Config(image_shape=[12, 12, 1], num_filters=[4], precision="float32").validate()
+    return perturbed(config), config, str(tmp_path / "export")
+
+
+def test_a_tflite_file_computing_nan_fails_the_export_and_writes_nothing(small, monkeypatch):
+    """Catches an export that writes the converter's output without running it: here the
+    converter's file reads NaN weights, as the issue's did."""
+    model, config, base = small
+    broken = perturbed(config)
+    broken.set_weights([np.full_like(w, np.nan) for w in broken.get_weights()])
+    other = str(os.path.join(os.path.dirname(base), "broken"))
+    real = formats.tflite_bytes
+    monkeypatch.setattr(formats, "tflite_bytes", lambda saved_model_dir: real(
+        export_saved_model(broken, config, other)))
+    with pytest.raises(formats.ConversionError, match=r"model.tflite: serving_default in LiteRT "
+                       r"at batch 1 is not what the SavedModel computes \(144 values not finite"):
+        export_saved_model(model, config, base, ("tflite",))
+    assert os.listdir(base) == []  # neither a version nor a temporary folder
+
+
+def test_a_converter_error_is_one_line_and_writes_nothing(small, monkeypatch):
+    model, config, base = small
+
+    def failing(saved_model_dir):
+        raise RuntimeError("Could not translate MLIR to FlatBuffer.\n<unknown>:0: error: ...")
+
+    monkeypatch.setattr(formats, "tflite_bytes", failing)
+    with pytest.raises(formats.ConversionError) as error:
+        export_saved_model(model, config, base, ("saved_model", "tflite"))
+    assert str(error.value) == ("the TFLite converter failed: Could not translate MLIR to "
+                                "FlatBuffer. (nothing exported)")
+    assert os.listdir(base) == []
+
+
+def test_onnx_models_of_other_weights_fail_the_export_command_in_one_line(
+        trained_run, tmp_path, monkeypatch, capsys):
+    """Catches an export that trusts tf2onnx's output unchecked: here it converts a model
+    of the same shapes with other weights. The command says so in one line, exits 1, and
+    the run keeps only its version 1."""
+    model_dir = copy_run(trained_run[0], tmp_path / "run")
+    config = Config.load(os.path.join(model_dir, "config.json")).validate()
+    other = serving_module(serving_twin(perturbed(config), config))
+    real = formats.onnx_model
+    monkeypatch.setattr(formats, "onnx_model", lambda function: real(
+        getattr(other, function.python_function.__name__)))
+    assert main(["export", model_dir, "--format", "onnx"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert re.fullmatch(r"tf-autoencoder export: error: serving_default.onnx, encode.onnx, "
+                        r"decode.onnx: serving_default in ONNX Runtime at batch 1 is not what "
+                        r"the SavedModel computes \(differs by up to [\d.e-]+\) "
+                        r"\(nothing exported\)\n", err), err
+    assert os.listdir(os.path.join(model_dir, "export")) == ["1"]
+
+
+# --- predict on every format ------------------------------------------------------------
+
+def test_predict_gives_the_same_scores_and_pictures_in_every_runtime(nhwc_export, tmp_path,
+                                                                     capsys):
+    """Catches a loader that picks the wrong runtime, or feeds it other pixels (scores
+    would differ), and one that writes other reconstructions."""
+    model_dir = nhwc_export[0]
+    digit = load_mnist_sample().test.images[0]
+    for name, image in [("digit.png", digit), ("inverted.png", 255 - digit)]:
+        (tmp_path / name).write_bytes(tf.io.encode_png(image).numpy())
+    images = [str(tmp_path / "digit.png"), str(tmp_path / "inverted.png")]
+    version = os.path.join(model_dir, "export", "2")
+    runs = {"TensorFlow": model_dir, "LiteRT": os.path.join(version, "model.tflite"),
+            "ONNX Runtime": os.path.join(version, "serving_default.onnx")}
+    scores, pictures = {}, {}
+    for runtime, model in runs.items():
+        out = tmp_path / runtime
+        assert main(["predict", model, *images, "--output_dir", str(out)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        shown = version if runtime == "TensorFlow" else model
+        assert lines[0] == f"Model: {shown} (28x28x1 images, {runtime})"
+        scores[runtime] = [float(re.search(r": mse (\d\.\d{6}) -> ", line)[1]) for line in lines[1:]]
+        pictures[runtime] = [tf.io.decode_png((out / name).read_bytes()).numpy().astype(int)
+                             for name in ["digit_reconstruction.png", "inverted_reconstruction.png"]]
+    reference = scores["TensorFlow"]
+    assert reference[1] > 1.5 * reference[0]  # the inverted digit is the anomaly
+    for runtime in ("LiteRT", "ONNX Runtime"):
+        assert scores[runtime] == pytest.approx(reference, abs=2e-6), runtime
+        for got, want in zip(pictures[runtime], pictures["TensorFlow"]):
+            assert np.abs(got - want).max() <= 1, runtime  # rounding to 8 bits at most
+
+
+def test_predict_on_an_onnx_model_that_is_not_serving_default_is_one_line(nhwc_export, capsys):
+    encode = os.path.join(nhwc_export[0], "export", "2", "encode.onnx")
+    assert main(["predict", encode, "x.png"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a model from 'images' to 'reconstructions'" in err
+
+
+def test_predict_on_another_file_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "model.h5").write_text("weights")
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", str(tmp_path / "model.h5"), "x.png"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "neither a .tflite nor an .onnx model" in err, err
+
+
+# --- extras and usage -------------------------------------------------------------------
+
+def test_export_without_the_onnx_extra_says_which_to_install_and_writes_nothing(
+        trained_run, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what an absent package gives
+    export_dir = tmp_path / "export"
+    assert main(["export", trained_run[0], "--export_dir", str(export_dir),
+                 "--format", "tflite,onnx"]) == 1
+    err = capsys.readouterr().err
+    assert err == ("tf-autoencoder export: error: --format onnx needs the [onnx] extra "
+                   "(onnxruntime is not installed): pip install 'tf-autoencoder[onnx]'\n")
+    assert not export_dir.exists()
+
+
+def test_predict_without_the_lite_extra_says_which_to_install(nhwc_export, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    path = os.path.join(nhwc_export[0], "export", "2", "model.tflite")
+    assert main(["predict", path, "x.png"]) == 1
+    assert capsys.readouterr().err == (
+        "tf-autoencoder predict: error: running model.tflite needs the [lite] extra "
+        "(ai_edge_litert is not installed): pip install 'tf-autoencoder[lite]'\n")
+
+
+def test_an_unknown_format_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(tmp_path), "--format", "tflite,coreml"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown format coreml" in err, err
