@@ -97,6 +97,19 @@ BUILT = {
     "variational NCHW mixed_bfloat16 12x12x1": Config(
         model="variational", num_filters=[4, 4], image_shape=[12, 12, 1], data_format="NCHW",
         downsample="strided", upsample="resize", precision="mixed_bfloat16"),
+    # The strided tutorial model: a flat code through a map-sized conv, no output layer.
+    "strided tutorial NCHW mixed_bfloat16 28x28x1": Config(
+        num_filters=[16, 32], downsample="strided", convs_per_block=0, code_size=12,
+        output_layer=False, image_shape=[28, 28, 1], data_format="NCHW",
+        precision="mixed_bfloat16"),
+    # 2x2 transposed upsampling, 5x5 kernels, one conv per block, RGB of odd size.
+    "pooled tutorial-like NHWC float32 20x18x3": Config(
+        num_filters=[6, 4], convs_per_block=1, kernel_size=5, upsample="transpose_2x2",
+        output_layer=False, image_shape=[20, 18, 3], precision="float32"),
+    # A VAE with a two-value code.
+    "variational code_size 2 NHWC float32 12x12x1": Config(
+        model="variational", num_filters=[4, 4], code_size=2, image_shape=[12, 12, 1],
+        precision="float32"),
 }
 
 
