@@ -158,11 +158,11 @@ def _build(config: Config) -> Autoencoder | VariationalAutoencoder:
     shape = input_shape_for(config)
     settings = dict(data_format=config.data_format, weight_decay=config.weight_decay,
                     dropout=config.dropout)
-    conv = dict(kernel_size=config.kernel_size)  # the conv builders' own settings
     images = keras.Input(shape, name="images")
     if config.model in ("convolutional", "variational"):
         features = conv_encoder(images, config.num_filters, downsample=config.downsample,
-                                convs_per_block=config.convs_per_block, **conv, **settings)
+                                convs_per_block=config.convs_per_block,
+                                kernel_size=config.kernel_size, **settings)
     elif config.model == "fully_connected":
         features = fc_encoder(images, config.hidden_units, **settings)
     else:
@@ -197,7 +197,8 @@ def _build(config: Config) -> Autoencoder | VariationalAutoencoder:
         logits = fc_decoder(x, config.hidden_units[:-1][::-1], shape, **settings)
     else:
         logits = conv_decoder(x, config.num_filters[::-1], shape, upsample=config.upsample,
-                              output_layer=config.output_layer, **conv, **settings)
+                              output_layer=config.output_layer, kernel_size=config.kernel_size,
+                              **settings)
     decoder = keras.Model(code_input, _to_float32(logits, "logits_float32"), name="decoder")
     if config.model == "variational":
         return VariationalAutoencoder(posterior, decoder, beta=config.beta,
