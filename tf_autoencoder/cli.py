@@ -200,7 +200,7 @@ SPECS = {
               "Train a (denoising) autoencoder on MNIST-like images."),
     "export": (add_export_arguments, "export a finished run as a SavedModel (and TFLite, ONNX)", (
         "Export a finished run's model as a SavedModel for serving, as the next version "
-        f"MODEL_DIR/{EXPORT_DIR}/<1, 2, ...>/, with a TFLite and ONNX models beside it on "
+        f"MODEL_DIR/{EXPORT_DIR}/<1, 2, ...>/, with TFLite and ONNX models beside it on "
         "request (--format), each checked in its runtime before the version appears. "
         "Signatures, NHWC float32 images in [0, 1] with any batch size: serving_default "
         "(images -> reconstructions), encode (images -> codes), decode (codes -> "
