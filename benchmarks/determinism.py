@@ -30,9 +30,9 @@ def measure(deterministic: bool, epochs: int, batch_size: int, data_format: str)
     import tensorflow as tf
 
     from tf_autoencoder import Config, build_autoencoder
-    from tf_autoencoder.pipeline import make_dataset
-    from tf_autoencoder.sources import load_mnist_sample
-    from tf_autoencoder.training import compile_model
+    from tf_autoencoder.data.pipeline import make_dataset
+    from tf_autoencoder.data.sources import load_mnist_sample
+    from tf_autoencoder.run.training import compile_model
 
     keras.utils.set_random_seed(0)
     if deterministic:

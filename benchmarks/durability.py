@@ -24,11 +24,13 @@ from tf_autoencoder.logs import set_up_logging  # noqa: E402
 
 set_up_logging(verbose=False)  # before TensorFlow loads
 
-from tf_autoencoder import pipeline, sources  # noqa: E402
-from tf_autoencoder import files, training  # noqa: E402
+from tf_autoencoder.data import pipeline  # noqa: E402
+from tf_autoencoder.data import sources  # noqa: E402
+from tf_autoencoder import files  # noqa: E402
+from tf_autoencoder.run import training  # noqa: E402
 from tf_autoencoder.config import Config  # noqa: E402
-from tf_autoencoder.models import build_autoencoder  # noqa: E402
-from tf_autoencoder.precision import resolve_precision  # noqa: E402
+from tf_autoencoder.model.models import build_autoencoder  # noqa: E402
+from tf_autoencoder.model.precision import resolve_precision  # noqa: E402
 from train_speed import cpu_model, write_section  # noqa: E402
 
 BEGIN, END = "<!-- durability:begin -->", "<!-- durability:end -->"

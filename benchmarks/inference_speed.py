@@ -97,9 +97,9 @@ def main(argv=None):
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 
     from tf_autoencoder.config import Config
-    from tf_autoencoder.export import export_model_dir
-    from tf_autoencoder.layout import to_model_layout
-    from tf_autoencoder.formats import OnnxModel, TFLiteModel
+    from tf_autoencoder.serving.export import export_model_dir
+    from tf_autoencoder.model.layout import to_model_layout
+    from tf_autoencoder.serving.formats import OnnxModel, TFLiteModel
     from tf_autoencoder.model_dir import ONNX_FILES, TFLITE_FILE
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,7 +27,9 @@ from tf_autoencoder.logs import set_up_logging  # noqa: E402
 
 set_up_logging(verbose=False)  # before TensorFlow loads
 
-from tf_autoencoder import Config, build_autoencoder, pipeline, sources  # noqa: E402
+from tf_autoencoder import Config, build_autoencoder  # noqa: E402
+from tf_autoencoder.data import pipeline  # noqa: E402
+from tf_autoencoder.data import sources  # noqa: E402
 from train_speed import FASHION_MNIST, ensure_fashion_mnist  # noqa: E402
 
 
@@ -62,9 +64,9 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from tf_autoencoder.distribute import describe, make_strategy
-    from tf_autoencoder.precision import resolve_precision
-    from tf_autoencoder.training import compile_model
+    from tf_autoencoder.run.distribute import describe, make_strategy
+    from tf_autoencoder.model.precision import resolve_precision
+    from tf_autoencoder.run.training import compile_model
 
     if args.quick:
         splits, steps = sources.load_mnist_sample(), 2

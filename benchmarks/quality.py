@@ -132,11 +132,11 @@ def run_variant(name, args, splits, work_dir, log):
     """Trains and evaluates one variant; returns its row of the table as a dict."""
     from keras import ops
 
-    from tf_autoencoder.evaluation import evaluate_run
-    from tf_autoencoder.loading import load_finished_model
+    from tf_autoencoder.run.evaluation import evaluate_run
+    from tf_autoencoder.serving.loading import load_finished_model
     from tf_autoencoder.images import image_grid, write_png
-    from tf_autoencoder.precision import resolve_precision
-    from tf_autoencoder.training import train
+    from tf_autoencoder.model.precision import resolve_precision
+    from tf_autoencoder.run.training import train
 
     settings, description = VARIANTS[name]
     settings = {"epochs": args.epochs, "batch_size": args.batch_size, **settings}
@@ -246,7 +246,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import tensorflow as tf
 
-    from tf_autoencoder import sources
+    from tf_autoencoder.data import sources
 
     tf.get_logger().setLevel("ERROR")  # predict() on each new model warns about retracing
     splits = sources.load_data(args.dataset, args.data_dir)

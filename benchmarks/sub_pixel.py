@@ -29,12 +29,12 @@ from tf_autoencoder.logs import set_up_logging  # noqa: E402
 set_up_logging(verbose=False)  # before TensorFlow loads
 
 import keras  # noqa: E402
-
-from tf_autoencoder import pipeline, sources  # noqa: E402
-from tf_autoencoder import layers as layers_lib  # noqa: E402
+from tf_autoencoder.data import pipeline  # noqa: E402
+from tf_autoencoder.data import sources  # noqa: E402
+from tf_autoencoder.model import layers as layers_lib  # noqa: E402
 from tf_autoencoder.config import Config  # noqa: E402
-from tf_autoencoder.models import build_autoencoder  # noqa: E402
-from tf_autoencoder.training import compile_model  # noqa: E402
+from tf_autoencoder.model.models import build_autoencoder  # noqa: E402
+from tf_autoencoder.run.training import compile_model  # noqa: E402
 from train_speed import FASHION_MNIST, cpu_model, ensure_fashion_mnist  # noqa: E402
 
 

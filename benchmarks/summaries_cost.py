@@ -26,12 +26,12 @@ from tf_autoencoder.logs import set_up_logging  # noqa: E402
 set_up_logging(verbose=False)  # before TensorFlow loads
 
 import keras  # noqa: E402
-
-from tf_autoencoder import pipeline, sources  # noqa: E402
+from tf_autoencoder.data import pipeline  # noqa: E402
+from tf_autoencoder.data import sources  # noqa: E402
 from tf_autoencoder.config import Config  # noqa: E402
-from tf_autoencoder.models import build_autoencoder  # noqa: E402
-from tf_autoencoder.summaries import tensorboard_callbacks, write_run_end  # noqa: E402
-from tf_autoencoder.training import compile_model  # noqa: E402
+from tf_autoencoder.model.models import build_autoencoder  # noqa: E402
+from tf_autoencoder.run.summaries import tensorboard_callbacks, write_run_end  # noqa: E402
+from tf_autoencoder.run.training import compile_model  # noqa: E402
 from train_speed import cpu_model  # noqa: E402
 
 

@@ -41,9 +41,10 @@ from tf_autoencoder.logs import set_up_logging  # noqa: E402
 set_up_logging(verbose=False)  # before TensorFlow loads
 
 import numpy as np  # noqa: E402
-
-from tf_autoencoder import Config, pipeline, sources  # noqa: E402
-from tf_autoencoder.precision import resolve_precision  # noqa: E402
+from tf_autoencoder import Config  # noqa: E402
+from tf_autoencoder.data import pipeline  # noqa: E402
+from tf_autoencoder.data import sources  # noqa: E402
+from tf_autoencoder.model.precision import resolve_precision  # noqa: E402
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 RESULTS = os.path.join(HERE, "RESULTS.md")
@@ -103,8 +104,8 @@ def train_tf(data_dir, *, data_format, precision, jit_compile, replicas, epochs,
     import tensorflow as tf
 
     from tf_autoencoder import build_autoencoder
-    from tf_autoencoder.distribute import make_strategy
-    from tf_autoencoder.training import compile_model
+    from tf_autoencoder.run.distribute import make_strategy
+    from tf_autoencoder.run.training import compile_model
 
     splits = load_splits(data_dir)
     config = Config(image_shape=splits.image_shape, data_format=data_format, precision=precision,

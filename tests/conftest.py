@@ -151,7 +151,7 @@ def keras_outputs(model, config, images):
     that a mistake there shows.
     """
     import tensorflow as tf
-    from tf_autoencoder.models import float32_twin
+    from tf_autoencoder.model.models import float32_twin
 
     # The exports compute in float32 whatever precision trained; so does the reference.
     model = float32_twin(model, config)

@@ -10,9 +10,10 @@ import pytest
 import tensorflow as tf
 
 from conftest import idx_bytes, write_idx_dir
-from tf_autoencoder import pipeline, sources
+from tf_autoencoder.data import pipeline
+from tf_autoencoder.data import sources
 from tf_autoencoder.config import ConfigError
-from tf_autoencoder.sources import DataError
+from tf_autoencoder.data.sources import DataError
 
 
 @pytest.mark.parametrize("gz", [False, True])

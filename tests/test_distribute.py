@@ -9,7 +9,7 @@ import pytest
 from conftest import (REFERENCE_RUN, error_lines, history, idx_bytes, latest_checkpoint, run_train,
                       start_workers, wait_all)
 from tf_autoencoder.config import ConfigError
-from tf_autoencoder.distribute import cpu_cores, read_tf_config
+from tf_autoencoder.run.distribute import cpu_cores, read_tf_config
 
 SEED = "3"
 # 4,000 sample images // 64 = 62 global steps per epoch, whatever the replicas.
@@ -97,9 +97,9 @@ def test_mirrored_evaluates_a_split_whose_only_batch_the_replicas_share_unevenly
     the replicas' means unweighted by 3% (0.080), one that drops an image by 4%; the
     BCE, near ln 2 for every image after 4 steps, moves by 2e-4 at most. (On random
     images, as before, all of these were within LOSS_RTOL of the right value.)"""
-    from tf_autoencoder.evaluation import reconstruction_metrics
-    from tf_autoencoder.loading import load_finished_model
-    from tf_autoencoder.sources import load_data
+    from tf_autoencoder.run.evaluation import reconstruction_metrics
+    from tf_autoencoder.serving.loading import load_finished_model
+    from tf_autoencoder.data.sources import load_data
 
     write_ramp_idx_dir(tmp_path / "idx")  # 275 train / 25 validation, 15 test
     # float32 on both: LOSS_RTOL is float32's (see its comment).
@@ -224,7 +224,7 @@ def test_two_chiefs_are_refused():
 def test_training_epochs_follow_from_the_seed_and_the_epoch_alone():
     import numpy as np
 
-    from tf_autoencoder.pipeline import make_training_epochs
+    from tf_autoencoder.data.pipeline import make_training_epochs
 
     images = np.arange(48, dtype=np.uint8).reshape(48, 1, 1, 1)
 

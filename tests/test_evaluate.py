@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from tf_autoencoder import sources
-from tf_autoencoder.evaluation import (PSNR_CAP_DB, knn_accuracy, linear_probe_accuracy,
+from tf_autoencoder.data import sources
+from tf_autoencoder.run.evaluation import (PSNR_CAP_DB, knn_accuracy, linear_probe_accuracy,
                                        reconstruction_metrics)
 
 

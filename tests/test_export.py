@@ -13,10 +13,10 @@ import tensorflow as tf
 
 from conftest import copy_run, error_lines, keras_outputs, run_python
 from tf_autoencoder import Config, build_autoencoder
-from tf_autoencoder.export import TMP_PREFIX, export_saved_model
-from tf_autoencoder.models import float32_twin
+from tf_autoencoder.serving.export import TMP_PREFIX, export_saved_model
+from tf_autoencoder.model.models import float32_twin
 from tf_autoencoder.model_dir import export_versions, find_saved_model
-from tf_autoencoder.sources import load_mnist_sample
+from tf_autoencoder.data.sources import load_mnist_sample
 
 # Runs in a fresh interpreter that never imports tf_autoencoder: for each (SavedModel,
 # inputs, outputs) triple of its arguments, loads the SavedModel with plain TensorFlow,

@@ -13,12 +13,13 @@ import pytest
 import tensorflow as tf
 
 from conftest import copy_run, error_lines, keras_outputs, run_python
-from tf_autoencoder import Config, build_autoencoder, formats
+from tf_autoencoder import Config, build_autoencoder
+from tf_autoencoder.serving import formats
 from tf_autoencoder.cli import main
-from tf_autoencoder.export import export_saved_model, serving_module
+from tf_autoencoder.serving.export import export_saved_model, serving_module
 from tf_autoencoder.model_dir import export_versions
-from tf_autoencoder.models import serving_twin
-from tf_autoencoder.sources import load_mnist_sample
+from tf_autoencoder.model.models import serving_twin
+from tf_autoencoder.data.sources import load_mnist_sample
 
 SIGNATURES = {"serving_default": ("images", "reconstructions"), "encode": ("images", "codes"),
               "decode": ("codes", "reconstructions")}

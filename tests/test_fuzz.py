@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tf_autoencoder import sources
+from tf_autoencoder.data import sources
 
 FAST = settings(max_examples=200, deadline=1000,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

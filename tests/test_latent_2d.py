@@ -11,7 +11,7 @@ from matplotlib.image import AxesImage
 from conftest import run_python, run_train
 from tf_autoencoder import Config, build_autoencoder
 from tf_autoencoder.images import image_grid
-from tf_autoencoder.latent_2d import GRID_SIDE, decoded_grid, grid_codes, latent_figure
+from tf_autoencoder.run.latent_2d import GRID_SIDE, decoded_grid, grid_codes, latent_figure
 
 
 def vae(data_format="channels_last", seed=0):

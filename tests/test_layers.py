@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from tf_autoencoder import Config, ConfigError, build_autoencoder, conv_decoder, conv_encoder
-from tf_autoencoder import precision
-from tf_autoencoder import layers as layers_module
+from tf_autoencoder.model import precision
+from tf_autoencoder.model import layers as layers_module
 
 
 def build(**kwargs):

@@ -8,8 +8,8 @@ import tensorflow as tf
 
 from conftest import error_lines, run_python
 from tf_autoencoder.cli import main
-from tf_autoencoder.sources import load_mnist_sample
-from tf_autoencoder.predict import output_names
+from tf_autoencoder.data.sources import load_mnist_sample
+from tf_autoencoder.serving.predict import output_names
 
 
 def write_png(path, image):

@@ -117,7 +117,8 @@ def test_a_ctrl_c_that_an_import_swallows_still_stops_before_training(tmp_path, 
                                                                      capsys):
     """Under load, Ctrl-C has landed inside an import that catches every exception: train.py
     then trained on and exited 0. It remembers the Ctrl-C and stops before training."""
-    from tf_autoencoder import cli, sources
+    from tf_autoencoder import cli
+    from tf_autoencoder.data import sources
 
     load_data = sources.load_data
 
@@ -316,7 +317,7 @@ def test_verbose_shows_the_traceback(tmp_path):
 
 def small_model():
     from tf_autoencoder import Config, build_autoencoder
-    from tf_autoencoder.training import compile_model
+    from tf_autoencoder.run.training import compile_model
 
     config = Config(image_shape=[8, 8, 1], num_filters=[4]).validate()
     model = build_autoencoder(config)
@@ -325,7 +326,7 @@ def small_model():
 
 
 def checkpointer(directory):
-    from tf_autoencoder.training import EpochCheckpoint
+    from tf_autoencoder.run.training import EpochCheckpoint
 
     model = small_model()
     callback = EpochCheckpoint(model, str(directory))
@@ -431,7 +432,7 @@ def test_sigkill_during_saves_never_leaves_the_run_unable_to_resume(tmp_path):
 
 
 def test_resume_drops_history_rows_that_no_checkpoint_holds(tmp_path):
-    from tf_autoencoder.training import trim_history
+    from tf_autoencoder.run.training import trim_history
 
     path = tmp_path / "history.csv"
     path.write_text("epoch,loss\n0,0.5\n1,0.4\n2,0.3\n3,0.2")  # the last row cut short

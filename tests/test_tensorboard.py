@@ -19,8 +19,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from conftest import REPO
 from tf_autoencoder.images import sprite_image
-from tf_autoencoder.projector import TENSOR_NAME, write_projector
-from tf_autoencoder.sources import load_mnist_sample
+from tf_autoencoder.run.projector import TENSOR_NAME, write_projector
+from tf_autoencoder.data.sources import load_mnist_sample
 
 EMBEDDING_IMAGES = 200
 CODE_SIZE = 4 * 4 * 8
@@ -55,7 +55,7 @@ def run(denoising_run):
 
 def load_model(run):
     """The run's model.keras."""
-    from tf_autoencoder.loading import load_finished_model
+    from tf_autoencoder.serving.loading import load_finished_model
 
     return load_finished_model(run)
 
@@ -205,7 +205,7 @@ def test_projector_files_agree(run):
     images with the run's noise (drawn from its seed), and the sprite shows those
     images. Codes of other images, of an untrained model, or a sprite of other images
     fail."""
-    from tf_autoencoder.pipeline import noisy_inputs
+    from tf_autoencoder.data.pipeline import noisy_inputs
 
     codes, header, rows, config, sprite = read_projector(os.path.join(run, "projector"))
     assert codes.shape == (EMBEDDING_IMAGES, CODE_SIZE)

@@ -11,7 +11,7 @@ from conftest import (copy_run, denoising_args, history, run_train, tensorflow_l
 
 def load_model(model_dir):
     """The run's model.keras."""
-    from tf_autoencoder.loading import load_finished_model
+    from tf_autoencoder.serving.loading import load_finished_model
 
     return load_finished_model(model_dir)
 
@@ -70,8 +70,8 @@ def test_run_writes_config_checkpoints_logs_images_and_model(sample_run):
     reconstructions that are not the model's."""
     import tensorflow as tf
 
-    from tf_autoencoder.pipeline import noisy_inputs
-    from tf_autoencoder.sources import load_mnist_sample
+    from tf_autoencoder.data.pipeline import noisy_inputs
+    from tf_autoencoder.data.sources import load_mnist_sample
 
     model_dir = sample_run[0]
     config = json.load(open(os.path.join(model_dir, "config.json")))
@@ -179,7 +179,7 @@ def test_a_mixed_bfloat16_run_says_so_and_saves_a_float32_model(nchw_idx_run):
     assert json.load(open(os.path.join(model_dir, "config.json")))["precision"] == "mixed_bfloat16"
     import keras
 
-    import tf_autoencoder.models  # noqa: F401  registers the model classes
+    import tf_autoencoder.model.models  # noqa: F401  registers the model classes
 
     model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), compile=False)
     assert {layer.compute_dtype for part in model.parts for layer in part.layers} == {"float32"}

@@ -203,7 +203,7 @@ def test_a_readme_row_trains_exports_and_evaluates_with_the_weight_count_it_prin
     assert "latent_2d" not in report  # a 12-value code is not drawn
     import tensorflow as tf
 
-    from tf_autoencoder.loading import load_finished_model
+    from tf_autoencoder.serving.loading import load_finished_model
 
     loaded = tf.saved_model.load(str(model_dir / "export" / "1"))
     x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from tf_autoencoder import Config, ConfigError, build_autoencoder
-from tf_autoencoder.metrics import gaussian_kl
-from tf_autoencoder.training import compile_model
+from tf_autoencoder.model.metrics import gaussian_kl
+from tf_autoencoder.run.training import compile_model
 
 OPTIONS = {
     "strided": dict(downsample="strided"),

@@ -10,10 +10,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Config": "config", "ConfigError": "config",
-    "conv_encoder": "layers", "conv_decoder": "layers", "fc_encoder": "layers",
-    "fc_decoder": "layers",
-    "Autoencoder": "models", "VariationalAutoencoder": "models", "build_autoencoder": "models",
-    "gaussian_heads": "layers",
+    "conv_encoder": "model.layers", "conv_decoder": "model.layers", "fc_encoder": "model.layers",
+    "fc_decoder": "model.layers",
+    "Autoencoder": "model.models", "VariationalAutoencoder": "model.models", "build_autoencoder": "model.models",
+    "gaussian_heads": "model.layers",
 }
 __all__ = sorted(_EXPORTS)
 

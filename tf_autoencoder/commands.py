@@ -85,13 +85,13 @@ def train(args, parser) -> int:
 def _check_then_train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
     try:
         config = config_from_args(args).validate()
-        from .distribute import read_tf_config
+        from .run.distribute import read_tf_config
 
         role = read_tf_config() if config.distribute == "multi_worker" else None
     except ConfigError as e:
         parser.error(str(e))
-    from . import sources
-    from .distribute import describe, make_strategy
+    from .data import sources
+    from .run.distribute import describe, make_strategy
     from .files import ModelDirLock
     from .model_dir import check_model_dir_path, prepare_model_dir
 
@@ -131,8 +131,8 @@ def _check_then_train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
         print(f"Data: {splits.source}: {len(splits.train):,} train / {len(splits.validation):,} "
               f"validation / {len(splits.test):,} test images of "
               f"{'x'.join(map(str, splits.image_shape))}")
-        from .precision import resolve_precision
-        from .training import TrainingDiverged, TrainingInterrupted, train as train_run
+        from .model.precision import resolve_precision
+        from .run.training import TrainingDiverged, TrainingInterrupted, train as train_run
 
         # CPU replicas compute on the CPU whatever GPUs there are.
         config.precision = resolve_precision(config.precision,
@@ -170,8 +170,8 @@ def export(args, parser) -> int:
     files --format asks for beside it; prints its path."""
     finished_run(args, parser)
     formats = list(dict.fromkeys(name for names in args.formats or [] for name in names))
-    from . import formats as lib
-    from .export import export_model_dir
+    from .serving import formats as lib
+    from .serving.export import export_model_dir
     from .files import ModelDirLock
 
     try:
@@ -195,9 +195,9 @@ def predict(args, parser) -> int:
         parser.error(str(e))
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         parser.error(f"--output_dir {args.output_dir} is a file: give a directory")
-    from .formats import MissingExtra
-    from .loading import ModelError
-    from .predict import predict_files
+    from .serving.formats import MissingExtra
+    from .serving.loading import ModelError
+    from .serving.predict import predict_files
 
     def error(message):
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
@@ -216,13 +216,13 @@ def evaluate(args, parser) -> int:
     config = finished_run(args, parser)
     if args.probe_samples is not None and args.probe_samples < 2:
         parser.error("--probe_samples must be at least 2")
-    from . import sources
+    from .data import sources
 
     try:
         splits = sources.load_data(config.dataset, config.data_dir)
     except (sources.DataError, OSError) as e:
         return fail(parser.prog, str(e), 1, args.verbose)
-    from .evaluation import evaluate_run, format_table
+    from .run.evaluation import evaluate_run, format_table
 
     try:
         report = evaluate_run(args.model_dir, config, splits, probe_samples=args.probe_samples)
@@ -242,9 +242,9 @@ def sample(args, parser) -> int:
     if args.n < 1:
         parser.error("--n must be at least 1")
     out = args.out or os.path.join(args.model_dir, "samples.png")
-    from .embeddings import generate
+    from .run.embeddings import generate
     from .images import grid_rows, image_grid, write_png
-    from .loading import ModelError, load_finished_model
+    from .serving.loading import ModelError, load_finished_model
 
     try:
         images = generate(load_finished_model(args.model_dir), args.n, args.seed,
@@ -294,8 +294,9 @@ def embeddings(args, parser) -> int:
         config = embeddings_config(args)
     except ConfigError as e:
         parser.error(str(e))
-    from . import embeddings as lib, sources
-    from .loading import ModelError, load_finished_codec, load_saved_model
+    from .run import embeddings as lib
+    from .data import sources
+    from .serving.loading import ModelError, load_finished_codec, load_saved_model
 
     saved_model = is_saved_model(config.model_dir)
     embedding = args.what == "embedding"

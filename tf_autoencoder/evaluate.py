@@ -1,5 +1,5 @@
-"""The old spelling `python -m tf_autoencoder.evaluate`: now `tf-autoencoder evaluate`
-(`python -m tf_autoencoder evaluate`), which commands.evaluate runs."""
+"""The old spelling `python -m tf_autoencoder.evaluate`: now `tf-autoencoder evaluate`.
+Kept thin: it imports only the command line, as `tf-autoencoder evaluate` does."""
 if __name__ == "__main__":
     import sys
 

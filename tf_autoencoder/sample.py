@@ -1,5 +1,5 @@
-"""The old spelling `python -m tf_autoencoder.sample`: now `tf-autoencoder sample`
-(`python -m tf_autoencoder sample`), which commands.sample runs."""
+"""The old spelling `python -m tf_autoencoder.sample`: now `tf-autoencoder sample`.
+Kept thin: it imports only the command line, as `tf-autoencoder sample` does."""
 if __name__ == "__main__":
     import sys
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .layout import to_model_layout
+from ..model.layout import to_model_layout
 
 if TYPE_CHECKING:  # imported for real only where a pipeline is built
     import tensorflow as tf

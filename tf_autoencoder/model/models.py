@@ -8,7 +8,7 @@ import math
 import keras
 from keras import layers, ops
 
-from .config import Config
+from ..config import Config
 from .layers import (conv_decoder, conv_encoder, expand_code, fc_decoder, fc_encoder, flat_code,
                      gaussian_heads)
 from .metrics import gaussian_kl

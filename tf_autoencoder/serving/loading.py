@@ -11,10 +11,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import models  # noqa: F401  (registers the model classes for load_model)
-from .config import Config
-from .layout import to_model_layout, to_nhwc
-from .model_dir import FINAL_MODEL
+from ..model import models  # noqa: F401  (registers the model classes for load_model)
+from ..config import Config
+from ..model.layout import to_model_layout, to_nhwc
+from ..model_dir import FINAL_MODEL
 
 
 class ModelError(ValueError):
@@ -150,7 +150,7 @@ def load_onnx(path: str, batch_size: int = 256) -> Codec:
     """An exported serving_default.onnx (images -> reconstructions), run by ONNX Runtime;
     the encode.onnx beside it, if there is one, gives the codes."""
     from .formats import ConversionError, OnnxModel
-    from .model_dir import ONNX_FILES
+    from ..model_dir import ONNX_FILES
 
     paths = {"serving_default": path}
     encode_path = os.path.join(os.path.dirname(path), ONNX_FILES["encode"])

@@ -16,8 +16,8 @@ import os
 
 import numpy as np
 
-from .logs import stderr_without
-from .model_dir import ONNX_FILES, TFLITE_FILE
+from ..logs import stderr_without
+from ..model_dir import ONNX_FILES, TFLITE_FILE
 
 # signature -> (input name, output name), as in the SavedModel.
 SIGNATURES = {"serving_default": ("images", "reconstructions"),

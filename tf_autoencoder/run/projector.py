@@ -18,8 +18,8 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorboard.plugins import projector
 
-from .files import write_text_atomic
-from .images import sprite_image, write_png
+from ..files import write_text_atomic
+from ..images import sprite_image, write_png
 
 CHECKPOINT_NAME = "embedding"
 # The key tf.train.Checkpoint(embedding=variable) gives the variable in the checkpoint.

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .config import Config, ConfigError
+from ..config import Config, ConfigError
 
 if TYPE_CHECKING:  # imported for real only once the input has been checked
     import tensorflow as tf

@@ -23,14 +23,14 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
-from .config import Config
-from .images import image_grid, write_png
+from ..config import Config
+from ..images import image_grid, write_png
 from .latent_2d import has_2d_code, write_latent_2d
-from .layout import to_nhwc
-from .model_dir import LATENT_2D
-from .pipeline import noisy_inputs
+from ..model.layout import to_nhwc
+from ..model_dir import LATENT_2D
+from ..data.pipeline import noisy_inputs
 from .projector import write_projector
-from .sources import Splits
+from ..data.sources import Splits
 
 NUM_RECONSTRUCTIONS = 10
 TRAIN_RUN, VALIDATION_RUN, PROJECTOR_RUN = "train", "validation", "projector"

@@ -26,16 +26,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .config import Config
+from ..config import Config
 from .distribute import check_workers_agree, chief_value, is_chief
-from .export import export_holding, export_saved_model
-from .files import fsync_dir, fsync_file, write_text_atomic
-from .metrics import make_loss, make_metrics
-from .model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, HISTORY,
+from ..serving.export import export_holding, export_saved_model
+from ..files import fsync_dir, fsync_file, write_text_atomic
+from ..model.metrics import make_loss, make_metrics
+from ..model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, HISTORY,
                         TEST_METRICS)
-from .models import build_autoencoder, float32_twin
-from .pipeline import make_dataset, make_training_epochs
-from .sources import Splits
+from ..model.models import build_autoencoder, float32_twin
+from ..data.pipeline import make_dataset, make_training_epochs
+from ..data.sources import Splits
 from .summaries import tensorboard_callbacks, write_run_end
 
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from .config import ConfigError
+from ..config import ConfigError
 
 SAMPLE = "mnist_sample"
 # The original's split: the first 5,000 of MNIST's 60,000 training images validate.

@@ -17,14 +17,14 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .config import Config
-from .files import write_text_atomic
+from ..config import Config
+from ..files import write_text_atomic
 from .latent_2d import has_2d_code, write_latent_2d
-from .layout import to_nhwc
-from .loading import load_finished_model
-from .model_dir import EVALUATION, LATENT_2D
-from .pipeline import noisy_inputs
-from .sources import Split, Splits
+from ..model.layout import to_nhwc
+from ..serving.loading import load_finished_model
+from ..model_dir import EVALUATION, LATENT_2D
+from ..data.pipeline import noisy_inputs
+from ..data.sources import Split, Splits
 
 # A perfect reconstruction has infinite PSNR; each image's PSNR is capped here
 # (an MSE of 1e-10) so that averages and JSON stay finite.

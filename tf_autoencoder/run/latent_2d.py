@@ -15,9 +15,9 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from .files import write_bytes_atomic
-from .images import image_grid
-from .layout import to_model_layout, to_nhwc
+from ..files import write_bytes_atomic
+from ..images import image_grid
+from ..model.layout import to_model_layout, to_nhwc
 
 GRID_SIDE = 15  # decoded images per side of the grid
 # The grid spans these quantiles of N(0, 1) on each axis: the middle 90% of the prior.

@@ -10,13 +10,13 @@ import sys
 
 import numpy as np
 
-from .files import write_bytes_atomic, write_text_atomic
-from .images import grid_rows, image_grid, write_png
-from .layout import to_nhwc
-from .loading import Codec
-from .pipeline import noisy_inputs
+from ..files import write_bytes_atomic, write_text_atomic
+from ..images import grid_rows, image_grid, write_png
+from ..model.layout import to_nhwc
+from ..serving.loading import Codec
+from ..data.pipeline import noisy_inputs
 from .projector import write_projector
-from .sources import Split
+from ..data.sources import Split
 
 
 def export_embedding(model: Codec, test: Split, out_dir: str, *, noise_factor=0.0,

@@ -10,7 +10,7 @@ import math
 import keras
 from keras import layers, ops
 
-from .config import ConfigError, check_encoder_fits, check_sizes
+from ..config import ConfigError, check_encoder_fits, check_sizes
 
 
 class _ChannelsFirstBias:

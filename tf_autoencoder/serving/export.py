@@ -1,0 +1,161 @@
+"""Export for serving: MODEL_DIR/export/<version>/, written atomically. A SavedModel
+always, and on request the same signatures for LiteRT (model.tflite) and ONNX Runtime
+(<signature>.onnx) beside it (formats.py).
+
+Signatures, all NHWC float32 with a dynamic batch, whatever layout and precision the model
+trained in (the export computes in float32, NHWC):
+  serving_default  images (batch, H, W, C) in [0, 1] -> reconstructions (batch, H, W, C) in [0, 1]
+  encode           images -> codes: (batch, h, w, k) convolutional, (batch, k) fully connected
+  decode           codes -> reconstructions
+
+`tf-autoencoder export MODEL_DIR [--format tflite,onnx]` exports a finished run; training
+exports a SavedModel at its end.
+"""
+import os
+import secrets
+import shutil
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..config import Config
+from ..files import fsync_dir, fsync_tree
+from .formats import ConversionError, write_formats
+from .loading import load_finished_model
+from ..model.models import serving_twin
+from ..model_dir import CONFIG_FILE, EXPORT_DIR, export_versions
+
+# Exports are written under this prefix, then renamed to their version. TF Serving and
+# export_versions() only see integer names, so a crash never leaves a version behind.
+TMP_PREFIX = ".tmp-export-"
+STALE_AFTER_S = 3600  # a temporary export this old was left by a crash: removed
+
+
+def serving_module(model: keras.Model) -> tf.Module:
+    """A tf.Module with the three signature functions (as .reconstruct, .encode, .decode)
+    of `model`, an NHWC float32 model (models.serving_twin).
+
+    It tracks the model's weights only, not the model object, so the SavedModel holds no
+    optimizer state and loads without Keras or this package.
+    """
+    images_spec = tf.TensorSpec((None, *model.encoder.input_shape[1:]), tf.float32, name="images")
+    codes_spec = tf.TensorSpec((None, *model.encoder.output_shape[1:]), tf.float32, name="codes")
+
+    @tf.function(input_signature=[images_spec])
+    def reconstruct(images):
+        return {"reconstructions": tf.sigmoid(model(images, training=False))}
+
+    @tf.function(input_signature=[images_spec])
+    def encode(images):
+        return {"codes": model.encoder(images, training=False)}
+
+    @tf.function(input_signature=[codes_spec])
+    def decode(codes):
+        return {"reconstructions": tf.sigmoid(model.decoder(codes, training=False))}
+
+    module = tf.Module(name="autoencoder")
+    # The tf.Variables under Keras' variables, not Keras' wrappers: TFLite's converter
+    # finds the values of the variables a SavedModel tracks itself, and it misses those
+    # behind the wrappers (the .tflite then reads uninitialised weights: NaN).
+    module.model_variables = [v.value for v in model.variables]
+    # Not named `serve`: the converter takes a SavedModel with a `serve` attribute for a
+    # Keras model.export() one and converts its serving_default signature alone.
+    module.reconstruct, module.encode, module.decode = reconstruct, encode, decode
+    return module
+
+
+def export_saved_model(model: keras.Model, config: Config, export_base: str,
+                       formats=("saved_model",)) -> str:
+    """Writes `model` as SavedModel version max(existing) + 1 under `export_base`; returns
+    its path. `formats` may add "tflite" and "onnx": their files go into the same version,
+    converted from the SavedModel's functions and checked in their runtimes first. Written
+    to a temporary directory beside it, then renamed into place.
+
+    Raises OSError, with one clear line, when `export_base` cannot be written;
+    formats.ConversionError when a conversion is wrong, formats.MissingExtra when its
+    runtime is not installed. Either way no version appears.
+    """
+    module = serving_module(serving_twin(model, config))
+    try:
+        os.makedirs(export_base, exist_ok=True)
+        _remove_stale_exports(export_base)
+        # os.mkdir, not mkdtemp: the version keeps the umask's permissions (mkdtemp's are
+        # 0700), so a server running as another user can read it.
+        tmp = os.path.join(export_base, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+        os.mkdir(tmp)
+    except OSError as e:
+        raise OSError(f"cannot write to export directory {export_base}: "
+                      f"{e.strerror or e}") from None
+    try:
+        tf.saved_model.save(module, tmp, signatures={
+            "serving_default": module.reconstruct, "encode": module.encode,
+            "decode": module.decode})
+        write_formats(module, tmp, formats)
+        fsync_tree(tmp)
+        path = _rename_to_next_version(tmp, export_base)
+        fsync_dir(export_base)
+        return path
+    except tf.errors.OpError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(f"cannot write SavedModel to {export_base}: {e.message}") from None
+    except ConversionError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ConversionError(f"{e} (nothing exported)") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _remove_stale_exports(export_base: str) -> None:
+    """Removes temporary exports that crashed runs left behind."""
+    for name in os.listdir(export_base):
+        path = os.path.join(export_base, name)
+        if name.startswith(TMP_PREFIX) and time.time() - os.path.getmtime(path) > STALE_AFTER_S:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _rename_to_next_version(tmp: str, export_base: str) -> str:
+    """Renames `tmp` to the next free version; an export that races us to a number wins it."""
+    version = max(export_versions(export_base), default=0) + 1
+    while True:
+        target = os.path.join(export_base, str(version))
+        try:
+            os.rename(tmp, target)  # fails if another export already filled `target`
+            return target
+        except OSError:
+            if not os.path.lexists(target):
+                raise
+            version += 1
+
+
+def export_holding(model: keras.Model, export_base: str) -> str | None:
+    """The newest version under `export_base` if it holds exactly `model`'s weights
+    (a float32 model, as exports are), else None."""
+    versions = export_versions(export_base)
+    if not versions:
+        return None
+    path = os.path.join(export_base, str(versions[-1]))
+    try:
+        reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+        saved = [reader.get_tensor(f"model_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE")
+                 for i in range(len(model.variables))]
+    except (tf.errors.OpError, ValueError):  # incomplete, or from another model
+        return None
+    same = all(s.shape == tuple(v.shape) and np.array_equal(s, np.asarray(v))
+               for s, v in zip(saved, model.variables))
+    return path if same else None
+
+
+def export_model_dir(model_dir: str, export_base: str | None = None,
+                     formats=("saved_model",)) -> str:
+    """Exports the final model of a finished run; returns the new version's path.
+
+    export_base defaults to MODEL_DIR/export; formats as export_saved_model's.
+    """
+    config = Config.load(os.path.join(model_dir, CONFIG_FILE)).validate()
+    model = load_finished_model(model_dir)
+    return export_saved_model(model, config, export_base or os.path.join(model_dir, EXPORT_DIR),
+                              formats)
+
