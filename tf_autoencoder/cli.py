@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from .config import DISTRIBUTES, DOWNSAMPLES, MODELS, PRECISIONS, UPSAMPLES, Config
+from .errors import Error, Interrupted
 from .logs import set_up_logging
 from .model_dir import CONFIG_FILE, EXPORT_DIR, EXPORT_FORMATS, FINAL_MODEL
 
@@ -261,6 +262,35 @@ def main(argv: list[str] | None = None, *, command: str | None = None,
         parser = build_parser(prog or PROG)
     args = parser.parse_args(argv)
     set_up_logging(args.verbose)
-    from . import commands  # after parsing: --help and usage errors need nothing more
+    prog = args.command_parser.prog
+    try:
+        from . import commands  # after parsing: --help and usage errors need nothing more
 
-    return commands.run(args, args.command_parser)
+        return commands.run(args, args.command_parser)
+    except Exception as error:  # the one place an error becomes the command's last line
+        if args.verbose:
+            raise
+        print(f"{prog}: {describe(error)}", file=sys.stderr)
+        return error.exit_status if isinstance(error, Error) else 1
+    except KeyboardInterrupt:
+        if args.verbose:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+def describe(error: Exception) -> str:
+    """One line saying what went wrong: our own errors' messages as they are; anything
+    else by its kind, with the file it concerns (--verbose shows the traceback)."""
+    if isinstance(error, Interrupted):
+        return str(error)
+    if isinstance(error, Error):
+        return f"error: {error}"
+    if isinstance(error, MemoryError):
+        return "error: out of memory: use a smaller --batch_size (or fewer images at once)"
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if error.filename else ""
+        return f"error: {error.strerror or error}{where}"
+    lines = str(error).strip().splitlines()
+    text = f": {lines[0][:300]}" if lines else ""
+    return f"error: {type(error).__name__}{text} (--verbose shows the traceback)"

@@ -15,19 +15,12 @@ import signal
 import sys
 import threading
 
-from .config import Config, ConfigError
+from .config import Config
+from .errors import ConfigError, Interrupted
 from .model_dir import CONFIG_FILE, EVALUATION, find_model, is_saved_model, load_finished_run
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return COMMANDS[args.command](args, parser)
-
-
-def fail(prog: str, message: str, code: int, verbose: bool) -> int:
-    """One line on stderr and the exit status `code`; with --verbose, the traceback."""
-    if verbose:
-        raise
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return code
 
 
 # --- train -------------------------------------------------------------------------------
@@ -77,9 +70,8 @@ def train(args, parser) -> int:
         with CtrlCBeforeTraining() as ctrl_c:
             return _check_then_train(args, parser, ctrl_c)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop
-        print(f"{parser.prog}: interrupted; rerun the same command to resume from the last "
-              "saved checkpoint", file=sys.stderr)
-        return 130
+        raise Interrupted("interrupted; rerun the same command to resume from the last "
+                          "saved checkpoint") from None
 
 
 def _check_then_train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
@@ -103,28 +95,23 @@ def _check_then_train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
             strategy = make_strategy(config)
             print(f"Distribute: {describe(strategy)}")
 
-    try:
-        splits = sources.load_data(config.dataset, config.data_dir,
-                                   fallback_to_sample=args.dataset is None and not args.data_dir,
-                                   before_tensorflow=set_up_strategy)
-        if not config.data_dir:
-            config.dataset = splits.name  # the sample, if it stood in for an unreachable TFDS dataset
-        config.image_shape, config.data_source = splits.image_shape, splits.source
-        config.check_data(len(splits.train))
-        check_model_dir_path(config.model_dir)
-        if not args.overwrite:
-            prepare_model_dir(config)  # its refusals, before anything is written
-        set_up_strategy()
-        chief = role is None or role.is_chief  # only the chief writes model_dir
-        # One run per model_dir, until this process ends.
-        lock = ModelDirLock(config.model_dir, "starting another run there").acquire() if chief else None
-        previous = None if args.overwrite else prepare_model_dir(config)  # as of now, locked
-        if args.overwrite and chief:
-            prepare_model_dir(config, overwrite=True)
-    except ConfigError as e:
-        return fail(parser.prog, str(e), 2, args.verbose)
-    except (sources.DataError, OSError) as e:
-        return fail(parser.prog, str(e), 1, args.verbose)
+    splits = sources.load_data(config.dataset, config.data_dir,
+                               fallback_to_sample=args.dataset is None and not args.data_dir,
+                               before_tensorflow=set_up_strategy)
+    if not config.data_dir:
+        config.dataset = splits.name  # the sample, if it stood in for an unreachable TFDS dataset
+    config.image_shape, config.data_source = splits.image_shape, splits.source
+    config.check_data(len(splits.train))
+    check_model_dir_path(config.model_dir)
+    if not args.overwrite:
+        prepare_model_dir(config)  # its refusals, before anything is written
+    set_up_strategy()
+    chief = role is None or role.is_chief  # only the chief writes model_dir
+    # One run per model_dir, until this process ends.
+    lock = ModelDirLock(config.model_dir, "starting another run there").acquire() if chief else None
+    previous = None if args.overwrite else prepare_model_dir(config)  # as of now, locked
+    if args.overwrite and chief:
+        prepare_model_dir(config, overwrite=True)
     try:
         if config.seed is None:  # resume with the earlier run's seed; else draw one, recorded
             config.seed = previous.seed if previous else random.SystemRandom().randrange(2**31)
@@ -132,7 +119,7 @@ def _check_then_train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
               f"validation / {len(splits.test):,} test images of "
               f"{'x'.join(map(str, splits.image_shape))}")
         from .model.precision import resolve_precision
-        from .run.training import TrainingDiverged, TrainingInterrupted, train as train_run
+        from .run.training import train as train_run
 
         # CPU replicas compute on the CPU whatever GPUs there are.
         config.precision = resolve_precision(config.precision,
@@ -142,13 +129,7 @@ def _check_then_train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
                   "--precision float32 for float32 throughout")
         if ctrl_c.seen:  # a Ctrl-C that an import swallowed
             raise KeyboardInterrupt
-        try:
-            train_run(config, splits, strategy=strategy)
-        except (OSError, TrainingDiverged) as e:
-            return fail(parser.prog, str(e), 1, args.verbose)
-        except TrainingInterrupted as e:
-            print(f"{parser.prog}: {e}", file=sys.stderr)
-            return e.exit_code
+        train_run(config, splits, strategy=strategy)
         return 0
     finally:
         if lock:
@@ -174,15 +155,12 @@ def export(args, parser) -> int:
     from .serving.export import export_model_dir
     from .files import ModelDirLock
 
-    try:
-        for fmt in formats:  # before the model loads, so a missing extra fails at once
-            if fmt != "saved_model":
-                lib.require(fmt, f"--format {fmt}")
-        # Not while a run trains there, and no run starts there meanwhile.
-        with ModelDirLock(args.model_dir, "exporting it", shared=True):
-            path = export_model_dir(args.model_dir, args.export_dir, formats)
-    except (OSError, ValueError, lib.MissingExtra) as e:
-        return fail(parser.prog, str(e), 1, args.verbose)
+    for fmt in formats:  # before the model loads, so a missing extra fails at once
+        if fmt != "saved_model":
+            lib.require(fmt, f"--format {fmt}")
+    # Not while a run trains there, and no run starts there meanwhile.
+    with ModelDirLock(args.model_dir, "exporting it", shared=True):
+        path = export_model_dir(args.model_dir, args.export_dir, formats)
     print(f"Exported {path}")
     return 0
 
@@ -195,17 +173,12 @@ def predict(args, parser) -> int:
         parser.error(str(e))
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
         parser.error(f"--output_dir {args.output_dir} is a file: give a directory")
-    from .serving.formats import MissingExtra
-    from .serving.loading import ModelError
     from .serving.predict import predict_files
 
     def error(message):
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
 
-    try:
-        failed = predict_files(model_path, args.images, args.output_dir, error=error)
-    except (ModelError, MissingExtra, OSError) as e:
-        return fail(parser.prog, str(e), 1, args.verbose)
+    failed = predict_files(model_path, args.images, args.output_dir, error=error)
     return 1 if failed else 0
 
 
@@ -218,16 +191,10 @@ def evaluate(args, parser) -> int:
         parser.error("--probe_samples must be at least 2")
     from .data import sources
 
-    try:
-        splits = sources.load_data(config.dataset, config.data_dir)
-    except (sources.DataError, OSError) as e:
-        return fail(parser.prog, str(e), 1, args.verbose)
+    splits = sources.load_data(config.dataset, config.data_dir)
     from .run.evaluation import evaluate_run, format_table
 
-    try:
-        report = evaluate_run(args.model_dir, config, splits, probe_samples=args.probe_samples)
-    except OSError as e:
-        return fail(parser.prog, str(e), 1, args.verbose)
+    report = evaluate_run(args.model_dir, config, splits, probe_samples=args.probe_samples)
     print(format_table(report))
     print(f"Wrote {os.path.join(args.model_dir, EVALUATION)}")
     return 0
@@ -244,14 +211,10 @@ def sample(args, parser) -> int:
     out = args.out or os.path.join(args.model_dir, "samples.png")
     from .run.embeddings import generate
     from .images import grid_rows, image_grid, write_png
-    from .serving.loading import ModelError, load_finished_model
+    from .serving.loading import load_finished_model
 
-    try:
-        images = generate(load_finished_model(args.model_dir), args.n, args.seed,
-                          config.data_format)
-        write_png(out, image_grid(grid_rows(images, math.ceil(math.sqrt(args.n)))))
-    except (ModelError, OSError) as e:
-        return fail(parser.prog, str(e), 1, args.verbose)
+    images = generate(load_finished_model(args.model_dir), args.n, args.seed, config.data_format)
+    write_png(out, image_grid(grid_rows(images, math.ceil(math.sqrt(args.n)))))
     print(f"Wrote {args.n} generated images to {out}")
     return 0
 
@@ -296,34 +259,29 @@ def embeddings(args, parser) -> int:
         parser.error(str(e))
     from .run import embeddings as lib
     from .data import sources
-    from .serving.loading import ModelError, load_finished_codec, load_saved_model
+    from .serving.loading import load_finished_codec, load_saved_model
 
     saved_model = is_saved_model(config.model_dir)
     embedding = args.what == "embedding"
     output = args.output or os.path.join(
         config.model_dir, "projector" if embedding else "reconstructions.png")
-    try:
-        splits = sources.load_data(config.dataset, config.data_dir)
-        if not saved_model and config.image_shape and splits.image_shape != config.image_shape:
-            raise ConfigError(f"the model was trained on {config.image_shape} images, "
-                              f"{splits.source} has {splits.image_shape}")
-        config.image_shape = config.image_shape or splits.image_shape
-        count = min(args.images or (10_000 if embedding else 10), len(splits.test))
-        test = sources.Split(splits.test.images[:count], splits.test.labels[:count])
-        model = (load_saved_model(config.model_dir, config.batch_size) if saved_model
-                 else load_finished_codec(config))
-        if embedding:
-            lib.export_embedding(model, test, output, noise_factor=config.noise_factor,
-                                 seed=config.seed, save_npy=args.save_npy, save_tsv=args.save_tsv)
-        else:
-            grid = lib.export_reconstruction(model, test, output,
-                                             noise_factor=config.noise_factor, seed=config.seed)
-            if not args.no_show and lib.display_available():
-                lib.show(grid, output)
-    except ConfigError as e:
-        return fail(parser.prog, str(e), 2, args.verbose)
-    except (sources.DataError, ModelError, OSError) as e:
-        return fail(parser.prog, str(e), 1, args.verbose)
+    splits = sources.load_data(config.dataset, config.data_dir)
+    if not saved_model and config.image_shape and splits.image_shape != config.image_shape:
+        raise ConfigError(f"the model was trained on {config.image_shape} images, "
+                          f"{splits.source} has {splits.image_shape}")
+    config.image_shape = config.image_shape or splits.image_shape
+    count = min(args.images or (10_000 if embedding else 10), len(splits.test))
+    test = sources.Split(splits.test.images[:count], splits.test.labels[:count])
+    model = (load_saved_model(config.model_dir, config.batch_size) if saved_model
+             else load_finished_codec(config))
+    if embedding:
+        lib.export_embedding(model, test, output, noise_factor=config.noise_factor,
+                             seed=config.seed, save_npy=args.save_npy, save_tsv=args.save_tsv)
+    else:
+        grid = lib.export_reconstruction(model, test, output,
+                                         noise_factor=config.noise_factor, seed=config.seed)
+        if not args.no_show and lib.display_available():
+            lib.show(grid, output)
     return 0
 
 

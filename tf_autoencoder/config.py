@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Optional
 
+from .errors import ConfigError
 from .files import write_text_atomic
 
 MODELS = ("convolutional", "fully_connected", "variational")
@@ -36,10 +37,6 @@ ARCHITECTURE_FIELDS = ("model", "num_filters", "hidden_units", "downsample", "up
 # Settings of the conv builders only; the fully connected model must keep their defaults.
 CONV_ONLY_FIELDS = ("num_filters", "downsample", "upsample", "convs_per_block", "kernel_size",
                     "output_layer")
-
-
-class ConfigError(ValueError):
-    """A setting is invalid; the message says which and how to fix it."""
 
 
 @dataclass

@@ -15,6 +15,8 @@ import fcntl
 import os
 import tempfile
 
+from .errors import ModelDirBusy
+
 LOCK_FILE = ".lock"
 
 
@@ -70,9 +72,6 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 def write_text_atomic(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode())
 
-
-class ModelDirBusy(OSError):
-    """Another process holds the model_dir's lock; the message names it."""
 
 
 class ModelDirLock:

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import ConfigError
+from ..errors import ConfigError, DataError
 
 SAMPLE = "mnist_sample"
 # The original's split: the first 5,000 of MNIST's 60,000 training images validate.
@@ -34,9 +34,6 @@ IDX_FILES = {
 # decide quickly whether a download can work at all (TFDS retries for minutes).
 TFDS_DOWNLOAD_PROBE = "https://storage.googleapis.com/"
 
-
-class DataError(Exception):
-    """The data cannot be read; the message says what is wrong and how to fix it."""
 
 
 @dataclass

@@ -20,7 +20,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..config import Config, ConfigError
+from ..config import Config
+from ..errors import ConfigError, RunError
 
 if TYPE_CHECKING:  # imported for real only once the input has been checked
     import tensorflow as tf
@@ -85,7 +86,7 @@ def read_tf_config(environ=os.environ) -> WorkerRole:
 
 def make_strategy(config: Config) -> "tf.distribute.Strategy":
     """The strategy `config.distribute` names. Call it before TensorFlow runs anything:
-    logical devices and the cluster can only be set up at start-up. Raises OSError, in
+    logical devices and the cluster can only be set up at start-up. Raises RunError, in
     one line, when TensorFlow cannot set it up (e.g. a TF_CONFIG port already in use)."""
     import tensorflow as tf
 
@@ -99,7 +100,7 @@ def make_strategy(config: Config) -> "tf.distribute.Strategy":
         return _mirrored_strategy()
     except (RuntimeError, ValueError, tf.errors.OpError) as e:
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise OSError(f"cannot set up --distribute {config.distribute}: {first_line}") from None
+        raise RunError(f"cannot set up --distribute {config.distribute}: {first_line}") from None
 
 
 def _cpu_replicas_strategy(replicas: int) -> "tf.distribute.Strategy":
@@ -203,7 +204,7 @@ def chief_value(strategy: "tf.distribute.Strategy", value: int) -> int:
 
 def check_workers_agree(strategy: "tf.distribute.Strategy", value: int, what: str,
                         advice: str) -> None:
-    """Raises OSError on every worker, with one line naming `what` and giving `advice`,
+    """Raises RunError on every worker, with one line naming `what` and giving `advice`,
     unless every worker passes the same `value`. Every worker must call it, in the same
     order."""
     import tensorflow as tf
@@ -218,5 +219,5 @@ def check_workers_agree(strategy: "tf.distribute.Strategy", value: int, what: st
         return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, differs)
 
     if int(strategy.experimental_local_results(strategy.run(replicas_that_differ))[0]):
-        raise OSError(f"the workers see different {what} (the chief: {chief}, this worker: "
+        raise RunError(f"the workers see different {what} (the chief: {chief}, this worker: "
                       f"{value}): {advice}")

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..config import Config
+from ..errors import Interrupted, RunError, TrainingDiverged
 from .distribute import check_workers_agree, chief_value, is_chief
 from ..serving.export import export_holding, export_saved_model
 from ..files import fsync_dir, fsync_file, write_text_atomic
@@ -59,17 +60,6 @@ def parameter_summary(model) -> str:
     return "\n".join(lines)
 
 
-class TrainingInterrupted(Exception):
-    """Ctrl-C or SIGTERM stopped training at a batch boundary; the message says what was
-    saved. `exit_code` is the shell's for that signal: 130 for Ctrl-C, 143 for SIGTERM."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-class TrainingDiverged(Exception):
-    """The loss became NaN or Inf; nothing of the diverged state was saved."""
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -112,7 +102,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def restore(self, log=print) -> int:
         """Restores the newest readable checkpoint, if any; returns the number of finished
-        epochs. Raises OSError if checkpoints exist but none can be read."""
+        epochs. Raises RunError if checkpoints exist but none can be read."""
         for leftover in glob.glob(os.path.join(self.directory, "*_temp")):
             shutil.rmtree(leftover, ignore_errors=True)  # files of a save that was killed
         for path in reversed(self.restore_manager.checkpoints):
@@ -126,7 +116,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 log(f"Resuming from the older checkpoint {path}")
             return int(self.epoch.numpy())
         if self.restore_manager.checkpoints:
-            raise OSError(f"no checkpoint in {self.restore_manager.directory} can be read: "
+            raise RunError(f"no checkpoint in {self.restore_manager.directory} can be read: "
                           "pass --overwrite to start afresh")
         return 0
 
@@ -163,7 +153,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         return _InterruptFlag(self)
 
     def stop_if_interrupted(self):
-        """Raises TrainingInterrupted after a Ctrl-C or SIGTERM that came once the epoch's
+        """Raises Interrupted after a Ctrl-C or SIGTERM that came once the epoch's
         batches were done: that epoch's checkpoint is saved already."""
         if self.interrupted:
             self._stop(steps=0)
@@ -197,7 +187,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def _stop(self, steps: int):
         model_dir = os.path.dirname(self.directory)
         if not self.latest and not steps:
-            raise TrainingInterrupted(f"interrupted in {model_dir} before the first step; "
+            raise Interrupted(f"interrupted in {model_dir} before the first step; "
                                       "nothing to save", self.interrupted)
         if steps:
             where = (f"epoch {self.current_epoch + 1}, step {steps}; saved {self.latest}; "
@@ -206,7 +196,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         else:
             where = (f"the end of epoch {int(self.epoch.numpy())}; {self.latest} holds it; "
                      "rerun the same command to resume")
-        raise TrainingInterrupted(f"interrupted in {model_dir} at {where}", self.interrupted)
+        raise Interrupted(f"interrupted in {model_dir} at {where}", self.interrupted)
 
 
 class _InterruptFlag:

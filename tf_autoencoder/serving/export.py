@@ -21,8 +21,9 @@ import numpy as np
 import tensorflow as tf
 
 from ..config import Config
+from ..errors import ConversionError, WriteError
 from ..files import fsync_dir, fsync_tree
-from .formats import ConversionError, write_formats
+from .formats import write_formats
 from .loading import load_finished_model
 from ..model.models import serving_twin
 from ..model_dir import CONFIG_FILE, EXPORT_DIR, export_versions
@@ -73,7 +74,7 @@ def export_saved_model(model: keras.Model, config: Config, export_base: str,
     converted from the SavedModel's functions and checked in their runtimes first. Written
     to a temporary directory beside it, then renamed into place.
 
-    Raises OSError, with one clear line, when `export_base` cannot be written;
+    Raises WriteError, with one clear line, when `export_base` cannot be written;
     formats.ConversionError when a conversion is wrong, formats.MissingExtra when its
     runtime is not installed. Either way no version appears.
     """
@@ -86,7 +87,7 @@ def export_saved_model(model: keras.Model, config: Config, export_base: str,
         tmp = os.path.join(export_base, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
         os.mkdir(tmp)
     except OSError as e:
-        raise OSError(f"cannot write to export directory {export_base}: "
+        raise WriteError(f"cannot write to export directory {export_base}: "
                       f"{e.strerror or e}") from None
     try:
         tf.saved_model.save(module, tmp, signatures={
@@ -99,7 +100,7 @@ def export_saved_model(model: keras.Model, config: Config, export_base: str,
         return path
     except tf.errors.OpError as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OSError(f"cannot write SavedModel to {export_base}: {e.message}") from None
+        raise WriteError(f"cannot write SavedModel to {export_base}: {e.message}") from None
     except ConversionError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ConversionError(f"{e} (nothing exported)") from None

@@ -16,6 +16,7 @@ import os
 
 import numpy as np
 
+from ..errors import ConversionError, MissingExtra
 from ..logs import stderr_without
 from ..model_dir import ONNX_FILES, TFLITE_FILE
 
@@ -36,12 +37,6 @@ _EXTRAS = {"tflite": ("lite", ("ai_edge_litert.interpreter",)),
 _LITERT_NOTE = r"INFO: Created TensorFlow Lite XNNPACK delegate"
 
 
-class MissingExtra(ImportError):
-    """An optional runtime is not installed; the message says which extra installs it."""
-
-
-class ConversionError(ValueError):
-    """A converted model that its runtime cannot load, or that computes something else."""
 
 
 def require(need: str, what: str) -> list:

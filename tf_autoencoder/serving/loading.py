@@ -13,12 +13,10 @@ import tensorflow as tf
 
 from ..model import models  # noqa: F401  (registers the model classes for load_model)
 from ..config import Config
+from ..errors import ModelError
 from ..model.layout import to_model_layout, to_nhwc
 from ..model_dir import FINAL_MODEL
 
-
-class ModelError(ValueError):
-    """The path holds no trained model that can be used; the message says why."""
 
 
 @dataclass
