@@ -69,6 +69,16 @@ def run_train(*args, env=None, cwd=None, timeout=300):
                           env=dict(os.environ, **(env or {})), timeout=timeout)
 
 
+def run_record(model_dir) -> dict:
+    """What a run trained with: config.json's settings, with run.json's facts (image
+    shape, data read, seed, precision) over them."""
+    with open(os.path.join(model_dir, "config.json")) as f:
+        record = json.load(f)
+    with open(os.path.join(model_dir, "run.json")) as f:
+        record.update(json.load(f))
+    return record
+
+
 def history(model_dir):
     """history.csv's rows, one dict per epoch."""
     with open(os.path.join(model_dir, "history.csv")) as f:

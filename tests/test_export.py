@@ -13,9 +13,10 @@ import tensorflow as tf
 
 from conftest import copy_run, error_lines, keras_outputs, run_python
 from tf_autoencoder import Config, build_autoencoder
+from tf_autoencoder.errors import WriteError
 from tf_autoencoder.serving.export import TMP_PREFIX, export_saved_model
 from tf_autoencoder.model.models import float32_twin
-from tf_autoencoder.model_dir import export_versions, find_saved_model
+from tf_autoencoder.model_dir import export_versions, find_saved_model, load_finished_run
 from tf_autoencoder.data.sources import load_mnist_sample
 
 # Runs in a fresh interpreter that never imports tf_autoencoder: for each (SavedModel,
@@ -66,7 +67,7 @@ def images():
 def keras_reference(model_dir, images):
     """What the finished run's Keras model computes for NHWC `images` (conftest's
     keras_outputs)."""
-    config = Config.load(os.path.join(model_dir, "config.json")).validate()
+    config = load_finished_run(model_dir)
     return keras_outputs(keras.saving.load_model(os.path.join(model_dir, "model.keras"),
                                                  compile=False), config, images)
 
@@ -214,7 +215,7 @@ def test_read_only_export_dir_is_one_clear_error(small_model, tmp_path, monkeypa
 
         monkeypatch.setattr(os, "mkdir", refusing_mkdir)
     try:
-        with pytest.raises(OSError, match="cannot write to export directory .*Permission denied"):
+        with pytest.raises(WriteError, match="cannot write to export directory .*Permission denied"):
             export_saved_model(model, config, str(base))
     finally:
         base.chmod(0o700)

@@ -17,7 +17,7 @@ from tf_autoencoder import Config, build_autoencoder
 from tf_autoencoder.serving import formats
 from tf_autoencoder.cli import main
 from tf_autoencoder.serving.export import export_saved_model, serving_module
-from tf_autoencoder.model_dir import export_versions
+from tf_autoencoder.model_dir import export_versions, load_finished_run
 from tf_autoencoder.model.models import serving_twin
 from tf_autoencoder.data.sources import load_mnist_sample
 
@@ -134,7 +134,7 @@ def parity(nhwc_export, nchw_idx_run, tmp_path_factory):
     nchw_dir = copy_run(nchw_idx_run[0], tmp_path_factory.mktemp("nchw") / "run")
     assert main(["export", nchw_dir, "--format", "tflite,onnx"]) == 0
     for name, model_dir in [("trained NHWC", nhwc_export[0]), ("trained NCHW mixed_bfloat16", nchw_dir)]:
-        config = Config.load(os.path.join(model_dir, "config.json")).validate()
+        config = load_finished_run(model_dir)
         model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), compile=False)
         models[name] = (os.path.join(model_dir, "export", "2"), model, config,
                         np.concatenate([digits, noise]))
@@ -262,7 +262,7 @@ def test_onnx_models_of_other_weights_fail_the_export_command_in_one_line(
     of the same shapes with other weights. The command says so in one line, exits 1, and
     the run keeps only its version 1."""
     model_dir = copy_run(trained_run[0], tmp_path / "run")
-    config = Config.load(os.path.join(model_dir, "config.json")).validate()
+    config = load_finished_run(model_dir)
     other = serving_module(serving_twin(perturbed(config), config))
     real = formats.onnx_model
     monkeypatch.setattr(formats, "onnx_model", lambda function: real(

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import (REFERENCE_RUN, copy_run, history, idx_bytes, latest_checkpoint, run_train,
                       snapshot, start_paused, train_command, write_idx_dir)
+from tf_autoencoder.errors import RunError
 
 # 62 steps per epoch on the sample's 4,000 training images: conftest's reference_run.
 SHORT_RUN = REFERENCE_RUN
@@ -385,7 +386,7 @@ def test_restore_refuses_when_no_checkpoint_can_be_read(tmp_path):
     for prefix in ("ckpt-10", "ckpt-20"):
         _remove_index(str(tmp_path / prefix))
     _, callback = checkpointer(tmp_path)
-    with pytest.raises(OSError, match="--overwrite"):
+    with pytest.raises(RunError, match="--overwrite"):
         callback.restore(log=lambda line: None)
 
 

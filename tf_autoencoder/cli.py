@@ -8,9 +8,10 @@ line and exit status 1 (--verbose shows the traceback, and TensorFlow's C++ logg
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
-from .config import DISTRIBUTES, DOWNSAMPLES, MODELS, PRECISIONS, UPSAMPLES, Config
+from .config import DEFAULTS, GROUPS, Config
 from .errors import Error, Interrupted
 from .logs import set_up_logging
 from .model_dir import CONFIG_FILE, EXPORT_DIR, EXPORT_FORMATS, FINAL_MODEL
@@ -36,90 +37,72 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def sizes(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 16,8,8, "
-                                         f"got {text!r}") from None
+def _argparse_type(parse):
+    """A Flag's parse function as an argparse type: its ValueError becomes a usage error."""
+    def convert(text):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    convert.__name__ = parse.__name__  # argparse names the type in its messages
+    return convert
+
+
+def flag_name(declared: dataclasses.Field) -> str:
+    return declared.metadata["flag"].name or f"--{declared.name}"
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    d = Config()
-    g = p.add_argument_group("model")
-    g.add_argument("--model", choices=MODELS, default=d.model)
-    g.add_argument("--num_filters", type=sizes, default=d.num_filters, metavar="16,8,8",
-                   help="filters per encoder block (convolutional)")
-    g.add_argument("--hidden_units", type=sizes, default=d.hidden_units, metavar="128,64,32",
-                   help="units per encoder layer (fully_connected)")
-    g.add_argument("--data_format", default="NHWC",
-                   help="NHWC or NCHW (channels_last / channels_first accepted too)")
-    g.add_argument("--dropout", type=float, default=None,
-                   help="keep probability of dropout after hidden layers (default: no dropout)")
-    g.add_argument("--weight_decay", type=float, default=d.weight_decay, help="L2 on kernels")
-    g.add_argument("--downsample", choices=DOWNSAMPLES, default=d.downsample,
-                   help="encoder: 2x2 max pooling or a stride-2 3x3 conv (convolutional, variational)")
-    g.add_argument("--upsample", choices=UPSAMPLES, default=d.upsample,
-                   help="decoder: a kernel_size or a 2x2 stride-2 transposed conv, or nearest "
-                        "resize + conv")
-    g.add_argument("--convs_per_block", type=int, default=d.convs_per_block, metavar="N",
-                   help="'same' convs in each encoder block before it halves the map (0: the "
-                        "stride-2 conv of --downsample strided alone)")
-    g.add_argument("--kernel_size", type=int, default=d.kernel_size, metavar="K",
-                   help="of the convolutional models' convs (K x K)")
-    g.add_argument("--no_output_layer", dest="output_layer", action="store_false",
-                   help="the decoder's last block outputs the image's channels itself, with no "
-                        "separate linear conv after it")
-    g.add_argument("--code_size", type=int, default=None, metavar="N",
-                   help="a flat code of N values: a linear layer from the encoder's last map "
-                        "(a conv covering it whole) or last hidden layer (default: that map or "
-                        "layer is the code)")
-    g.add_argument("--code_l1", type=float, default=d.code_l1,
-                   help="L1 penalty on the code, per image (sparse codes)")
-    g.add_argument("--beta", type=float, default=d.beta,
-                   help="weight of the KL term (variational)")
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=None,
-                   help="TFDS name (mnist, fashion_mnist, kmnist, ...) or mnist_sample "
-                        "(default: mnist, or the MNIST sample when it cannot be downloaded)")
-    g.add_argument("--data_dir", default=None,
-                   help="folder of the four IDX files (gzipped or not); overrides --dataset")
-    g.add_argument("--noise_factor", type=float, default=d.noise_factor,
-                   help="std of Gaussian noise added to inputs (denoising)")
-    g = p.add_argument_group("training")
-    g.add_argument("--loss", choices=["bce", "mse"], default=d.loss,
-                   help="bce: sigmoid cross-entropy on logits; mse: on sigmoid outputs")
-    g.add_argument("--learning_rate", type=float, default=d.learning_rate,
-                   help="Adam's initial rate")
-    g.add_argument("--lr_decay_rate", type=float, default=d.lr_decay_rate,
-                   help="the rate is multiplied by this every --lr_decay_steps steps; 1: constant")
-    g.add_argument("--lr_decay_steps", type=int, default=d.lr_decay_steps)
-    g.add_argument("--batch_size", type=int, default=d.batch_size)
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--seed", type=int, default=None, help="random seed (default: drawn and recorded)")
-    g.add_argument("--deterministic", action="store_true",
-                   help="TensorFlow op determinism: the same --seed gives a bit-identical run on "
-                        "the same machine (slower)")
-    g.add_argument("--precision", choices=PRECISIONS, default=d.precision,
-                   help="mixed_bfloat16: compute in bfloat16, keep float32 weights; auto "
-                        "(default): mixed_bfloat16 when training on a CPU with AMX or AVX-512 "
-                        "bfloat16, else float32 (on a GPU too)")
-    g = p.add_argument_group("distribution (tf.distribute; see the README)")
-    g.add_argument("--distribute", choices=DISTRIBUTES, default=d.distribute,
-                   help="mirrored: every local GPU; multi_worker: the workers in TF_CONFIG. "
-                        "--batch_size stays the global batch, split across the replicas")
-    g.add_argument("--cpu_replicas", type=int, default=None, metavar="N",
-                   help="with --distribute mirrored: train on N logical devices split from "
-                        "the CPU instead of the GPUs (to try the mirrored path without GPUs)")
-    g = p.add_argument_group("output")
-    g.add_argument("--model_dir", default=d.model_dir, help="where the run is written")
-    g.add_argument("--save_images", default=None, metavar="DIR",
-                   help="write a PNG of reconstructions to DIR after each epoch")
-    g.add_argument("--embedding_images", type=int, default=d.embedding_images, metavar="N",
-                   help="after training, write the codes of the first N test images (all of "
-                        "a smaller test split) for TensorBoard's projector; 0: none")
-    g.add_argument("--overwrite", action="store_true",
-                   help="replace a model_dir that holds a different model")
+    """One argument per declared setting of Config (config.py), in its group, then the
+    options of the command itself."""
+    groups = {name: p.add_argument_group(name) for name in GROUPS}
+    for declared in dataclasses.fields(Config):
+        flag = declared.metadata["flag"]
+        if not flag.on_command_line:
+            continue
+        default = DEFAULTS[declared.name]
+        kwargs = dict(dest=declared.name, help=flag.help, default=default)
+        if flag.switch is not None:
+            kwargs["action"] = "store_true" if flag.switch else "store_false"
+        else:
+            parse = flag.parse or (type(default) if default is not None else str)
+            kwargs.update(type=_argparse_type(parse), choices=flag.choices,
+                          metavar=flag.metavar)
+        groups[flag.group].add_argument(flag_name(declared), **kwargs)
+    for name, kwargs in TRAIN_OPTIONS.items():
+        groups["output"].add_argument(name, **kwargs)
+
+
+# train's options that are not settings of the run: how to run, not what.
+TRAIN_OPTIONS = {"--overwrite": dict(action="store_true",
+                                     help="replace a model_dir that holds a different model")}
+VERBOSE = dict(action="store_true",
+               help="show the traceback of an error instead of one line, and TensorFlow's C++ "
+                    "start-up logging (hidden by default)")
+
+
+def flags_table() -> str:
+    """The README's table of train's flags, made from the same declarations as the parser."""
+    def shown(value):
+        if isinstance(value, list):
+            return f"`{','.join(map(str, value))}`"
+        return "none" if value is None else f"`{value}`"
+
+    rows = ["| flag | default | meaning |", "|---|---|---|"]
+    for declared in dataclasses.fields(Config):
+        flag = declared.metadata["flag"]
+        if not flag.on_command_line:
+            continue
+        if flag.switch is not None:
+            default = "off"
+        elif flag.shown_default:
+            default = f"`{flag.shown_default}`" if flag.shown_default != "drawn" else "drawn"
+        else:
+            default = shown(DEFAULTS[declared.name])
+        rows.append(f"| `{flag_name(declared)}` | {default} | {flag.doc or flag.help} |")
+    for name, kwargs in {**TRAIN_OPTIONS, "--verbose": VERBOSE}.items():
+        rows.append(f"| `{name}` | off | {kwargs['help']} |")
+    return "\n".join(rows) + "\n"
 
 
 def formats(text: str) -> list[str]:
@@ -233,8 +216,7 @@ def command_parser(command: str, prog: str, parent=None) -> argparse.ArgumentPar
     p = (parent.add_parser(command, help=summary, prog=prog, **kwargs) if parent
          else Parser(prog=prog, **kwargs))
     add_arguments(p)
-    p.add_argument("--verbose", action="store_true",
-                   help="show tracebacks of errors and TensorFlow's C++ logging")
+    p.add_argument("--verbose", **VERBOSE)
     p.set_defaults(command=command, command_parser=p)  # its prog for the command's errors
     return p
 

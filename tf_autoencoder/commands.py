@@ -8,6 +8,7 @@ commands, after those checks.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import random
@@ -15,7 +16,7 @@ import signal
 import sys
 import threading
 
-from .config import Config
+from .config import Config, RunFacts
 from .errors import ConfigError, Interrupted
 from .model_dir import CONFIG_FILE, EVALUATION, find_model, is_saved_model, load_finished_run
 
@@ -26,19 +27,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 # --- train -------------------------------------------------------------------------------
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    return Config(
-        model=args.model, num_filters=args.num_filters, hidden_units=args.hidden_units,
-        data_format=args.data_format, dropout=args.dropout, weight_decay=args.weight_decay,
-        downsample=args.downsample, upsample=args.upsample,
-        convs_per_block=args.convs_per_block, kernel_size=args.kernel_size,
-        output_layer=args.output_layer, code_size=args.code_size, code_l1=args.code_l1, beta=args.beta,
-        dataset=args.dataset or "mnist", data_dir=args.data_dir, noise_factor=args.noise_factor,
-        loss=args.loss, learning_rate=args.learning_rate, lr_decay_rate=args.lr_decay_rate,
-        lr_decay_steps=args.lr_decay_steps, batch_size=args.batch_size,
-        epochs=args.epochs, seed=args.seed, deterministic=args.deterministic,
-        precision=args.precision, distribute=args.distribute, cpu_replicas=args.cpu_replicas,
-        model_dir=args.model_dir, save_images=args.save_images,
-        embedding_images=args.embedding_images)
+    """The settings as the user gave them (defaults filled in)."""
+    return Config(**{declared.name: getattr(args, declared.name)
+                     for declared in dataclasses.fields(Config)
+                     if declared.metadata["flag"].on_command_line})
 
 
 class CtrlCBeforeTraining:
@@ -65,75 +57,124 @@ class CtrlCBeforeTraining:
 
 
 def train(args, parser) -> int:
-    """Checks everything that can be checked before TensorFlow loads, then trains."""
+    """Trains (or resumes) a run, in order: validate the settings, read the run already in
+    model_dir, open the data, check the model fits the data and the run, lock and
+    prepare model_dir, train. Everything that can refuse does so before anything is
+    written."""
     try:
         with CtrlCBeforeTraining() as ctrl_c:
-            return _check_then_train(args, parser, ctrl_c)
+            return _train(args, parser, ctrl_c)
     except KeyboardInterrupt:  # Ctrl-C outside the training loop
         raise Interrupted("interrupted; rerun the same command to resume from the last "
                           "saved checkpoint") from None
 
 
-def _check_then_train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
+def _train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
+    from .model_dir import check_model_dir_path, read_run
+
     try:
-        config = config_from_args(args).validate()
+        settings = config_from_args(args).validate()
+        check_model_dir_path(settings.model_dir)
         from .run.distribute import read_tf_config
 
-        role = read_tf_config() if config.distribute == "multi_worker" else None
+        role = read_tf_config() if settings.distribute == "multi_worker" else None
     except ConfigError as e:
         parser.error(str(e))
-    from .data import sources
-    from .run.distribute import describe, make_strategy
-    from .files import ModelDirLock
-    from .model_dir import check_model_dir_path, prepare_model_dir
-
-    strategy = None  # one device: TensorFlow loads only when training starts
-
-    def set_up_strategy():  # before TensorFlow runs anything: devices are fixed from then on
-        nonlocal strategy
-        if config.distribute != "none" and strategy is None:
-            strategy = make_strategy(config)
-            print(f"Distribute: {describe(strategy)}")
-
-    splits = sources.load_data(config.dataset, config.data_dir,
-                               fallback_to_sample=args.dataset is None and not args.data_dir,
-                               before_tensorflow=set_up_strategy)
-    if not config.data_dir:
-        config.dataset = splits.name  # the sample, if it stood in for an unreachable TFDS dataset
-    config.image_shape, config.data_source = splits.image_shape, splits.source
+    previous = None if args.overwrite else read_run(settings.model_dir)
+    strategy = StrategyOnce(settings)
+    splits = open_data(settings, previous, strategy.set_up)
+    facts = run_facts(settings, previous, splits)
+    config = settings.resolved(facts)
     config.check_data(len(splits.train))
-    check_model_dir_path(config.model_dir)
-    if not args.overwrite:
-        prepare_model_dir(config)  # its refusals, before anything is written
-    set_up_strategy()
+    from .model_dir import check_same_model, clear_run
+
+    check_same_model(config, previous)
+    check_same_data(settings, previous, splits)
+    strategy.set_up()
+    from .files import ModelDirLock
+
     chief = role is None or role.is_chief  # only the chief writes model_dir
     # One run per model_dir, until this process ends.
-    lock = ModelDirLock(config.model_dir, "starting another run there").acquire() if chief else None
-    previous = None if args.overwrite else prepare_model_dir(config)  # as of now, locked
-    if args.overwrite and chief:
-        prepare_model_dir(config, overwrite=True)
-    try:
-        if config.seed is None:  # resume with the earlier run's seed; else draw one, recorded
-            config.seed = previous.seed if previous else random.SystemRandom().randrange(2**31)
+    with ModelDirLock(settings.model_dir, "starting another run there", enabled=chief):
+        if args.overwrite and chief:
+            clear_run(settings.model_dir)
+        elif chief:  # again, now that no other run can start there
+            check_same_model(config, read_run(settings.model_dir))
         print(f"Data: {splits.source}: {len(splits.train):,} train / {len(splits.validation):,} "
               f"validation / {len(splits.test):,} test images of "
               f"{'x'.join(map(str, splits.image_shape))}")
-        from .model.precision import resolve_precision
-        from .run.training import train as train_run
-
-        # CPU replicas compute on the CPU whatever GPUs there are.
-        config.precision = resolve_precision(config.precision,
-                                             on_cpu=bool(config.cpu_replicas) or None)
-        if config.precision == "mixed_bfloat16":
+        if facts.precision == "mixed_bfloat16":
             print("Precision: mixed_bfloat16 (bfloat16 compute, float32 weights); "
                   "--precision float32 for float32 throughout")
+        from .run.training import train as train_run
+
         if ctrl_c.seen:  # a Ctrl-C that an import swallowed
             raise KeyboardInterrupt
-        train_run(config, splits, strategy=strategy)
-        return 0
-    finally:
-        if lock:
-            lock.release()
+        train_run(settings, facts, splits, strategy=strategy.strategy)
+    return 0
+
+
+class StrategyOnce:
+    """The tf.distribute strategy of --distribute, made once, before TensorFlow runs
+    anything (devices are fixed from then on); None for one device, so that TensorFlow
+    loads only when training starts."""
+
+    def __init__(self, settings: Config):
+        self.settings = settings
+        self.strategy = None
+
+    def set_up(self) -> None:
+        if self.settings.distribute != "none" and self.strategy is None:
+            from .run.distribute import describe, make_strategy
+
+            self.strategy = make_strategy(self.settings)
+            print(f"Distribute: {describe(self.strategy)}")
+
+
+def open_data(settings: Config, previous, before_tensorflow):
+    """The data to train on: what --dataset / --data_dir name; without either, the data
+    the run in model_dir trained on, else MNIST (the sample when MNIST cannot be
+    downloaded)."""
+    from .data import sources
+
+    named = settings.dataset is not None or settings.data_dir is not None
+    dataset, data_dir = settings.dataset, settings.data_dir
+    if previous and not named:
+        dataset, data_dir = previous[1].dataset, previous[0].data_dir
+    splits = sources.load_data(dataset or "mnist", data_dir,
+                               fallback_to_sample=dataset is None and not data_dir,
+                               before_tensorflow=before_tensorflow)
+    return splits
+
+
+def check_same_data(settings: Config, previous, splits) -> None:
+    """Refuses to resume a run on data other than its own: its model learnt from that."""
+    if previous and previous[1].data_source and splits.source != previous[1].data_source:
+        raise ConfigError(
+            f"model_dir {settings.model_dir} was trained on {previous[1].data_source}, not "
+            f"{splits.source}: resume without --dataset/--data_dir to continue on its data, "
+            "or use another --model_dir (--overwrite replaces the run)")
+
+
+def run_facts(settings: Config, previous, splits) -> RunFacts:
+    """What this run trains with beyond its settings: the data's image shape and name,
+    the seed (given, the resumed run's, or drawn) and the precision `auto` picks."""
+    from .model.precision import resolve_precision
+
+    seed = settings.seed
+    if seed is None and previous:
+        seed = previous[1].seed
+        if seed is None:
+            raise ConfigError(f"model_dir {settings.model_dir} records no seed: give --seed "
+                              "(the one it trained with), or --overwrite to start afresh")
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    # CPU replicas compute on the CPU whatever GPUs there are.
+    precision = resolve_precision(settings.precision,
+                                  on_cpu=bool(settings.cpu_replicas) or None)
+    return RunFacts(image_shape=list(splits.image_shape),
+                    dataset=splits.name,
+                    data_source=splits.source, seed=seed, precision=precision)
 
 
 # --- export, predict ------------------------------------------------------------------------

@@ -1,10 +1,22 @@
-"""One plain object holding every setting of a run, with validation and JSON round-trip."""
+"""The settings of a run, each declared once, and what a run found out while it ran.
+
+`Config` holds what the user asked for: one dataclass field per setting, whose metadata
+(a `Flag`) says everything else about it: its help, its group, its choices, how the
+command line spells it, whether it shapes the weights (architecture) and whether
+TensorBoard's HParams tab shows it. The parser (cli.py), HPARAMS, the architecture
+check and the README's flag table are all made from these declarations.
+
+`RunFacts` holds what was found while running (the image shape, the data actually read,
+the seed drawn, the precision picked): it is written beside config.json as run.json,
+and `Config.resolved(facts)` is the configuration a run trains with.
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from .errors import ConfigError
 from .files import write_text_atomic
@@ -12,15 +24,9 @@ from .files import write_text_atomic
 MODELS = ("convolutional", "fully_connected", "variational")
 CONV_MODELS = ("convolutional", "variational")  # built from conv_encoder / conv_decoder
 DOWNSAMPLES = ("pool", "strided")
-# transpose: kernel_size x kernel_size stride-2 transposed conv (the post, 3x3);
-# transpose_2x2: 2x2 stride-2 transposed conv, no overlap; resize: nearest resize + conv.
 UPSAMPLES = ("transpose", "transpose_2x2", "resize")
 LOSSES = ("bce", "mse")
-# auto: mixed_bfloat16 where the training device computes bfloat16 natively, else float32
-# (resolved when training starts: see precision.py).
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
-# none: one device; mirrored: every local GPU (or --cpu_replicas logical CPUs);
-# multi_worker: the machines TF_CONFIG lists.
 DISTRIBUTES = ("none", "mirrored", "multi_worker")
 # --data_format accepts the TensorFlow names and the Keras names; we store the Keras one.
 DATA_FORMATS = {
@@ -29,73 +35,202 @@ DATA_FORMATS = {
     "channels_last": "channels_last",
     "channels_first": "channels_first",
 }
-# Settings that change the weights' shapes: a model_dir trained with other values
-# cannot be resumed.
-ARCHITECTURE_FIELDS = ("model", "num_filters", "hidden_units", "downsample", "upsample",
-                       "convs_per_block", "kernel_size", "output_layer", "code_size",
-                       "image_shape")
-# Settings of the conv builders only; the fully connected model must keep their defaults.
-CONV_ONLY_FIELDS = ("num_filters", "downsample", "upsample", "convs_per_block", "kernel_size",
-                    "output_layer")
+
+# The groups of `train --help`, in order.
+GROUPS = ("model", "data", "training", "distribution (tf.distribute; see the README)", "output")
+
+
+def sizes(text: str) -> list[int]:
+    """'16,8,8' -> [16, 8, 8]; ValueError for anything else."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers such as 16,8,8, "
+                         f"got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How one setting is offered and what it means. Its declaration is the field's."""
+    help: str  # `--help`'s text (plain)
+    group: str  # one of GROUPS
+    doc: Optional[str] = None  # the README table's text (markdown); default: help
+    choices: Optional[tuple] = None
+    parse: Optional[Callable[[str], Any]] = None  # text -> value (default: the field's type)
+    metavar: Optional[str] = None
+    name: Optional[str] = None  # the flag, when it is not --<field>
+    switch: Optional[bool] = None  # an on/off flag: the value it stores when given
+    shown_default: Optional[str] = None  # the default as the README shows it
+    architecture: bool = False  # changes the weights' shapes: a run cannot resume across it
+    conv_only: bool = False  # of the convolutional builders; the fully connected model
+    #                          must keep its default
+    hparam: bool = True  # a column of TensorBoard's HParams tab
+    on_command_line: bool = True
+
+
+def setting(default, help: str, group: str, **flag) -> Any:
+    """A dataclass field with its Flag as metadata (a list default is copied per Config)."""
+    metadata = {"flag": Flag(help=help, group=group, **flag)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
 class Config:
-    # Model
-    model: str = "convolutional"
-    num_filters: list[int] = field(default_factory=lambda: [16, 8, 8])
-    hidden_units: list[int] = field(default_factory=lambda: [128, 64, 32])
-    data_format: str = "channels_last"
-    dropout: Optional[float] = None  # keep probability, as in the original; None: no dropout
-    weight_decay: float = 1e-5
-    downsample: str = "pool"  # encoder: 2x2 max pooling, or a stride-2 3x3 conv
-    upsample: str = "transpose"  # decoder: stride-2 transposed conv, or nearest resize + 3x3 conv
-    convs_per_block: int = 2  # 'same' ReLU convs before each halving (0: strided only)
-    kernel_size: int = 3  # of every conv and transposed conv but transpose_2x2's
-    output_layer: bool = True  # a linear conv to the image's channels after the last block
-    code_size: Optional[int] = None  # a flat code of this many values; None: the last map
-    code_l1: float = 0.0  # L1 penalty on the code: code_l1 * mean over the batch of sum |code|
-    beta: float = 1.0  # variational: weight of the KL term
-    # Data
-    dataset: str = "mnist"
-    data_dir: Optional[str] = None
-    noise_factor: float = 0.0
-    # Training
-    loss: str = "bce"
-    learning_rate: float = 0.001
-    lr_decay_steps: int = 1000
-    lr_decay_rate: float = 0.96
-    batch_size: int = 256
-    epochs: int = 50
-    seed: Optional[int] = None
-    deterministic: bool = False  # TensorFlow's op determinism: bit-identical reruns on CPU
-    precision: str = "auto"  # float32, mixed_bfloat16 (weights stay float32), or auto
-    distribute: str = "none"  # tf.distribute strategy: none, mirrored or multi_worker
-    cpu_replicas: Optional[int] = None  # mirrored: split the CPU into this many logical devices
-    # Output
-    model_dir: str = "mnist_training"
-    save_images: Optional[str] = None
-    embedding_images: int = 10_000  # test images whose codes the projector shows; 0: none
-    # Filled in when the data is loaded: what a run actually trained on.
-    image_shape: Optional[list[int]] = None  # [H, W, C]
-    data_source: Optional[str] = None
+    # --- model
+    model: str = setting(
+        "convolutional", "which autoencoder", "model", choices=MODELS, architecture=True,
+        doc="`convolutional`, `fully_connected` or `variational` "
+            "([variants](docs/variants-and-evaluation.md#variants))")
+    num_filters: list[int] = setting(
+        [16, 8, 8], "filters per encoder block (convolutional, variational)", "model",
+        parse=sizes, metavar="16,8,8", architecture=True, conv_only=True)
+    hidden_units: list[int] = setting(
+        [128, 64, 32], "units per encoder layer (fully_connected)", "model", parse=sizes,
+        metavar="128,64,32", architecture=True)
+    data_format: str = setting(
+        "channels_last", "NHWC or NCHW (channels_last / channels_first accepted too)",
+        "model", shown_default="NHWC", metavar="NHWC|NCHW",
+        doc="`NHWC` or `NCHW` (`channels_last` / `channels_first` too)")
+    dropout: Optional[float] = setting(
+        None, "keep probability of dropout after each hidden layer, as in the original "
+              "(default: no dropout)", "model", parse=float)
+    weight_decay: float = setting(
+        1e-5, "L2 penalty on kernels", "model",
+        doc="L2 penalty on kernels (slim's convention: `w * sum(k^2) / 2`)")
+    downsample: str = setting(
+        "pool", "encoder halving: 2x2 max pooling, or a stride-2 conv of --kernel_size",
+        "model", choices=DOWNSAMPLES, architecture=True, conv_only=True,
+        doc="encoder halving: `pool` (2x2 max pooling) or `strided` (a stride-2 conv of "
+            "`--kernel_size`)")
+    upsample: str = setting(
+        "transpose", "decoder doubling: a stride-2 transposed conv of --kernel_size "
+                     "(transpose) or of 2x2 (transpose_2x2), or nearest resize + conv (resize)",
+        "model", choices=UPSAMPLES, architecture=True, conv_only=True,
+        doc="decoder doubling: `transpose` (a stride-2 transposed conv of `--kernel_size`), "
+            "`transpose_2x2` (a stride-2 2x2 transposed conv) or `resize` "
+            "(nearest-neighbour resize, then a conv)")
+    convs_per_block: int = setting(
+        2, "'same' convs in each encoder block before it halves the map (0: the stride-2 "
+           "conv of --downsample strided alone)", "model", metavar="N", architecture=True,
+        conv_only=True)
+    kernel_size: int = setting(
+        3, "of every conv and transposed conv of the convolutional models (but "
+           "transpose_2x2's)", "model", metavar="K", architecture=True, conv_only=True)
+    output_layer: bool = setting(
+        True, "the decoder's last block outputs the image's channels itself, with no "
+              "separate linear conv after it", "model", name="--no_output_layer",
+        switch=False, architecture=True, conv_only=True)
+    code_size: Optional[int] = setting(
+        None, "a flat code of N values: a linear layer from the encoder's last map (a conv "
+              "covering it whole) or last hidden layer (default: that map or layer is the "
+              "code)", "model", parse=int, metavar="N", architecture=True,
+        doc="a flat code of N values: a linear layer from the encoder's last map (a conv as "
+            "large as the map) or last hidden layer, mirrored in the decoder; `2` also draws "
+            "the codes ([latent_2d.png](docs/variants-and-evaluation.md#a-two-value-code-"
+            "latent_2dpng))")
+    code_l1: float = setting(
+        0.0, "L1 penalty on the code, per image (sparse codes; not with variational)",
+        "model", doc="L1 penalty on the code: `code_l1 * mean over images of sum abs(code)` "
+                     "(sparse codes; not with `variational`)")
+    beta: float = setting(1.0, "weight of the KL term (variational)", "model")
+    # --- data
+    dataset: Optional[str] = setting(
+        None, "TFDS name (mnist, fashion_mnist, kmnist, ...) or mnist_sample (default: "
+              "mnist, or the MNIST sample when it cannot be downloaded)", "data",
+        shown_default="mnist",
+        doc="a TFDS name (`mnist`, `fashion_mnist`, `kmnist`, ...) or `mnist_sample`; "
+            "without it, MNIST, or the sample when MNIST cannot be downloaded")
+    data_dir: Optional[str] = setting(
+        None, "folder of the four IDX files (gzipped or not); overrides --dataset", "data",
+        hparam=False)
+    noise_factor: float = setting(
+        0.0, "std of Gaussian noise added to the inputs (denoising)", "data",
+        doc="inputs get `noise_factor * N(0, 1)` noise, clipped to [0, 1], new each epoch; "
+            "targets stay clean")
+    # --- training
+    loss: str = setting(
+        "bce", "bce: sigmoid cross-entropy on logits; mse: on sigmoid outputs", "training",
+        choices=LOSSES,
+        doc="`bce`: sigmoid cross-entropy on logits (the original); `mse`: on sigmoid outputs")
+    learning_rate: float = setting(
+        0.001, "Adam's initial rate", "training",
+        doc="Adam's initial rate; multiplied by `--lr_decay_rate` every `--lr_decay_steps` "
+            "steps (staircase)")
+    lr_decay_steps: int = setting(1000, "steps between two decays of the rate", "training")
+    lr_decay_rate: float = setting(
+        0.96, "the rate is multiplied by this every --lr_decay_steps steps; 1: constant",
+        "training")
+    batch_size: int = setting(
+        256, "images per step (the global batch, split across replicas)", "training",
+        doc="images per step; training drops the last partial batch, as the original")
+    epochs: int = setting(
+        50, "total epochs; raise it and rerun to train a finished run longer", "training")
+    seed: Optional[int] = setting(
+        None, "random seed (default: drawn and recorded)", "training", parse=int,
+        shown_default="drawn",
+        doc="makes a run reproducible; a drawn seed is recorded in `run.json`")
+    deterministic: bool = setting(
+        False, "TensorFlow op determinism: the same --seed gives a bit-identical run on the "
+               "same machine (slower)", "training", switch=True, hparam=False,
+        doc="TensorFlow's op determinism: the same `--seed` gives a bit-identical run on the "
+            "same machine (see [reproducibility](docs/reliability.md#reproducibility))")
+    precision: str = setting(
+        "auto", "mixed_bfloat16: compute in bfloat16, keep float32 weights; auto: "
+                "mixed_bfloat16 when training on a CPU with AMX or AVX-512 bfloat16, else "
+                "float32 (on a GPU too)", "training", choices=PRECISIONS,
+        doc="`mixed_bfloat16`: compute in bfloat16, keep the weights (and codes, logits, "
+            "losses) in float32; `float32`; `auto`: `mixed_bfloat16` when training on a CPU "
+            "with AMX or AVX-512 bfloat16 instructions, else `float32` (also on a GPU, where "
+            "bfloat16 is unmeasured for this model) ([speed](docs/speed.md))")
+    # --- distribution
+    distribute: str = setting(
+        "none", "mirrored: every local GPU; multi_worker: the workers in TF_CONFIG; "
+                "--batch_size stays the global batch, split across the replicas",
+        GROUPS[3], choices=DISTRIBUTES,
+        doc="`mirrored`: every local GPU; `multi_worker`: the machines in `TF_CONFIG` "
+            "([several GPUs or machines](docs/distributed.md))")
+    cpu_replicas: Optional[int] = setting(
+        None, "with --distribute mirrored: train on N logical devices split from the CPU "
+              "instead of the GPUs (to try the mirrored path without GPUs)", GROUPS[3],
+        parse=int, metavar="N", hparam=False)
+    # --- output
+    model_dir: str = setting("mnist_training", "where the run is written", "output",
+                             hparam=False,
+                             doc="where the run is written ([what lands there](docs/"
+                                 "reliability.md#what-lands-in-model_dir))")
+    save_images: Optional[str] = setting(
+        None, "write a PNG of test reconstructions to DIR after every epoch", "output",
+        metavar="DIR", hparam=False)
+    embedding_images: int = setting(
+        10_000, "after training, write the codes of the first N test images (all of a "
+                "smaller test split) for TensorBoard's projector; 0: none", "output",
+        metavar="N", hparam=False,
+        doc="after training, write the codes of the first N test images (all of a smaller "
+            "test split) for TensorBoard's [projector](docs/tensorboard.md); `0`: none")
+    # --- not a flag: the image size the model takes; None: the data's (run.json records it)
+    image_shape: Optional[list[int]] = setting(
+        None, "[H, W, C] of the model's input", "data", architecture=True,
+        on_command_line=False, hparam=False)
 
     def validate(self) -> "Config":
-        """Normalises aliases and raises ConfigError for the first invalid setting."""
-        if self.model not in MODELS:
-            raise ConfigError(f"unknown model {self.model!r}: use one of {', '.join(MODELS)}")
+        """Raises ConfigError for the first invalid setting; returns self with the
+        --data_format alias in its Keras spelling (the one change it makes)."""
+        for declared in dataclasses.fields(self):
+            choices = declared.metadata["flag"].choices
+            value = getattr(self, declared.name)
+            if choices and value not in choices:
+                raise ConfigError(f"unknown {declared.name} {value!r}: use one of "
+                                  f"{', '.join(choices)}")
         if self.data_format not in DATA_FORMATS:
             raise ConfigError(
                 f"unknown data_format {self.data_format!r}: use NHWC or NCHW "
                 "(or channels_last / channels_first)")
         self.data_format = DATA_FORMATS[self.data_format]
-        if self.downsample not in DOWNSAMPLES:
-            raise ConfigError(f"unknown downsample {self.downsample!r}: use pool or strided")
-        if self.upsample not in UPSAMPLES:
-            raise ConfigError(f"unknown upsample {self.upsample!r}: use transpose or resize")
         if self.model not in CONV_MODELS:
-            changed = [name for name in CONV_ONLY_FIELDS[1:]
-                       if getattr(self, name) != getattr(Config, name)]
+            changed = [name for name in CONV_ONLY_FIELDS if name != "num_filters"
+                       and getattr(self, name) != DEFAULTS[name]]
             if changed:
                 raise ConfigError(f"{', '.join(changed)} appl{'y' if len(changed) > 1 else 'ies'} "
                                   f"to convolutional models, not {self.model}")
@@ -112,8 +247,6 @@ class Config:
         if self.model == "variational" and self.code_l1:
             raise ConfigError("code_l1 applies to the deterministic models; the variational "
                               "model's KL term already regularises its codes (see --beta)")
-        if self.loss not in LOSSES:
-            raise ConfigError(f"unknown loss {self.loss!r}: use bce (sigmoid cross-entropy) or mse")
         check_sizes("num_filters", self.num_filters)
         check_sizes("hidden_units", self.hidden_units)
         if self.dropout is not None and not 0 < self.dropout <= 1:
@@ -135,12 +268,6 @@ class Config:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {self.precision!r}: use one of "
-                              f"{', '.join(PRECISIONS)}")
-        if self.distribute not in DISTRIBUTES:
-            raise ConfigError(f"unknown distribute {self.distribute!r}: use one of "
-                              f"{', '.join(DISTRIBUTES)}")
         if self.cpu_replicas is not None:
             if self.distribute != "mirrored":
                 raise ConfigError("cpu_replicas applies to --distribute mirrored only, "
@@ -155,7 +282,7 @@ class Config:
     def check_data(self, num_train: int) -> None:
         """Raises ConfigError if the loaded data cannot train this model: a batch larger
         than the training set, or images too small for the encoder's pooling blocks.
-        `image_shape` must be set."""
+        `image_shape` must be set (a resolved config)."""
         if self.batch_size > num_train:
             raise ConfigError(f"batch_size {self.batch_size} is larger than the training set "
                               f"({num_train} images): lower --batch_size")
@@ -167,30 +294,101 @@ class Config:
         return self.data_format == "channels_first"
 
     def architecture(self) -> dict:
-        """The settings that determine the weights' shapes."""
-        arch = {name: getattr(self, name) for name in ARCHITECTURE_FIELDS}
-        # Only the settings that the chosen model uses matter.
+        """The settings that determine the weights' shapes (only those the model uses)."""
         unused = ("hidden_units",) if self.model in CONV_MODELS else CONV_ONLY_FIELDS
-        for name in unused:
-            arch.pop(name)
-        return arch
+        return {name: getattr(self, name) for name in ARCHITECTURE_FIELDS if name not in unused}
+
+    def resolved(self, facts: "RunFacts") -> "Config":
+        """The configuration a run trains with: these settings, with what `facts` found
+        in place of what was left open (a new object; this one stays as asked)."""
+        return dataclasses.replace(self, image_shape=list(facts.image_shape),
+                                   dataset=facts.dataset, seed=facts.seed,
+                                   precision=facts.precision)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Config":
-        values = json.loads(text)
+    def from_json(cls, text: str, source: str = "config.json") -> "Config":
+        """Settings from JSON; keys of other versions are ignored. ConfigError, naming
+        `source`, for anything but a JSON object."""
+        try:
+            values = json.loads(text)
+        except ValueError as e:
+            raise ConfigError(f"{source} is not JSON ({e})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source} holds {type(values).__name__}, not the settings "
+                              "object a run writes")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
     @classmethod
     def load(cls, path: str) -> "Config":
         with open(path) as f:
-            return cls.from_json(f.read())
+            return cls.from_json(f.read(), source=path)
 
     def save(self, path: str) -> None:
         """Writes atomically: a crash never leaves a half-written config.json."""
+        write_text_atomic(path, self.to_json() + "\n")
+
+
+def _declared(predicate) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(Config) if predicate(f.metadata["flag"]))
+
+
+DEFAULTS = {name: getattr(Config(), name) for name in _declared(lambda flag: True)}
+# Settings that change the weights' shapes: a model_dir trained with other values
+# cannot be resumed.
+ARCHITECTURE_FIELDS = _declared(lambda flag: flag.architecture)
+# Settings of the conv builders only; the fully connected model must keep their defaults.
+CONV_ONLY_FIELDS = _declared(lambda flag: flag.conv_only)
+# Settings shown in TensorBoard's HParams tab: those that change the model or its training.
+HPARAMS = _declared(lambda flag: flag.hparam)
+
+
+@dataclass
+class RunFacts:
+    """What a run found out while running, recorded in run.json beside config.json:
+    the images' [H, W, C], the dataset actually read (the MNIST sample when it stood in
+    for an unreachable TFDS dataset) and a description of it, the seed (drawn when none
+    was given) and the precision that `auto` picked."""
+    image_shape: list[int]
+    dataset: Optional[str]
+    data_source: Optional[str]
+    seed: Optional[int]  # None only in a damaged run from before run.json existed
+    precision: str
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str) -> "RunFacts":
+        facts = cls(**{f.name: values.get(f.name) for f in dataclasses.fields(cls)})
+        shape = facts.image_shape
+        if (not isinstance(shape, list) or len(shape) != 3
+                or not all(isinstance(size, int) and size >= 1 for size in shape)):
+            raise ConfigError(f"{source} records no image shape [H, W, C] (it has {shape!r})")
+        if facts.seed is not None and not isinstance(facts.seed, int):
+            raise ConfigError(f"{source} records a seed that is not an integer: {facts.seed!r}")
+        return facts
+
+    @classmethod
+    def load(cls, model_dir: str, config_file: str, facts_file: str) -> "RunFacts":
+        """run.json of `model_dir`; for a run from before run.json existed, the same facts
+        as its config.json recorded them."""
+        path = os.path.join(model_dir, facts_file)
+        if not os.path.exists(path):
+            path = os.path.join(model_dir, config_file)
+        try:
+            with open(path) as f:
+                values = json.load(f)
+        except ValueError as e:
+            raise ConfigError(f"{path} is not JSON ({e})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} holds {type(values).__name__}, not what a run writes")
+        return cls.from_dict(values, path)
+
+    def save(self, path: str) -> None:
         write_text_atomic(path, self.to_json() + "\n")
 
 

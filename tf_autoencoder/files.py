@@ -83,14 +83,18 @@ class ModelDirLock:
     refusal's message; a shared holder writes nothing, so a read-only run can be read.
     """
 
-    def __init__(self, model_dir: str, what: str, shared: bool = False):
-        """what: the refused action, for the message, e.g. "exporting it"."""
+    def __init__(self, model_dir: str, what: str, shared: bool = False, enabled: bool = True):
+        """what: the refused action, for the message, e.g. "exporting it". enabled=False:
+        a lock that does nothing (a worker that does not write model_dir)."""
         self.model_dir = model_dir
         self.what = what
         self.shared = shared
+        self.enabled = enabled
         self.fd = None
 
     def acquire(self) -> "ModelDirLock":
+        if not self.enabled:
+            return self
         path = os.path.join(self.model_dir, LOCK_FILE)
         if self.shared:
             try:

@@ -1,7 +1,8 @@
 """What a run writes into its model_dir, and the checks made before anything is written.
 
 model_dir/
-  config.json        the full resolved configuration (what data was actually used, too)
+  config.json        the settings, as given (defaults filled in)
+  run.json           what the run found out: image shape, data read, seed, precision
   checkpoints/       one TF checkpoint per epoch (weights, optimizer, epoch): the resume point
   train/ validation/ TensorBoard logs per epoch
   events.out.*       TensorBoard: the hyperparameters and the final test metrics
@@ -19,9 +20,11 @@ from __future__ import annotations
 import os
 import shutil
 
-from .config import Config, ConfigError
+from .config import Config, RunFacts
+from .errors import ConfigError
 
 CONFIG_FILE = "config.json"
+RUN_FACTS = "run.json"  # what the run found out: image shape, data, seed, precision
 CHECKPOINT_DIR = "checkpoints"
 FINAL_MODEL = "model.keras"
 TEST_METRICS = "test_metrics.json"
@@ -36,45 +39,54 @@ ONNX_FILES = {signature: f"{signature}.onnx" for signature in SIGNATURE_NAMES}
 EVALUATION = "evaluation.json"
 LATENT_2D = "latent_2d.png"  # a two-value code, drawn (latent_2d.py)
 # What --overwrite removes: only what a run writes, never other files of the user's.
-RUN_OUTPUTS = (CONFIG_FILE, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY, EVALUATION,
+RUN_OUTPUTS = (CONFIG_FILE, RUN_FACTS, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY, EVALUATION,
                LATENT_2D, "train", "validation", "projector", EXPORT_DIR)
 EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard logs in model_dir itself
 
 
 def check_model_dir_path(model_dir: str) -> None:
+    if not model_dir:
+        raise ConfigError("model_dir is empty: give a directory path")
     if os.path.exists(model_dir) and not os.path.isdir(model_dir):
         raise ConfigError(f"model_dir {model_dir} is a file: give a directory path")
 
 
-def prepare_model_dir(config: Config, overwrite: bool = False) -> Config | None:
-    """Refuses a model_dir that is a file or holds another architecture (unless overwrite,
-    which deletes the earlier run's outputs). Returns the configuration of the run being
-    resumed, if any. `config.image_shape` must be set.
-    """
-    model_dir = config.model_dir
-    check_model_dir_path(model_dir)
+def read_run(model_dir: str) -> tuple[Config, RunFacts] | None:
+    """The settings and facts of the run in `model_dir`, or None if it holds none.
+    ConfigError if they cannot be read."""
     config_path = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.exists(config_path):
         return None
-    if overwrite:
-        events = [name for name in os.listdir(model_dir) if name.startswith(EVENT_FILE_PREFIX)]
-        for name in RUN_OUTPUTS + tuple(events):
-            path = os.path.join(model_dir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.exists(path):
-                os.unlink(path)
-        return None
     try:
-        previous = Config.load(config_path)
-    except (ValueError, TypeError, OSError) as e:
-        raise ConfigError(f"{config_path} cannot be read ({e}): pass --overwrite to start "
-                          "afresh or use another --model_dir") from None
-    if previous.architecture() != config.architecture():
+        return Config.load(config_path), RunFacts.load(model_dir, CONFIG_FILE, RUN_FACTS)
+    except (ConfigError, TypeError, OSError) as e:
+        raise ConfigError(f"{e if isinstance(e, ConfigError) else f'{config_path}: {e}'}: "
+                          "pass --overwrite to start afresh or use another --model_dir") from None
+
+
+def check_same_model(config: Config, previous: tuple[Config, RunFacts] | None) -> None:
+    """Refuses to resume `previous` (read_run's) with another architecture. `config` is
+    resolved (its image_shape set)."""
+    if previous is None:
+        return
+    before = previous[0].resolved(previous[1]).architecture()
+    if before != config.architecture():
         raise ConfigError(
-            f"model_dir {model_dir} holds a different model {previous.architecture()}, "
-            f"not {config.architecture()}: use another --model_dir, or --overwrite to replace it")
-    return previous
+            f"model_dir {config.model_dir} holds a different model {before}, not "
+            f"{config.architecture()}: use another --model_dir, or --overwrite to replace it")
+
+
+def clear_run(model_dir: str) -> None:
+    """--overwrite: removes what an earlier run wrote, and nothing else of the user's."""
+    if not os.path.isdir(model_dir):
+        return
+    events = [name for name in os.listdir(model_dir) if name.startswith(EVENT_FILE_PREFIX)]
+    for name in RUN_OUTPUTS + tuple(events):
+        path = os.path.join(model_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.unlink(path)
 
 
 def export_versions(export_base: str) -> list[int]:
@@ -120,8 +132,8 @@ def find_saved_model(path: str) -> str:
 
 
 def load_finished_run(model_dir: str) -> Config:
-    """The configuration of the finished run in `model_dir` (one that saved its final
-    model); ConfigError if there is none."""
+    """The configuration the finished run in `model_dir` (one that saved its final model)
+    trained with: its settings resolved with its facts; ConfigError if there is none."""
     config_path = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.isdir(model_dir):
         raise ConfigError(f"model_dir {model_dir} does not exist: give the --model_dir of a run")
@@ -131,6 +143,9 @@ def load_finished_run(model_dir: str) -> Config:
         raise ConfigError(f"{model_dir} holds no finished run (no {' and no '.join(missing)}): "
                           f"train one with train.py --model_dir {model_dir}")
     try:
-        return Config.load(config_path).validate()
+        config = Config.load(config_path).validate()
+        return config.resolved(RunFacts.load(model_dir, CONFIG_FILE, RUN_FACTS))
+    except ConfigError:
+        raise
     except (ValueError, TypeError, OSError) as e:
         raise ConfigError(f"{config_path} cannot be read ({e})") from None

@@ -23,7 +23,7 @@ import tensorflow as tf
 from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
-from ..config import Config
+from ..config import HPARAMS, Config
 from ..images import image_grid, write_png
 from .latent_2d import has_2d_code, write_latent_2d
 from ..model.layout import to_nhwc
@@ -34,13 +34,6 @@ from ..data.sources import Splits
 
 NUM_RECONSTRUCTIONS = 10
 TRAIN_RUN, VALIDATION_RUN, PROJECTOR_RUN = "train", "validation", "projector"
-# Hyperparameters shown in the HParams tab: every setting that changes the model or its
-# training, so that runs compare across any of them.
-HPARAMS = ("model", "num_filters", "hidden_units", "downsample", "upsample", "convs_per_block",
-           "kernel_size", "output_layer", "code_size", "data_format",
-           "dropout", "weight_decay", "code_l1", "beta", "dataset", "noise_factor", "loss",
-           "learning_rate", "lr_decay_steps", "lr_decay_rate", "batch_size", "epochs", "seed",
-           "precision", "distribute")
 
 
 def tensorboard_callbacks(config: Config, splits: Splits) -> list:

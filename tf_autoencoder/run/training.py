@@ -26,13 +26,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..config import Config
+from ..config import Config, RunFacts
 from ..errors import Interrupted, RunError, TrainingDiverged
 from .distribute import check_workers_agree, chief_value, is_chief
 from ..serving.export import export_holding, export_saved_model
 from ..files import fsync_dir, fsync_file, write_text_atomic
 from ..model.metrics import make_loss, make_metrics
-from ..model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, HISTORY,
+from ..model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, HISTORY, RUN_FACTS,
                         TEST_METRICS)
 from ..model.models import build_autoencoder, float32_twin
 from ..data.pipeline import make_dataset, make_training_epochs
@@ -272,31 +272,32 @@ def trim_history(path: str, finished_epochs: int) -> None:
         write_text_atomic(path, "".join(lines[:1] + rows))
 
 
-def train(config: Config, splits: Splits, log=print,
+def train(settings: Config, facts: RunFacts, splits: Splits, log=print,
           strategy: tf.distribute.Strategy | None = None) -> dict:
-    """Trains (or resumes) the run `config` describes on `splits`; returns the test metrics.
+    """Trains (or resumes) the run that `settings` (validated, as the user gave them) and
+    `facts` (what the command found: image shape, data, seed, precision) describe, on
+    `splits`; returns the test metrics. model_dir is checked and locked (commands.train).
 
-    `config` is validated, its data fields and seed set, and its model_dir checked
-    (see commands.train). `strategy` (distribute.make_strategy; default: one device)
-    places the replicas. Every worker of a multi-worker strategy runs this; only the
-    chief writes model_dir, and the others restore from it, write to a scratch
-    directory and remove it at the end.
+    `strategy` (distribute.make_strategy; default: one device) places the replicas. Every
+    worker of a multi-worker strategy runs this; only the chief writes model_dir, and the
+    others restore from it, write to a scratch directory and remove it at the end.
     """
     strategy = strategy or tf.distribute.get_strategy()
     # Every worker shuffles with the chief's seed, so that its shard is its share.
-    config.seed = chief_value(strategy, config.seed)
+    facts = dataclasses.replace(facts, seed=chief_value(strategy, facts.seed))
     if is_chief(strategy):
-        return _run(config, splits, log, strategy)
+        return _run(settings, facts, splits, log, strategy)
     with tempfile.TemporaryDirectory(prefix="tf_autoencoder-worker-") as scratch:
-        worker_config = dataclasses.replace(
-            config, model_dir=scratch,
-            save_images=config.save_images and os.path.join(scratch, "images"))
-        return _run(worker_config, splits, lambda *_: None, strategy,
-                      restore_from=os.path.join(config.model_dir, CHECKPOINT_DIR))
+        worker_settings = dataclasses.replace(
+            settings, model_dir=scratch,
+            save_images=settings.save_images and os.path.join(scratch, "images"))
+        return _run(worker_settings, facts, splits, lambda *_: None, strategy,
+                    restore_from=os.path.join(settings.model_dir, CHECKPOINT_DIR))
 
 
-def _run(config: Config, splits: Splits, log, strategy: tf.distribute.Strategy,
-         restore_from: str | None = None) -> dict:
+def _run(settings: Config, facts: RunFacts, splits: Splits, log,
+         strategy: tf.distribute.Strategy, restore_from: str | None = None) -> dict:
+    config = settings.resolved(facts)  # what the model and the data pipeline follow
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -320,8 +321,6 @@ def _run(config: Config, splits: Splits, log, strategy: tf.distribute.Strategy,
         log(f"Resuming from the end of epoch {initial_epoch} in {config.model_dir}" if not steps
             else f"Resuming in {config.model_dir} from step {steps} of epoch {initial_epoch + 1}, "
                  "which was interrupted: it restarts from its first batch")
-    trim_history(os.path.join(config.model_dir, HISTORY), initial_epoch)
-    config.save(os.path.join(config.model_dir, CONFIG_FILE))
     if initial_epoch >= config.epochs:
         exported = export_holding(float32_twin(model, config),
                                   os.path.join(config.model_dir, EXPORT_DIR))
@@ -336,6 +335,10 @@ def _run(config: Config, splits: Splits, log, strategy: tf.distribute.Strategy,
                 return json.load(f)
         log(f"{config.model_dir} already holds {initial_epoch} epochs: nothing to train "
             "(raise --epochs to train longer)")
+    else:  # a run that trains: its record first (a finished run's files stay as they are)
+        trim_history(os.path.join(config.model_dir, HISTORY), initial_epoch)
+        settings.save(os.path.join(config.model_dir, CONFIG_FILE))
+        facts.save(os.path.join(config.model_dir, RUN_FACTS))
 
     def pipeline(split):  # validation and test
         # Resumed runs shift the seed so they do not replay the first epochs' noise.

@@ -26,7 +26,7 @@ from ..files import fsync_dir, fsync_tree
 from .formats import write_formats
 from .loading import load_finished_model
 from ..model.models import serving_twin
-from ..model_dir import CONFIG_FILE, EXPORT_DIR, export_versions
+from ..model_dir import EXPORT_DIR, export_versions, load_finished_run
 
 # Exports are written under this prefix, then renamed to their version. TF Serving and
 # export_versions() only see integer names, so a crash never leaves a version behind.
@@ -155,7 +155,7 @@ def export_model_dir(model_dir: str, export_base: str | None = None,
 
     export_base defaults to MODEL_DIR/export; formats as export_saved_model's.
     """
-    config = Config.load(os.path.join(model_dir, CONFIG_FILE)).validate()
+    config = load_finished_run(model_dir)
     model = load_finished_model(model_dir)
     return export_saved_model(model, config, export_base or os.path.join(model_dir, EXPORT_DIR),
                               formats)
