@@ -96,7 +96,7 @@ def main(argv=None):
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 
-    from tf_autoencoder.config import Config
+    from tf_autoencoder.model_dir import load_finished_run
     from tf_autoencoder.serving.export import export_model_dir
     from tf_autoencoder.model.layout import to_model_layout
     from tf_autoencoder.serving.formats import OnnxModel, TFLiteModel
@@ -125,7 +125,7 @@ def main(argv=None):
         sizes += [(f"`{name}`", os.path.getsize(os.path.join(export, name)))
                   for name in ONNX_FILES.values()]
 
-        config = Config.load(os.path.join(model_dir, "config.json")).validate()
+        config = load_finished_run(model_dir)
         rng = np.random.default_rng(0)
         one = rng.random((1, *config.image_shape), np.float32)  # NHWC, as the exports take
         many = rng.random((args.batch, *config.image_shape), np.float32)

@@ -31,7 +31,7 @@ from tf_autoencoder.logs import set_up_logging  # noqa: E402
 
 set_up_logging(verbose=False)  # before TensorFlow loads
 
-from tf_autoencoder.config import Config  # noqa: E402
+from tf_autoencoder.config import Config, RunFacts  # noqa: E402
 from tf_autoencoder.files import write_text_atomic  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -142,13 +142,15 @@ def run_variant(name, args, splits, work_dir, log):
     settings = {"epochs": args.epochs, "batch_size": args.batch_size, **settings}
     if args.quick:
         settings["epochs"] = 1
-    config = Config(dataset=splits.name, data_dir=args.data_dir, seed=args.seed,
-                    model_dir=os.path.join(work_dir, name), **settings).validate()
-    config.image_shape, config.data_source = splits.image_shape, splits.source
-    config.precision = resolve_precision(config.precision)  # as the train command does
+    asked = Config(dataset=splits.name, data_dir=args.data_dir, seed=args.seed,
+                   model_dir=os.path.join(work_dir, name), **settings).validate()
+    facts = RunFacts(image_shape=splits.image_shape, dataset=splits.name,
+                     data_source=splits.source, seed=args.seed,
+                     precision=resolve_precision(asked.precision))  # as the train command does
+    config = asked.resolved(facts)
     log(f"--- {name}: {description}")
     start = time.perf_counter()
-    train(config, splits, log=lambda *a: None)
+    train(asked, facts, splits, log=lambda *a: None)
     seconds = time.perf_counter() - start
     report = evaluate_run(config.model_dir, config, splits, probe_samples=args.probe_samples,
                           seed=args.seed)

@@ -113,3 +113,31 @@ def test_an_old_run_without_run_json_loads_as_the_same_run(tmp_path):
     assert facts == RunFacts(image_shape=[28, 28, 1], dataset="mnist_sample",
                              data_source="the sample", seed=5, precision="float32")
     assert settings.resolved(facts).architecture() == Config(image_shape=[28, 28, 1]).architecture()
+
+
+def test_every_builder_option_is_a_keyword_of_its_builder_and_reaches_it():
+    """A declared builder option must be a keyword argument of that builder (a typo in
+    `builders=` fails here), and the model must be built with it: a non-default value
+    changes the weights' shapes."""
+    import inspect
+
+    from tf_autoencoder import build_autoencoder
+    from tf_autoencoder.model import layers
+
+    declared = {name for builder in ("conv_encoder", "conv_decoder")
+                for name in Config().builder_options(builder)}
+    assert declared == {"downsample", "convs_per_block", "kernel_size", "upsample",
+                        "output_layer"}
+    for builder in ("conv_encoder", "conv_decoder"):
+        keywords = inspect.signature(getattr(layers, builder)).parameters
+        assert set(Config().builder_options(builder)) <= set(keywords), builder
+
+    def shapes(**options):
+        model = build_autoencoder(Config(image_shape=[12, 12, 1], num_filters=[4, 4],
+                                         **options).validate())
+        return [tuple(w.shape) for w in model.weights]
+
+    default = shapes()
+    for options in ({"downsample": "strided"}, {"convs_per_block": 1}, {"kernel_size": 5},
+                    {"upsample": "transpose_2x2"}, {"output_layer": False}):
+        assert shapes(**options) != default, options

@@ -262,58 +262,56 @@ def sample(args, parser) -> int:
 
 # --- embeddings (export_embeddings.py) ------------------------------------------------------
 
-def embeddings_config(args) -> Config:
-    """The settings: the run's config.json (a SavedModel's is two levels up, if there),
-    with the flags given on top. Raises ConfigError for bad input."""
+def embeddings_config(args) -> tuple[Config, bool]:
+    """The settings the codes are made with: the run's (a SavedModel's run is two levels
+    up, if there), with the flags given on top; and whether args.model_dir is a
+    SavedModel. Raises ConfigError for bad input."""
+    from .model_dir import read_run
+
     path = args.model_dir
     if not os.path.isdir(path):
         raise ConfigError(f"{path} is not a directory: give a training run's model_dir or a SavedModel")
     saved_model = is_saved_model(path)
-    config_path = os.path.join(path, *([os.pardir, os.pardir] if saved_model else []), CONFIG_FILE)
-    config = Config(dataset="mnist")
-    if os.path.isfile(config_path):
-        try:
-            config = Config.load(config_path)
-        except (ValueError, TypeError, OSError) as e:
-            raise ConfigError(f"{config_path} cannot be read: {e}") from None
-    elif not saved_model:
+    run_dir = os.path.join(path, os.pardir, os.pardir) if saved_model else path
+    run = read_run(run_dir)
+    if run is None and not saved_model:
         raise ConfigError(f"{path} has no {CONFIG_FILE}: give the model_dir of a training run "
                           "or a SavedModel directory")
     if saved_model and not args.output:
         raise ConfigError("give --output when reading a SavedModel")
-    config.model_dir = path
-    for name in ("noise_factor", "dataset", "data_dir", "seed"):
-        if getattr(args, name) is not None:
-            setattr(config, name, getattr(args, name))
+    # A run's own folder, wherever it was trained from; a SavedModel's codes need none.
+    config = run[0].resolved(run[1]) if run else Config(dataset="mnist")
+    if not saved_model:
+        config = dataclasses.replace(config, model_dir=path)
+    given = {name: getattr(args, name) for name in ("noise_factor", "dataset", "data_dir", "seed")
+             if getattr(args, name) is not None}
     if args.dataset and not args.data_dir:
-        config.data_dir = None
+        given["data_dir"] = None
     if args.images is not None and args.images < 1:
         raise ConfigError(f"--images must be >= 1, got {args.images}")
-    return config.validate()
+    return dataclasses.replace(config, **given).validate(), saved_model
 
 
 def embeddings(args, parser) -> int:
     """The original's test_mnist_autoencoder.py, plus the projector."""
     try:
-        config = embeddings_config(args)
+        config, saved_model = embeddings_config(args)
     except ConfigError as e:
         parser.error(str(e))
     from .run import embeddings as lib
     from .data import sources
     from .serving.loading import load_finished_codec, load_saved_model
 
-    saved_model = is_saved_model(config.model_dir)
     embedding = args.what == "embedding"
     output = args.output or os.path.join(
-        config.model_dir, "projector" if embedding else "reconstructions.png")
-    splits = sources.load_data(config.dataset, config.data_dir)
-    if not saved_model and config.image_shape and splits.image_shape != config.image_shape:
+        args.model_dir, "projector" if embedding else "reconstructions.png")
+    splits = sources.load_data(config.dataset or "mnist", config.data_dir)
+    if not saved_model and splits.image_shape != config.image_shape:
         raise ConfigError(f"the model was trained on {config.image_shape} images, "
                           f"{splits.source} has {splits.image_shape}")
-    config.image_shape = config.image_shape or splits.image_shape
     count = min(args.images or (10_000 if embedding else 10), len(splits.test))
     test = sources.Split(splits.test.images[:count], splits.test.labels[:count])
-    model = (load_saved_model(config.model_dir, config.batch_size) if saved_model
+    model = (load_saved_model(args.model_dir, config.batch_size) if saved_model
              else load_finished_codec(config))
     if embedding:
         lib.export_embedding(model, test, output, noise_factor=config.noise_factor,

@@ -66,6 +66,9 @@ class Flag:
     #                          must keep its default
     hparam: bool = True  # a column of TensorBoard's HParams tab
     on_command_line: bool = True
+    # The builders (model/layers.py) that take it as a keyword argument of its name:
+    # models.py passes it on, so a new builder option is its declaration and its code.
+    builders: tuple = ()
 
 
 def setting(default, help: str, group: str, **flag) -> Any:
@@ -102,26 +105,29 @@ class Config:
     downsample: str = setting(
         "pool", "encoder halving: 2x2 max pooling, or a stride-2 conv of --kernel_size",
         "model", choices=DOWNSAMPLES, architecture=True, conv_only=True,
+        builders=("conv_encoder",),
         doc="encoder halving: `pool` (2x2 max pooling) or `strided` (a stride-2 conv of "
             "`--kernel_size`)")
     upsample: str = setting(
         "transpose", "decoder doubling: a stride-2 transposed conv of --kernel_size "
                      "(transpose) or of 2x2 (transpose_2x2), or nearest resize + conv (resize)",
         "model", choices=UPSAMPLES, architecture=True, conv_only=True,
+        builders=("conv_decoder",),
         doc="decoder doubling: `transpose` (a stride-2 transposed conv of `--kernel_size`), "
             "`transpose_2x2` (a stride-2 2x2 transposed conv) or `resize` "
             "(nearest-neighbour resize, then a conv)")
     convs_per_block: int = setting(
         2, "'same' convs in each encoder block before it halves the map (0: the stride-2 "
            "conv of --downsample strided alone)", "model", metavar="N", architecture=True,
-        conv_only=True)
+        conv_only=True, builders=("conv_encoder",))
     kernel_size: int = setting(
         3, "of every conv and transposed conv of the convolutional models (but "
-           "transpose_2x2's)", "model", metavar="K", architecture=True, conv_only=True)
+           "transpose_2x2's)", "model", metavar="K", architecture=True, conv_only=True,
+        builders=("conv_encoder", "conv_decoder"))
     output_layer: bool = setting(
         True, "the decoder's last block outputs the image's channels itself, with no "
               "separate linear conv after it", "model", name="--no_output_layer",
-        switch=False, architecture=True, conv_only=True)
+        switch=False, architecture=True, conv_only=True, builders=("conv_decoder",))
     code_size: Optional[int] = setting(
         None, "a flat code of N values: a linear layer from the encoder's last map (a conv "
               "covering it whole) or last hidden layer (default: that map or layer is the "
@@ -292,6 +298,11 @@ class Config:
     @property
     def channels_first(self) -> bool:
         return self.data_format == "channels_first"
+
+    def builder_options(self, builder: str) -> dict:
+        """The settings declared as keyword arguments of `builder` (e.g. "conv_decoder")."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if builder in f.metadata["flag"].builders}
 
     def architecture(self) -> dict:
         """The settings that determine the weights' shapes (only those the model uses)."""

@@ -160,9 +160,8 @@ def _build(config: Config) -> Autoencoder | VariationalAutoencoder:
                     dropout=config.dropout)
     images = keras.Input(shape, name="images")
     if config.model in ("convolutional", "variational"):
-        features = conv_encoder(images, config.num_filters, downsample=config.downsample,
-                                convs_per_block=config.convs_per_block,
-                                kernel_size=config.kernel_size, **settings)
+        features = conv_encoder(images, config.num_filters,
+                                **config.builder_options("conv_encoder"), **settings)
     elif config.model == "fully_connected":
         features = fc_encoder(images, config.hidden_units, **settings)
     else:
@@ -196,9 +195,8 @@ def _build(config: Config) -> Autoencoder | VariationalAutoencoder:
     if config.model == "fully_connected":
         logits = fc_decoder(x, config.hidden_units[:-1][::-1], shape, **settings)
     else:
-        logits = conv_decoder(x, config.num_filters[::-1], shape, upsample=config.upsample,
-                              output_layer=config.output_layer, kernel_size=config.kernel_size,
-                              **settings)
+        logits = conv_decoder(x, config.num_filters[::-1], shape,
+                              **config.builder_options("conv_decoder"), **settings)
     decoder = keras.Model(code_input, _to_float32(logits, "logits_float32"), name="decoder")
     if config.model == "variational":
         return VariationalAutoencoder(posterior, decoder, beta=config.beta,
