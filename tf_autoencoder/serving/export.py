@@ -1,6 +1,6 @@
 """Export for serving: MODEL_DIR/export/<version>/, written atomically. A SavedModel
-always, and on request the same signatures for LiteRT (model.tflite) and ONNX Runtime
-(<signature>.onnx) beside it (formats.py).
+always, and on request the other formats of formats.FORMATS beside it (model.tflite for
+LiteRT, <signature>.onnx for ONNX Runtime), each converted and checked by its own module.
 
 Signatures, all NHWC float32 with a dynamic batch, whatever layout and precision the model
 trained in (the export computes in float32, NHWC):
@@ -23,7 +23,7 @@ import tensorflow as tf
 from ..config import Config
 from ..errors import ConversionError, WriteError
 from ..files import fsync_dir, fsync_tree
-from .formats import write_formats
+from .formats import FORMATS, SAVED_MODEL, SIGNATURES
 from .loading import load_finished_model
 from ..model.models import serving_twin
 from ..model_dir import CONFIG_FILE, EXPORT_DIR, export_versions
@@ -41,20 +41,25 @@ def serving_module(model: keras.Model) -> tf.Module:
     It tracks the model's weights only, not the model object, so the SavedModel holds no
     optimizer state and loads without Keras or this package.
     """
-    images_spec = tf.TensorSpec((None, *model.encoder.input_shape[1:]), tf.float32, name="images")
-    codes_spec = tf.TensorSpec((None, *model.encoder.output_shape[1:]), tf.float32, name="codes")
+    # The arguments' names are the signatures' input names, as SIGNATURES has them.
+    images_name, reconstructions = SIGNATURES["serving_default"]
+    codes_name = SIGNATURES["encode"][1]
+    images_spec = tf.TensorSpec((None, *model.encoder.input_shape[1:]), tf.float32,
+                                name=images_name)
+    codes_spec = tf.TensorSpec((None, *model.encoder.output_shape[1:]), tf.float32,
+                               name=codes_name)
 
     @tf.function(input_signature=[images_spec])
     def reconstruct(images):
-        return {"reconstructions": tf.sigmoid(model(images, training=False))}
+        return {reconstructions: tf.sigmoid(model(images, training=False))}
 
     @tf.function(input_signature=[images_spec])
     def encode(images):
-        return {"codes": model.encoder(images, training=False)}
+        return {codes_name: model.encoder(images, training=False)}
 
     @tf.function(input_signature=[codes_spec])
     def decode(codes):
-        return {"reconstructions": tf.sigmoid(model.decoder(codes, training=False))}
+        return {reconstructions: tf.sigmoid(model.decoder(codes, training=False))}
 
     module = tf.Module(name="autoencoder")
     # The tf.Variables under Keras' variables, not Keras' wrappers: TFLite's converter
@@ -67,17 +72,31 @@ def serving_module(model: keras.Model) -> tf.Module:
     return module
 
 
+def signature_functions(module: tf.Module) -> dict:
+    """serving_module's functions by their signature names (formats.SIGNATURES)."""
+    functions = {"serving_default": module.reconstruct, "encode": module.encode,
+                 "decode": module.decode}
+    return {name: functions[name] for name in SIGNATURES}
+
+
+def write_saved_model(module: tf.Module, folder: str) -> None:
+    """Saves `module` (serving_module's) as a SavedModel with its signatures into `folder`."""
+    tf.saved_model.save(module, folder, signatures=signature_functions(module))
+
+
 def export_saved_model(model: keras.Model, config: Config, export_base: str,
                        formats=("saved_model",)) -> str:
     """Writes `model` as SavedModel version max(existing) + 1 under `export_base`; returns
-    its path. `formats` may add "tflite" and "onnx": their files go into the same version,
-    converted from the SavedModel's functions and checked in their runtimes first. Written
-    to a temporary directory beside it, then renamed into place.
+    its path. `formats` may add the other names of formats.FORMATS ("tflite", "onnx"):
+    their files go into the same version, converted from the SavedModel and checked in
+    their runtimes first. Written to a temporary directory beside it, then renamed into
+    place.
 
     Raises WriteError, with one clear line, when `export_base` cannot be written;
-    formats.ConversionError when a conversion is wrong, formats.MissingExtra when its
+    ConversionError when a conversion is wrong, MissingExtra when its converter or
     runtime is not installed. Either way no version appears.
     """
+    wanted = [fmt for name, fmt in FORMATS.items() if fmt is SAVED_MODEL or name in formats]
     module = serving_module(serving_twin(model, config))
     try:
         os.makedirs(export_base, exist_ok=True)
@@ -90,10 +109,11 @@ def export_saved_model(model: keras.Model, config: Config, export_base: str,
         raise WriteError(f"cannot write to export directory {export_base}: "
                       f"{e.strerror or e}") from None
     try:
-        tf.saved_model.save(module, tmp, signatures={
-            "serving_default": module.reconstruct, "encode": module.encode,
-            "decode": module.decode})
-        write_formats(module, tmp, formats)
+        for fmt in wanted:  # the SavedModel first: the others are converted from it
+            fmt.require(f"--format {fmt.name}", export=True)
+            fmt.function("convert")(module, tmp)
+            if fmt.check:
+                fmt.function("check")(module, tmp)
         fsync_tree(tmp)
         path = _rename_to_next_version(tmp, export_base)
         fsync_dir(export_base)
