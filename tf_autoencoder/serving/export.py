@@ -12,6 +12,7 @@ trained in (the export computes in float32, NHWC):
 exports a SavedModel at its end.
 """
 import os
+import re
 import secrets
 import shutil
 import time
@@ -25,7 +26,7 @@ from ..errors import ConversionError, WriteError
 from ..files import fsync_dir, fsync_tree
 from .formats import FORMATS, SAVED_MODEL, SIGNATURES
 from .loading import load_finished_model
-from ..model.models import serving_twin
+from ..model.models import named_weights, serving_twin
 from ..model_dir import CONFIG_FILE, EXPORT_DIR, export_versions
 
 # Exports are written under this prefix, then renamed to their version. TF Serving and
@@ -62,10 +63,13 @@ def serving_module(model: keras.Model) -> tf.Module:
         return {reconstructions: tf.sigmoid(model.decoder(codes, training=False))}
 
     module = tf.Module(name="autoencoder")
-    # The tf.Variables under Keras' variables, not Keras' wrappers: TFLite's converter
-    # finds the values of the variables a SavedModel tracks itself, and it misses those
-    # behind the wrappers (the .tflite then reads uninitialised weights: NaN).
-    module.model_variables = [v.value for v in model.variables]
+    # The weights by name ("encoder/block0_conv0/kernel"), so export_holding compares
+    # them by name; not the random-number state of dropout or the VAE's sampling, which
+    # inference does not use. The tf.Variables under Keras' variables, not Keras'
+    # wrappers: TFLite's converter finds the values of the variables a SavedModel tracks
+    # itself, and it misses those behind the wrappers (the .tflite then reads
+    # uninitialised weights: NaN).
+    module.model_variables = {name: weight.value for name, weight in named_weights(model).items()}
     # Not named `serve`: the converter takes a SavedModel with a `serve` attribute for a
     # Keras model.export() one and converts its serving_default signature alone.
     module.reconstruct, module.encode, module.decode = reconstruct, encode, decode
@@ -152,21 +156,39 @@ def _rename_to_next_version(tmp: str, export_base: str) -> str:
 
 
 def export_holding(model: keras.Model, export_base: str) -> str | None:
-    """The newest version under `export_base` if it holds exactly `model`'s weights
-    (a float32 model, as exports are), else None."""
+    """The newest version under `export_base` if it holds exactly `model`'s weights, by
+    name (a float32 model, as exports are), else None. Only the weights count: not the
+    random-number state of dropout or the VAE's sampling, which a rerun builds anew."""
     versions = export_versions(export_base)
     if not versions:
         return None
     path = os.path.join(export_base, str(versions[-1]))
     try:
         reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
-        saved = [reader.get_tensor(f"model_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE")
-                 for i in range(len(model.variables))]
-    except (tf.errors.OpError, ValueError):  # incomplete, or from another model
+    except (tf.errors.OpError, ValueError):  # incomplete
         return None
-    same = all(s.shape == tuple(v.shape) and np.array_equal(s, np.asarray(v))
-               for s, v in zip(saved, model.variables))
-    return path if same else None
+    saved = {}
+    for key in reader.get_variable_to_shape_map():
+        match = _EXPORTED_WEIGHT.fullmatch(key)
+        if match:
+            saved[_unescape(match[1])] = key
+    weights = named_weights(model)
+    if saved.keys() != weights.keys():  # another model, or an export of older versions
+        return None
+    for name, weight in weights.items():
+        value = reader.get_tensor(saved[name])
+        if value.shape != tuple(weight.shape) or not np.array_equal(value, np.asarray(weight)):
+            return None
+    return path
+
+
+# A weight in a SavedModel's checkpoint: serving_module's model_variables[name], its name
+# escaped by TensorFlow ("." -> "..", "/" -> ".S").
+_EXPORTED_WEIGHT = re.compile(r"model_variables/(.+)/\.ATTRIBUTES/VARIABLE_VALUE")
+
+
+def _unescape(name: str) -> str:
+    return re.sub(r"\.(.)", lambda m: "/" if m[1] == "S" else m[1], name)
 
 
 def export_model_dir(model_dir: str, export_base: str | None = None,
