@@ -449,3 +449,20 @@ def test_rerun_of_a_finished_vae_trains_exports_and_rewrites_nothing(tmp_path):
     assert export_versions(os.path.join(model_dir, "export")) == [1]
     assert sorted(os.listdir(os.path.join(model_dir, "export"))) == ["1"]
     assert state() == before
+
+
+# --- codes in one order -------------------------------------------------------------------
+
+def test_codes_of_an_nchw_model_dir_are_the_export_encode_codes(nchw_run, images):
+    """NCHW codes leave the model as NHWC everywhere: from model.keras (the embeddings of a
+    model_dir) as from the SavedModel's encode. Catches a flatten in channels-first order:
+    the same values, in another order."""
+    model_dir, _ = nchw_run
+    config = load_finished_run(model_dir)
+    assert config.data_format == "channels_first"
+    from_model_dir = load_finished_codec(config).encode(images[:50])
+    from_export = load_saved_model(find_saved_model(model_dir)).encode(images[:50])
+    assert from_model_dir.shape == (50, 4 * 4 * 8)
+    np.testing.assert_allclose(from_model_dir, from_export, atol=1e-5, rtol=0)
+    nhwc = keras_reference(model_dir, images[:50])["codes"]  # conftest: transposed by numpy
+    np.testing.assert_allclose(from_model_dir, nhwc.reshape(50, -1), atol=1e-5, rtol=0)

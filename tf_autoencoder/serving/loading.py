@@ -1,6 +1,7 @@
 """The ways to load a trained autoencoder: a finished run's model.keras, and an export
 in any of its formats (formats.FORMATS: the SavedModel here, the others in their own
-modules). All give a `Codec` on NHWC float32 images in [0, 1]."""
+modules). All give a `Codec` on NHWC float32 images in [0, 1], whose codes are NHWC,
+flattened, whatever layout the model was trained in."""
 from __future__ import annotations
 
 import os
@@ -23,7 +24,7 @@ from .formats import SAVED_MODEL, SIGNATURES, format_of
 class Codec:
     """What the commands need of a trained autoencoder, batched, on NHWC float32 images
     in [0, 1] of `image_shape` (H, W, C), any number of them:
-    encode: (n, H, W, C) -> (n, D) flattened codes;
+    encode: (n, H, W, C) -> (n, D) codes, NHWC (h, w, k) flattened;
     reconstruct: (n, H, W, C) -> (n, H, W, C) pixels in [0, 1]."""
     encode: Callable[[np.ndarray], np.ndarray]
     reconstruct: Callable[[np.ndarray], np.ndarray]
@@ -54,9 +55,9 @@ def load_finished_codec(config: Config) -> Codec:
                          f"it to the end first (train.py --model_dir {config.model_dir})")
     model = load_finished_model(config.model_dir)
 
-    def encode(images):
+    def encode(images):  # NHWC codes, flattened, as the export's encode gives them
         codes = model.encoder(to_model_layout(images, config.data_format), training=False)
-        return np.asarray(codes).reshape(len(images), -1)
+        return to_nhwc(np.asarray(codes), config.data_format).reshape(len(images), -1)
 
     def reconstruct(images):
         logits = model(to_model_layout(images, config.data_format), training=False)
