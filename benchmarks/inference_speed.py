@@ -99,8 +99,8 @@ def main(argv=None):
     from tf_autoencoder.model_dir import load_finished_run
     from tf_autoencoder.serving.export import export_model_dir
     from tf_autoencoder.model.layout import to_model_layout
-    from tf_autoencoder.serving.formats import OnnxModel, TFLiteModel
-    from tf_autoencoder.model_dir import ONNX_FILES, TFLITE_FILE
+    from tf_autoencoder.serving.onnx import FILES as ONNX_FILES, OnnxModel
+    from tf_autoencoder.serving.tflite import FILE as TFLITE_FILE, TFLiteModel
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or os.path.join(tmp, "run")

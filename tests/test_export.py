@@ -1,5 +1,6 @@
 """SavedModel export: signatures, loading in a fresh process, parity with Keras, atomic
 versions, and the export command line."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -13,9 +14,10 @@ import tensorflow as tf
 
 from conftest import copy_run, error_lines, keras_outputs, run_python
 from tf_autoencoder import Config, build_autoencoder
-from tf_autoencoder.errors import WriteError
-from tf_autoencoder.serving.export import TMP_PREFIX, export_saved_model
-from tf_autoencoder.model.models import float32_twin
+from tf_autoencoder.errors import ModelError, WriteError
+from tf_autoencoder.serving.export import TMP_PREFIX, export_holding, export_saved_model
+from tf_autoencoder.serving.loading import load_finished_codec, load_saved_model
+from tf_autoencoder.model.models import Autoencoder, copy_weights, float32_twin, named_weights
 from tf_autoencoder.model_dir import export_versions, find_saved_model, load_finished_run
 from tf_autoencoder.data.sources import load_mnist_sample
 
@@ -298,3 +300,169 @@ def test_a_mixed_bfloat16_model_exports_a_float32_saved_model(tmp_path):
     assert float32 is not model
     np.testing.assert_allclose(got, tf.sigmoid(float32.predict_on_batch(images)).numpy(), atol=1e-5)
     np.testing.assert_allclose(got, tf.sigmoid(model.predict_on_batch(images)).numpy(), atol=0.02)
+
+
+# --- weights move by name -----------------------------------------------------------------
+
+def dense_autoencoder(encoder, decoder=(("c", 4), ("d", 4)), dtype=None):
+    """An Autoencoder of Dense layers: `encoder` and `decoder` are (name, units) in the
+    order the layers are chained, on inputs of 4 values; weights drawn at random."""
+    def chain(layers_, name, width):
+        inputs = keras.Input((width,))
+        x = inputs
+        for layer_name, units in layers_:
+            x = keras.layers.Dense(units, name=layer_name, dtype=dtype)(x)
+        return keras.Model(inputs, x, name=name)
+
+    model = Autoencoder(chain(encoder, "encoder", 4), chain(decoder, "decoder", encoder[-1][1]))
+    rng = np.random.default_rng(len(model.weights))
+    for weight in model.weights:
+        weight.assign(rng.standard_normal(weight.shape).astype(np.float32))
+    return model
+
+
+def layer_weights(model):
+    """Each layer's weights, by the layer's name and its part: independent of named_weights."""
+    return {(part, layer.name): [w.numpy() for w in layer.weights]
+            for part in ("encoder", "decoder") for layer in getattr(model, part).layers
+            if layer.weights}
+
+
+def assert_same_layer_weights(got, want):
+    got, want = layer_weights(got), layer_weights(want)
+    assert got.keys() == want.keys()
+    for key in want:
+        for g, w in zip(got[key], want[key]):
+            np.testing.assert_array_equal(g, w, err_msg=str(key))
+
+
+def test_weights_are_copied_by_name_whatever_order_the_layers_are_in():
+    """Catches a copy by position (set_weights(get_weights())): the target chains its
+    layers a and b in the other order, with the same shapes, so a copy by position puts
+    a's weights in b without a word."""
+    source = dense_autoencoder([("a", 4), ("b", 4)])
+    by_position = dense_autoencoder([("b", 4), ("a", 4)])
+    by_position.set_weights(source.get_weights())
+    assert not np.array_equal(by_position.encoder.get_layer("a").kernel.numpy(),
+                              source.encoder.get_layer("a").kernel.numpy())  # the hazard
+    target = dense_autoencoder([("b", 4), ("a", 4)])
+    copy_weights(source, target)
+    assert_same_layer_weights(target, source)
+    assert list(named_weights(source)) == ["encoder/a/kernel", "encoder/a/bias", "encoder/b/kernel",
+                                          "encoder/b/bias", "decoder/c/kernel", "decoder/c/bias",
+                                          "decoder/d/kernel", "decoder/d/bias"]
+
+
+@pytest.mark.parametrize("target, message", [
+    ([("a", 4), ("e", 4)], "encoder/b/bias has no place in the target model"),
+    ([("a", 4), ("b", 4), ("e", 4)], "the source model has no encoder/e/kernel"),
+    ([("a", 4), ("b", 5)], r"encoder/b/kernel is \(4, 4\) in the source model, \(4, 5\) in the target"),
+])
+def test_a_weight_missing_or_of_another_shape_is_one_line_and_copies_nothing(target, message):
+    """Catches a copy that skips what it cannot match (a renamed layer keeps its initial
+    weights), or that copies part of the weights before it fails."""
+    source = dense_autoencoder([("a", 4), ("b", 4)])
+    target = dense_autoencoder(target)
+    before = {name: w.numpy() for name, w in named_weights(target).items()}
+    with pytest.raises(ModelError, match=f"^cannot copy the weights: {message}$"):
+        copy_weights(source, target)
+    for name, weight in named_weights(target).items():
+        np.testing.assert_array_equal(weight.numpy(), before[name], err_msg=name)
+
+
+@pytest.mark.parametrize("twin", ["float32_twin", "serving_twin"])
+def test_twins_put_each_weight_in_its_layer_when_the_builder_reorders_them(twin, monkeypatch):
+    """The twins are built anew by today's builder: one that chains its layers in another
+    order than the model was trained with must still get each layer's weights."""
+    from tf_autoencoder.model import models
+
+    source = dense_autoencoder([("a", 4), ("b", 4)], dtype="mixed_bfloat16")
+    monkeypatch.setattr(models, "build_autoencoder",
+                        lambda config: dense_autoencoder([("b", 4), ("a", 4)]))
+    result = getattr(models, twin)(source, Config())
+    assert result is not source
+    assert_same_layer_weights(result, source)
+
+
+# Every model variant and option that changes the model's variables: each must be found
+# in its own export when a finished run is rerun (issue: the seed-generator states of
+# dropout and the VAE's sampling made a rerun export again).
+VARIANTS = {
+    "convolutional": Config(num_filters=[4, 4]),
+    "dropout": Config(num_filters=[4, 4], dropout=0.5),
+    "variational": Config(model="variational", num_filters=[4, 4]),
+    "fully_connected with dropout": Config(model="fully_connected", hidden_units=[16, 8],
+                                           dropout=0.5),
+    "NCHW": Config(num_filters=[4, 4], data_format="NCHW"),
+    "mixed_bfloat16": Config(num_filters=[4, 4], precision="mixed_bfloat16"),
+    "flat code": Config(num_filters=[4, 4], code_size=3),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_export_of_a_run_holds_the_model_rebuilt_for_its_rerun(variant, tmp_path):
+    """What a rerun of a finished run does: build the model anew (fresh random-number
+    state), restore the weights, and ask export_holding whether the newest export holds
+    them. Catches a comparison of model.variables (the seed generators' states differ:
+    dropout and the VAE exported again on every rerun), and, with one weight moved, one
+    that says yes to anything."""
+    config = dataclasses.replace(VARIANTS[variant], image_shape=[12, 12, 1]).validate()
+    if config.precision == "auto":
+        config = dataclasses.replace(config, precision="float32")
+    trained = build_autoencoder(config)
+    rng = np.random.default_rng(4)
+    for weight in trained.weights:
+        weight.assign(weight.numpy() + 0.1 * rng.standard_normal(weight.shape).astype(np.float32))
+    base = str(tmp_path / "export")
+    path = export_saved_model(float32_twin(trained, config), config, base)
+
+    rerun = build_autoencoder(config)
+    copy_weights(trained, rerun)
+    assert export_holding(float32_twin(rerun, config), base) == path
+    moved = named_weights(rerun)[next(iter(named_weights(rerun)))]
+    moved.assign(moved.numpy() + 1e-3)
+    assert export_holding(float32_twin(rerun, config), base) is None
+
+
+def test_rerun_of_a_finished_vae_trains_exports_and_rewrites_nothing(tmp_path):
+    """The issue's run, end to end: the second run of the same command finds its export,
+    says so, and leaves model.keras, test_metrics.json and export/ as they were (bytes
+    and modification times)."""
+    model_dir = str(tmp_path / "vae")
+    args = ["--model", "variational", "--dataset", "mnist_sample", "--epochs", "1",
+            "--batch_size", "500", "--embedding_images", "0", "--model_dir", model_dir]
+    first = run_python("train.py", *args)
+    assert first.returncode == 0, first.stderr
+    paths = [os.path.join(model_dir, name) for name in ("model.keras", "test_metrics.json")]
+    files = [*paths, *(os.path.join(root, name)
+                       for root, _, names in os.walk(os.path.join(model_dir, "export"))
+                       for name in names)]
+
+    def state():
+        return {path: (os.stat(path).st_mtime_ns, open(path, "rb").read()) for path in files}
+
+    before = state()
+    second = run_python("train.py", *args)
+    assert second.returncode == 0, second.stderr
+    assert "nothing to train or export" in second.stdout + second.stderr
+    assert "Exported" not in second.stdout + second.stderr
+    assert export_versions(os.path.join(model_dir, "export")) == [1]
+    assert sorted(os.listdir(os.path.join(model_dir, "export"))) == ["1"]
+    assert state() == before
+
+
+# --- codes in one order -------------------------------------------------------------------
+
+def test_codes_of_an_nchw_model_dir_are_the_export_encode_codes(nchw_run, images):
+    """NCHW codes leave the model as NHWC everywhere: from model.keras (the embeddings of a
+    model_dir) as from the SavedModel's encode. Catches a flatten in channels-first order:
+    the same values, in another order."""
+    model_dir, _ = nchw_run
+    config = load_finished_run(model_dir)
+    assert config.data_format == "channels_first"
+    from_model_dir = load_finished_codec(config).encode(images[:50])
+    from_export = load_saved_model(find_saved_model(model_dir)).encode(images[:50])
+    assert from_model_dir.shape == (50, 4 * 4 * 8)
+    np.testing.assert_allclose(from_model_dir, from_export, atol=1e-5, rtol=0)
+    nhwc = keras_reference(model_dir, images[:50])["codes"]  # conftest: transposed by numpy
+    np.testing.assert_allclose(from_model_dir, nhwc.reshape(50, -1), atol=1e-5, rtol=0)

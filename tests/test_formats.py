@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from conftest import copy_run, error_lines, keras_outputs, run_python
 from tf_autoencoder import Config, build_autoencoder
-from tf_autoencoder.serving import formats
+from tf_autoencoder.serving import formats, onnx, tflite
 from tf_autoencoder.cli import main
 from tf_autoencoder.serving.export import export_saved_model, serving_module
 from tf_autoencoder.model_dir import export_versions, load_finished_run
@@ -233,8 +233,8 @@ def test_a_tflite_file_computing_nan_fails_the_export_and_writes_nothing(small, 
     broken = perturbed(config)
     broken.set_weights([np.full_like(w, np.nan) for w in broken.get_weights()])
     other = str(os.path.join(os.path.dirname(base), "broken"))
-    real = formats.tflite_bytes
-    monkeypatch.setattr(formats, "tflite_bytes", lambda saved_model_dir: real(
+    real = tflite.tflite_bytes
+    monkeypatch.setattr(tflite, "tflite_bytes", lambda saved_model_dir: real(
         export_saved_model(broken, config, other)))
     with pytest.raises(formats.ConversionError, match=r"model.tflite: serving_default in LiteRT "
                        r"at batch 1 is not what the SavedModel computes \(144 values not finite"):
@@ -248,7 +248,7 @@ def test_a_converter_error_is_one_line_and_writes_nothing(small, monkeypatch):
     def failing(saved_model_dir):
         raise RuntimeError("Could not translate MLIR to FlatBuffer.\n<unknown>:0: error: ...")
 
-    monkeypatch.setattr(formats, "tflite_bytes", failing)
+    monkeypatch.setattr(tflite, "tflite_bytes", failing)
     with pytest.raises(formats.ConversionError) as error:
         export_saved_model(model, config, base, ("saved_model", "tflite"))
     assert str(error.value) == ("the TFLite converter failed: Could not translate MLIR to "
@@ -264,8 +264,8 @@ def test_onnx_models_of_other_weights_fail_the_export_command_in_one_line(
     model_dir = copy_run(trained_run[0], tmp_path / "run")
     config = load_finished_run(model_dir)
     other = serving_module(serving_twin(perturbed(config), config))
-    real = formats.onnx_model
-    monkeypatch.setattr(formats, "onnx_model", lambda function: real(
+    real = onnx.onnx_model
+    monkeypatch.setattr(onnx, "onnx_model", lambda function: real(
         getattr(other, function.python_function.__name__)))
     assert main(["export", model_dir, "--format", "onnx"]) == 1
     err = capsys.readouterr().err

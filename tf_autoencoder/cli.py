@@ -14,7 +14,8 @@ import sys
 from .config import DEFAULTS, GROUPS, Config
 from .errors import Error, Interrupted
 from .logs import set_up_logging
-from .model_dir import CONFIG_FILE, EXPORT_DIR, EXPORT_FORMATS, FINAL_MODEL
+from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL
+from .serving.formats import FORMATS, SAVED_MODEL
 
 PROG = "tf-autoencoder"
 COMMANDS = ("train", "export", "predict", "evaluate", "sample", "embeddings")
@@ -107,11 +108,11 @@ def flags_table() -> str:
 
 def formats(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
-    unknown = [name for name in names if name not in EXPORT_FORMATS]
+    unknown = [name for name in names if name not in FORMATS]
     if unknown or not names:
+        others = ",".join(name for name in FORMATS if name != SAVED_MODEL.name)
         raise argparse.ArgumentTypeError(f"unknown format {', '.join(unknown) or repr(text)}: "
-                                         f"use {', '.join(EXPORT_FORMATS)}, or several as "
-                                         "tflite,onnx")
+                                         f"use {', '.join(FORMATS)}, or several as {others}")
     return names
 
 
@@ -119,20 +120,21 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model_dir", help=f"a run that train finished ({CONFIG_FILE}, {FINAL_MODEL})")
     p.add_argument("--export_dir", default=None, metavar="DIR",
                    help=f"where the versions go (default: MODEL_DIR/{EXPORT_DIR})")
+    others = [fmt for fmt in FORMATS.values() if fmt is not SAVED_MODEL]
     p.add_argument("--format", type=formats, action="append", default=None, dest="formats",
-                   metavar="saved_model|tflite|onnx",
+                   metavar="|".join(FORMATS),
                    help="what to write into the version besides the SavedModel, which is always "
-                        "written: tflite (model.tflite, for LiteRT; needs the [lite] extra), "
-                        "onnx (serving_default.onnx, encode.onnx, decode.onnx, for ONNX Runtime; "
-                        "needs the [onnx] extra). Repeat it or give a list: --format tflite,onnx "
-                        "(default: saved_model)")
+                        "written: " + ", ".join(
+                            f"{fmt.name} ({', '.join(fmt.files)}, for {fmt.runtime}; needs the "
+                            f"[{fmt.extra}] extra)" for fmt in others)
+                        + ". Repeat it or give a list: --format "
+                        + ",".join(fmt.name for fmt in others) + f" (default: {SAVED_MODEL.name})")
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    ways = [f"{fmt.given_as}, run by {fmt.runtime}" for fmt in FORMATS.values()]
     p.add_argument("model", metavar="MODEL",
-                   help=f"a SavedModel folder, an {EXPORT_DIR}/ folder or a model_dir (its "
-                        "newest version is used), run by TensorFlow; a .tflite file, run by "
-                        "LiteRT; or an exported serving_default.onnx, run by ONNX Runtime")
+                   help="; ".join(ways[:-1]) + "; or " + ways[-1])
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, GIF or BMP files")
     p.add_argument("--output_dir", default="reconstructions", metavar="DIR",
                    help="where each IMAGE's <name>_reconstruction.png is written")

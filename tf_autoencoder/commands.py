@@ -18,7 +18,9 @@ import threading
 
 from .config import Config, RunFacts
 from .errors import ConfigError, Interrupted
-from .model_dir import CONFIG_FILE, EVALUATION, find_model, is_saved_model, load_finished_run
+from .model_dir import CONFIG_FILE, EVALUATION, is_saved_model, load_finished_run
+from .serving.formats import find_model
+
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return COMMANDS[args.command](args, parser)

@@ -12,7 +12,7 @@ model_dir/
   model.keras        the final model
   test_metrics.json  loss, RMSE, BCE, MSE on the test split
   export/<version>/  SavedModels for serving (1, 2, ... as TF Serving expects), with
-                     model.tflite and <signature>.onnx beside them on request
+                     the other formats beside them on request (serving/formats.py)
   evaluation.json    `tf-autoencoder evaluate`: image quality and code quality
 """
 from __future__ import annotations
@@ -31,11 +31,6 @@ TEST_METRICS = "test_metrics.json"
 HISTORY = "history.csv"
 EXPORT_DIR = "export"
 SAVED_MODEL_FILE = "saved_model.pb"
-# What `export --format` can write into a version (the SavedModel always), and the files.
-EXPORT_FORMATS = ("saved_model", "tflite", "onnx")
-TFLITE_FILE = "model.tflite"
-SIGNATURE_NAMES = ("serving_default", "encode", "decode")
-ONNX_FILES = {signature: f"{signature}.onnx" for signature in SIGNATURE_NAMES}
 EVALUATION = "evaluation.json"
 LATENT_2D = "latent_2d.png"  # a two-value code, drawn (latent_2d.py)
 # What --overwrite removes: only what a run writes, never other files of the user's.
@@ -99,17 +94,6 @@ def export_versions(export_base: str) -> list[int]:
 
 def is_saved_model(path: str) -> bool:
     return os.path.isfile(os.path.join(path, SAVED_MODEL_FILE))
-
-
-def find_model(path: str) -> str:
-    """find_saved_model's answer, or `path` itself when it is a .tflite or .onnx file."""
-    if os.path.isfile(path):
-        if path.endswith((".tflite", ".onnx")):
-            return path
-        raise ConfigError(f"{path} is a file but neither a .tflite nor an .onnx model: give one "
-                          "of those, a model_dir, its export/ folder or one export/<version>/ "
-                          "folder")
-    return find_saved_model(path)
 
 
 def find_saved_model(path: str) -> str:

@@ -9,6 +9,7 @@ import keras
 from keras import layers, ops
 
 from ..config import Config
+from ..errors import ModelError
 from .layers import (conv_decoder, conv_encoder, expand_code, fc_decoder, fc_encoder, flat_code,
                      gaussian_heads)
 from .metrics import gaussian_kl
@@ -204,8 +205,45 @@ def _build(config: Config) -> Autoencoder | VariationalAutoencoder:
     return Autoencoder(encoder, decoder, name=f"{config.model}_autoencoder")
 
 
+def named_weights(model: keras.Model) -> dict[str, keras.Variable]:
+    """The weights of `model` (an Autoencoder or VariationalAutoencoder) by name:
+    "<part>/<layer>/<weight>", e.g. "encoder/block0_conv0/kernel". The weights alone: not
+    the random-number state of dropout or of the VAE's sampling (model.variables has it),
+    which says nothing about what the model computes."""
+    named = {}
+    for part in model.PARTS:
+        for weight in getattr(model, part).weights:
+            name = f"{part}/{weight.path}"
+            if name in named:
+                raise ModelError(f"the model has two weights named {name}: give its layers "
+                                 "distinct names")
+            named[name] = weight
+    return named
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """Sets each weight of `target` to the weight of `source` with its name
+    (named_weights), whatever order their layers are in. Every name and shape is checked
+    first: ModelError, in one line naming the weight, if one is missing on either side
+    or has another shape, and then nothing is copied."""
+    have, want = named_weights(source), named_weights(target)
+    unplaced = sorted(have.keys() - want.keys())
+    if unplaced:
+        raise ModelError(f"cannot copy the weights: {unplaced[0]} has no place in the target "
+                         "model")
+    for name, weight in want.items():
+        if name not in have:
+            raise ModelError(f"cannot copy the weights: the source model has no {name}")
+        if tuple(have[name].shape) != tuple(weight.shape):
+            raise ModelError(f"cannot copy the weights: {name} is {tuple(have[name].shape)} in "
+                             f"the source model, {tuple(weight.shape)} in the target")
+    for name, weight in want.items():
+        weight.assign(have[name].numpy())
+
+
 def float32_twin(model: keras.Model, config: Config) -> keras.Model:
-    """`model` itself if it computes in float32, else a float32 copy with its weights.
+    """`model` itself if it computes in float32, else a float32 copy with its weights
+    (copied by name).
 
     Whatever precision trained, what comes after training computes in float32: the saved
     model, the export, the projector's codes and the commands that read a run. bfloat16
@@ -215,21 +253,22 @@ def float32_twin(model: keras.Model, config: Config) -> keras.Model:
     if all(layer.compute_dtype == "float32" for part in model.parts for layer in part.layers):
         return model
     twin = build_autoencoder(dataclasses.replace(config, precision="float32"))
-    twin.set_weights(model.get_weights())
+    copy_weights(model, twin)
     return twin
 
 
 def serving_twin(model: keras.Model, config: Config) -> keras.Model:
     """`model` as the exports compute it: float32 and channels_last (NHWC), built anew
-    with its weights.
+    with its weights, copied by name.
 
     The layouts share weights (the builders see to it), and serving takes NHWC images, so
     an NCHW model is served by its NHWC twin: no transposes around it, and TFLite converts
     it (an NCHW transposed convolution with a dynamic batch needs an op TFLite lacks).
     Built anew, by today's builders, so that a model saved before a builder's fix exports
-    with the fix.
+    with the fix; by name, so that a builder that reorders its layers still puts each
+    weight in its layer, or says which weight has no place.
     """
     twin = build_autoencoder(dataclasses.replace(config, precision="float32",
                                                  data_format="channels_last"))
-    twin.set_weights(model.get_weights())
+    copy_weights(model, twin)
     return twin

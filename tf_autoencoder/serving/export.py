@@ -1,6 +1,6 @@
 """Export for serving: MODEL_DIR/export/<version>/, written atomically. A SavedModel
-always, and on request the same signatures for LiteRT (model.tflite) and ONNX Runtime
-(<signature>.onnx) beside it (formats.py).
+always, and on request the other formats of formats.FORMATS beside it (model.tflite for
+LiteRT, <signature>.onnx for ONNX Runtime), each converted and checked by its own module.
 
 Signatures, all NHWC float32 with a dynamic batch, whatever layout and precision the model
 trained in (the export computes in float32, NHWC):
@@ -12,6 +12,7 @@ trained in (the export computes in float32, NHWC):
 exports a SavedModel at its end.
 """
 import os
+import re
 import secrets
 import shutil
 import time
@@ -23,9 +24,9 @@ import tensorflow as tf
 from ..config import Config
 from ..errors import ConversionError, WriteError
 from ..files import fsync_dir, fsync_tree
-from .formats import write_formats
+from .formats import FORMATS, SAVED_MODEL, SIGNATURES
 from .loading import load_finished_model
-from ..model.models import serving_twin
+from ..model.models import named_weights, serving_twin
 from ..model_dir import EXPORT_DIR, export_versions, load_finished_run
 
 # Exports are written under this prefix, then renamed to their version. TF Serving and
@@ -41,43 +42,65 @@ def serving_module(model: keras.Model) -> tf.Module:
     It tracks the model's weights only, not the model object, so the SavedModel holds no
     optimizer state and loads without Keras or this package.
     """
-    images_spec = tf.TensorSpec((None, *model.encoder.input_shape[1:]), tf.float32, name="images")
-    codes_spec = tf.TensorSpec((None, *model.encoder.output_shape[1:]), tf.float32, name="codes")
+    # The arguments' names are the signatures' input names, as SIGNATURES has them.
+    images_name, reconstructions = SIGNATURES["serving_default"]
+    codes_name = SIGNATURES["encode"][1]
+    images_spec = tf.TensorSpec((None, *model.encoder.input_shape[1:]), tf.float32,
+                                name=images_name)
+    codes_spec = tf.TensorSpec((None, *model.encoder.output_shape[1:]), tf.float32,
+                               name=codes_name)
 
     @tf.function(input_signature=[images_spec])
     def reconstruct(images):
-        return {"reconstructions": tf.sigmoid(model(images, training=False))}
+        return {reconstructions: tf.sigmoid(model(images, training=False))}
 
     @tf.function(input_signature=[images_spec])
     def encode(images):
-        return {"codes": model.encoder(images, training=False)}
+        return {codes_name: model.encoder(images, training=False)}
 
     @tf.function(input_signature=[codes_spec])
     def decode(codes):
-        return {"reconstructions": tf.sigmoid(model.decoder(codes, training=False))}
+        return {reconstructions: tf.sigmoid(model.decoder(codes, training=False))}
 
     module = tf.Module(name="autoencoder")
-    # The tf.Variables under Keras' variables, not Keras' wrappers: TFLite's converter
-    # finds the values of the variables a SavedModel tracks itself, and it misses those
-    # behind the wrappers (the .tflite then reads uninitialised weights: NaN).
-    module.model_variables = [v.value for v in model.variables]
+    # The weights by name ("encoder/block0_conv0/kernel"), so export_holding compares
+    # them by name; not the random-number state of dropout or the VAE's sampling, which
+    # inference does not use. The tf.Variables under Keras' variables, not Keras'
+    # wrappers: TFLite's converter finds the values of the variables a SavedModel tracks
+    # itself, and it misses those behind the wrappers (the .tflite then reads
+    # uninitialised weights: NaN).
+    module.model_variables = {name: weight.value for name, weight in named_weights(model).items()}
     # Not named `serve`: the converter takes a SavedModel with a `serve` attribute for a
     # Keras model.export() one and converts its serving_default signature alone.
     module.reconstruct, module.encode, module.decode = reconstruct, encode, decode
     return module
 
 
+def signature_functions(module: tf.Module) -> dict:
+    """serving_module's functions by their signature names (formats.SIGNATURES)."""
+    functions = {"serving_default": module.reconstruct, "encode": module.encode,
+                 "decode": module.decode}
+    return {name: functions[name] for name in SIGNATURES}
+
+
+def write_saved_model(module: tf.Module, folder: str) -> None:
+    """Saves `module` (serving_module's) as a SavedModel with its signatures into `folder`."""
+    tf.saved_model.save(module, folder, signatures=signature_functions(module))
+
+
 def export_saved_model(model: keras.Model, config: Config, export_base: str,
                        formats=("saved_model",)) -> str:
     """Writes `model` as SavedModel version max(existing) + 1 under `export_base`; returns
-    its path. `formats` may add "tflite" and "onnx": their files go into the same version,
-    converted from the SavedModel's functions and checked in their runtimes first. Written
-    to a temporary directory beside it, then renamed into place.
+    its path. `formats` may add the other names of formats.FORMATS ("tflite", "onnx"):
+    their files go into the same version, converted from the SavedModel and checked in
+    their runtimes first. Written to a temporary directory beside it, then renamed into
+    place.
 
     Raises WriteError, with one clear line, when `export_base` cannot be written;
-    formats.ConversionError when a conversion is wrong, formats.MissingExtra when its
+    ConversionError when a conversion is wrong, MissingExtra when its converter or
     runtime is not installed. Either way no version appears.
     """
+    wanted = [fmt for name, fmt in FORMATS.items() if fmt is SAVED_MODEL or name in formats]
     module = serving_module(serving_twin(model, config))
     try:
         os.makedirs(export_base, exist_ok=True)
@@ -90,10 +113,11 @@ def export_saved_model(model: keras.Model, config: Config, export_base: str,
         raise WriteError(f"cannot write to export directory {export_base}: "
                       f"{e.strerror or e}") from None
     try:
-        tf.saved_model.save(module, tmp, signatures={
-            "serving_default": module.reconstruct, "encode": module.encode,
-            "decode": module.decode})
-        write_formats(module, tmp, formats)
+        for fmt in wanted:  # the SavedModel first: the others are converted from it
+            fmt.require(f"--format {fmt.name}", export=True)
+            fmt.function("convert")(module, tmp)
+            if fmt.check:
+                fmt.function("check")(module, tmp)
         fsync_tree(tmp)
         path = _rename_to_next_version(tmp, export_base)
         fsync_dir(export_base)
@@ -132,21 +156,39 @@ def _rename_to_next_version(tmp: str, export_base: str) -> str:
 
 
 def export_holding(model: keras.Model, export_base: str) -> str | None:
-    """The newest version under `export_base` if it holds exactly `model`'s weights
-    (a float32 model, as exports are), else None."""
+    """The newest version under `export_base` if it holds exactly `model`'s weights, by
+    name (a float32 model, as exports are), else None. Only the weights count: not the
+    random-number state of dropout or the VAE's sampling, which a rerun builds anew."""
     versions = export_versions(export_base)
     if not versions:
         return None
     path = os.path.join(export_base, str(versions[-1]))
     try:
         reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
-        saved = [reader.get_tensor(f"model_variables/{i}/.ATTRIBUTES/VARIABLE_VALUE")
-                 for i in range(len(model.variables))]
-    except (tf.errors.OpError, ValueError):  # incomplete, or from another model
+    except (tf.errors.OpError, ValueError):  # incomplete
         return None
-    same = all(s.shape == tuple(v.shape) and np.array_equal(s, np.asarray(v))
-               for s, v in zip(saved, model.variables))
-    return path if same else None
+    saved = {}
+    for key in reader.get_variable_to_shape_map():
+        match = _EXPORTED_WEIGHT.fullmatch(key)
+        if match:
+            saved[_unescape(match[1])] = key
+    weights = named_weights(model)
+    if saved.keys() != weights.keys():  # another model, or an export of older versions
+        return None
+    for name, weight in weights.items():
+        value = reader.get_tensor(saved[name])
+        if value.shape != tuple(weight.shape) or not np.array_equal(value, np.asarray(weight)):
+            return None
+    return path
+
+
+# A weight in a SavedModel's checkpoint: serving_module's model_variables[name], its name
+# escaped by TensorFlow ("." -> "..", "/" -> ".S").
+_EXPORTED_WEIGHT = re.compile(r"model_variables/(.+)/\.ATTRIBUTES/VARIABLE_VALUE")
+
+
+def _unescape(name: str) -> str:
+    return re.sub(r"\.(.)", lambda m: "/" if m[1] == "S" else m[1], name)
 
 
 def export_model_dir(model_dir: str, export_base: str | None = None,

@@ -1,6 +1,7 @@
 """The ways to load a trained autoencoder: a finished run's model.keras, and an export
-(a SavedModel, its .tflite or its .onnx files). All give a `Codec` on NHWC float32 images
-in [0, 1]."""
+in any of its formats (formats.FORMATS: the SavedModel here, the others in their own
+modules). All give a `Codec` on NHWC float32 images in [0, 1], whose codes are NHWC,
+flattened, whatever layout the model was trained in."""
 from __future__ import annotations
 
 import os
@@ -16,22 +17,22 @@ from ..config import Config
 from ..errors import ModelError
 from ..model.layout import to_model_layout, to_nhwc
 from ..model_dir import FINAL_MODEL
-
+from .formats import SAVED_MODEL, SIGNATURES, format_of
 
 
 @dataclass
 class Codec:
     """What the commands need of a trained autoencoder, batched, on NHWC float32 images
     in [0, 1] of `image_shape` (H, W, C), any number of them:
-    encode: (n, H, W, C) -> (n, D) flattened codes;
+    encode: (n, H, W, C) -> (n, D) codes, NHWC (h, w, k) flattened;
     reconstruct: (n, H, W, C) -> (n, H, W, C) pixels in [0, 1]."""
     encode: Callable[[np.ndarray], np.ndarray]
     reconstruct: Callable[[np.ndarray], np.ndarray]
     image_shape: tuple[int, int, int]
-    runtime: str = "TensorFlow"
+    runtime: str = SAVED_MODEL.runtime  # TensorFlow
 
 
-def _batched(fn, batch_size):
+def batched(fn, batch_size):
     def apply(images):
         return np.concatenate([np.asarray(fn(images[i:i + batch_size]))
                                for i in range(0, len(images), batch_size)])
@@ -54,16 +55,16 @@ def load_finished_codec(config: Config) -> Codec:
                          f"it to the end first (train.py --model_dir {config.model_dir})")
     model = load_finished_model(config.model_dir)
 
-    def encode(images):
+    def encode(images):  # NHWC codes, flattened, as the export's encode gives them
         codes = model.encoder(to_model_layout(images, config.data_format), training=False)
-        return np.asarray(codes).reshape(len(images), -1)
+        return to_nhwc(np.asarray(codes), config.data_format).reshape(len(images), -1)
 
     def reconstruct(images):
         logits = model(to_model_layout(images, config.data_format), training=False)
         return to_nhwc(tf.sigmoid(logits).numpy(), config.data_format)
 
     shape = tuple(config.image_shape)
-    return Codec(_batched(encode, config.batch_size), _batched(reconstruct, config.batch_size),
+    return Codec(batched(encode, config.batch_size), batched(reconstruct, config.batch_size),
                  shape)
 
 
@@ -74,103 +75,36 @@ def load_saved_model(path: str, batch_size: int = 256) -> Codec:
         loaded = tf.saved_model.load(path)
     except (OSError, ValueError, tf.errors.OpError) as e:
         raise ModelError(f"cannot load the SavedModel in {path}: {e}") from None
+    images_name, reconstructions_name = SIGNATURES["serving_default"]
+    _, codes_name = SIGNATURES["encode"]
     serve = loaded.signatures.get("serving_default")
-    spec = serve.structured_input_signature[1].get("images") if serve else None
+    spec = serve.structured_input_signature[1].get(images_name) if serve else None
     if (spec is None or spec.dtype != tf.float32 or spec.shape.rank != 4
             or not spec.shape[1:].is_fully_defined()
-            or "reconstructions" not in serve.structured_outputs):
+            or reconstructions_name not in serve.structured_outputs):
         raise ModelError(
             f"the SavedModel in {path} has no serving_default signature from float32 "
-            "'images' (batch, H, W, C) to 'reconstructions': export the model_dir with "
-            "`tf-autoencoder export MODEL_DIR`")
+            f"'{images_name}' (batch, H, W, C) to '{reconstructions_name}': export the "
+            "model_dir with `tf-autoencoder export MODEL_DIR`")
     encode_signature = loaded.signatures.get("encode")
 
     def encode(images):
         if encode_signature is None:
             raise ModelError(f"the SavedModel in {path} has no encode signature: export it "
                              "with `tf-autoencoder export MODEL_DIR`")
-        codes = encode_signature(images=tf.constant(images, tf.float32))["codes"].numpy()
+        inputs = {images_name: tf.constant(images, tf.float32)}
+        codes = encode_signature(**inputs)[codes_name].numpy()
         return codes.reshape(len(codes), -1)
 
     def reconstruct(images):  # `loaded` stays referenced, and with it the weights
-        return serve(images=tf.constant(images, tf.float32))["reconstructions"].numpy()
+        inputs = {images_name: tf.constant(images, tf.float32)}
+        return serve(**inputs)[reconstructions_name].numpy()
 
-    return Codec(_batched(encode, batch_size), _batched(reconstruct, batch_size),
-                 tuple(spec.shape[1:]))
+    return Codec(batched(encode, batch_size), batched(reconstruct, batch_size),
+                 tuple(spec.shape[1:]), SAVED_MODEL.runtime)
 
 
 def load_exported(path: str, batch_size: int = 256) -> Codec:
-    """An export in whichever format `path` holds: a .tflite file (LiteRT), an .onnx file
-    (ONNX Runtime) or a SavedModel folder (TensorFlow)."""
-    if path.endswith(".tflite"):
-        return load_tflite(path, batch_size)
-    if path.endswith(".onnx"):
-        return load_onnx(path, batch_size)
-    return load_saved_model(path, batch_size)
-
-
-def _image_shape(path, input_shape) -> tuple[int, int, int]:
-    """(H, W, C) of an input shape (batch, H, W, C) with fixed H, W, C."""
-    if len(input_shape) != 4 or min(input_shape[1:]) < 1:
-        raise ModelError(f"{path} takes {input_shape}, not (batch, H, W, C) images of one size")
-    return tuple(input_shape[1:])
-
-
-def _not_ours(path, what):
-    return ModelError(f"{path} has no {what}: export the model_dir with "
-                      "`tf-autoencoder export MODEL_DIR --format tflite,onnx`")
-
-
-def load_tflite(path: str, batch_size: int = 256) -> Codec:
-    """A model.tflite exported by this package: its `serving_default` and `encode`
-    signatures, run by LiteRT."""
-    from .formats import ConversionError, TFLiteModel
-
-    try:
-        model = TFLiteModel(path)
-    except ConversionError as e:
-        raise ModelError(str(e)) from None
-    if model.signatures.get("serving_default") != (["images"], ["reconstructions"]):
-        raise _not_ours(path, "serving_default signature from 'images' to 'reconstructions'")
-
-    def encode(images):
-        if model.signatures.get("encode") != (["images"], ["codes"]):
-            raise _not_ours(path, "encode signature from 'images' to 'codes'")
-        codes = model.run("encode", images)
-        return codes.reshape(len(codes), -1)
-
-    return Codec(_batched(encode, batch_size),
-                 _batched(lambda images: model.run("serving_default", images), batch_size),
-                 _image_shape(path, model.input_shape("serving_default")), model.runtime)
-
-
-def load_onnx(path: str, batch_size: int = 256) -> Codec:
-    """An exported serving_default.onnx (images -> reconstructions), run by ONNX Runtime;
-    the encode.onnx beside it, if there is one, gives the codes."""
-    from .formats import ConversionError, OnnxModel
-    from ..model_dir import ONNX_FILES
-
-    paths = {"serving_default": path}
-    encode_path = os.path.join(os.path.dirname(path), ONNX_FILES["encode"])
-    if os.path.isfile(encode_path):
-        paths["encode"] = encode_path
-    try:
-        model = OnnxModel(paths)
-    except ConversionError as e:
-        raise ModelError(str(e)) from None
-    if model.signatures["serving_default"] != (["images"], ["reconstructions"]):
-        raise ModelError(f"{path} is not a model from 'images' to 'reconstructions': give the "
-                         f"{ONNX_FILES['serving_default']} of an export (`tf-autoencoder export "
-                         "MODEL_DIR --format onnx`)")
-    shape = _image_shape(path, model.input_shape("serving_default"))
-
-    def encode(images):
-        if model.sessions.get("encode") is None:
-            raise ModelError(f"there is no {ONNX_FILES['encode']} beside {path}: export the "
-                             "model_dir with `tf-autoencoder export MODEL_DIR --format onnx`")
-        codes = model.run("encode", images)
-        return codes.reshape(len(codes), -1)
-
-    return Codec(_batched(encode, batch_size),
-                 _batched(lambda images: model.run("serving_default", images), batch_size),
-                 shape, model.runtime)
+    """An export in whichever format `path` holds (formats.format_of): a SavedModel
+    folder, a .tflite file, an .onnx file, each run in its own runtime."""
+    return format_of(path).function("load")(path, batch_size)
