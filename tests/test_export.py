@@ -15,7 +15,7 @@ import tensorflow as tf
 from conftest import copy_run, error_lines, keras_outputs, run_python
 from tf_autoencoder import Config, build_autoencoder
 from tf_autoencoder.errors import ModelError, WriteError
-from tf_autoencoder.serving.export import TMP_PREFIX, export_holding, export_saved_model
+from tf_autoencoder.serving.export import export_holding, export_saved_model
 from tf_autoencoder.serving.loading import load_finished_codec, load_saved_model
 from tf_autoencoder.model.models import Autoencoder, copy_weights, float32_twin, named_weights
 from tf_autoencoder.model_dir import export_versions, find_saved_model, load_finished_run
@@ -185,19 +185,22 @@ def test_a_failed_export_leaves_no_version(small_model, tmp_path, monkeypatch):
     assert export_saved_model(model, config, base) == os.path.join(base, "1")
 
 
-def test_temporary_exports_are_never_versions_and_stale_ones_go(small_model, tmp_path):
+def test_temporary_exports_are_never_versions_and_those_of_dead_writers_go(small_model, tmp_path):
+    """An export killed mid-write leaves its temporary folder; the next export removes
+    it, but not one whose writer still runs (a concurrent export's)."""
     model, config = small_model
     base = tmp_path / "export"
-    stale, recent = base / f"{TMP_PREFIX}999-dead", base / f"{TMP_PREFIX}998-busy"
-    for crashed in (stale, recent):  # what a crash (or a running export) leaves
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # a pid that no longer runs
+    dead.wait()
+    stale = base / f".tmp-{dead.pid}-0a1b2c3d-export"
+    busy = base / f".tmp-{os.getpid()}-0a1b2c3d-export"
+    for crashed in (stale, busy):  # what a killed (or a running) export leaves
         crashed.mkdir(parents=True)
         (crashed / "saved_model.pb").write_bytes(b"partial")
-    an_hour_ago = time.time() - 2 * 3600
-    os.utime(stale, (an_hour_ago, an_hour_ago))
     with pytest.raises(ValueError, match="neither a SavedModel"):
         find_saved_model(str(base))
     assert export_saved_model(model, config, str(base)) == str(base / "1")
-    assert sorted(os.listdir(base)) == [recent.name, "1"]
+    assert sorted(os.listdir(base)) == [busy.name, "1"]
     assert export_saved_model(model, config, str(base)) == str(base / "2")
     assert find_saved_model(str(base)) == str(base / "2")
 

@@ -369,6 +369,28 @@ def _garble_index(prefix):
         f.write(b"\xde\xad" * 64)
 
 
+@pytest.mark.parametrize("index", ["garbage\n", None])
+def test_a_damaged_or_missing_checkpoint_index_is_recovered_from_the_files(tmp_path, index):
+    """`echo garbage > checkpoints/checkpoint` used to make a rerun start again at epoch 1
+    and overwrite the readable checkpoints; now the files themselves are restored and the
+    index is rewritten from them."""
+    import tensorflow as tf
+
+    saved = save_epochs(tmp_path, 3)
+    if index is None:
+        os.unlink(tmp_path / "checkpoint")
+    else:
+        (tmp_path / "checkpoint").write_text(index)
+    model, epochs, logged = restore_into_new_model(tmp_path)
+    assert epochs == 3
+    for got, want in zip(model.trainable_weights, saved[-1]):
+        np.testing.assert_array_equal(got.numpy(), want)
+    assert any("recovering it from the 3 checkpoint files" in line for line in logged), logged
+    state = tf.train.get_checkpoint_state(str(tmp_path))
+    assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == [
+        "ckpt-10", "ckpt-20", "ckpt-30"]
+
+
 @pytest.mark.parametrize("damage", [_cut_data_file, _remove_index, _garble_index])
 def test_restore_falls_back_to_the_previous_checkpoint_if_the_newest_is_damaged(tmp_path, damage):
     saved = save_epochs(tmp_path, 3)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import sys
 
-from .config import DEFAULTS, GROUPS, Config
+from .config import DEFAULTS, GROUPS, MAX_PIXELS, Config
 from .errors import Error, Interrupted
 from .logs import set_up_logging
 from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL
@@ -138,6 +139,9 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, GIF or BMP files")
     p.add_argument("--output_dir", default="reconstructions", metavar="DIR",
                    help="where each IMAGE's <name>_reconstruction.png is written")
+    p.add_argument("--max_pixels", type=int, default=MAX_PIXELS, metavar="N",
+                   help="refuse an image of more than N pixels (width x height), told by "
+                        "its header before it is decoded")
 
 
 def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
@@ -265,16 +269,23 @@ def main(argv: list[str] | None = None, *, command: str | None = None,
 
 def describe(error: Exception) -> str:
     """One line saying what went wrong: our own errors' messages as they are; anything
-    else by its kind, with the file it concerns (--verbose shows the traceback)."""
+    else by its kind (a full disk, memory, a file), with the first line of its message,
+    which names the file where there is one (--verbose shows the traceback)."""
     if isinstance(error, Interrupted):
         return str(error)
     if isinstance(error, Error):
         return f"error: {error}"
-    if isinstance(error, MemoryError):
-        return "error: out of memory: use a smaller --batch_size (or fewer images at once)"
+    text = str(getattr(error, "message", None) or error).strip()
+    first = text.splitlines()[0][:300] if text else ""
+    kind = type(error).__name__
+    if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text:
+        where = f" ({error.filename})" if getattr(error, "filename", None) else f" ({first})"
+        return (f"error: the disk is full (no space left on device){where}: free some space "
+                "and run the command again (a run resumes from its last checkpoint)")
+    if isinstance(error, MemoryError) or (kind == "ResourceExhaustedError" and "OOM" in text):
+        return ("error: out of memory: lower --batch_size (or ask for fewer images at once); "
+                f"{kind}: {first}" if first else "error: out of memory: lower --batch_size")
     if isinstance(error, OSError):
         where = f" ({error.filename})" if error.filename else ""
-        return f"error: {error.strerror or error}{where}"
-    lines = str(error).strip().splitlines()
-    text = f": {lines[0][:300]}" if lines else ""
-    return f"error: {type(error).__name__}{text} (--verbose shows the traceback)"
+        return f"error: {error.strerror or first}{where}"
+    return f"error: {kind}{': ' + first if first else ''} (--verbose shows the traceback)"

@@ -18,6 +18,7 @@ import threading
 
 from .config import Config, RunFacts
 from .errors import ConfigError, Interrupted
+from .pause import pause_point
 from .model_dir import CONFIG_FILE, EVALUATION, is_saved_model, load_finished_run
 from .serving.formats import find_model
 
@@ -72,11 +73,13 @@ def train(args, parser) -> int:
 
 
 def _train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
-    from .model_dir import check_model_dir_path, read_run
+    from .model_dir import check_folder, check_model_dir_path, read_run
 
     try:
         settings = config_from_args(args).validate()
         check_model_dir_path(settings.model_dir)
+        if settings.save_images is not None:
+            check_folder("--save_images", settings.save_images)
         from .run.distribute import read_tf_config
 
         role = read_tf_config() if settings.distribute == "multi_worker" else None
@@ -174,9 +177,10 @@ def run_facts(settings: Config, previous, splits) -> RunFacts:
     # CPU replicas compute on the CPU whatever GPUs there are.
     precision = resolve_precision(settings.precision,
                                   on_cpu=bool(settings.cpu_replicas) or None)
-    return RunFacts(image_shape=list(splits.image_shape),
-                    dataset=splits.name,
-                    data_source=splits.source, seed=seed, precision=precision)
+    facts = RunFacts(image_shape=list(splits.image_shape), dataset=splits.name,
+                     data_source=splits.source, seed=seed, precision=precision)
+    facts.architecture = settings.resolved(facts).architecture()
+    return facts
 
 
 # --- export, predict ------------------------------------------------------------------------
@@ -193,6 +197,13 @@ def export(args, parser) -> int:
     """Exports MODEL_DIR/model.keras as a new SavedModel version, with the TFLite and ONNX
     files --format asks for beside it; prints its path."""
     finished_run(args, parser)
+    if args.export_dir is not None:
+        from .model_dir import check_folder
+
+        try:
+            check_folder("--export_dir", args.export_dir)
+        except ConfigError as e:
+            parser.error(str(e))
     formats = list(dict.fromkeys(name for names in args.formats or [] for name in names))
     from .serving import formats as lib
     from .serving.export import export_model_dir
@@ -214,14 +225,21 @@ def predict(args, parser) -> int:
         model_path = find_model(args.model)
     except ConfigError as e:
         parser.error(str(e))
-    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        parser.error(f"--output_dir {args.output_dir} is a file: give a directory")
+    from .model_dir import check_folder
+
+    try:
+        check_folder("--output_dir", args.output_dir)
+        if args.max_pixels < 1:
+            raise ConfigError(f"--max_pixels must be >= 1, got {args.max_pixels}")
+    except ConfigError as e:
+        parser.error(str(e))
     from .serving.predict import predict_files
 
     def error(message):
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
 
-    failed = predict_files(model_path, args.images, args.output_dir, error=error)
+    failed = predict_files(model_path, args.images, args.output_dir, error=error,
+                           max_pixels=args.max_pixels)
     return 1 if failed else 0
 
 
@@ -237,6 +255,7 @@ def evaluate(args, parser) -> int:
     splits = sources.load_data(config.dataset, config.data_dir)
     from .run.evaluation import evaluate_run, format_table
 
+    pause_point("evaluate")
     report = evaluate_run(args.model_dir, config, splits, probe_samples=args.probe_samples)
     print(format_table(report))
     print(f"Wrote {os.path.join(args.model_dir, EVALUATION)}")

@@ -36,6 +36,11 @@ DATA_FORMATS = {
     "channels_first": "channels_first",
 }
 
+# Decoding takes (width x height x channels) floats, however small the file: a PNG of
+# 50,000 x 50,000 pixels is a few hundred kB on disk and 30 GB decoded. Image headers are
+# read first and images above this many pixels refused (--max_pixels raises it).
+MAX_PIXELS = 100_000_000
+
 # The groups of `train --help`, in order.
 GROUPS = ("model", "data", "training", "distribution (tf.distribute; see the README)", "output")
 
@@ -368,6 +373,10 @@ class RunFacts:
     data_source: Optional[str]
     seed: Optional[int]  # None only in a damaged run from before run.json existed
     precision: str
+    # The architecture the model was built with (Config.architecture()), so that a
+    # config.json edited afterwards is caught before its model is misread. None in runs
+    # from before run.json existed.
+    architecture: Optional[dict] = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -381,7 +390,25 @@ class RunFacts:
             raise ConfigError(f"{source} records no image shape [H, W, C] (it has {shape!r})")
         if facts.seed is not None and not isinstance(facts.seed, int):
             raise ConfigError(f"{source} records a seed that is not an integer: {facts.seed!r}")
+        if facts.architecture is not None and not isinstance(facts.architecture, dict):
+            raise ConfigError(f"{source} records an architecture that is not an object")
         return facts
+
+    def check_settings(self, settings: "Config", source: str) -> None:
+        """Refuses settings (config.json, at `source`) that disagree with the model this
+        run built: an edited config.json would otherwise build, export or evaluate
+        another model than the one its weights belong to."""
+        if settings.image_shape is not None and settings.image_shape != self.image_shape:
+            raise ConfigError(f"{source}: image_shape {settings.image_shape} is not the "
+                              f"{self.image_shape} the run's model takes: restore it (null)")
+        if self.architecture is None:
+            return
+        built = json.loads(json.dumps(settings.resolved(self).architecture()))
+        for name, value in self.architecture.items():
+            if built.get(name) != value:
+                raise ConfigError(f"{source}: {name} is {built.get(name)!r}, but the run's "
+                                  f"model was built with {value!r} (run.json records it): "
+                                  f"restore {name}, or train a new run")
 
     @classmethod
     def load(cls, model_dir: str, config_file: str, facts_file: str) -> "RunFacts":

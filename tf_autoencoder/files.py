@@ -13,9 +13,10 @@ import contextlib
 import errno
 import fcntl
 import os
-import tempfile
+import secrets
+import shutil
 
-from .errors import ModelDirBusy
+from .errors import ModelDirBusy, WriteError
 
 LOCK_FILE = ".lock"
 
@@ -51,22 +52,84 @@ def fsync_tree(top: str) -> None:
         fsync_dir(root)
 
 
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Writes `data` to `path` whole or not at all, with the umask's mode, durably."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+# Temporary files and folders are named .tmp-<pid>-<random>-<final name>: never what a
+# reader looks for, and the pid tells the next writer whether the one that left it lives.
+TMP_PREFIX = ".tmp-"
+
+
+def temp_path(path: str) -> str:
+    """A temporary name beside `path`, for writing it and then renaming into place."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{name}")
+
+
+def remove_leftovers(directory: str) -> None:
+    """Removes the temporary files and folders in `directory` that a process which no
+    longer runs left behind (killed mid-write); those of live writers stay."""
     try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(TMP_PREFIX):].split("-", 1)[0]
+        if not name.startswith(TMP_PREFIX) or not pid.isdigit() or _alive(int(pid)):
+            continue
+        path = os.path.join(directory, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def write_reason(error: Exception) -> str:
+    """Why a write failed, in a few words; a full disk says so, whoever raised it (an
+    OSError, or TensorFlow's own error from a checkpoint or summary write)."""
+    text = (error.strerror if isinstance(error, OSError) and error.strerror
+            else str(getattr(error, "message", error))).strip()
+    if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text:
+        return "the disk is full (no space left on device)"
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def write_error(path: str, error: Exception) -> WriteError:
+    """One line naming the file the user knows, not its temporary name."""
+    return WriteError(f"cannot write {path}: {write_reason(error)}")
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Writes `data` to `path` whole or not at all, with the umask's mode, durably.
+    WriteError, naming `path`, if it cannot."""
+    directory = os.path.dirname(os.path.abspath(path))
+    remove_leftovers(directory)
+    tmp = temp_path(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fchmod(f.fileno(), FILE_MODE)
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+        fsync_dir(directory)
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
         raise
-    fsync_dir(directory)
 
 
 def write_text_atomic(path: str, text: str) -> None:

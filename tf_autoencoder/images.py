@@ -1,4 +1,4 @@
-"""Image grids and PNG files."""
+"""Image files (their headers, checked before decoding) and image grids as PNG files."""
 from __future__ import annotations
 
 import os
@@ -6,7 +6,36 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from .config import MAX_PIXELS
 from .files import write_bytes_atomic
+
+# libjpeg's own line for a truncated file, written to stderr before our message says so.
+LIBJPEG_NOTE = r"(Input file read error|Premature end of JPEG file)"
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding its pixels. ValueError if
+    the file is no image Pillow knows; OSError if it cannot be read."""
+    from PIL import Image
+
+    cap, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our limit applies instead
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except Image.UnidentifiedImageError:
+        raise ValueError("not an image (PNG, JPEG, GIF or BMP expected)") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = cap
+
+
+def check_pixels(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """image_size(path), or ValueError if the image has more than `max_pixels` pixels."""
+    width, height = image_size(path)
+    if width * height > max_pixels:
+        raise ValueError(f"{width} wide x {height} high is {width * height:,} pixels, above "
+                         f"the limit of {max_pixels:,} read from its header before decoding "
+                         "(--max_pixels raises it)")
+    return width, height
 
 
 def grid_rows(images, columns: int) -> list:

@@ -39,11 +39,20 @@ RUN_OUTPUTS = (CONFIG_FILE, RUN_FACTS, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS
 EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard logs in model_dir itself
 
 
+def check_folder(flag: str, path: str) -> None:
+    """Refuses a folder path that cannot be one (empty, a file, a broken symbolic link or
+    a loop of them), before anything is written."""
+    if not path:
+        raise ConfigError(f"{flag} is empty: give a directory path")
+    if os.path.islink(path) and not os.path.exists(path):
+        raise ConfigError(f"{flag} {path} is a symbolic link to nothing (or a loop of "
+                          "links): give a directory path")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{flag} {path} is a file: give a directory path")
+
+
 def check_model_dir_path(model_dir: str) -> None:
-    if not model_dir:
-        raise ConfigError("model_dir is empty: give a directory path")
-    if os.path.exists(model_dir) and not os.path.isdir(model_dir):
-        raise ConfigError(f"model_dir {model_dir} is a file: give a directory path")
+    check_folder("model_dir", model_dir)
 
 
 def read_run(model_dir: str) -> tuple[Config, RunFacts] | None:
@@ -53,7 +62,10 @@ def read_run(model_dir: str) -> tuple[Config, RunFacts] | None:
     if not os.path.exists(config_path):
         return None
     try:
-        return Config.load(config_path), RunFacts.load(model_dir, CONFIG_FILE, RUN_FACTS)
+        settings = Config.load(config_path)
+        facts = RunFacts.load(model_dir, CONFIG_FILE, RUN_FACTS)
+        facts.check_settings(settings, config_path)
+        return settings, facts
     except (ConfigError, TypeError, OSError) as e:
         raise ConfigError(f"{e if isinstance(e, ConfigError) else f'{config_path}: {e}'}: "
                           "pass --overwrite to start afresh or use another --model_dir") from None
@@ -127,8 +139,10 @@ def load_finished_run(model_dir: str) -> Config:
         raise ConfigError(f"{model_dir} holds no finished run (no {' and no '.join(missing)}): "
                           f"train one with train.py --model_dir {model_dir}")
     try:
-        config = Config.load(config_path).validate()
-        return config.resolved(RunFacts.load(model_dir, CONFIG_FILE, RUN_FACTS))
+        settings = Config.load(config_path).validate()
+        facts = RunFacts.load(model_dir, CONFIG_FILE, RUN_FACTS)
+        facts.check_settings(settings, config_path)
+        return settings.resolved(facts)
     except ConfigError:
         raise
     except (ValueError, TypeError, OSError) as e:

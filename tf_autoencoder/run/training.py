@@ -11,6 +11,7 @@ model_dir/
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -30,7 +31,8 @@ from ..config import Config, RunFacts
 from ..errors import Interrupted, RunError, TrainingDiverged
 from .distribute import check_workers_agree, chief_value, is_chief
 from ..serving.export import export_holding, export_saved_model
-from ..files import fsync_dir, fsync_file, write_text_atomic
+from ..files import (fsync_dir, fsync_file, remove_leftovers, temp_path, write_error,
+                     write_text_atomic)
 from ..model.metrics import make_loss, make_metrics
 from ..model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, HISTORY, RUN_FACTS,
                         TEST_METRICS)
@@ -94,6 +96,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
                                               epoch=self.epoch,
                                               steps_into_epoch=self.steps_into_epoch)
+        self.max_to_keep = max_to_keep
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)
         self.restore_manager = self.manager if restore_from is None else (
             tf.train.CheckpointManager(self.checkpoint, restore_from, max_to_keep))
@@ -105,7 +108,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         epochs. Raises RunError if checkpoints exist but none can be read."""
         for leftover in glob.glob(os.path.join(self.directory, "*_temp")):
             shutil.rmtree(leftover, ignore_errors=True)  # files of a save that was killed
-        for path in reversed(self.restore_manager.checkpoints):
+        candidates = self._recover_index(log)
+        for path in reversed(candidates):
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
             except (tf.errors.OpError, OSError, ValueError, IndexError, AssertionError) as e:
@@ -115,10 +119,31 @@ class EpochCheckpoint(keras.callbacks.Callback):
             if path != self.restore_manager.latest_checkpoint:
                 log(f"Resuming from the older checkpoint {path}")
             return int(self.epoch.numpy())
-        if self.restore_manager.checkpoints:
+        if candidates:
             raise RunError(f"no checkpoint in {self.restore_manager.directory} can be read: "
-                          "pass --overwrite to start afresh")
+                           "pass --overwrite to start afresh")
         return 0
+
+    def _recover_index(self, log) -> list[str]:
+        """The checkpoints to restore from, oldest first. They are the index's (the small
+        `checkpoint` file), unless it is damaged, missing, or lists fewer than the files
+        hold: then the files themselves, and the chief rewrites the index from them, so
+        that a damaged index never makes a run start afresh over its own checkpoints."""
+        manager = self.restore_manager
+        files = sorted((path[:-len(".index")] for path in
+                        glob.glob(os.path.join(manager.directory, "ckpt-*.index"))),
+                       key=lambda prefix: int(prefix.rsplit("-", 1)[1]))
+        listed = list(manager.checkpoints)
+        if set(files) <= set(listed):
+            return listed
+        log(f"The checkpoint index {os.path.join(manager.directory, 'checkpoint')} is damaged "
+            f"or incomplete: recovering it from the {len(files)} checkpoint files there")
+        if manager is self.manager:  # ours to write
+            tf.compat.v1.train.update_checkpoint_state(manager.directory, files[-1],
+                                                       all_model_checkpoint_paths=files)
+            self.manager = self.restore_manager = tf.train.CheckpointManager(
+                self.checkpoint, manager.directory, self.max_to_keep)
+        return sorted(set(files) | set(listed), key=lambda prefix: int(prefix.rsplit("-", 1)[1]))
 
     @property
     def newest_step(self) -> int:
@@ -383,8 +408,17 @@ def _run(settings: Config, facts: RunFacts, splits: Splits, log,
 
 
 def save_model_atomic(model: keras.Model, path: str) -> None:
-    tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
-    model.save(tmp)
-    fsync_file(tmp)
-    os.replace(tmp, path)
-    fsync_dir(os.path.dirname(path) or ".")
+    """model.save, whole or not at all; WriteError naming `path` (a full disk too)."""
+    remove_leftovers(os.path.dirname(os.path.abspath(path)))
+    tmp = temp_path(path)  # ends in .keras, as Keras requires
+    try:
+        model.save(tmp)
+        fsync_file(tmp)
+        os.replace(tmp, path)
+        fsync_dir(os.path.dirname(path) or ".")
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(e, (OSError, tf.errors.OpError)):
+            raise write_error(path, e) from None
+        raise

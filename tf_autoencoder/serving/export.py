@@ -13,9 +13,7 @@ exports a SavedModel at its end.
 """
 import os
 import re
-import secrets
 import shutil
-import time
 
 import keras
 import numpy as np
@@ -23,16 +21,16 @@ import tensorflow as tf
 
 from ..config import Config
 from ..errors import ConversionError, WriteError
-from ..files import fsync_dir, fsync_tree
+from ..pause import pause_point
+from ..files import fsync_dir, fsync_tree, remove_leftovers, temp_path, write_reason
 from .formats import FORMATS, SAVED_MODEL, SIGNATURES
 from .loading import load_finished_model
 from ..model.models import named_weights, serving_twin
 from ..model_dir import EXPORT_DIR, export_versions, load_finished_run
 
-# Exports are written under this prefix, then renamed to their version. TF Serving and
-# export_versions() only see integer names, so a crash never leaves a version behind.
-TMP_PREFIX = ".tmp-export-"
-STALE_AFTER_S = 3600  # a temporary export this old was left by a crash: removed
+# Exports are written into a temporary folder (files.temp_path), then renamed to their
+# version. TF Serving and export_versions() only see integer names, so a crash never
+# leaves a version behind, and the next export removes what a killed one left.
 
 
 def serving_module(model: keras.Model) -> tf.Module:
@@ -104,41 +102,35 @@ def export_saved_model(model: keras.Model, config: Config, export_base: str,
     module = serving_module(serving_twin(model, config))
     try:
         os.makedirs(export_base, exist_ok=True)
-        _remove_stale_exports(export_base)
+        remove_leftovers(export_base)  # of exports that were killed
         # os.mkdir, not mkdtemp: the version keeps the umask's permissions (mkdtemp's are
         # 0700), so a server running as another user can read it.
-        tmp = os.path.join(export_base, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}")
+        tmp = temp_path(os.path.join(export_base, "export"))
         os.mkdir(tmp)
     except OSError as e:
         raise WriteError(f"cannot write to export directory {export_base}: "
-                      f"{e.strerror or e}") from None
+                         f"{write_reason(e)}") from None
     try:
         for fmt in wanted:  # the SavedModel first: the others are converted from it
             fmt.require(f"--format {fmt.name}", export=True)
             fmt.function("convert")(module, tmp)
             if fmt.check:
                 fmt.function("check")(module, tmp)
+        pause_point("export")
         fsync_tree(tmp)
         path = _rename_to_next_version(tmp, export_base)
         fsync_dir(export_base)
         return path
-    except tf.errors.OpError as e:
+    except (tf.errors.OpError, OSError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise WriteError(f"cannot write SavedModel to {export_base}: {e.message}") from None
+        raise WriteError(f"cannot write the export to {export_base}: {write_reason(e)} "
+                         "(nothing exported)") from None
     except ConversionError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise ConversionError(f"{e} (nothing exported)") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _remove_stale_exports(export_base: str) -> None:
-    """Removes temporary exports that crashed runs left behind."""
-    for name in os.listdir(export_base):
-        path = os.path.join(export_base, name)
-        if name.startswith(TMP_PREFIX) and time.time() - os.path.getmtime(path) > STALE_AFTER_S:
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def _rename_to_next_version(tmp: str, export_base: str) -> str:

@@ -14,20 +14,26 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from ..images import write_png
+from ..images import LIBJPEG_NOTE, MAX_PIXELS, check_pixels, write_png
+from ..logs import stderr_without
+from ..pause import pause_point
 from .loading import load_exported
 
 
-def read_image(path: str, shape: tuple[int, int, int]) -> tuple[np.ndarray, list[str]]:
+def read_image(path: str, shape: tuple[int, int, int],
+               max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, list[str]]:
     """Reads a PNG, JPEG, GIF or BMP file as the model expects it.
 
     shape: the model's (H, W, C). Returns float32 (H, W, C) in [0, 1] and notes on what
-    was changed to fit. Raises OSError if unreadable, ValueError if not an image.
+    was changed to fit. Raises OSError if unreadable, ValueError if not an image or one
+    of more than `max_pixels` pixels (told by its header, before decoding).
     """
+    check_pixels(path, max_pixels)
     with open(path, "rb") as f:
         data = f.read()
     try:
-        image = tf.io.decode_image(data, dtype=tf.float32, expand_animations=False)
+        with stderr_without(LIBJPEG_NOTE):  # our line says it, with the file's name
+            image = tf.io.decode_image(data, dtype=tf.float32, expand_animations=False)
     except tf.errors.InvalidArgumentError as e:
         if "Unknown image file format" in e.message:
             raise ValueError("not an image (PNG, JPEG, GIF or BMP expected)") from None
@@ -65,7 +71,7 @@ def output_names(paths: list[str]) -> list[str]:
 
 
 def predict_files(model_path: str, paths: list[str], output_dir: str, *, log=print,
-                  error=print) -> int:
+                  error=print, max_pixels: int = MAX_PIXELS) -> int:
     """Writes each image's reconstruction into `output_dir` and logs one line per image
     with its score; files that fail get one line through `error` and the rest go on.
     `model_path`: a SavedModel folder, a .tflite or an .onnx file. Returns the number of
@@ -77,7 +83,7 @@ def predict_files(model_path: str, paths: list[str], output_dir: str, *, log=pri
     images, done = [], []
     for path in paths:
         try:
-            image, notes = read_image(path, shape)
+            image, notes = read_image(path, shape, max_pixels)
         except OSError as e:
             error(f"{path}: {e.strerror or e}")
             continue
@@ -86,6 +92,7 @@ def predict_files(model_path: str, paths: list[str], output_dir: str, *, log=pri
             continue
         images.append(image)
         done.append((path, notes))
+    pause_point("predict")
     if images:
         images = np.stack(images)
         reconstructions = model.reconstruct(images)
