@@ -284,3 +284,61 @@ def test_in_memory_noisy_inputs_are_the_same_images_in_either_layout():
     assert 0 <= nhwc.min() and nhwc.max() <= 1 and np.abs(nhwc - clean).mean() > 0.1
     inputs, clean = pipeline.noisy_inputs(images, 0.0, np.random.default_rng(1), "channels_first")
     assert inputs is clean and clean.shape == (3, 2, 5, 4)
+
+
+def test_every_evaluation_batch_gives_each_replica_an_image():
+    """Every split size, batch size and replica count the checks let through: a last batch
+    smaller than the replica count left a replica with no image, which oneDNN's
+    convolutions refuse and the VAE's mean KL turned into NaN. Catches batching that
+    leaves such a rest, or that drops, repeats or reorders an image to avoid it."""
+    for replicas in range(1, 9):
+        for batch_size in range(replicas, 21):
+            for count in range(replicas, 61):
+                sizes = pipeline.evaluation_batches(count, batch_size, replicas)
+                assert sum(sizes) == count and min(sizes) >= replicas
+                assert max(sizes) <= batch_size + replicas - 1
+                if not 0 < count % batch_size < replicas:  # nothing to join: plain batches
+                    assert sizes == [batch_size] * (count // batch_size) + (
+                        [count % batch_size] if count % batch_size else [])
+    # The dataset batches as evaluation_batches says, every image once and in order: on
+    # rests that join the batch before (5 % 2, 11 % 5 < 3, ...) and rests that do not.
+    for replicas in (2, 3):
+        for batch_size in (replicas, 5):
+            for count in (replicas, 5, 6, 11):
+                images = np.arange(count, dtype=np.uint8).reshape(count, 1, 1, 1)
+                batches = _batches(pipeline.make_dataset(images, batch_size=batch_size,
+                                                         training=False, replicas=replicas))
+                assert [len(x) for x, _ in batches] == pipeline.evaluation_batches(
+                    count, batch_size, replicas), (count, batch_size, replicas)
+                order = np.rint(np.concatenate([y.ravel() for _, y in batches]) * 255)
+                np.testing.assert_array_equal(order, np.arange(count))
+
+
+@pytest.mark.parametrize("replicas, batch_size, splits, words", [
+    (4, 3, {"validation": 10, "test": 10}, "--batch_size 3 is smaller than the 4 replicas"),
+    (4, 8, {"validation": 10, "test": 3}, "the test split has 3 images, fewer than the 4"),
+])
+def test_a_batch_or_split_smaller_than_the_replicas_is_refused(replicas, batch_size, splits,
+                                                               words):
+    from tf_autoencoder.errors import RunError
+
+    with pytest.raises(RunError, match=words):
+        pipeline.check_replicas(replicas, batch_size, splits)
+    pipeline.check_replicas(replicas, batch_size=replicas, splits={"test": replicas})
+
+
+def test_evaluation_noise_can_follow_from_the_seed_alone():
+    """Validation and test inputs are noised the same on every pass and in every dataset
+    made with the seed: a resumed run's test metrics are the uninterrupted run's."""
+    images = np.full((40, 8, 8, 1), 128, np.uint8)
+
+    def passes(seed):
+        ds = pipeline.make_dataset(images, batch_size=16, training=False, noise_factor=0.5,
+                                   seed=seed, new_noise_each_pass=False)
+        return [np.concatenate([x for x, _ in _batches(ds)]) for _ in range(2)]
+
+    first, second = passes(3)
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_array_equal(passes(3)[0], first)
+    assert not np.allclose(passes(4)[0], first)
+    assert np.std(first - 128 / 255) > 0.3

@@ -242,3 +242,38 @@ def test_training_epochs_follow_from_the_seed_and_the_epoch_alone():
     assert not np.array_equal(epoch0, epoch1)
     assert np.array_equal(epochs(0, 1)[0], epoch0)
     assert np.array_equal(epochs(1, 1)[0], epoch1)  # a resumed run's first epoch
+
+
+def test_mirrored_vae_evaluates_last_batches_smaller_than_the_replica_count(tmp_path):
+    """Batch 12 on 25 validation and 13 test images leaves last batches of one image: one
+    of the two replicas got none, and oneDNN's convolution failed on it (the VAE's mean
+    KL over it was NaN, a false divergence). Every image must count once in every metric,
+    kl included: the metrics must be those the saved model scores on the splits, here."""
+    from tf_autoencoder.data.sources import load_data
+    from tf_autoencoder.serving.loading import load_finished_model
+
+    write_ramp_idx_dir(tmp_path / "idx", n_test=13)  # 275 train / 25 validation, 13 test
+    result = run_train("--data_dir", str(tmp_path / "idx"), "--batch_size", "12",
+                       "--epochs", "1", "--seed", SEED, "--embedding_images", "0",
+                       "--precision", "float32", "--model", "variational",
+                       "--model_dir", str(tmp_path / "run"),
+                       "--distribute", "mirrored", "--cpu_replicas", "2")
+    assert result.returncode == 0, result.stderr
+    [row] = history(str(tmp_path / "run"))
+    test_metrics = json.load(open(tmp_path / "run" / "test_metrics.json"))
+
+    model = load_finished_model(str(tmp_path / "run"))
+    splits = load_data(data_dir=str(tmp_path / "idx"))
+    for split, reported in [(splits.validation, {name: float(row[f"val_{name}"])
+                                                 for name in ("bce", "mse", "kl")}),
+                            (splits.test, test_metrics)]:
+        x = split.images.astype(np.float64) / 255
+        logits = model.predict(x.astype(np.float32), verbose=0).astype(np.float64)
+        bce = np.maximum(logits, 0) - logits * x + np.log1p(np.exp(-np.abs(logits)))
+        mean, log_var = (np.asarray(t, np.float64) for t in model.posterior(x.astype(np.float32)))
+        kl = 0.5 * np.sum(np.exp(log_var) + mean**2 - 1 - log_var, axis=(1, 2, 3)) / (28 * 28)
+        expected = {"bce": bce.mean(), "mse": np.mean((x - 1 / (1 + np.exp(-logits))) ** 2),
+                    "kl": kl.mean()}
+        assert len(x) % 12 == 1
+        for name, value in expected.items():
+            assert reported[name] == pytest.approx(value, rel=1e-5), name

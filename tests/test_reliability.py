@@ -461,3 +461,182 @@ def test_resume_drops_history_rows_that_no_checkpoint_holds(tmp_path):
     path.write_text("epoch,loss\n0,0.5\n1,0.4\n2,0.3\n3,0.2")  # the last row cut short
     trim_history(str(path), 2)
     assert path.read_text() == "epoch,loss\n0,0.5\n1,0.4\n"
+
+
+# --- resuming is the uninterrupted run: random state, evaluation noise -------------------
+
+# The default model with dropout (its generators) and the VAE (its sampling); the default
+# model without dropout has no generator to check, and the same pipeline as these.
+RESUMED_MODELS = {"dropout": ["--dropout", "0.9"], "variational": ["--model", "variational"]}
+
+
+def checkpoint_values(model_dir):
+    """Every value of a run's newest checkpoint (weights, optimizer, counters, random
+    state) by name, but the count of saves."""
+    import tensorflow as tf
+
+    path = os.path.join(model_dir, "checkpoints", latest_checkpoint(model_dir))
+    return {name: tf.train.load_variable(path, name) for name, _ in tf.train.list_variables(path)
+            if not name.startswith(("save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"))}
+
+
+@pytest.mark.parametrize("model", RESUMED_MODELS)
+def test_a_run_killed_mid_epoch_and_resumed_is_the_uninterrupted_run_bit_for_bit(tmp_path, model):
+    """--deterministic, killed in epoch 2 and resumed from the end of epoch 1, against the
+    same command run through: the same history, test metrics and checkpoint, bit for bit.
+    Catches a resumed run that draws its dropout masks or VAE noise from the seed's first
+    draws again (the generators' states were not in the checkpoint), and validation or
+    test noise that depends on where the run was resumed (it was seeded seed + epoch)."""
+    write_idx_dir(tmp_path / "idx", n_train=120, n_test=20)  # 110 / 10 / 20
+    args = ["--data_dir", str(tmp_path / "idx"), "--batch_size", "16", "--epochs", "2",
+            "--seed", "5", "--deterministic", "--noise_factor", "0.3", "--embedding_images",
+            "0", "--precision", "float32", *RESUMED_MODELS[model]]
+    through, resumed = str(tmp_path / "through"), str(tmp_path / "resumed")
+    first = subprocess.Popen(train_command(*args, "--model_dir", through),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        killed = start_paused([*args, "--model_dir", resumed], 110 // 16 + 2)
+        killed.kill()
+        killed.wait()
+        _, stderr = first.communicate(timeout=300)
+        assert first.returncode == 0, stderr
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    result = run_train(*args, "--model_dir", resumed)
+    assert result.returncode == 0, result.stderr
+    assert "Resuming from the end of epoch 1" in result.stdout
+
+    assert history(resumed) == history(through)
+    assert (open(os.path.join(resumed, "test_metrics.json")).read()
+            == open(os.path.join(through, "test_metrics.json")).read())
+    expected = checkpoint_values(through)
+    got = checkpoint_values(resumed)
+    assert sorted(got) == sorted(expected)
+    for name, value in expected.items():
+        np.testing.assert_array_equal(got[name], value, err_msg=name)
+    assert any(name.startswith("random_state/") for name in got)
+
+
+def dropout_model():
+    from tf_autoencoder import Config, build_autoencoder
+    from tf_autoencoder.run.training import compile_model
+
+    config = Config(image_shape=[8, 8, 1], num_filters=[4], dropout=0.5,
+                    model="variational").validate()
+    model = build_autoencoder(config)
+    compile_model(model, config)
+    return model
+
+
+def test_checkpoints_hold_the_random_generators_states_at_an_epoch_end_and_at_ctrl_c(tmp_path):
+    """The end-of-epoch and the Ctrl-C save both carry every generator's state (one per
+    dropout layer, the VAE's sampling), and a new model restores them."""
+    from tf_autoencoder.errors import Interrupted
+    from tf_autoencoder.run.training import EpochCheckpoint, random_states
+
+    model = dropout_model()
+    callback = EpochCheckpoint(model, str(tmp_path))
+    callback.set_model(model)
+    x = np.random.default_rng(0).random((4, 8, 8, 1), dtype=np.float32)
+    states = []
+    for step, save in [(10, "epoch end"), (13, "ctrl-c")]:
+        model(x, training=True)  # draws: every generator's state moves on
+        states.append([s.numpy().copy() for s in random_states(model)])
+        model.optimizer.iterations.assign(step)  # checkpoints are named by the step
+        if save == "epoch end":
+            callback.on_epoch_end(0)
+        else:
+            callback.interrupted = signal.SIGINT
+            with pytest.raises(Interrupted):
+                callback.on_train_batch_end(2, {"loss": 0.5})
+    dropout_layers = [layer for part in model.parts for layer in part.layers
+                      if "dropout" in layer.name]
+    assert dropout_layers and len(states[0]) == len(dropout_layers) + 1  # and the sampling
+    assert all(not np.array_equal(a, b) for a, b in zip(*states))
+
+    for epochs, expected in [(1, states[0]), (2, states[1])]:
+        restored = dropout_model()
+        logged = []
+        EpochCheckpoint(restored, str(tmp_path)).restore(log=logged.append, epochs=epochs)
+        for state, want in zip(random_states(restored), expected):
+            np.testing.assert_array_equal(state.numpy(), want)
+
+
+def test_lowering_epochs_after_a_ctrl_c_restores_the_end_of_the_last_epoch(tmp_path):
+    """A Ctrl-C in epoch 2, then a rerun with --epochs 1: the newest checkpoint holds part
+    of epoch 2, which the run said it did not hold and then exported. It must restore
+    the end of epoch 1 and say why."""
+    from tf_autoencoder.errors import Interrupted
+
+    model, callback = checkpointer(tmp_path)
+    for value, save in [(1.0, "epoch end"), (2.0, "ctrl-c")]:
+        for w in model.trainable_weights:
+            w.assign(np.full(w.shape, value, np.float32))
+        model.optimizer.iterations.assign(int(10 * value))
+        if save == "epoch end":
+            callback.on_epoch_end(0, {"loss": 0.5})
+        else:
+            callback.current_epoch, callback.interrupted = 1, signal.SIGINT
+            with pytest.raises(Interrupted):
+                callback.on_train_batch_end(4, {"loss": 0.5})
+
+    restored, again = checkpointer(tmp_path)
+    logged = []
+    assert again.restore(log=logged.append, epochs=1) == 1
+    assert int(again.steps_into_epoch.numpy()) == 0 and int(restored.optimizer.iterations) == 10
+    assert all((w.numpy() == 1.0).all() for w in restored.trainable_weights)
+    assert any("ckpt-20" in line and "5 steps of epoch 2" in line for line in logged)
+
+    restored, again = checkpointer(tmp_path)
+    assert again.restore(log=lambda line: None, epochs=2) == 1  # to train on: the newest
+    assert int(again.steps_into_epoch.numpy()) == 5 and int(restored.optimizer.iterations) == 20
+
+
+def test_a_checkpoint_without_random_state_still_resumes(tmp_path):
+    """Checkpoints saved before the generators' states were: the run resumes and says
+    that dropout and sampling start from the seed's first draws again."""
+    import tensorflow as tf
+
+    from tf_autoencoder.run.training import EpochCheckpoint
+
+    model = dropout_model()
+    old = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                              epoch=tf.Variable(3, dtype=tf.int64),
+                              steps_into_epoch=tf.Variable(0, dtype=tf.int64))
+    tf.train.CheckpointManager(old, str(tmp_path), 3).save(checkpoint_number=30)
+    logged = []
+    assert EpochCheckpoint(dropout_model(), str(tmp_path)).restore(log=logged.append) == 3
+    assert any("no random-number state" in line for line in logged), logged
+
+
+def test_a_diverged_epoch_end_reaches_neither_history_nor_tensorboard(tmp_path, monkeypatch):
+    """Weights broken by an epoch's last step: val_loss is NaN at the epoch's end. Only
+    history.csv was trimmed on the rerun, and TensorBoard, which had logged the epoch,
+    got two values at its step. The check now comes before anything logs it."""
+    import keras
+    import tensorflow as tf
+
+    from tf_autoencoder import cli
+    from tf_autoencoder.run import training
+
+    class BreakWeightsAtTheLastStep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 110 // 16 - 1:
+                for w in self.model.trainable_weights:
+                    w.assign(tf.fill(w.shape, float("nan")))
+
+    monkeypatch.setattr(training.PauseAtStep, "from_environment",
+                        classmethod(lambda cls: [BreakWeightsAtTheLastStep()]))
+    write_idx_dir(tmp_path / "idx", n_train=120, n_test=20)
+    model_dir = tmp_path / "run"
+    code = cli.main(["train", "--data_dir", str(tmp_path / "idx"), "--batch_size", "16",
+                     "--epochs", "1", "--seed", "5", "--model_dir", str(model_dir)])
+    assert code == 1
+    assert not (model_dir / "history.csv").exists() or history(str(model_dir)) == []
+    scalars = [value.tag for run in ("train", "validation")
+               for path in (model_dir / run).glob("events.out.*")
+               for event in tf.compat.v1.train.summary_iterator(str(path))
+               for value in event.summary.value]
+    assert not [tag for tag in scalars if tag.startswith("epoch_")], scalars

@@ -178,3 +178,92 @@ def test_vae_saves_and_loads_with_encoder_and_decoder(tmp_path):
     np.testing.assert_allclose(loaded.encoder(x), model.encoder(x), atol=1e-6)
     codes = np.random.default_rng(1).standard_normal((2, 4, 4, 8)).astype(np.float32)
     np.testing.assert_allclose(loaded.decoder(codes), model.decoder(codes), atol=1e-6)
+
+
+def test_gaussian_kl_of_an_empty_batch_is_zero_not_nan():
+    """A replica's share of a batch smaller than the replica count can be empty: its mean
+    KL was NaN, which made a run report a divergence."""
+    empty = np.zeros((0, 2, 2, 3), np.float32)
+    assert float(gaussian_kl(empty, empty)) == 0.0
+
+
+UNEVEN_MODELS = {
+    "convolutional": dict(),
+    "fully_connected": dict(model="fully_connected"),
+    "sparse": dict(code_l1=1e-2),
+    "variational": dict(model="variational", beta=0.5),
+}
+
+
+@pytest.mark.parametrize("name", UNEVEN_MODELS)
+def test_every_metric_is_the_mean_over_the_split_with_an_uneven_last_batch(name):
+    """9 images in batches of 4, 4 and 1, the last one far brighter than the rest: a metric
+    that averages batch means (the VAE's kl did) counts that image as much as a batch
+    of four. Each metric must be its mean over the 9 images, computed here directly."""
+    from tf_autoencoder.data.pipeline import make_dataset
+
+    config = Config(image_shape=[28, 28, 1], precision="float32",
+                    **UNEVEN_MODELS[name]).validate()
+    model = build_autoencoder(config)
+    compile_model(model, config)
+    rng = np.random.default_rng(0)
+    pixels = np.concatenate([rng.integers(0, 40, (8, 28, 28, 1)),
+                             rng.integers(215, 256, (1, 28, 28, 1))]).astype(np.uint8)
+    reported = model.evaluate(make_dataset(pixels, batch_size=4, training=False),
+                              return_dict=True, verbose=0)
+
+    x = pixels.astype(np.float32) / 255
+    logits = model.predict_on_batch(x).astype(np.float64)
+    p = 1 / (1 + np.exp(-logits))
+    bce = np.mean(np.maximum(logits, 0) - logits * x + np.log1p(np.exp(-np.abs(logits))),
+                  axis=(1, 2, 3))
+    squared = np.mean((x - p) ** 2, axis=(1, 2, 3))
+    expected = {"bce": bce.mean(), "mse": squared.mean(), "rmse": np.sqrt(squared.mean())}
+    # slim's l2_regularizer, as the original: weight_decay * sum(w ** 2) / 2 on kernels.
+    decay = sum(config.weight_decay / 2 * np.sum(np.square(w.numpy().astype(np.float64)))
+                for w in model.trainable_weights if w.path.endswith("kernel"))
+    per_image_loss = bce + decay
+    if config.code_l1:
+        codes = np.asarray(model.encoder(x), np.float64)
+        per_image_loss = per_image_loss + config.code_l1 * np.abs(codes).reshape(9, -1).sum(1)
+    if config.model == "variational":
+        mean, log_var = (np.asarray(t, np.float64) for t in model.posterior(x))
+        kl = 0.5 * np.sum(np.exp(log_var) + mean**2 - 1 - log_var, axis=(1, 2, 3)) / (28 * 28)
+        expected["kl"] = kl.mean()
+        per_image_loss = per_image_loss + config.beta * kl
+    expected["loss"] = per_image_loss.mean()
+    assert sorted(reported) == sorted(expected)
+    for metric, value in expected.items():
+        assert reported[metric] == pytest.approx(value, rel=1e-5), metric
+
+
+def test_vae_gradient_norm_summary_is_of_the_loss_it_trains_on():
+    """The summary's loss left out beta * kl: its norm was that of the reconstruction
+    alone. Compared with the gradient of bce + beta * kl + weight decay taken here."""
+    import tensorflow as tf
+
+    from tf_autoencoder.run.summaries import TrainingInternals
+
+    config = Config(model="variational", image_shape=[28, 28, 1], precision="float32",
+                    beta=50.0).validate()
+    model = build_autoencoder(config)
+    compile_model(model, config)
+    x = images((28, 28, 1), n=6)
+    internals = TrainingInternals(config, (x, x), x)
+    internals.set_model(model)
+    reported = float(internals.gradient_norm(tf.constant(x), tf.constant(x)))
+
+    def norm(with_kl):
+        with tf.GradientTape() as tape:
+            mean, log_var = model.posterior(x)
+            logits = model.decoder(mean)
+            loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(x, logits))
+            loss += tf.add_n([config.weight_decay / 2 * tf.reduce_sum(tf.square(w))
+                              for w in model.trainable_weights if w.path.endswith("kernel")])
+            if with_kl:
+                kl = 0.5 * tf.reduce_sum(tf.exp(log_var) + mean**2 - 1 - log_var, [1, 2, 3])
+                loss += config.beta * tf.reduce_mean(kl) / (28 * 28)
+        return float(tf.linalg.global_norm(tape.gradient(loss, model.trainable_variables)))
+
+    assert reported == pytest.approx(norm(with_kl=True), rel=1e-4)
+    assert reported != pytest.approx(norm(with_kl=False), rel=1e-2)

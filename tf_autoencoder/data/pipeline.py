@@ -32,22 +32,57 @@ def noisy_inputs(images: np.ndarray, noise_factor: float, rng: np.random.Generat
 
 
 def make_dataset(images: np.ndarray, *, batch_size: int, training: bool, noise_factor: float = 0.0,
-                 data_format: str = "channels_last", seed: int | None = None) -> "tf.data.Dataset":
+                 data_format: str = "channels_last", seed: int | None = None,
+                 new_noise_each_pass: bool = True, replicas: int = 1) -> "tf.data.Dataset":
     """Batches of (input, target) float32 pairs in [0, 1]; the target is the clean image.
 
     images: uint8 (N, H, W, C).  With noise_factor F, input = clip(clean + F * N(0, 1), 0, 1),
-    drawn anew every epoch.  Training shuffles every epoch and drops the last partial
-    batch, as the original.
+    drawn anew every epoch (every pass over the dataset), or with new_noise_each_pass
+    False the same on every pass, from `seed` alone.  Training shuffles every epoch and
+    drops the last partial batch, as the original.  Unshuffled, every image comes once,
+    in order, and every batch holds at least `replicas` images (see evaluation_batches):
+    under a tf.distribute strategy each replica gets a share of every batch.
     """
     # Imported here: reading data and reporting bad input should not wait for TensorFlow.
     import tensorflow as tf
 
     clean = _image_batches(images, data_format, batch_size, shuffle=training, seed=seed,
-                           reshuffle=True)
+                           reshuffle=True, replicas=replicas)
     # Dataset.random draws new numbers on every pass, so noise changes each epoch
     # while staying reproducible for a given seed.
-    noise_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+    noise_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=new_noise_each_pass)
     return _for_replicas(_pairs(clean, noise_factor, noise_seeds))
+
+
+def evaluation_batches(count: int, batch_size: int, replicas: int = 1) -> list[int]:
+    """The sizes of the batches that evaluate `count` images in order: batch_size each,
+    and the rest, unless the rest is smaller than `replicas` (a replica given no image
+    fails in oneDNN's convolutions, and a mean over none is NaN): then it joins the batch
+    before, which holds at most batch_size + replicas - 1. A split of fewer images than
+    replicas cannot be shared (check_replicas refuses it)."""
+    sizes = [batch_size] * (count // batch_size)
+    rest = count % batch_size
+    if rest and rest < replicas and sizes:
+        sizes[-1] += rest
+    elif rest:
+        sizes.append(rest)
+    return sizes
+
+
+def check_replicas(replicas: int, batch_size: int, splits: dict[str, int]) -> None:
+    """Raises ConfigError unless every batch can give each of `replicas` replicas an
+    image: batch_size at least `replicas`; DataError unless each split of `splits`
+    (name -> number of images) has at least `replicas` images."""
+    from ..errors import ConfigError, DataError
+
+    if batch_size < replicas:
+        raise ConfigError(f"--batch_size {batch_size} is smaller than the {replicas} replicas, "
+                        "which each need a share of every batch: raise --batch_size")
+    for name, count in splits.items():
+        if count < replicas:
+            raise DataError(f"the {name} split has {count} images, fewer than the {replicas} "
+                            "replicas, which each need a share of every batch: train on fewer "
+                            "replicas or more data")
 
 
 def make_training_epochs(images: np.ndarray, *, batch_size: int, epochs: range, seed: int,
@@ -76,14 +111,15 @@ def make_training_epochs(images: np.ndarray, *, batch_size: int, epochs: range, 
 
 
 def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, seed,
-                   reshuffle: bool) -> "tf.data.Dataset":
+                   reshuffle: bool, replicas: int = 1) -> "tf.data.Dataset":
     """Batches of float32 images in [0, 1] in the model's layout.
 
     images: uint8 (N, H, W, C) array, or a tensor already in the model's layout.  The
     images stay uint8 in memory (a float32 copy would be 4x larger); each batch is
     gathered by index and scaled at once.  shuffle: a new permutation on every pass
     (reshuffle) or the same one, from `seed`, and the last partial batch dropped (for
-    training, as the original); unshuffled, every image in order.
+    training, as the original); unshuffled, every image in order, in batches of
+    evaluation_batches(count, batch_size, replicas).
     """
     import tensorflow as tf
 
@@ -103,7 +139,12 @@ def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, 
         indices = seeds.batch(2).take(1).flat_map(permuted_batches).apply(
             tf.data.experimental.assert_cardinality(count // batch_size))  # for progress bars
     else:
+        sizes = evaluation_batches(count, batch_size, replicas)
         indices = tf.data.Dataset.range(count).batch(batch_size)
+        if sizes and sizes[-1] > batch_size:  # the short rest joined the batch before it
+            whole = sum(sizes[:-1])
+            indices = tf.data.Dataset.range(whole).batch(batch_size).concatenate(
+                tf.data.Dataset.range(whole, count).batch(sizes[-1]))
     return indices.map(lambda index: tf.cast(tf.gather(pixels, index), tf.float32) / 255.0,
                        num_parallel_calls=tf.data.AUTOTUNE)
 

@@ -45,10 +45,22 @@ def make_metrics():
     return [RMSE(), keras.metrics.BinaryCrossentropy(from_logits=True, name="bce"), MSE()]
 
 
-def gaussian_kl(mean, log_var):
-    """KL(N(mean, exp(log_var)) || N(0, I)) in nats per example, averaged over the batch.
+def gaussian_kl_per_example(mean, log_var):
+    """KL(N(mean, exp(log_var)) || N(0, I)) in nats, one value per example: (batch,).
 
     mean, log_var: (batch, ...) of one shape; the KL sums over all but the batch axis.
     """
     per_value = -0.5 * (1.0 + log_var - ops.square(mean) - ops.exp(log_var))
-    return ops.mean(ops.sum(ops.reshape(per_value, (ops.shape(per_value)[0], -1)), axis=1))
+    return ops.sum(per_value, axis=tuple(range(1, len(per_value.shape))))
+
+
+def batch_mean(per_example):
+    """The mean of (batch,) values; 0, not NaN, for an empty batch (a replica's share of a
+    batch smaller than the replica count), as Keras' own losses reduce one."""
+    count = ops.cast(ops.shape(per_example)[0], per_example.dtype)
+    return ops.divide_no_nan(ops.sum(per_example), count)
+
+
+def gaussian_kl(mean, log_var):
+    """gaussian_kl_per_example averaged over the batch (0 for an empty one)."""
+    return batch_mean(gaussian_kl_per_example(mean, log_var))

@@ -12,7 +12,7 @@ from ..config import Config
 from ..errors import ModelError
 from .layers import (conv_decoder, conv_encoder, expand_code, fc_decoder, fc_encoder, flat_code,
                      gaussian_heads)
-from .metrics import gaussian_kl
+from .metrics import batch_mean, gaussian_kl_per_example
 from .precision import resolve_precision
 
 
@@ -78,8 +78,13 @@ class VariationalAutoencoder(_TwoParts):
 
     Loss = the compiled reconstruction loss + beta * kl, where kl is the KL divergence
     from N(0, I) in nats per image divided by the number of values per image, so that
-    it is on the scale of the per-pixel BCE: with loss bce and beta 1 the loss is the
-    negative evidence lower bound per pixel.  kl is reported as its own metric.
+    it is on the scale of the per-pixel BCE. In training, with loss bce and beta 1, the
+    loss is a one-sample estimate of the negative evidence lower bound per pixel.
+    Evaluation (validation, test, `evaluate`) decodes the mean instead: its loss is the
+    reconstruction of the mean code + beta * kl, deterministic, so that epochs and runs
+    compare on one number and it scores the model that inference and the exports use;
+    it is not the ELBO (the reconstruction term is not an expectation over codes).
+    kl is reported as its own metric, a mean over images like the others.
     """
 
     PARTS = ("posterior", "decoder")
@@ -102,16 +107,23 @@ class VariationalAutoencoder(_TwoParts):
         if training:
             noise = keras.random.normal(ops.shape(mean), seed=self.seed_generator)
             code = mean + ops.exp(0.5 * log_var) * noise
-        # Read by compute_loss in the same step, as Keras reads what add_loss records.
-        self.last_kl = gaussian_kl(mean, log_var) / self.values_per_image
+        # kl per image, (batch,): read by compute_loss in the same step, as Keras reads
+        # what add_loss records.
+        self.last_kl = gaussian_kl_per_example(mean, log_var) / self.values_per_image
         return self.decoder(code, training=training)
+
+    def kl_loss(self):
+        """beta * the batch's mean kl, of the last call: the term the loss adds."""
+        return self.beta * batch_mean(self.last_kl)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         reconstruction = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        # Every image counts once, so a split's kl is its mean over images whatever the
+        # batches (a mean of batch means would weigh a short last batch's images more).
         self.kl_tracker.update_state(self.last_kl)
         # Keras' path for add_loss terms: under a tf.distribute strategy it divides by the
         # replicas, as it does the reconstruction loss, so their gradients sum to one batch's.
-        return reconstruction + self._aggregate_additional_loss(self.beta * self.last_kl)
+        return reconstruction + self._aggregate_additional_loss(self.kl_loss())
 
     def extra_config(self) -> dict:
         return {"beta": self.beta}

@@ -68,7 +68,8 @@ class TrainingInternals(keras.callbacks.Callback):
     the hyperparameters when training starts and the model's graph once.
 
     probe: (inputs, targets) of one fixed training batch; the gradient norm is that of the
-    training loss (weight decay included) on it with the epoch's final weights.
+    training loss (weight decay and the VAE's beta * kl included) on it with the epoch's
+    final weights, with dropout off and the VAE decoding its mean code.
     activations_batch: one fixed validation batch of model inputs.
     """
 
@@ -106,9 +107,14 @@ class TrainingInternals(keras.callbacks.Callback):
 
         @tf.function
         def gradient_norm(inputs, targets):
+            # training=False: no dropout mask or VAE noise is drawn, so the summary takes
+            # nothing from the generators training draws from, and every epoch's norm is
+            # of one function of the weights.
             with tf.GradientTape() as tape:
                 logits = model(inputs, training=False)
                 loss = keras.ops.mean(model.loss(targets, logits))
+                if hasattr(model, "kl_loss"):  # the VAE's beta * kl, part of what it trains on
+                    loss += model.kl_loss()
                 if model.losses:
                     loss += keras.ops.sum(model.losses)
             return tf.linalg.global_norm(tape.gradient(loss, model.trainable_variables))

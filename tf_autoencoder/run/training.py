@@ -2,7 +2,8 @@
 
 model_dir/
   config.json       the full resolved configuration (what data was actually used, too)
-  checkpoints/      ckpt-<step>: one per epoch and one at Ctrl-C (weights, optimizer, epoch)
+  checkpoints/      ckpt-<step>: one per epoch and one at Ctrl-C (weights, optimizer, epoch,
+                    the random-number generators' states)
   train/ validation/ projector/ events.out.*  TensorBoard logs (see summaries.py)
   model.keras       the final model
   history.csv       loss and metrics per epoch, training and validation
@@ -37,7 +38,7 @@ from ..model.metrics import make_loss, make_metrics
 from ..model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, HISTORY, RUN_FACTS,
                         TEST_METRICS)
 from ..model.models import build_autoencoder, float32_twin
-from ..data.pipeline import make_dataset, make_training_epochs
+from ..data.pipeline import check_replicas, make_dataset, make_training_epochs
 from ..data.sources import Splits
 from .summaries import tensorboard_callbacks, write_run_end
 
@@ -64,9 +65,19 @@ def parameter_summary(model) -> str:
 
 
 
+def random_states(model: keras.Model) -> list:
+    """The states of the model's random-number generators, in a fixed order: one per
+    dropout layer and the VAE's sampling. Keras keeps them as variables beside the
+    weights (in model.variables, not model.weights), and a checkpoint of the model
+    leaves them out."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves weights, optimizer state and the epoch counter after every epoch, and
-    stops training cleanly on Ctrl-C and on a NaN or Inf loss.
+    """Saves weights, optimizer state, the random-number generators' states and the
+    epoch counter after every epoch, and stops training cleanly on Ctrl-C and on a NaN
+    or Inf loss (with `divergence_check`, the callback that goes first).
 
     Checkpoints are numbered by the optimizer step (`ckpt-<step>`). TensorFlow writes
     a checkpoint's files under a temporary name, renames them, and only then swaps the
@@ -78,7 +89,13 @@ class EpochCheckpoint(keras.callbacks.Callback):
     checkpoint is saved there with the finished-epoch counter unchanged, so a rerun
     starts the interrupted epoch again from its first batch, from the weights and
     optimizer step reached when it was interrupted.  A non-finite loss or weights
-    raise TrainingDiverged before anything is saved.
+    raise TrainingDiverged before anything is saved: `divergence_check`, first among the
+    callbacks, checks the end of an epoch before anything logs it.
+
+    The generators' states are saved so that a resumed run draws the dropout masks and
+    the VAE's noise the uninterrupted run would have drawn, instead of those of step 0
+    again: with --deterministic, a run resumed from the end of an epoch is the
+    uninterrupted run, bit for bit.
 
     `restore_from`, for workers other than the chief: restore the chief's checkpoints
     from there, and save to `directory` (a scratch directory; every worker must save,
@@ -93,9 +110,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
         # Steps taken in the unfinished epoch when a Ctrl-C checkpoint was saved; else 0.
         self.steps_into_epoch = tf.Variable(0, dtype=tf.int64, trainable=False,
                                             name="steps_into_epoch")
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
-                                              epoch=self.epoch,
-                                              steps_into_epoch=self.steps_into_epoch)
+        parts = dict(model=model, optimizer=model.optimizer, epoch=self.epoch,
+                     steps_into_epoch=self.steps_into_epoch)
+        self.random_states = random_states(model)
+        random_state = tf.train.Checkpoint(**{f"generator_{i}": state for i, state
+                                              in enumerate(self.random_states)})
+        self.checkpoint = tf.train.Checkpoint(**parts, random_state=random_state)
+        # Checkpoints saved before the generators' states were are read without them.
+        self.checkpoint_without_random_state = tf.train.Checkpoint(**parts)
+        self.divergence_check = _EpochEndCheck(self)
         self.max_to_keep = max_to_keep
         self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep)
         self.restore_manager = self.manager if restore_from is None else (
@@ -103,21 +126,36 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.interrupted = 0  # the signal that asked training to stop, once one came
         self.current_epoch = 0
 
-    def restore(self, log=print) -> int:
+    def restore(self, log=print, epochs: int | None = None) -> int:
         """Restores the newest readable checkpoint, if any; returns the number of finished
-        epochs. Raises RunError if checkpoints exist but none can be read."""
+        epochs. Raises RunError if checkpoints exist but none can be read.
+
+        epochs: what the run is asked to train. A checkpoint saved in the middle of an
+        epoch after that many (a Ctrl-C, then a rerun with --epochs lowered) holds part
+        of an epoch the run is not to train: the end-of-epoch one before it is restored
+        instead, where there is one."""
         for leftover in glob.glob(os.path.join(self.directory, "*_temp")):
             shutil.rmtree(leftover, ignore_errors=True)  # files of a save that was killed
         candidates = self._recover_index(log)
+        beyond = []  # readable checkpoints with part of an epoch after `epochs`
         for path in reversed(candidates):
             try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
+                self._restore(path, log)
             except (tf.errors.OpError, OSError, ValueError, IndexError, AssertionError) as e:
                 log(f"Skipping checkpoint {path}: it cannot be read "
                     f"({str(e).strip().splitlines()[0]})")
                 continue
+            epoch, steps = int(self.epoch.numpy()), int(self.steps_into_epoch.numpy())
+            if epochs is not None and epoch >= epochs and steps:
+                log(f"Passing over checkpoint {path}: it holds {steps} steps of epoch "
+                    f"{epoch + 1}, beyond --epochs {epochs}")
+                beyond.append(path)
+                continue
             if path != self.restore_manager.latest_checkpoint:
                 log(f"Resuming from the older checkpoint {path}")
+            return epoch
+        if beyond:  # no checkpoint ends where --epochs does: the newest, which says so
+            self._restore(beyond[0], log)
             return int(self.epoch.numpy())
         if candidates:
             raise RunError(f"no checkpoint in {self.restore_manager.directory} can be read: "
@@ -144,6 +182,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.manager = self.restore_manager = tf.train.CheckpointManager(
                 self.checkpoint, manager.directory, self.max_to_keep)
         return sorted(set(files) | set(listed), key=lambda prefix: int(prefix.rsplit("-", 1)[1]))
+
+    def _restore(self, path: str, log) -> None:
+        """Restores the checkpoint `path` into the model, optimizer and counters."""
+        saved = [name for name, _ in tf.train.list_variables(path)]
+        if any(name.startswith("random_state/") for name in saved):
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+            return
+        self.checkpoint_without_random_state.restore(path).assert_existing_objects_matched()
+        if self.random_states:
+            log(f"Checkpoint {path} holds no random-number state (an older version saved "
+                "it): dropout masks and sampling start again from the seed's first draws")
 
     @property
     def newest_step(self) -> int:
@@ -197,7 +246,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self._save()
             self._stop(steps=batch + 1)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def check_epoch_end(self, epoch, logs) -> None:
+        """Raises TrainingDiverged if an epoch's losses or the weights are not finite."""
         # The last step's update can break the weights after a finite loss.
         bad = [f"{name} became {float(value)}" for name, value in (logs or {}).items()
                if name.endswith("loss") and not math.isfinite(float(value))]
@@ -205,6 +255,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             bad.append("the weights became NaN or Inf")
         if bad:
             raise self._diverged(", ".join(bad), f"the end of epoch {epoch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
         self.epoch.assign(epoch + 1)
         self.steps_into_epoch.assign(0)
         self._save()
@@ -222,6 +274,19 @@ class EpochCheckpoint(keras.callbacks.Callback):
             where = (f"the end of epoch {int(self.epoch.numpy())}; {self.latest} holds it; "
                      "rerun the same command to resume")
         raise Interrupted(f"interrupted in {model_dir} at {where}", self.interrupted)
+
+
+class _EpochEndCheck(keras.callbacks.Callback):
+    """EpochCheckpoint's check of an epoch's end, as the first callback: a diverged
+    epoch then reaches neither history.csv nor TensorBoard, whose logs a resumed run
+    would otherwise have two values of at one step."""
+
+    def __init__(self, checkpoint: EpochCheckpoint):
+        super().__init__()
+        self.checkpoint = checkpoint
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.checkpoint.check_epoch_end(epoch, logs)
 
 
 class _InterruptFlag:
@@ -308,6 +373,8 @@ def train(settings: Config, facts: RunFacts, splits: Splits, log=print,
     others restore from it, write to a scratch directory and remove it at the end.
     """
     strategy = strategy or tf.distribute.get_strategy()
+    check_replicas(strategy.num_replicas_in_sync, settings.batch_size,
+                   {"validation": len(splits.validation), "test": len(splits.test)})
     # Every worker shuffles with the chief's seed, so that its shard is its share.
     facts = dataclasses.replace(facts, seed=chief_value(strategy, facts.seed))
     if is_chief(strategy):
@@ -339,7 +406,7 @@ def _run(settings: Config, facts: RunFacts, splits: Splits, log,
                             "newest checkpoints (steps) in model_dir/checkpoints",
                             "every worker must read the chief's model_dir, on a shared file "
                             "system, or all start afresh with --overwrite")
-        initial_epoch = checkpoint.restore(log)
+        initial_epoch = checkpoint.restore(log, epochs=config.epochs)
     log(parameter_summary(model))
     if checkpoint.latest:
         steps = int(checkpoint.steps_into_epoch.numpy())
@@ -347,32 +414,41 @@ def _run(settings: Config, facts: RunFacts, splits: Splits, log,
             else f"Resuming in {config.model_dir} from step {steps} of epoch {initial_epoch + 1}, "
                  "which was interrupted: it restarts from its first batch")
     if initial_epoch >= config.epochs:
+        # Part of the next epoch only where no checkpoint ends at an epoch (restore's `epochs`).
+        partial = int(checkpoint.steps_into_epoch.numpy())
+        held = f"{initial_epoch} epochs" + (
+            f" and {partial} steps of epoch {initial_epoch + 1}" if partial else "")
         exported = export_holding(float32_twin(model, config),
                                   os.path.join(config.model_dir, EXPORT_DIR))
         finished = exported and os.path.isfile(os.path.join(config.model_dir, TEST_METRICS))
         if chief_value(strategy, int(bool(finished))):  # the other workers follow the chief
             # The end of a run writes its export last: everything before it is there too.
-            log(f"{config.model_dir} already holds {initial_epoch} epochs, exported as "
+            log(f"{config.model_dir} already holds {held}, exported as "
                 f"{exported}: nothing to train or export (raise --epochs to train longer)")
             if not finished:  # a worker: its scratch model_dir holds nothing
                 return {}
             with open(os.path.join(config.model_dir, TEST_METRICS)) as f:
                 return json.load(f)
-        log(f"{config.model_dir} already holds {initial_epoch} epochs: nothing to train "
+        log(f"{config.model_dir} already holds {held}: nothing to train "
             "(raise --epochs to train longer)")
     else:  # a run that trains: its record first (a finished run's files stay as they are)
         trim_history(os.path.join(config.model_dir, HISTORY), initial_epoch)
         settings.save(os.path.join(config.model_dir, CONFIG_FILE))
         facts.save(os.path.join(config.model_dir, RUN_FACTS))
 
-    def pipeline(split):  # validation and test
-        # Resumed runs shift the seed so they do not replay the first epochs' noise.
+    def pipeline(split, stream: int):  # validation (stream 1) and test (stream 2)
+        # The same noisy inputs every epoch and on every rerun, from the seed alone: a
+        # resumed run scores what the uninterrupted run scored, and epochs compare on one
+        # set of inputs. `stream` keeps the splits' noise apart from each other's and from
+        # the training epochs' (seeds seed + epoch, below 2**32 + epochs).
         return make_dataset(
             split.images, batch_size=config.batch_size, training=False,
             noise_factor=config.noise_factor, data_format=config.data_format,
-            seed=config.seed + initial_epoch)
+            seed=config.seed + stream * 2**32, new_noise_each_pass=False,
+            replicas=strategy.num_replicas_in_sync)
 
     callbacks = [
+        checkpoint.divergence_check,  # first, so that nothing logs a diverged epoch
         keras.callbacks.CSVLogger(os.path.join(config.model_dir, HISTORY), append=True),
         *tensorboard_callbacks(config, splits),
         *PauseAtStep.from_environment(),
@@ -388,12 +464,12 @@ def _run(settings: Config, facts: RunFacts, splits: Splits, log,
             noise_factor=config.noise_factor, data_format=config.data_format)
         with checkpoint.watch_interrupts():
             model.fit(train_batches, steps_per_epoch=len(splits.train) // config.batch_size,
-                      validation_data=pipeline(splits.validation),
+                      validation_data=pipeline(splits.validation, 1),
                       epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
                       shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
         checkpoint.stop_if_interrupted()
 
-    test_metrics = model.evaluate(pipeline(splits.test), return_dict=True, verbose=0)
+    test_metrics = model.evaluate(pipeline(splits.test, 2), return_dict=True, verbose=0)
     test_metrics = {name: float(value) for name, value in test_metrics.items()}
     log("Test: " + ", ".join(f"{name} {value:.5f}" for name, value in test_metrics.items()))
     write_text_atomic(os.path.join(config.model_dir, TEST_METRICS),
