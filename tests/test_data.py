@@ -320,9 +320,9 @@ def test_every_evaluation_batch_gives_each_replica_an_image():
 ])
 def test_a_batch_or_split_smaller_than_the_replicas_is_refused(replicas, batch_size, splits,
                                                                words):
-    from tf_autoencoder.errors import RunError
+    from tf_autoencoder.errors import Error
 
-    with pytest.raises(RunError, match=words):
+    with pytest.raises(Error, match=words):
         pipeline.check_replicas(replicas, batch_size, splits)
     pipeline.check_replicas(replicas, batch_size=replicas, splits={"test": replicas})
 
