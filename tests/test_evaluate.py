@@ -192,6 +192,17 @@ def test_evaluate_command_writes_evaluation_json_and_prints_a_table(vae_run, cap
         assert m[name] > thumbnail[name] > sample_baselines["chance"], (name, m[name], thumbnail)
 
 
+def test_sample_of_more_images_than_memory_holds_is_one_line(vae_run, tmp_path, capsys):
+    """`sample --n 10**10` used to be killed by the kernel without a word."""
+    from tf_autoencoder.cli import main
+
+    out = tmp_path / "samples.png"
+    assert main(["sample", vae_run, "--n", str(10**10), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "GiB of memory" in err and "lower --n" in err, err
+    assert not out.exists()
+
+
 def test_sample_command_writes_a_grid_of_generated_images(vae_run, tmp_path):
     from tf_autoencoder.cli import main
 

@@ -259,3 +259,17 @@ def test_temporary_files_of_dead_writers_go_and_live_ones_stay(tmp_path):
     remove_leftovers(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == sorted(
         [f".tmp-{os.getpid()}-00000000-history.csv", ".tmp-notes"])
+
+
+def test_sizes_beyond_the_machine_are_one_line_not_the_kernels_kill():
+    """`sample --n` of millions, or --max_pixels raised past the memory, used to leave
+    the kernel to kill the process without a word."""
+    from tf_autoencoder.errors import UsageError
+    from tf_autoencoder.memory import available_bytes, check_fits
+
+    assert available_bytes() > 0
+    with pytest.raises(UsageError, match=r"--n 9 images needs about 1\.0 GiB of memory, more "
+                                         r"than the 0\.5 GiB available: lower --n"):
+        check_fits("--n 9 images", 2**30, "lower --n", available=2**29)
+    check_fits("--n 9 images", 2**29, "lower --n", available=2**30)
+

@@ -270,7 +270,20 @@ def sample(args, parser) -> int:
                      "model's codes follow N(0, I); train one with --model variational")
     if args.n < 1:
         parser.error("--n must be at least 1")
+    from .memory import check_fits
+
+    # The images as float32 and the grid as bytes, each held whole at once.
+    check_fits(f"--n {args.n} images", args.n * math.prod(config.image_shape) * (4 + 4 + 1),
+               "lower --n")
     out = args.out or os.path.join(args.model_dir, "samples.png")
+    try:
+        from .model_dir import check_folder
+
+        if os.path.isdir(out):
+            raise ConfigError(f"--out {out} is a directory: give a PNG file path")
+        check_folder("the folder of --out", os.path.dirname(os.path.abspath(out)))
+    except ConfigError as e:
+        parser.error(str(e))
     from .run.embeddings import generate
     from .images import grid_rows, image_grid, write_png
     from .serving.loading import load_finished_model

@@ -8,6 +8,8 @@ import tensorflow as tf
 
 from .config import MAX_PIXELS
 from .files import write_bytes_atomic
+from .errors import UsageError
+from .memory import check_fits
 
 # libjpeg's own line for a truncated file, written to stderr before our message says so.
 LIBJPEG_NOTE = r"(Input file read error|Premature end of JPEG file)"
@@ -35,6 +37,11 @@ def check_pixels(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
         raise ValueError(f"{width} wide x {height} high is {width * height:,} pixels, above "
                          f"the limit of {max_pixels:,} read from its header before decoding "
                          "(--max_pixels raises it)")
+    try:  # a limit raised past what the machine holds: RGBA float32, and its resize
+        check_fits(f"{width} wide x {height} high", width * height * 4 * 4 * 2,
+                   "lower --max_pixels to skip such images")
+    except UsageError as e:
+        raise ValueError(str(e)) from None
     return width, height
 
 

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from ..config import Config, RunFacts
 from ..errors import Interrupted, RunError, TrainingDiverged
+from ..pause import wait_for_signal
 from .distribute import check_workers_agree, chief_value, is_chief
 from ..serving.export import export_holding, export_saved_model
 from ..files import (fsync_dir, fsync_file, remove_leftovers, temp_path, write_error,
@@ -332,21 +333,10 @@ class PauseAtStep(keras.callbacks.Callback):
         return [cls(int(value))] if value else []
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.optimizer.iterations.numpy()) != self.step:
-            return
-        # Python's C-level signal handler writes to the wakeup fd before it returns, so
-        # once the read below returns, the Python handler runs at the next bytecode,
-        # here in the main thread, before the callbacks after this one see the step.
-        readable, writable = os.pipe()
-        os.set_blocking(writable, False)
-        previous = signal.set_wakeup_fd(writable)
-        try:
-            print(f"paused at step {self.step}", file=sys.stderr, flush=True)
-            os.read(readable, 1)
-        finally:
-            signal.set_wakeup_fd(previous)
-            os.close(readable)
-            os.close(writable)
+        # Once a signal has arrived its Python handler runs here, in the main thread,
+        # before the callbacks after this one see the step (see pause.wait_for_signal).
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            wait_for_signal(f"paused at step {self.step}")
 
 
 def trim_history(path: str, finished_epochs: int) -> None:
