@@ -117,7 +117,7 @@ def vae_run(tmp_path_factory):
 
 
 def test_variational_run_reports_kl(vae_run):
-    metrics = json.load(open(os.path.join(vae_run, "test_metrics.json")))
+    metrics = json.load(open(os.path.join(vae_run, "test_metrics.json")))["metrics"]
     assert metrics["kl"] > 0
     assert metrics["loss"] > metrics["bce"]
 

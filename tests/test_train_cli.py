@@ -83,7 +83,7 @@ def test_run_writes_config_checkpoints_logs_images_and_model(sample_run):
     assert any(f.startswith("events.out") for f in os.listdir(os.path.join(model_dir, "validation")))
     assert sorted(os.listdir(os.path.join(model_dir, "images")))[:2] == [
         "step_00015.png", "step_00030.png"]  # 4,000 images // 256 = 15 steps per epoch
-    metrics = json.load(open(os.path.join(model_dir, "test_metrics.json")))
+    metrics = json.load(open(os.path.join(model_dir, "test_metrics.json")))["metrics"]
     assert set(metrics) >= {"loss", "rmse", "bce", "mse"}
     assert 0 < metrics["rmse"] < 0.5
 
