@@ -17,7 +17,8 @@ import threading
 
 from .config import Config
 from .errors import ConfigError, Interrupted
-from .model_dir import CONFIG_FILE, EVALUATION, find_model, is_saved_model, load_finished_run
+from .model_dir import (CONFIG_FILE, EVALUATION, ONNX_FILES, TFLITE_FILE, find_model,
+                        is_saved_model, load_finished_run)
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return COMMANDS[args.command](args, parser)
@@ -148,7 +149,7 @@ def finished_run(args, parser) -> Config:
 
 def export(args, parser) -> int:
     """Exports MODEL_DIR/model.keras as a new SavedModel version, with the TFLite and ONNX
-    files --format asks for beside it; prints its path."""
+    files --format asks for beside it; prints its path and each file added beside it."""
     finished_run(args, parser)
     formats = list(dict.fromkeys(name for names in args.formats or [] for name in names))
     from .serving import formats as lib
@@ -162,6 +163,9 @@ def export(args, parser) -> int:
     with ModelDirLock(args.model_dir, "exporting it", shared=True):
         path = export_model_dir(args.model_dir, args.export_dir, formats)
     print(f"Exported {path}")
+    for name in ([TFLITE_FILE] if "tflite" in formats else []) + (
+            list(ONNX_FILES.values()) if "onnx" in formats else []):
+        print(f"Wrote {os.path.join(path, name)}")
     return 0
 
 
@@ -197,6 +201,8 @@ def evaluate(args, parser) -> int:
     report = evaluate_run(args.model_dir, config, splits, probe_samples=args.probe_samples)
     print(format_table(report))
     print(f"Wrote {os.path.join(args.model_dir, EVALUATION)}")
+    if "latent_2d" in report:
+        print(f"Wrote {report['latent_2d']}")
     return 0
 
 
