@@ -143,7 +143,7 @@ def format_table(report: dict) -> str:
     ]
     width = max(len(name) for name, _ in rows)
     lines = [f"{report['test_images']:,} test images of {report['data']}",
-             f"inputs: {report.get('inputs', CLEAN_INPUTS)}"]
+             f"inputs: {report['inputs']}"]
     lines += [f"{name:<{width}}  {value:>9}" for name, value in rows]
     if "training_test_metrics" in report:
         lines.append(f"({report['training_test_metrics']})")
