@@ -110,13 +110,13 @@ def test_mirrored_evaluates_a_split_whose_only_batch_the_replicas_share_unevenly
     assert result.returncode == 0, result.stderr
     [row] = history(str(tmp_path / "run"))
     assert float(row["val_loss"]) > 0
-    test_metrics = json.load(open(tmp_path / "run" / "test_metrics.json"))
+    test_metrics = json.load(open(tmp_path / "run" / "test_metrics.json"))["metrics"]
     assert test_metrics["loss"] > 0
 
     single = run_train(*command, "--model_dir", str(tmp_path / "single"))
     assert single.returncode == 0, single.stderr
     [single_row] = history(str(tmp_path / "single"))
-    single_test = json.load(open(tmp_path / "single" / "test_metrics.json"))
+    single_test = json.load(open(tmp_path / "single" / "test_metrics.json"))["metrics"]
     for name in ("loss", "bce", "mse", "rmse"):
         assert float(row[f"val_{name}"]) == pytest.approx(float(single_row[f"val_{name}"]),
                                                           rel=LOSS_RTOL), name

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, copy_run
 from tf_autoencoder.data import sources
 from tf_autoencoder.run.evaluation import (PSNR_CAP_DB, knn_accuracy, linear_probe_accuracy,
                                        reconstruction_metrics)
@@ -117,7 +117,7 @@ def vae_run(tmp_path_factory):
 
 
 def test_variational_run_reports_kl(vae_run):
-    metrics = json.load(open(os.path.join(vae_run, "test_metrics.json")))
+    metrics = json.load(open(os.path.join(vae_run, "test_metrics.json")))["metrics"]
     assert metrics["kl"] > 0
     assert metrics["loss"] > metrics["bce"]
 
@@ -172,8 +172,13 @@ def test_evaluate_command_writes_evaluation_json_and_prints_a_table(vae_run, cap
     from tf_autoencoder.cli import main
 
     assert main(["evaluate", vae_run, "--probe_samples", "1000"]) == 0
-    assert "linear probe accuracy (1,000 train codes)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "linear probe accuracy (1,000 train codes)" in out
+    assert out.splitlines()[1] == "inputs: clean test images (no noise), scored against themselves"
+    assert out.splitlines()[-1] == f"Wrote {os.path.join(vae_run, 'evaluation.json')}"
     report = json.load(open(os.path.join(vae_run, "evaluation.json")))
+    assert report["inputs"] == "clean test images (no noise), scored against themselves"
+    assert "training_test_metrics" not in report  # the run trained without noise
     m = report["metrics"]
     assert report["test_images"] == 500 and report["probe_train_images"] == 1000
     assert 0 < m["bce"] < 1 and 0 < m["mse"] < 0.25 and 0 < m["psnr"] < PSNR_CAP_DB
@@ -201,6 +206,26 @@ def test_sample_of_more_images_than_memory_holds_is_one_line(vae_run, tmp_path, 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "GiB of memory" in err and "lower --n" in err, err
     assert not out.exists()
+
+
+def test_evaluate_of_a_denoising_run_says_its_numbers_are_not_trainings(vae_run, tmp_path,
+                                                                        capsys):
+    """A run trained with noise reports test metrics of noisy inputs; evaluate's are of
+    clean ones, and it says so (the same run, marked as trained with noise_factor 0.3)."""
+    from tf_autoencoder.cli import main
+
+    run = copy_run(vae_run, tmp_path / "run")
+    config = json.load(open(os.path.join(run, "config.json")))
+    config["noise_factor"] = 0.3
+    with open(os.path.join(run, "config.json"), "w") as f:
+        json.dump(config, f)
+    assert main(["evaluate", run, "--probe_samples", "200"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    note = ("test_metrics.json and training's Test line score inputs with noise_factor 0.3 "
+            "noise, not clean ones")
+    assert out[1] == "inputs: clean test images (no noise), scored against themselves"
+    assert out[-2] == f"({note})"
+    assert json.load(open(os.path.join(run, "evaluation.json")))["training_test_metrics"] == note
 
 
 def test_sample_command_writes_a_grid_of_generated_images(vae_run, tmp_path):

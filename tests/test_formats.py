@@ -162,7 +162,9 @@ def test_the_export_command_writes_every_format_into_one_version_quietly(nhwc_ex
     model_dir, export = nhwc_export
     assert export.returncode == 0, export.stderr
     version = os.path.join(model_dir, "export", "2")
-    assert export.stdout.strip() == f"Exported {version}"
+    # Each file added to the version, named.
+    assert export.stdout.splitlines() == [f"Exported {version}"] + [
+        f"Wrote {os.path.join(version, name)}" for name in ["model.tflite", *ONNX_FILES]]
     assert error_lines(export.stderr) == []  # no converter or runtime chatter
     assert export_versions(os.path.join(model_dir, "export")) == [1, 2]
     assert sorted(os.listdir(version)) == sorted(
@@ -297,7 +299,7 @@ def test_predict_gives_the_same_scores_and_pictures_in_every_runtime(nhwc_export
         assert main(["predict", model, *images, "--output_dir", str(out)]) == 0
         lines = capsys.readouterr().out.splitlines()
         shown = version if runtime == "TensorFlow" else model
-        assert lines[0] == f"Model: {shown} (28x28x1 images, {runtime})"
+        assert lines[0] == f"Model: {shown} ({runtime}): greyscale images 28 wide x 28 high"
         scores[runtime] = [float(re.search(r": mse (\d\.\d{6}) -> ", line)[1]) for line in lines[1:]]
         pictures[runtime] = [tf.io.decode_png((out / name).read_bytes()).numpy().astype(int)
                              for name in ["digit_reconstruction.png", "inverted_reconstruction.png"]]

@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -182,10 +183,40 @@ def test_graph_hparams_and_test_metrics(run):
     assert hparams["code_size"].number_value == 0  # none: the last map is the code
     assert hparams["precision"].string_value == config["precision"] != "auto"
     assert hparams["learning_rate"].number_value == pytest.approx(0.001)
-    test_metrics = json.load(open(os.path.join(run, "test_metrics.json")))
+    test_metrics = json.load(open(os.path.join(run, "test_metrics.json")))["metrics"]
     for name in ["loss", "rmse", "bce", "mse"]:
-        assert steps(root, f"test/{name}") == [1]
-        assert values(root, f"test/{name}") == pytest.approx([test_metrics[name]])
+        assert steps(root, f"test_training_noise/{name}") == [1]
+        assert values(root, f"test_training_noise/{name}") == pytest.approx([test_metrics[name]])
+
+
+def test_training_names_what_its_test_metrics_score(run, denoising_run):
+    """Training scores the test split with the run's input noise, `evaluate` without:
+    the console line and test_metrics.json say which (a bare "Test:" line, or a flat
+    file of numbers, fails), and the file names itself on the line."""
+    path = os.path.join(run, "test_metrics.json")
+    record = json.load(open(path))
+    assert record["noise_factor"] == 0.3
+    assert record["inputs"] == ("test images with noise_factor 0.3 noise (clipped to [0, 1]), "
+                                "scored against the clean images")
+    assert set(record["metrics"]) == {"loss", "rmse", "bce", "mse"}
+    (line,) = [line for line in denoising_run[1].stdout.splitlines() if line.startswith("Test")]
+    assert line.startswith("Test, noisy inputs (noise_factor 0.3) against clean images")
+    assert "evaluate" in line and line.endswith(f" -> {path}")
+    for name, value in record["metrics"].items():
+        assert f"{name} {value:.5f}" in line
+
+
+def test_test_metrics_files_of_either_format_are_read(tmp_path):
+    """A finished run is read back (training on it again returns its test metrics):
+    files written before they said what they score are flat."""
+    from tf_autoencoder.run.summaries import read_test_metrics, write_test_metrics
+
+    metrics = {"loss": 0.5, "rmse": 0.25}
+    (tmp_path / "old.json").write_text(json.dumps(metrics))
+    assert read_test_metrics(str(tmp_path / "old.json")) == metrics
+    write_test_metrics(str(tmp_path / "new.json"), metrics, 0.0)
+    assert read_test_metrics(str(tmp_path / "new.json")) == metrics
+    assert json.load(open(tmp_path / "new.json"))["inputs"] == "clean test images (noise_factor 0)"
 
 
 def read_projector(directory):
@@ -242,63 +273,234 @@ def test_write_projector_rejects_mismatched_inputs(tmp_path):
         write_projector(str(tmp_path), np.zeros((3, 4)), np.zeros(2), np.zeros((3, 2, 2, 1)))
 
 
+# --- what a browser gets from `tensorboard --logdir MODEL_DIR` ------------------------------
+# The server is started as the README says, from the environment's own `tensorboard`, and
+# asked what each tab of the web page asks it (the requests its JavaScript sends): every
+# tab docs/tensorboard.md describes must have the content that page promises.
+
+TENSORBOARD_DOC = os.path.join(REPO, "docs", "tensorboard.md")
+# The plugin behind each tab named in the docs' table.
+TAB_PLUGINS = {"Scalars": ["scalars"], "Images": ["images"],
+               "Histograms, Distributions": ["histograms", "distributions"],
+               "Graphs": ["graphs"], "HParams": ["hparams"], "Projector": ["projector"],
+               "Text": ["text"]}
+RUNS = {".", "train", "validation", "projector"}
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def get(base, path, **params):
+def get(base, path, data=None, content_type=None, **params):
     url = f"{base}{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
-    with urllib.request.urlopen(url, timeout=30) as response:
+    request = urllib.request.Request(url, data=data)
+    if content_type:
+        request.add_header("Content-Type", content_type)
+    with urllib.request.urlopen(request, timeout=30) as response:
         return response.read()
 
 
-def test_tensorboard_server_serves_scalars_images_and_projector(run):
+def get_json(base, path, **params):
+    return json.loads(get(base, path, **params))
+
+
+def doc_table():
+    """docs/tensorboard.md's tab table: [(tab, runs, what)], a row's empty tab being the
+    row above's."""
+    with open(TENSORBOARD_DOC) as f:
+        lines = f.read().split("| tab | run | what |\n|---|---|---|\n", 1)[1].splitlines()
+    rows, tab = [], None
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        tab = cells[0] or tab
+        rows.append((tab, re.findall(r"`([^`]+)`", cells[1]), cells[2]))
+    return rows
+
+
+def documented(tab, run, tag):
+    """Whether the docs' table names `tag` of `run` in `tab`'s rows: as a backticked name,
+    where <anything> stands for one path component."""
+    for row_tab, runs, what in doc_table():
+        if row_tab != tab or run not in runs:
+            continue
+        for name in re.findall(r"`([^`]+)`", what):
+            pattern = "[^/]+".join(re.escape(part) for part in re.split(r"<[^>]+>", name))
+            if re.fullmatch(pattern, tag):
+                return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def tensorboard(run):
+    """`tensorboard --logdir MODEL_DIR` on the shared run, on 127.0.0.1 and a free port,
+    once it has loaded every run and every tab the docs name has data (the plugins
+    listing, which the page asks for first, enables them). Yields its base URL."""
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", run, "--host", "127.0.0.1",
-         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    executable = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    server = subprocess.Popen([executable, "--logdir", run, "--host", "127.0.0.1",
+                               "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
+    plugins = {plugin for tab, _, _ in doc_table() for plugin in TAB_PLUGINS[tab]}
     try:
         deadline = time.monotonic() + 90
-        while True:  # until the server answers and has read every run
+        while True:
             try:
-                if {"train", "validation", "projector"} <= set(json.loads(get(base, "/data/runs"))):
+                listing = get_json(base, "/data/plugins_listing")
+                enabled = {name for name, plugin in listing.items() if plugin["enabled"]}
+                if RUNS <= set(get_json(base, "/data/runs")) and plugins <= enabled:
                     break
             except OSError:
                 pass
-            assert server.poll() is None, "tensorboard exited"
-            assert time.monotonic() < deadline, "tensorboard did not load the runs in time"
-            time.sleep(1)
-        scalars = json.loads(get(base, "/data/plugin/scalars/tags"))
-        assert {"epoch_loss", "epoch_rmse", "gradient_norm", "steps_per_second",
-                "epoch_learning_rate"} <= set(scalars["train"])
-        assert "zero_fraction/encoder/block0_conv0" in scalars["validation"]
-        images = json.loads(get(base, "/data/plugin/images/tags"))
-        assert "reconstructions" in images["validation"]
-        assert json.loads(get(base, "/data/plugin/projector/runs")) == ["projector"]
-        info = json.loads(get(base, "/data/plugin/projector/info", run="projector"))
-        (embedding,) = info["embeddings"]
-        assert embedding["tensorName"] == TENSOR_NAME
-        assert embedding["tensorShape"] == [EMBEDDING_IMAGES, CODE_SIZE]
-        tensor = get(base, "/data/plugin/projector/tensor", run="projector", name=TENSOR_NAME)
-        assert len(tensor) == EMBEDDING_IMAGES * CODE_SIZE * 4  # float32
-        metadata = get(base, "/data/plugin/projector/metadata", run="projector",
-                       name=TENSOR_NAME).decode().splitlines()
-        assert len(metadata) == EMBEDDING_IMAGES + 1
-        sprite = get(base, "/data/plugin/projector/sprite_image", run="projector", name=TENSOR_NAME)
-        assert sprite.startswith(b"\x89PNG")
-        # What it serves is the run's projector files, not only their sizes.
-        codes, header, rows, _, _ = read_projector(os.path.join(run, "projector"))
-        served = np.frombuffer(tensor, "<f4").reshape(EMBEDDING_IMAGES, CODE_SIZE)
-        np.testing.assert_array_equal(served, codes)
-        assert metadata == [header, *rows]
-        with open(os.path.join(run, "projector", "sprite.png"), "rb") as f:
-            assert sprite == f.read()
+            assert server.poll() is None, f"tensorboard exited: {server.stderr.read()}"
+            assert time.monotonic() < deadline, "tensorboard did not load the run in time"
+            time.sleep(0.5)  # polling its HTTP API: there is no event to wait on
+        yield base
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def time_series(base, plugin, run, tag):
+    """What the Scalars, Images and Histograms tabs fetch for one chart: the time series
+    plugin's POST of `requests`, a JSON list of {plugin, tag, run} (and sample, for images)."""
+    request = {"plugin": plugin, "tag": tag, "run": run, **({"sample": 0} if plugin == "images"
+                                                            else {})}
+    body = urllib.parse.urlencode({"requests": json.dumps([request])}).encode()
+    (response,) = json.loads(get(base, "/data/plugin/timeseries/timeSeries", data=body,
+                                 content_type="application/x-www-form-urlencoded"))
+    assert "error" not in response, response
+    return response["runToSeries"][run]
+
+
+def test_every_scalar_has_values_and_is_in_the_docs_table(run, tensorboard):
+    """Catches a tag written without values, one the docs' table does not name (the
+    evaluation_*_vs_iterations that Keras adds, the test metrics under another name), and
+    test metrics that are not the run's."""
+    tags = get_json(tensorboard, "/data/plugin/timeseries/tags")["scalars"]["runTagInfo"]
+    assert set(tags) == {".", "train", "validation"}
+    assert {"epoch_loss", "epoch_rmse", "epoch_bce", "epoch_mse", "epoch_learning_rate",
+            "gradient_norm", "steps_per_second"} <= set(tags["train"])
+    assert {"epoch_loss", "zero_fraction/encoder/block0_conv0",
+            "evaluation_loss_vs_iterations"} <= set(tags["validation"])
+    test_metrics = json.load(open(os.path.join(run, "test_metrics.json")))["metrics"]
+    assert sorted(tags["."]) == sorted(f"test_training_noise/{name}" for name in test_metrics)
+    for name, tag_list in tags.items():
+        for tag in tag_list:
+            assert documented("Scalars", name, tag), (name, tag)
+            series = time_series(tensorboard, "scalars", name, tag)
+            assert series and all(math.isfinite(point["value"]) for point in series), (name, tag)
+            if tag.startswith("epoch_") or tag.startswith(("gradient", "steps", "zero_")):
+                assert [point["step"] for point in series] == [0, 1], (name, tag)
+    for name, value in test_metrics.items():
+        (point,) = time_series(tensorboard, "scalars", ".", f"test_training_noise/{name}")
+        assert point["step"] == 1 and point["value"] == pytest.approx(value), name
+
+
+def test_images_tab_serves_the_reconstructions_png(run, tensorboard):
+    """The picture of the last epoch as served is the PNG written for it."""
+    info = get_json(tensorboard, "/data/plugin/timeseries/tags")["images"]["tagRunSampledInfo"]
+    assert info == {"reconstructions": {"validation": {"maxSamplesPerStep": 1}}}
+    assert documented("Images", "validation", "reconstructions")
+    series = time_series(tensorboard, "images", "validation", "reconstructions")
+    assert [point["step"] for point in series] == [0, 1]
+    png = get(tensorboard, "/data/plugin/timeseries/imageData", imageId=series[-1]["imageId"])
+    with open(os.path.join(run, "images", f"step_{2 * STEPS_PER_EPOCH:05d}.png"), "rb") as f:
+        assert png == f.read()
+
+
+def test_histograms_and_distributions_tabs_serve_every_weight_and_activation(tensorboard):
+    """Every weight (train) and hidden layer's activations (validation), each epoch, with
+    buckets that count the values (an empty or all-zero histogram fails)."""
+    tags = get_json(tensorboard, "/data/plugin/timeseries/tags")["histograms"]["runTagInfo"]
+    assert sorted(tags["train"]) == sorted(f"weights/{layer}/{kind}" for layer in WEIGHT_LAYERS
+                                           for kind in ("kernel", "bias"))
+    assert sorted(tags["validation"]) == sorted(f"activations/{layer}" for layer in HIDDEN_LAYERS)
+    for name, tag_list in tags.items():
+        for tag in tag_list:
+            assert documented("Histograms, Distributions", name, tag), (name, tag)
+            series = time_series(tensorboard, "histograms", name, tag)
+            assert [point["step"] for point in series] == [0, 1], (name, tag)
+            assert all(sum(b["count"] for b in point["bins"]) > 0 for point in series), tag
+    (first, _) = time_series(tensorboard, "histograms", "validation",
+                             "activations/encoder/block0_conv0")
+    assert sum(b["count"] for b in first["bins"]) == 256 * 28 * 28 * 16  # the fixed batch
+    distributions = get_json(tensorboard, "/data/plugin/distributions/tags")
+    assert set(distributions["train"]) == set(tags["train"])
+
+
+def test_graphs_tab_serves_the_models_graph(tensorboard):
+    info = get_json(tensorboard, "/data/plugin/graphs/info")
+    assert info["train"]["run_graph"]
+    graph = get(tensorboard, "/data/plugin/graphs/graph", run="train", conceptual="false").decode()
+    assert "block0_conv0" in graph and "linear" in graph  # the encoder's and decoder's layers
+
+
+def hparams_request(base, route, request):
+    """What the HParams tab sends: a POST of the JSON request as text/plain."""
+    return json.loads(get(base, f"/data/plugin/hparams/{route}",
+                          data=json.dumps(request).encode(), content_type="text/plain"))
+
+
+def test_hparams_tab_shows_the_settings_and_the_test_metrics(run, tensorboard):
+    """The tab's two requests, as its page makes them: the experiment (which columns),
+    then the session groups with a column for every hyperparameter and metric. Catches
+    metric columns that stay empty (metricValues [], as when the metrics are looked up in
+    a run named "./." because the logdir is the model_dir itself), and values that are
+    not the run's."""
+    experiment = hparams_request(tensorboard, "experiment",
+                                 {"experimentName": "", "hparamsLimit": 1000})
+    hparams = [info["name"] for info in experiment["hparamInfos"]]
+    assert {"noise_factor", "num_filters", "batch_size", "learning_rate"} <= set(hparams)
+    metrics = [info["name"] for info in experiment["metricInfos"]]
+    assert sorted(m["tag"] for m in metrics) == sorted(
+        f"test_training_noise/{name}" for name in ("loss", "rmse", "bce", "mse"))
+    assert all("noise" in info["description"] for info in experiment["metricInfos"])
+    groups = hparams_request(tensorboard, "session_groups", {
+        "experimentName": "",
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
+                            "STATUS_RUNNING"],
+        "colParams": [{"hparam": name, "includeInResult": True} for name in hparams]
+                     + [{"metric": name, "includeInResult": True} for name in metrics],
+        "startIndex": 0, "sliceSize": 100})
+    (group,) = groups["sessionGroups"]
+    assert group["hparams"]["noise_factor"] == pytest.approx(0.3)
+    assert group["hparams"]["num_filters"] == "16,8,8"
+    test_metrics = json.load(open(os.path.join(run, "test_metrics.json")))["metrics"]
+    shown = {value["name"]["tag"].split("/")[1]: value["value"]
+             for value in group["metricValues"]}
+    assert shown == pytest.approx(test_metrics)
+    assert documented("HParams", ".", "test_training_noise/rmse")
+
+
+def test_projector_and_text_tabs_serve_the_codes_metadata_and_sprite(run, tensorboard):
+    base = tensorboard
+    assert json.loads(get(base, "/data/plugin/projector/runs")) == ["projector"]
+    info = json.loads(get(base, "/data/plugin/projector/info", run="projector"))
+    (embedding,) = info["embeddings"]
+    assert embedding["tensorName"] == TENSOR_NAME
+    assert embedding["tensorShape"] == [EMBEDDING_IMAGES, CODE_SIZE]
+    tensor = get(base, "/data/plugin/projector/tensor", run="projector", name=TENSOR_NAME)
+    assert len(tensor) == EMBEDDING_IMAGES * CODE_SIZE * 4  # float32
+    metadata = get(base, "/data/plugin/projector/metadata", run="projector",
+                   name=TENSOR_NAME).decode().splitlines()
+    assert len(metadata) == EMBEDDING_IMAGES + 1
+    sprite = get(base, "/data/plugin/projector/sprite_image", run="projector", name=TENSOR_NAME)
+    assert sprite.startswith(b"\x89PNG")
+    # What it serves is the run's projector files, not only their sizes.
+    codes, header, rows, _, _ = read_projector(os.path.join(run, "projector"))
+    served = np.frombuffer(tensor, "<f4").reshape(EMBEDDING_IMAGES, CODE_SIZE)
+    np.testing.assert_array_equal(served, codes)
+    assert metadata == [header, *rows]
+    with open(os.path.join(run, "projector", "sprite.png"), "rb") as f:
+        assert sprite == f.read()
+    assert get_json(base, "/data/plugin/text/tags") == {"projector": ["embedding"]}
+    (text,) = get_json(base, "/data/plugin/text/text", run="projector", tag="embedding")
+    assert f"Latent codes of {EMBEDDING_IMAGES:,} test images" in text["text"]
 
 
 def test_export_embeddings_writes_the_training_codes_and_npy_tsv(run, tmp_path):

@@ -83,7 +83,7 @@ def test_run_writes_config_checkpoints_logs_images_and_model(sample_run):
     assert any(f.startswith("events.out") for f in os.listdir(os.path.join(model_dir, "validation")))
     assert sorted(os.listdir(os.path.join(model_dir, "images")))[:2] == [
         "step_00015.png", "step_00030.png"]  # 4,000 images // 256 = 15 steps per epoch
-    metrics = json.load(open(os.path.join(model_dir, "test_metrics.json")))
+    metrics = json.load(open(os.path.join(model_dir, "test_metrics.json")))["metrics"]
     assert set(metrics) >= {"loss", "rmse", "bce", "mse"}
     assert 0 < metrics["rmse"] < 0.5
 
@@ -171,6 +171,23 @@ def test_nchw_trains_on_cpu(nchw_idx_run):
     assert config["data_format"] == "channels_first" and config["data_source"].startswith("IDX")
     # The saved model takes channels-first images: not a config that only says so.
     assert load_model(model_dir).encoder.input_shape == (None, 1, 28, 28)
+
+
+def test_an_nchw_runs_projector_codes_are_in_the_exports_nhwc_order(nchw_idx_run):
+    """The projector used to hold an NCHW model's codes flattened channels-first, while
+    the export's encode (and embeddings) give them channels-last."""
+    import tensorflow as tf
+
+    from tf_autoencoder.data.sources import load_idx_dir
+    from tf_autoencoder.run.projector import TENSOR_NAME
+
+    model_dir = nchw_idx_run[0]
+    codes = tf.train.load_checkpoint(os.path.join(model_dir, "projector")).get_tensor(TENSOR_NAME)
+    test = load_idx_dir(os.path.join(os.path.dirname(model_dir), "idx")).test
+    images = test.images[:len(codes)].astype("float32") / 255
+    encode = tf.saved_model.load(os.path.join(model_dir, "export", "1")).signatures["encode"]
+    nhwc = encode(images=tf.constant(images))["codes"].numpy().reshape(len(codes), -1)
+    np.testing.assert_allclose(codes, nhwc, rtol=0, atol=1e-4 * max(1, np.abs(nhwc).max()))
 
 
 def test_a_mixed_bfloat16_run_says_so_and_saves_a_float32_model(nchw_idx_run):

@@ -195,7 +195,7 @@ def finished_run(args, parser) -> Config:
 
 def export(args, parser) -> int:
     """Exports MODEL_DIR/model.keras as a new SavedModel version, with the TFLite and ONNX
-    files --format asks for beside it; prints its path."""
+    files --format asks for beside it; prints its path and each file added beside it."""
     finished_run(args, parser)
     if args.export_dir is not None:
         from .model_dir import check_folder
@@ -216,6 +216,10 @@ def export(args, parser) -> int:
     with ModelDirLock(args.model_dir, "exporting it", shared=True):
         path = export_model_dir(args.model_dir, args.export_dir, formats)
     print(f"Exported {path}")
+    for name in formats:  # the files each asked-for format added beside the SavedModel
+        if name != lib.SAVED_MODEL.name:
+            for file in lib.FORMATS[name].files:
+                print(f"Wrote {os.path.join(path, file)}")
     return 0
 
 
@@ -259,6 +263,8 @@ def evaluate(args, parser) -> int:
     report = evaluate_run(args.model_dir, config, splits, probe_samples=args.probe_samples)
     print(format_table(report))
     print(f"Wrote {os.path.join(args.model_dir, EVALUATION)}")
+    if "latent_2d" in report:
+        print(f"Wrote {report['latent_2d']}")
     return 0
 
 

@@ -1,19 +1,26 @@
 """What a run writes into its model_dir, and the checks made before anything is written.
 
 model_dir/
-  config.json        the settings, as given (defaults filled in)
-  run.json           what the run found out: image shape, data read, seed, precision
-  checkpoints/       one TF checkpoint per epoch (weights, optimizer, epoch): the resume point
-  train/ validation/ TensorBoard logs per epoch
-  events.out.*       TensorBoard: the hyperparameters and the final test metrics
-  projector/         latent codes of test images for TensorBoard's projector
-  latent_2d.png      with a two-value code (--code_size 2): the codes drawn
-  history.csv        loss and metrics per epoch, training and validation
-  model.keras        the final model
-  test_metrics.json  loss, RMSE, BCE, MSE on the test split
-  export/<version>/  SavedModels for serving (1, 2, ... as TF Serving expects), with
-                     the other formats beside them on request (serving/formats.py)
-  evaluation.json    `tf-autoencoder evaluate`: image quality and code quality
+  config.json          the settings, as given (defaults filled in)
+  run.json             what the run found out: image shape, data read, seed, precision,
+                       the architecture it built
+  checkpoints/         one TF checkpoint per epoch (weights, optimizer, epoch): the resume point
+  train/, validation/  TensorBoard logs per epoch
+  events.out.*         TensorBoard: the hyperparameters, the metrics HParams shows, and the
+                       final test metrics
+  projector/           latent codes of test images for TensorBoard's projector (training,
+                       and export_embeddings.py --what embedding)
+  latent_2d.png        with a two-value code (--code_size 2): the codes drawn (training, evaluate)
+  history.csv          loss and metrics per epoch, training and validation
+  model.keras          the final model
+  test_metrics.json    loss, RMSE, BCE, MSE on the test split with the run's input noise, and
+                       what they score ("inputs", "noise_factor", "metrics")
+  export/              <version>/: SavedModels for serving (1, 2, ... as TF Serving expects),
+                       with the other formats beside them on request (serving/formats.py)
+  evaluation.json      `tf-autoencoder evaluate`: image and code quality on clean inputs
+  samples.png          `tf-autoencoder sample` without --out: images a VAE generates
+  reconstructions.png  export_embeddings.py --what reconstruction without --output
+  .lock                the lock a run holds while it trains, an export while it reads (files.py)
 """
 from __future__ import annotations
 
@@ -34,8 +41,9 @@ SAVED_MODEL_FILE = "saved_model.pb"
 EVALUATION = "evaluation.json"
 LATENT_2D = "latent_2d.png"  # a two-value code, drawn (latent_2d.py)
 # What --overwrite removes: only what a run writes, never other files of the user's.
-RUN_OUTPUTS = (CONFIG_FILE, RUN_FACTS, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY, EVALUATION,
-               LATENT_2D, "train", "validation", "projector", EXPORT_DIR)
+RUN_OUTPUTS = (CONFIG_FILE, RUN_FACTS, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY,
+               EVALUATION, LATENT_2D, "samples.png", "reconstructions.png", "train",
+               "validation", "projector", EXPORT_DIR)
 EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard logs in model_dir itself
 
 

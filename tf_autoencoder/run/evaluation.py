@@ -1,6 +1,7 @@
 """How good a trained autoencoder is: its reconstructions and its codes.
 
-Reconstructions of the test images (clean inputs): BCE, MSE, PSNR and SSIM.
+Reconstructions of the test images from clean inputs: BCE, MSE, PSNR and SSIM. (Training's
+own test metrics, test_metrics.json, score inputs with the run's --noise_factor noise.)
 Codes: accuracy of a linear probe (logistic regression trained on the codes of
 training images, scored on the codes of test images) and of k-nearest neighbours.
 A two-value code is also drawn: model_dir/latent_2d.png (see latent_2d.py).
@@ -22,7 +23,7 @@ from ..files import write_text_atomic
 from .latent_2d import has_2d_code, write_latent_2d
 from ..model.layout import to_nhwc
 from ..serving.loading import load_finished_model
-from ..model_dir import EVALUATION, LATENT_2D
+from ..model_dir import EVALUATION, LATENT_2D, TEST_METRICS
 from ..data.pipeline import noisy_inputs
 from ..data.sources import Split, Splits
 
@@ -32,6 +33,7 @@ PSNR_CAP_DB = 100.0
 SSIM_FILTER_SIZE = 11  # tf.image.ssim's default Gaussian window; smaller images use their size
 KNN_NEIGHBOURS = 5
 BATCH_SIZE = 512
+CLEAN_INPUTS = "clean test images (no noise), scored against themselves"
 
 
 def reconstruction_metrics(images: np.ndarray, logits: np.ndarray) -> dict:
@@ -103,12 +105,17 @@ def evaluate_run(model_dir: str, config: Config, splits: Splits,
     metrics["knn_accuracy"] = knn_accuracy(train_codes, labels[0], test_codes, labels[1])
     report = {
         "metrics": metrics,
+        "inputs": CLEAN_INPUTS,
         "data": splits.source,
         "test_images": len(splits.test),
         "probe_train_images": len(train),
         "knn_neighbours": KNN_NEIGHBOURS,
         "psnr_cap_db": PSNR_CAP_DB,
     }
+    if config.noise_factor > 0:
+        report["training_test_metrics"] = (
+            f"{TEST_METRICS} and training's Test line score inputs with noise_factor "
+            f"{config.noise_factor:g} noise, not clean ones")
     if has_2d_code(model):
         report["latent_2d"] = os.path.join(model_dir, LATENT_2D)
         write_latent_2d(report["latent_2d"], model, test_codes, splits.test.labels,
@@ -135,6 +142,9 @@ def format_table(report: dict) -> str:
         (f"{report['knn_neighbours']}-NN accuracy", f"{m['knn_accuracy']:.4f}"),
     ]
     width = max(len(name) for name, _ in rows)
-    lines = [f"{report['test_images']:,} test images of {report['data']}"]
+    lines = [f"{report['test_images']:,} test images of {report['data']}",
+             f"inputs: {report['inputs']}"]
     lines += [f"{name:<{width}}  {value:>9}" for name, value in rows]
+    if "training_test_metrics" in report:
+        lines.append(f"({report['training_test_metrics']})")
     return "\n".join(lines)

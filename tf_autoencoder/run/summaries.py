@@ -1,11 +1,13 @@
 """What a run shows in TensorBoard (`tensorboard --logdir MODEL_DIR`) and writes as pictures.
 
 model_dir/
-  events.out.*  hyperparameters (HParams tab) and the final test metrics `test/*`
+  events.out.*  the hyperparameters and the metrics the HParams tab shows (hparams_config),
+                and the final test metrics `test_training_noise/*` (see TEST_TAG)
   train/        Keras: epoch_loss, epoch_rmse, epoch_bce, epoch_mse, epoch_learning_rate;
                 ours: gradient_norm, steps_per_second, a histogram of every trainable
                 weight, and the model's graph
-  validation/   Keras: the same epoch_* metrics; ours: each hidden layer's activations
+  validation/   Keras: the same epoch_* metrics, and evaluation_*_vs_iterations (the same
+                values at the global step); ours: each hidden layer's activations
                 and fraction of zeros on one fixed validation batch, and the
                 reconstructions of the same test images every epoch
   projector/    latent codes of test images for the Projector tab (see projector.py)
@@ -14,6 +16,7 @@ Epoch summaries use Keras' step convention: step e is the end of epoch e (0-base
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -24,6 +27,7 @@ from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 from ..config import HPARAMS, Config
+from ..files import write_text_atomic
 from ..images import image_grid, write_png
 from .latent_2d import has_2d_code, write_latent_2d
 from ..model.layout import to_nhwc
@@ -231,8 +235,53 @@ def _buckets(values, bins=30):
     return tf.stack([edges[:-1], edges[1:], tf.cast(counts, tf.float64)], axis=1)
 
 
+# The test metrics training reports score the test split as training and validation see
+# it: inputs with the run's --noise_factor noise (none at 0), targets the clean images.
+# `tf-autoencoder evaluate` scores clean inputs. One tag for every run, so that the HParams
+# tab puts runs of any noise_factor in one column; its description says what it holds.
+TEST_TAG = "test_training_noise"
+TEST_METRIC_NAMES = ("loss", "rmse", "bce", "mse")  # the VAE adds "kl"
+
+
+def test_inputs(noise_factor: float) -> str:
+    """What the training's test metrics score, in words."""
+    if noise_factor > 0:
+        return (f"test images with noise_factor {noise_factor:g} noise (clipped to [0, 1]), "
+                "scored against the clean images")
+    return "clean test images (noise_factor 0)"
+
+
+def test_metrics_line(metrics: dict, noise_factor: float, path: str) -> str:
+    """The line training prints for its test metrics, naming what they score."""
+    values = ", ".join(f"{name} {value:.5f}" for name, value in metrics.items())
+    if noise_factor > 0:
+        kind = (f"Test, noisy inputs (noise_factor {noise_factor:g}) against clean images; "
+                "`evaluate` scores clean inputs")
+    else:
+        kind = "Test, clean inputs"
+    return f"{kind}: {values} -> {path}"
+
+
+def write_test_metrics(path: str, metrics: dict, noise_factor: float) -> None:
+    """test_metrics.json: the metrics under "metrics", with what they score beside them."""
+    record = {"inputs": test_inputs(noise_factor), "noise_factor": noise_factor,
+              "metrics": metrics}
+    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+
+
+def read_test_metrics(path: str) -> dict:
+    """The metrics of a test_metrics.json, this version's or an older flat one
+    ({"loss": ..., "rmse": ...}, written before the file said what it scores)."""
+    with open(path) as f:
+        record = json.load(f)
+    return record["metrics"] if isinstance(record.get("metrics"), dict) else record
+
+
 def write_hparams(config: Config) -> None:
-    """Records the run's hyperparameters in model_dir for the HParams tab."""
+    """Records the run's hyperparameters in model_dir for the HParams tab, and declares
+    the metrics it shows (hparams_config): without the declaration the tab looks the
+    metrics up in a run named "./." when the logdir is the model_dir itself, and shows
+    none; with it, they are found there and in a parent logdir of several runs alike."""
     values = {}
     for name in HPARAMS:
         value = getattr(config, name)
@@ -241,24 +290,34 @@ def write_hparams(config: Config) -> None:
         values[name] = value
     values["dropout"] = config.dropout or 1.0  # keep probability: 1 is no dropout
     values["code_size"] = config.code_size or 0  # 0: the last map is the code
+    names = TEST_METRIC_NAMES + (("kl",) if config.model == "variational" else ())
+    metrics = [hp.Metric(f"{TEST_TAG}/{name}", display_name=f"test {name} (training noise)",
+                         description=f"{name} on the test split after training; inputs with "
+                                     "the run's noise_factor noise (none at 0), targets the "
+                                     "clean images")
+               for name in names]
     with tf.summary.create_file_writer(config.model_dir).as_default():
+        hp.hparams_config(hparams=[hp.HParam(name) for name in values], metrics=metrics)
         hp.hparams(values, trial_id=os.path.basename(os.path.abspath(config.model_dir)))
 
 
 def write_run_end(model: keras.Model, config: Config, splits: Splits,
                   test_metrics: dict, epoch: int, log=print) -> None:
-    """After training: the test metrics as scalars `test/<name>` at step `epoch` (so the
-    HParams tab compares runs by them), and the projector of the first
+    """After training: the test metrics as scalars `test_training_noise/<name>` at step
+    `epoch` (so the HParams tab compares runs by them), and the projector of the first
     config.embedding_images test images' codes (none if 0)."""
     with tf.summary.create_file_writer(config.model_dir).as_default(step=epoch):
         for name, value in test_metrics.items():
-            tf.summary.scalar(f"test/{name}", value)
+            tf.summary.scalar(f"{TEST_TAG}/{name}", value,
+                              description=f"{name}: {test_inputs(config.noise_factor)}")
     count = min(config.embedding_images, len(splits.test))
     if count:
         images = splits.test.images[:count]
         inputs, _ = noisy_inputs(images, config.noise_factor,
                                           np.random.default_rng(config.seed), config.data_format)
-        codes = model.encoder.predict(inputs, batch_size=config.batch_size, verbose=0)
+        # NHWC, as codes are everywhere outside the model (the export's encode, embeddings).
+        codes = to_nhwc(model.encoder.predict(inputs, batch_size=config.batch_size, verbose=0),
+                        config.data_format)
         log_dir = os.path.join(config.model_dir, PROJECTOR_RUN)
         write_projector(log_dir, codes, splits.test.labels[:count], images)
         log(f"Projector: codes of {count:,} test images in {log_dir}")

@@ -7,7 +7,7 @@ model_dir/
   train/ validation/ projector/ events.out.*  TensorBoard logs (see summaries.py)
   model.keras       the final model
   history.csv       loss and metrics per epoch, training and validation
-  test_metrics.json loss, RMSE, BCE, MSE on the test split
+  test_metrics.json loss, RMSE, BCE, MSE on the test split, inputs with the run's noise
   export/<version>/ the final model as a SavedModel for serving (export.py)
 """
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
-import json
 import math
 import os
 import shutil
@@ -41,7 +40,8 @@ from ..model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, H
 from ..model.models import build_autoencoder, float32_twin
 from ..data.pipeline import check_replicas, make_dataset, make_training_epochs
 from ..data.sources import Splits
-from .summaries import tensorboard_callbacks, write_run_end
+from .summaries import (read_test_metrics, tensorboard_callbacks, test_metrics_line,
+                        write_run_end, write_test_metrics)
 
 
 def compile_model(model: keras.Model, config: Config) -> None:
@@ -417,8 +417,7 @@ def _run(settings: Config, facts: RunFacts, splits: Splits, log,
                 f"{exported}: nothing to train or export (raise --epochs to train longer)")
             if not finished:  # a worker: its scratch model_dir holds nothing
                 return {}
-            with open(os.path.join(config.model_dir, TEST_METRICS)) as f:
-                return json.load(f)
+            return read_test_metrics(os.path.join(config.model_dir, TEST_METRICS))
         log(f"{config.model_dir} already holds {held}: nothing to train "
             "(raise --epochs to train longer)")
     else:  # a run that trains: its record first (a finished run's files stay as they are)
@@ -461,9 +460,9 @@ def _run(settings: Config, facts: RunFacts, splits: Splits, log,
 
     test_metrics = model.evaluate(pipeline(splits.test, 2), return_dict=True, verbose=0)
     test_metrics = {name: float(value) for name, value in test_metrics.items()}
-    log("Test: " + ", ".join(f"{name} {value:.5f}" for name, value in test_metrics.items()))
-    write_text_atomic(os.path.join(config.model_dir, TEST_METRICS),
-                      json.dumps(test_metrics, indent=2) + "\n")
+    test_path = os.path.join(config.model_dir, TEST_METRICS)
+    write_test_metrics(test_path, test_metrics, config.noise_factor)
+    log(test_metrics_line(test_metrics, config.noise_factor, test_path))
     final = float32_twin(model, config)  # the projector, model.keras and the export: float32
     write_run_end(final, config, splits, test_metrics, epoch=max(initial_epoch, config.epochs) - 1,
                   log=log)

@@ -51,9 +51,23 @@ def read_image(path: str, shape: tuple[int, int, int],
         image = tf.image.grayscale_to_rgb(image)
         notes.append("greyscale converted to RGB")
     if tuple(image.shape[:2]) != (height, width):
-        notes.append(f"resized from {image.shape[0]}x{image.shape[1]} to {height}x{width}")
+        notes.append(f"resized from {describe_size(*image.shape[:2])} to "
+                     f"{describe_size(height, width)}")
         image = tf.clip_by_value(tf.image.resize(image, (height, width), antialias=True), 0, 1)
     return image.numpy(), notes
+
+
+def describe_size(height: int, width: int) -> str:
+    """'160 wide x 120 high': a bare 120x160 reads as width x height to some, height x
+    width (NumPy's order) to others."""
+    return f"{width} wide x {height} high"
+
+
+def describe_images(shape: tuple[int, int, int]) -> str:
+    """'greyscale images 28 wide x 28 high' for the model's (H, W, C)."""
+    height, width, channels = shape
+    colour = {1: "greyscale", 3: "RGB"}.get(channels, f"{channels}-channel")
+    return f"{colour} images {describe_size(height, width)}"
 
 
 def output_names(paths: list[str]) -> list[str]:
@@ -79,7 +93,7 @@ def predict_files(model_path: str, paths: list[str], output_dir: str, *, log=pri
     formats.MissingExtra when its runtime is not installed."""
     model = load_exported(model_path)
     shape = model.image_shape
-    log(f"Model: {model_path} ({'x'.join(map(str, shape))} images, {model.runtime})")
+    log(f"Model: {model_path} ({model.runtime}): {describe_images(shape)}")
     images, done = [], []
     for path in paths:
         try:
