@@ -260,7 +260,7 @@ def test_mirrored_vae_evaluates_last_batches_smaller_than_the_replica_count(tmp_
                        "--distribute", "mirrored", "--cpu_replicas", "2")
     assert result.returncode == 0, result.stderr
     [row] = history(str(tmp_path / "run"))
-    test_metrics = json.load(open(tmp_path / "run" / "test_metrics.json"))
+    test_metrics = json.load(open(tmp_path / "run" / "test_metrics.json"))["metrics"]
 
     model = load_finished_model(str(tmp_path / "run"))
     splits = load_data(data_dir=str(tmp_path / "idx"))

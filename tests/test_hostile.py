@@ -273,3 +273,27 @@ def test_sizes_beyond_the_machine_are_one_line_not_the_kernels_kill():
         check_fits("--n 9 images", 2**30, "lower --n", available=2**29)
     check_fits("--n 9 images", 2**29, "lower --n", available=2**30)
 
+
+
+def test_damaged_records_of_a_run_are_named_not_silently_reused(run, tmp_path):
+    """A damaged history.csv used to collect new rows under a garbage header; a damaged
+    test_metrics.json ended in a bare JSONDecodeError; a damaged model.keras in Keras'
+    'File not found'."""
+    from tf_autoencoder.run.training import trim_history
+
+    history = tmp_path / "history.csv"
+    history.write_text("garbage,,\n0,1,2\n")
+    said = []
+    trim_history(str(history), 1, log=said.append)
+    assert not history.exists() and (tmp_path / "history.csv.damaged").exists()
+    assert "damaged" in said[0]
+
+    with open(os.path.join(run, "test_metrics.json"), "w") as f:
+        f.write("{bad")
+    line = one_line(run_train("--model_dir", run, "--epochs", "1"), 1)
+    assert "test_metrics.json is damaged" in line and "delete it" in line, line
+
+    with open(os.path.join(run, "model.keras"), "w") as f:
+        f.write("garbage")
+    line = one_line(run_python("-m", "tf_autoencoder", "export", run), 1)
+    assert "model.keras is damaged" in line, line

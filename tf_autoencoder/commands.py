@@ -329,6 +329,8 @@ def embeddings_config(args) -> tuple[Config, bool]:
         given["data_dir"] = None
     if args.images is not None and args.images < 1:
         raise ConfigError(f"--images must be >= 1, got {args.images}")
+    if args.what == "reconstruction" and args.output and os.path.isdir(args.output):
+        raise ConfigError(f"--output {args.output} is a directory: give a PNG file path")
     return dataclasses.replace(config, **given).validate(), saved_model
 
 

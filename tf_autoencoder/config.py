@@ -317,8 +317,8 @@ class Config:
     def resolved(self, facts: "RunFacts") -> "Config":
         """The configuration a run trains with: these settings, with what `facts` found
         in place of what was left open (a new object; this one stays as asked)."""
-        return dataclasses.replace(self, image_shape=list(facts.image_shape),
-                                   dataset=facts.dataset, seed=facts.seed,
+        shape = list(facts.image_shape) if facts.image_shape else None
+        return dataclasses.replace(self, image_shape=shape, dataset=facts.dataset, seed=facts.seed,
                                    precision=facts.precision)
 
     def to_json(self) -> str:
@@ -368,7 +368,7 @@ class RunFacts:
     the images' [H, W, C], the dataset actually read (the MNIST sample when it stood in
     for an unreachable TFDS dataset) and a description of it, the seed (drawn when none
     was given) and the precision that `auto` picked."""
-    image_shape: list[int]
+    image_shape: Optional[list[int]]
     dataset: Optional[str]
     data_source: Optional[str]
     seed: Optional[int]  # None only in a damaged run from before run.json existed
@@ -384,10 +384,10 @@ class RunFacts:
     @classmethod
     def from_dict(cls, values: dict, source: str) -> "RunFacts":
         facts = cls(**{f.name: values.get(f.name) for f in dataclasses.fields(cls)})
-        shape = facts.image_shape
-        if (not isinstance(shape, list) or len(shape) != 3
-                or not all(isinstance(size, int) and size >= 1 for size in shape)):
-            raise ConfigError(f"{source} records no image shape [H, W, C] (it has {shape!r})")
+        shape = facts.image_shape  # None: a hand-written record; the model tells it then
+        if shape is not None and (not isinstance(shape, list) or len(shape) != 3 or not all(
+                isinstance(size, int) and size >= 1 for size in shape)):
+            raise ConfigError(f"{source} records an image shape that is not [H, W, C]: {shape!r}")
         if facts.seed is not None and not isinstance(facts.seed, int):
             raise ConfigError(f"{source} records a seed that is not an integer: {facts.seed!r}")
         if facts.architecture is not None and not isinstance(facts.architecture, dict):

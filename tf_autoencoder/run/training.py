@@ -339,13 +339,19 @@ class PauseAtStep(keras.callbacks.Callback):
             wait_for_signal(f"paused at step {self.step}")
 
 
-def trim_history(path: str, finished_epochs: int) -> None:
+def trim_history(path: str, finished_epochs: int, log=print) -> None:
     """Drops rows of epochs that no checkpoint holds (written just before a crash or a
     divergence), so that a resumed run does not log them twice."""
     if not os.path.exists(path):
         return
     with open(path, newline="") as f:
         lines = f.read().splitlines(keepends=True)
+    if not lines or not lines[0].startswith("epoch,"):  # not the header CSVLogger writes
+        damaged = path + ".damaged"
+        os.replace(path, damaged)
+        log(f"{path} is damaged (no epoch header): kept as {damaged}; the rows of the "
+            "epochs trained from now on go into a new one")
+        return
     rows = [line for line in lines[1:] if line.split(",", 1)[0].strip().isdigit()
             and int(line.split(",", 1)[0]) < finished_epochs]
     if len(rows) != len(lines) - 1:
@@ -417,11 +423,16 @@ def _run(settings: Config, facts: RunFacts, splits: Splits, log,
                 f"{exported}: nothing to train or export (raise --epochs to train longer)")
             if not finished:  # a worker: its scratch model_dir holds nothing
                 return {}
-            return read_test_metrics(os.path.join(config.model_dir, TEST_METRICS))
+            test_path = os.path.join(config.model_dir, TEST_METRICS)
+            try:
+                return read_test_metrics(test_path)
+            except (ValueError, AttributeError, TypeError) as e:
+                raise RunError(f"{test_path} is damaged ({e}): delete it and run the command "
+                               "again to score the test split anew") from None
         log(f"{config.model_dir} already holds {held}: nothing to train "
             "(raise --epochs to train longer)")
     else:  # a run that trains: its record first (a finished run's files stay as they are)
-        trim_history(os.path.join(config.model_dir, HISTORY), initial_epoch)
+        trim_history(os.path.join(config.model_dir, HISTORY), initial_epoch, log)
         settings.save(os.path.join(config.model_dir, CONFIG_FILE))
         facts.save(os.path.join(config.model_dir, RUN_FACTS))
 

@@ -5,6 +5,7 @@ flattened, whatever layout the model was trained in."""
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from typing import Callable
 
@@ -45,6 +46,9 @@ def load_finished_model(model_dir: str) -> keras.Model:
     try:
         return keras.saving.load_model(path, compile=False)
     except (OSError, ValueError) as e:
+        if os.path.isfile(path) and not zipfile.is_zipfile(path):  # Keras says "not found"
+            raise ModelError(f"{path} is damaged (not a .keras zip file): train the run again "
+                             "(raise --epochs, or --overwrite)") from None
         raise ModelError(f"cannot load {path}: {e}") from None
 
 
