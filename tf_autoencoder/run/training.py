@@ -385,7 +385,25 @@ def train(settings: Config, facts: RunFacts, splits: Splits, log=print,
 
 def _run(settings: Config, facts: RunFacts, splits: Splits, log,
          strategy: tf.distribute.Strategy, restore_from: str | None = None) -> dict:
+    """One run, in order: build the model and restore its checkpoint; a finished run
+    stops there; else record the run's settings and facts, train the epochs left, score
+    the test split, save and export."""
     config = settings.resolved(facts)  # what the model and the data pipeline follow
+    model, checkpoint, initial_epoch = _build_and_restore(config, strategy, restore_from, log)
+    if initial_epoch >= config.epochs:
+        done = _finished_run(model, checkpoint, config, initial_epoch, strategy, log)
+        if done is not None:
+            return done
+    else:  # a run that trains: its record first (a finished run's files stay as they are)
+        trim_history(os.path.join(config.model_dir, HISTORY), initial_epoch, log)
+        settings.save(os.path.join(config.model_dir, CONFIG_FILE))
+        facts.save(os.path.join(config.model_dir, RUN_FACTS))
+        _fit(model, checkpoint, config, splits, initial_epoch, strategy)
+    return _score_save_export(model, config, splits, initial_epoch, strategy, log)
+
+
+def _build_and_restore(config: Config, strategy, restore_from, log):
+    """The compiled model, its EpochCheckpoint, and the epochs the restored one holds."""
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -409,44 +427,53 @@ def _run(settings: Config, facts: RunFacts, splits: Splits, log,
         log(f"Resuming from the end of epoch {initial_epoch} in {config.model_dir}" if not steps
             else f"Resuming in {config.model_dir} from step {steps} of epoch {initial_epoch + 1}, "
                  "which was interrupted: it restarts from its first batch")
-    if initial_epoch >= config.epochs:
-        # Part of the next epoch only where no checkpoint ends at an epoch (restore's `epochs`).
-        partial = int(checkpoint.steps_into_epoch.numpy())
-        held = f"{initial_epoch} epochs" + (
-            f" and {partial} steps of epoch {initial_epoch + 1}" if partial else "")
-        exported = export_holding(float32_twin(model, config),
-                                  os.path.join(config.model_dir, EXPORT_DIR))
-        finished = exported and os.path.isfile(os.path.join(config.model_dir, TEST_METRICS))
-        if chief_value(strategy, int(bool(finished))):  # the other workers follow the chief
-            # The end of a run writes its export last: everything before it is there too.
-            log(f"{config.model_dir} already holds {held}, exported as "
-                f"{exported}: nothing to train or export (raise --epochs to train longer)")
-            if not finished:  # a worker: its scratch model_dir holds nothing
-                return {}
-            test_path = os.path.join(config.model_dir, TEST_METRICS)
-            try:
-                return read_test_metrics(test_path)
-            except (ValueError, AttributeError, TypeError) as e:
-                raise RunError(f"{test_path} is damaged ({e}): delete it and run the command "
-                               "again to score the test split anew") from None
+    return model, checkpoint, initial_epoch
+
+
+def _finished_run(model, checkpoint, config: Config, initial_epoch: int, strategy,
+                  log) -> dict | None:
+    """A run that holds its epochs already: its test metrics if it is exported too (it
+    writes nothing then); None if its end (score, save, export) is still to do."""
+    # Part of the next epoch only where no checkpoint ends at an epoch (restore's `epochs`).
+    partial = int(checkpoint.steps_into_epoch.numpy())
+    held = f"{initial_epoch} epochs" + (
+        f" and {partial} steps of epoch {initial_epoch + 1}" if partial else "")
+    exported = export_holding(float32_twin(model, config),
+                              os.path.join(config.model_dir, EXPORT_DIR))
+    finished = exported and os.path.isfile(os.path.join(config.model_dir, TEST_METRICS))
+    if not chief_value(strategy, int(bool(finished))):  # the other workers follow the chief
         log(f"{config.model_dir} already holds {held}: nothing to train "
             "(raise --epochs to train longer)")
-    else:  # a run that trains: its record first (a finished run's files stay as they are)
-        trim_history(os.path.join(config.model_dir, HISTORY), initial_epoch, log)
-        settings.save(os.path.join(config.model_dir, CONFIG_FILE))
-        facts.save(os.path.join(config.model_dir, RUN_FACTS))
+        return None
+    # The end of a run writes its export last: everything before it is there too.
+    log(f"{config.model_dir} already holds {held}, exported as "
+        f"{exported}: nothing to train or export (raise --epochs to train longer)")
+    if not finished:  # a worker: its scratch model_dir holds nothing
+        return {}
+    test_path = os.path.join(config.model_dir, TEST_METRICS)
+    try:
+        return read_test_metrics(test_path)
+    except (ValueError, AttributeError, TypeError) as e:
+        raise RunError(f"{test_path} is damaged ({e}): delete it and run the command "
+                       "again to score the test split anew") from None
 
-    def pipeline(split, stream: int):  # validation (stream 1) and test (stream 2)
-        # The same noisy inputs every epoch and on every rerun, from the seed alone: a
-        # resumed run scores what the uninterrupted run scored, and epochs compare on one
-        # set of inputs. `stream` keeps the splits' noise apart from each other's and from
-        # the training epochs' (seeds seed + epoch, below 2**32 + epochs).
-        return make_dataset(
-            split.images, batch_size=config.batch_size, training=False,
-            noise_factor=config.noise_factor, data_format=config.data_format,
-            seed=config.seed + stream * 2**32, new_noise_each_pass=False,
-            replicas=strategy.num_replicas_in_sync)
 
+def _evaluation_batches(split, stream: int, config: Config, strategy):
+    """Validation (stream 1) and test (stream 2) batches. The same noisy inputs every
+    epoch and on every rerun, from the seed alone: a resumed run scores what the
+    uninterrupted run scored, and epochs compare on one set of inputs. `stream` keeps the
+    splits' noise apart from each other's and from the training epochs' (seeds
+    seed + epoch, below 2**32 + epochs)."""
+    return make_dataset(
+        split.images, batch_size=config.batch_size, training=False,
+        noise_factor=config.noise_factor, data_format=config.data_format,
+        seed=config.seed + stream * 2**32, new_noise_each_pass=False,
+        replicas=strategy.num_replicas_in_sync)
+
+
+def _fit(model, checkpoint, config: Config, splits: Splits, initial_epoch: int,
+         strategy) -> None:
+    """Trains epochs initial_epoch + 1 .. config.epochs, checkpointing each."""
     callbacks = [
         checkpoint.divergence_check,  # first, so that nothing logs a diverged epoch
         keras.callbacks.CSVLogger(os.path.join(config.model_dir, HISTORY), append=True),
@@ -454,22 +481,26 @@ def _run(settings: Config, facts: RunFacts, splits: Splits, log,
         *PauseAtStep.from_environment(),
         checkpoint,  # last, so an epoch is checkpointed only after everything else logged it
     ]
+    # Epoch e's batches follow from the seed and e alone: the same with and without
+    # a strategy, and for a resumed run the ones the uninterrupted run had.
+    train_batches = make_training_epochs(
+        splits.train.images, batch_size=config.batch_size,
+        epochs=range(initial_epoch, config.epochs), seed=config.seed,
+        noise_factor=config.noise_factor, data_format=config.data_format)
+    with checkpoint.watch_interrupts():
+        model.fit(train_batches, steps_per_epoch=len(splits.train) // config.batch_size,
+                  validation_data=_evaluation_batches(splits.validation, 1, config, strategy),
+                  epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                  shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
+    checkpoint.stop_if_interrupted()
 
-    if initial_epoch < config.epochs:
-        # Epoch e's batches follow from the seed and e alone: the same with and without
-        # a strategy, and for a resumed run the ones the uninterrupted run had.
-        train_batches = make_training_epochs(
-            splits.train.images, batch_size=config.batch_size,
-            epochs=range(initial_epoch, config.epochs), seed=config.seed,
-            noise_factor=config.noise_factor, data_format=config.data_format)
-        with checkpoint.watch_interrupts():
-            model.fit(train_batches, steps_per_epoch=len(splits.train) // config.batch_size,
-                      validation_data=pipeline(splits.validation, 1),
-                      epochs=config.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
-                      shuffle=False, verbose=1 if sys.stdout.isatty() else 2)
-        checkpoint.stop_if_interrupted()
 
-    test_metrics = model.evaluate(pipeline(splits.test, 2), return_dict=True, verbose=0)
+def _score_save_export(model, config: Config, splits: Splits, initial_epoch: int, strategy,
+                       log) -> dict:
+    """The end of a run: test metrics, the projector, model.keras and the export, in that
+    order (the export last: a run that has one has everything)."""
+    test_metrics = model.evaluate(_evaluation_batches(splits.test, 2, config, strategy),
+                                  return_dict=True, verbose=0)
     test_metrics = {name: float(value) for name, value in test_metrics.items()}
     test_path = os.path.join(config.model_dir, TEST_METRICS)
     write_test_metrics(test_path, test_metrics, config.noise_factor)
