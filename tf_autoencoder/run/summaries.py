@@ -241,6 +241,7 @@ def write_hparams(config: Config) -> None:
         values[name] = value
     values["dropout"] = config.dropout or 1.0  # keep probability: 1 is no dropout
     values["code_size"] = config.code_size or 0  # 0: the last map is the code
+    values["normal_classes"] = values["normal_classes"] or "all"
     with tf.summary.create_file_writer(config.model_dir).as_default():
         hp.hparams(values, trial_id=os.path.basename(os.path.abspath(config.model_dir)))
 
