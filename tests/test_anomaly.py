@@ -2,6 +2,7 @@
 signature of every export format, evaluate's AUROC and predict's verdict. One small run
 (two digit classes of the MNIST sample, one epoch) serves the whole module."""
 import json
+import re
 import os
 
 import numpy as np
@@ -78,3 +79,100 @@ def test_the_run_records_its_normal_classes_and_what_each_split_kept(normal_run)
         "validation": int(np.isin(splits.validation.labels, NORMAL).sum()),
         "test": len(splits.test)}
     assert f"{facts['split_sizes']['train']:,} train / " in normal_run[1].stdout
+
+
+# --- the calibrated threshold ------------------------------------------------------------
+
+def normal_validation_scores(model_dir):
+    """The run's model.keras scores of the normal validation images, computed here with
+    numpy from the model's logits."""
+    from tf_autoencoder.serving.loading import load_finished_model
+
+    model = load_finished_model(model_dir)
+    images = sources.select_normal(sources.load_mnist_sample(), NORMAL).validation.images
+    clean = images.astype(np.float32) / 255
+    pixels = 1 / (1 + np.exp(-np.asarray(model(clean, training=False), np.float64)))
+    return np.mean(np.square(clean - pixels), axis=(1, 2, 3))
+
+
+def test_the_threshold_is_the_quantile_of_the_normal_validation_scores(normal_run):
+    """Catches a threshold set on all validation images, on noisy inputs, or at the
+    wrong quantile; and a missing warning: ~100 validation images are too few for 1%."""
+    model_dir, process = normal_run
+    with open(os.path.join(model_dir, "threshold.json")) as f:
+        record = json.load(f)
+    scores = normal_validation_scores(model_dir)
+    assert record["validation_images"] == len(scores) < 1000
+    assert record["anomaly_fpr"] == 0.01 and record["normal_classes"] == NORMAL
+    assert record["threshold"] == pytest.approx(np.quantile(scores, 0.99), rel=1e-4)
+    assert (f"Warning: {len(scores)} validation images are too few to calibrate a threshold at "
+            "a 0.01 false-positive rate (about 1,000 needed)") in process.stdout
+
+
+# --- predict's verdict ------------------------------------------------------------------
+
+def write_pngs(folder, **images):
+    import tensorflow as tf
+
+    paths = []
+    for name, image in images.items():
+        path = folder / f"{name}.png"
+        path.write_bytes(tf.io.encode_png(image).numpy())
+        paths.append(str(path))
+    return paths
+
+
+def test_predict_prints_the_verdict_of_the_exports_threshold(normal_run, tmp_path, capsys):
+    """A normal validation digit of median score is normal, uniform noise anomalous.
+    Catches a verdict from the wrong side of the threshold, or none."""
+    from tf_autoencoder.cli import main
+
+    validation = sources.select_normal(sources.load_mnist_sample(), NORMAL).validation.images
+    median = validation[np.argsort(normal_validation_scores(normal_run[0]))[len(validation) // 2]]
+    noise = np.random.default_rng(0).integers(0, 256, (28, 28, 1), dtype=np.uint8)
+    paths = write_pngs(tmp_path, digit=median, noise=noise)
+    assert main(["predict", normal_run[0], *paths, "--output_dir", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith(f"{paths[0]}: mse ") and ", normal -> " in lines[1]
+    assert lines[2].startswith(f"{paths[1]}: mse ") and ", anomalous -> " in lines[2]
+
+
+def test_an_export_without_the_score_signature_predicts_without_verdicts_and_says_how_to_re_export(
+        normal_run, tmp_path, capsys):
+    """An export made before the score signature: scores still, and one line that says
+    how to export again."""
+    import tensorflow as tf
+
+    from tf_autoencoder.cli import main
+    from tf_autoencoder.model_dir import load_finished_run
+    from tf_autoencoder.model.models import serving_twin
+    from tf_autoencoder.serving.export import serving_module
+    from tf_autoencoder.serving.loading import load_finished_model
+
+    config = load_finished_run(normal_run[0])
+    module = serving_module(serving_twin(load_finished_model(normal_run[0]), config))
+    old = str(tmp_path / "old")
+    tf.saved_model.save(module, old, signatures={"serving_default": module.reconstruct,
+                                                 "encode": module.encode})
+    paths = write_pngs(tmp_path, digit=sources.load_mnist_sample().test.images[0])
+    assert main(["predict", old, *paths, "--output_dir", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (f"No verdicts: the SavedModel in {old} has no score signature (it was "
+                        "exported before anomaly scores): export the run again with "
+                        "`tf-autoencoder export MODEL_DIR`")
+    assert re.fullmatch(rf"{re.escape(paths[0])}: mse \d\.\d{{6}} -> .+", lines[2])
+
+
+def test_exporting_a_run_without_a_threshold_says_how_to_calibrate_one(normal_run, tmp_path,
+                                                                       capsys):
+    from conftest import copy_run
+    from tf_autoencoder.cli import main
+
+    model_dir = copy_run(normal_run[0], tmp_path / "run")
+    os.unlink(os.path.join(model_dir, "threshold.json"))
+    assert main(["export", model_dir]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (
+        f"{model_dir} has no threshold.json (it was trained before anomaly thresholds were "
+        f"calibrated): run `tf-autoencoder evaluate {model_dir}` to calibrate one") in err
+    assert os.listdir(os.path.join(model_dir, "export")) == ["1"]

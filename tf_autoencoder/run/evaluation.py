@@ -19,6 +19,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ..config import Config
 from ..files import write_text_atomic
+from .anomaly import calibrate
 from .latent_2d import has_2d_code, write_latent_2d
 from ..model.layout import to_nhwc
 from ..serving.loading import load_finished_model
@@ -77,14 +78,17 @@ def _flat(codes) -> np.ndarray:
 
 
 def evaluate_run(model_dir: str, config: Config, splits: Splits,
-                 probe_samples: int | None = None, seed: int = 0) -> dict:
+                 probe_samples: int | None = None, seed: int = 0, log=print) -> dict:
     """Every metric of the run in `model_dir` on `splits`; writes model_dir/evaluation.json
-    (and latent_2d.png for a two-value code: the key "latent_2d" names it).
+    (and latent_2d.png for a two-value code: the key "latent_2d" names it), and calibrates
+    the anomaly threshold on the validation images again (threshold.json).
 
     probe_samples: fit the probe and k-NN on this many training images, drawn at random
     with `seed` (default: the whole training split).
     """
     model = load_finished_model(model_dir)
+    # Calibrated again (and written), so that a run from before thresholds has one to export.
+    threshold = calibrate(model, model_dir, config, splits.validation.images, log)
     test_inputs = _clean_inputs(splits.test.images, config)
     logits = model.predict(test_inputs, batch_size=BATCH_SIZE, verbose=0)
     metrics = reconstruction_metrics(to_nhwc(test_inputs, config.data_format),
@@ -108,6 +112,7 @@ def evaluate_run(model_dir: str, config: Config, splits: Splits,
         "probe_train_images": len(train),
         "knn_neighbours": KNN_NEIGHBOURS,
         "psnr_cap_db": PSNR_CAP_DB,
+        "threshold": threshold,
     }
     if has_2d_code(model):
         report["latent_2d"] = os.path.join(model_dir, LATENT_2D)
