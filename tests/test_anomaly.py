@@ -176,3 +176,56 @@ def test_exporting_a_run_without_a_threshold_says_how_to_calibrate_one(normal_ru
         f"{model_dir} has no threshold.json (it was trained before anomaly thresholds were "
         f"calibrated): run `tf-autoencoder evaluate {model_dir}` to calibrate one") in err
     assert os.listdir(os.path.join(model_dir, "export")) == ["1"]
+
+
+# --- evaluate -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def evaluation(normal_run, tmp_path_factory):
+    """`evaluate` on a copy of the run. Returns (model_dir, the process, evaluation.json)."""
+    from conftest import copy_run
+
+    model_dir = copy_run(normal_run[0], tmp_path_factory.mktemp("evaluate") / "run")
+    process = run_python("-m", "tf_autoencoder", "evaluate", model_dir, "--probe_samples", "200")
+    assert process.returncode == 0, process.stderr
+    with open(os.path.join(model_dir, "evaluation.json")) as f:
+        return model_dir, process, json.load(f)
+
+
+def test_evaluate_measures_the_detector_better_than_the_mean_pixel_baseline(evaluation):
+    """The baseline: each test image's mean pixel intensity as its score, read in the
+    direction that suits it best. Catches AUROC of the wrong labels (normal as positive
+    gives 1 - AUROC), of other scores, or rates at another threshold."""
+    from sklearn.metrics import roc_auc_score
+
+    model_dir, process, report = evaluation
+    anomaly = report["anomaly"]
+    test = sources.load_mnist_sample().test
+    anomalous = ~np.isin(test.labels, NORMAL)
+    intensity = test.images.reshape(len(test), -1).mean(axis=1)
+    baseline = roc_auc_score(anomalous, intensity)
+    assert anomaly["auroc"] > max(baseline, 1 - baseline)
+    assert anomaly["auprc"] > anomalous.mean()  # a constant score's average precision
+    assert (anomaly["normal_images"], anomaly["anomalous_images"]) == (
+        (~anomalous).sum(), anomalous.sum())
+    assert sorted(anomaly["auroc_per_anomalous_class"]) == [str(c) for c in range(2, 10)]
+    with open(os.path.join(model_dir, "threshold.json")) as f:
+        threshold = json.load(f)["threshold"]
+    assert report["threshold"]["threshold"] == threshold
+    assert 0 <= anomaly["fpr_at_threshold"] < anomaly["tpr_at_threshold"] <= 1
+    assert f"AUROC, normal 0,1 vs the rest  " in process.stdout
+
+
+def test_evaluate_draws_the_roc_and_the_extremes(evaluation):
+    """The pictures by content: a PNG of the figure's size, and a grid of two rows of
+    ten test images whose top row (most anomalous) is not the bottom one."""
+    import tensorflow as tf
+
+    model_dir, _, report = evaluation
+    with open(report["anomaly"]["plot"], "rb") as f:
+        plot = tf.io.decode_png(f.read()).numpy()
+    assert plot.shape[:2] == (450, 1100) and plot.std() > 0
+    with open(report["anomaly"]["extremes"], "rb") as f:
+        grid = tf.io.decode_png(f.read()).numpy()
+    assert grid.shape == (2 * 30 + 2, 10 * 30 + 2, 1)
+    assert not np.array_equal(grid[2:30], grid[32:60])

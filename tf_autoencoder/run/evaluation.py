@@ -4,6 +4,9 @@ Reconstructions of the test images (clean inputs): BCE, MSE, PSNR and SSIM.
 Codes: accuracy of a linear probe (logistic regression trained on the codes of
 training images, scored on the codes of test images) and of k-nearest neighbours.
 A two-value code is also drawn: model_dir/latent_2d.png (see latent_2d.py).
+A run trained on --normal_classes is also measured as an anomaly detector on the test
+split (anomaly.py): AUROC, AUPRC, the rates at the calibrated threshold, AUROC per
+anomalous class, with anomaly.png and anomaly_extremes.png.
 """
 from __future__ import annotations
 
@@ -19,11 +22,11 @@ from sklearn.preprocessing import StandardScaler
 
 from ..config import Config
 from ..files import write_text_atomic
-from .anomaly import calibrate
+from .anomaly import calibrate, write_anomaly_report
 from .latent_2d import has_2d_code, write_latent_2d
 from ..model.layout import to_nhwc
 from ..serving.loading import load_finished_model
-from ..model_dir import EVALUATION, LATENT_2D
+from ..model_dir import ANOMALY_EXTREMES, ANOMALY_PLOT, EVALUATION, LATENT_2D
 from ..data.pipeline import noisy_inputs
 from ..data.sources import Split, Splits
 
@@ -114,6 +117,13 @@ def evaluate_run(model_dir: str, config: Config, splits: Splits,
         "psnr_cap_db": PSNR_CAP_DB,
         "threshold": threshold,
     }
+    if config.normal_classes is not None:
+        report["anomaly"] = write_anomaly_report(
+            model_dir, model, config, splits.test, threshold["threshold"],
+            os.path.join(model_dir, ANOMALY_PLOT), os.path.join(model_dir, ANOMALY_EXTREMES))
+        report["anomaly"].update(normal_classes=config.normal_classes,
+                                 plot=os.path.join(model_dir, ANOMALY_PLOT),
+                                 extremes=os.path.join(model_dir, ANOMALY_EXTREMES))
     if has_2d_code(model):
         report["latent_2d"] = os.path.join(model_dir, LATENT_2D)
         write_latent_2d(report["latent_2d"], model, test_codes, splits.test.labels,
@@ -139,6 +149,17 @@ def format_table(report: dict) -> str:
          f"{m['linear_probe_accuracy']:.4f}"),
         (f"{report['knn_neighbours']}-NN accuracy", f"{m['knn_accuracy']:.4f}"),
     ]
+    anomaly = report.get("anomaly")
+    if anomaly:
+        rows += [
+            (f"AUROC, normal {','.join(map(str, anomaly['normal_classes']))} vs the rest",
+             f"{anomaly['auroc']:.4f}"),
+            ("AUPRC (anomalous positive)", f"{anomaly['auprc']:.4f}"),
+            ("false-positive rate at the threshold", f"{anomaly['fpr_at_threshold']:.4f}"),
+            ("true-positive rate at the threshold", f"{anomaly['tpr_at_threshold']:.4f}"),
+        ]
+        rows += [(f"AUROC of class {label} alone", f"{value:.4f}")
+                 for label, value in anomaly["auroc_per_anomalous_class"].items()]
     width = max(len(name) for name, _ in rows)
     lines = [f"{report['test_images']:,} test images of {report['data']}"]
     lines += [f"{name:<{width}}  {value:>9}" for name, value in rows]
