@@ -229,3 +229,20 @@ def test_evaluate_draws_the_roc_and_the_extremes(evaluation):
         grid = tf.io.decode_png(f.read()).numpy()
     assert grid.shape == (2 * 30 + 2, 10 * 30 + 2, 1)
     assert not np.array_equal(grid[2:30], grid[32:60])
+
+
+def test_evaluate_on_one_normal_class_reports_no_code_probe(normal_run, tmp_path):
+    """A run trained on one class has one label to fit the probe to: scikit-learn's
+    logistic regression refused it and evaluate failed. The anomaly metrics remain."""
+    from conftest import copy_run
+    from tf_autoencoder.model_dir import load_finished_run
+    from tf_autoencoder.run.evaluation import evaluate_run, format_table
+
+    model_dir = copy_run(normal_run[0], tmp_path / "run")
+    config = load_finished_run(model_dir)
+    splits = sources.select_normal(sources.load_mnist_sample(), [0])
+    report = evaluate_run(model_dir, config, splits, probe_samples=100, log=lambda *_: None)
+    assert report["metrics"]["linear_probe_accuracy"] is None
+    assert report["metrics"]["knn_accuracy"] is None
+    assert "5-NN accuracy" in format_table(report) and "n/a" in format_table(report)
+    assert 0.5 < report["anomaly"]["auroc"] <= 1

@@ -105,9 +105,12 @@ def evaluate_run(model_dir: str, config: Config, splits: Splits,
                                         batch_size=BATCH_SIZE, verbose=0)
     test_codes = model.encoder.predict(test_inputs, batch_size=BATCH_SIZE, verbose=0)
     labels = (train.labels, splits.test.labels)
-    metrics["linear_probe_accuracy"] = linear_probe_accuracy(train_codes, labels[0],
-                                                             test_codes, labels[1])
-    metrics["knn_accuracy"] = knn_accuracy(train_codes, labels[0], test_codes, labels[1])
+    # A run trained on one normal class has no classes to tell apart: no probe (None).
+    probe = len(np.unique(labels[0])) > 1
+    metrics["linear_probe_accuracy"] = linear_probe_accuracy(
+        train_codes, labels[0], test_codes, labels[1]) if probe else None
+    metrics["knn_accuracy"] = knn_accuracy(
+        train_codes, labels[0], test_codes, labels[1]) if probe else None
     report = {
         "metrics": metrics,
         "data": splits.source,
@@ -139,6 +142,9 @@ def _clean_inputs(images: np.ndarray, config: Config) -> np.ndarray:
 
 def format_table(report: dict) -> str:
     """The report as a two-column text table."""
+    def shown(accuracy):
+        return "n/a" if accuracy is None else f"{accuracy:.4f}"
+
     m = report["metrics"]
     rows = [
         ("BCE (per pixel)", f"{m['bce']:.5f}"),
@@ -146,8 +152,8 @@ def format_table(report: dict) -> str:
         ("PSNR (dB)", f"{m['psnr']:.2f}"),
         ("SSIM", f"{m['ssim']:.4f}"),
         (f"linear probe accuracy ({report['probe_train_images']:,} train codes)",
-         f"{m['linear_probe_accuracy']:.4f}"),
-        (f"{report['knn_neighbours']}-NN accuracy", f"{m['knn_accuracy']:.4f}"),
+         shown(m["linear_probe_accuracy"])),
+        (f"{report['knn_neighbours']}-NN accuracy", shown(m["knn_accuracy"])),
     ]
     anomaly = report.get("anomaly")
     if anomaly:
