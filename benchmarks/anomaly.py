@@ -34,9 +34,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 FASHION_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                  "Sneaker", "Bag", "Ankle boot"]
-# The autoencoder's variants: the post's model with its loss, and with MSE (the loss of
-# the convolutional autoencoder baselines in the one-class literature, e.g. Deep SVDD's).
-AE_LOSSES = ("bce", "mse")
+# The autoencoder's variants (--variants): name -> (settings that differ from the post's
+# model, the column's label). MSE is the loss of the convolutional autoencoder baselines
+# in the one-class literature (e.g. Deep SVDD's); a narrower code is their other advice.
+AE_VARIANTS = {"bce": ({}, "AE, BCE (the post's)"),
+               "mse": ({"loss": "mse"}, "AE, MSE"),
+               "code16": ({"code_size": 16}, "AE, BCE, a 16-value code")}
 PCA_COMPONENTS = (8, 16, 32, 64)
 FOREST_MAX_SAMPLES = (256, 1024)
 # Published, class 0 (T-shirt/top) of Fashion-MNIST, mean of 5 seeds on balanced test
@@ -54,6 +57,9 @@ def parse_args(argv):
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--variants", default="bce,mse",
+                   help=f"autoencoder variants, of {', '.join(AE_VARIANTS)}; the last AE "
+                        "column takes the one the validation split chooses")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: MNIST sample, classes 0,1, one seed, one epoch")
     p.add_argument("--out", default=os.path.join(HERE, "QUALITY.md"))
@@ -70,8 +76,9 @@ def auroc(normal: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(~normal, scores))
 
 
-def autoencoder_scores(loss, train, evaluated, seed, epochs, batch_size):
-    """Trains the post's model on `train` (uint8) and scores each array of `evaluated`."""
+def autoencoder_scores(variant, train, evaluated, seed, epochs, batch_size):
+    """Trains the post's model, with the settings of AE_VARIANTS[variant], on `train`
+    (uint8) and scores each array of `evaluated`."""
     import keras
 
     from tf_autoencoder.config import Config
@@ -80,8 +87,8 @@ def autoencoder_scores(loss, train, evaluated, seed, epochs, batch_size):
     from tf_autoencoder.run.training import compile_model
 
     keras.utils.set_random_seed(seed)
-    config = Config(image_shape=list(train.shape[1:]), loss=loss, precision="float32",
-                    seed=seed).validate()
+    config = Config(image_shape=list(train.shape[1:]), precision="float32", seed=seed,
+                    **AE_VARIANTS[variant][0]).validate()
     model = build_autoencoder(config)
     compile_model(model, config)
     pixels = train.astype(np.float32) / 255
@@ -117,12 +124,13 @@ def one_class(splits, normal_class, seed, args) -> dict:
     val_normal, test_normal = val.labels == normal_class, test.labels == normal_class
     evaluated = [val.images, test.images]
     result = {}
-    for loss in AE_LOSSES:
-        val_scores, test_scores = autoencoder_scores(loss, train, evaluated, seed, args.epochs,
-                                                     args.batch_size)
-        result[f"ae {loss}"] = auroc(test_normal, test_scores)
-        result[f"val ae {loss}"] = auroc(val_normal, val_scores)
-    chosen = max(AE_LOSSES, key=lambda loss: result[f"val ae {loss}"])
+    variants = args.variants.split(",")
+    for variant in variants:
+        val_scores, test_scores = autoencoder_scores(variant, train, evaluated, seed,
+                                                     args.epochs, args.batch_size)
+        result[f"ae {variant}"] = auroc(test_normal, test_scores)
+        result[f"val ae {variant}"] = auroc(val_normal, val_scores)
+    chosen = max(variants, key=lambda variant: result[f"val ae {variant}"])
     result["ae tuned"], result["choice ae tuned"] = result[f"ae {chosen}"], chosen
     for name, grid, scorer in [
             ("pca", PCA_COMPONENTS, lambda c: pca_scores(c, train, evaluated)),
@@ -137,13 +145,16 @@ def one_class(splits, normal_class, seed, args) -> dict:
     return result
 
 
-METHODS = [("ae bce", "AE, BCE (the post's)"), ("ae mse", "AE, MSE"),
-           ("ae tuned", "AE, loss chosen on validation"), ("pca", "PCA"),
-           ("forest", "isolation forest")]
+def methods(args) -> list[tuple[str, str]]:
+    """(result key, column label) of every method the run compares."""
+    return ([(f"ae {variant}", AE_VARIANTS[variant][1]) for variant in args.variants.split(",")]
+            + [("ae tuned", "AE, variant chosen on validation"), ("pca", "PCA"),
+               ("forest", "isolation forest")])
 
 
 def report(results: dict, args, splits, names, seconds: float) -> str:
     """results: class -> [one_class() per seed]. A markdown section."""
+    columns = methods(args)
     seeds = args.seeds.split(",")
     lines = [f"## One-class anomaly detection: {splits.source}, {args.epochs} epochs\n",
              f"Command: `python benchmarks/anomaly.py {shlex.join(sys.argv[1:])}`".rstrip() + "\n",
@@ -155,19 +166,19 @@ def report(results: dict, args, splits, names, seconds: float) -> str:
              f"batch {args.batch_size}, scored by reconstruction MSE. Chosen by AUROC on the "
              f"validation split ({len(splits.validation):,} images, all classes): PCA's "
              f"components ({', '.join(map(str, PCA_COMPONENTS))}), the forest's max_samples "
-             f"({', '.join(map(str, FOREST_MAX_SAMPLES))}; 100 trees), the autoencoder's loss "
+             f"({', '.join(map(str, FOREST_MAX_SAMPLES))}; 100 trees), the autoencoder's variant "
              f"(last AE column). {seconds / 60:.0f} minutes on 2 shared CPU cores.\n",
-             "| normal class | " + " | ".join(label for _, label in METHODS) + " |",
-             "|---|" + "---:|" * len(METHODS)]
+             "| normal class | " + " | ".join(label for _, label in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
 
     def cell(values):
         values = np.asarray(values)
         return f"{values.mean():.4f} ± {values.std():.4f}" if len(values) > 1 else f"{values[0]:.4f}"
 
-    means = {key: [] for key, _ in METHODS}
+    means = {key: [] for key, _ in columns}
     for label, runs in results.items():
         row = []
-        for key, _ in METHODS:
+        for key, _ in columns:
             values = [run[key] for run in runs]
             means[key].append(np.mean(values))
             row.append(cell(values))
@@ -175,7 +186,7 @@ def report(results: dict, args, splits, names, seconds: float) -> str:
     best = max(means, key=lambda key: np.mean(means[key]))
     lines.append("| **mean over classes** | " + " | ".join(
         (f"**{np.mean(means[key]):.4f}**" if key == best else f"{np.mean(means[key]):.4f}")
-        for key, _ in METHODS) + " |")
+        for key, _ in columns) + " |")
     choices = {name: [run[f"choice {name}"] for runs in results.values() for run in runs]
                for name in ("ae tuned", "pca", "forest")}
     lines.append("")
@@ -187,10 +198,10 @@ def report(results: dict, args, splits, names, seconds: float) -> str:
                  "(the Deep-MSVDD PyTorch implementation's README): "
                  + "; ".join(f"{name} {value:.4f}" for name, value in PUBLISHED) + ".\n")
     wins = {key: sum(1 for label in results if max(
-        METHODS, key=lambda m: np.mean([r[m[0]] for r in results[label]]))[0] == key)
-        for key, _ in METHODS}
+        columns, key=lambda m: np.mean([r[m[0]] for r in results[label]]))[0] == key)
+        for key, _ in columns}
     lines.append("Best mean test AUROC per class: " + ", ".join(
-        f"{label} {wins[key]}" for key, label in METHODS if wins[key]) + ".\n")
+        f"{label} {wins[key]}" for key, label in columns if wins[key]) + ".\n")
     return "\n".join(lines)
 
 
@@ -211,7 +222,7 @@ def main(argv=None) -> int:
             run = one_class(splits, normal_class, seed, args)
             results[normal_class].append(run)
             print(f"class {normal_class} seed {seed}: " + ", ".join(
-                f"{key} {run[key]:.4f}" for key, _ in METHODS), flush=True)
+                f"{key} {run[key]:.4f}" for key, _ in methods(args)), flush=True)
     body = report(results, args, splits, names, time.time() - started)
     print(body)
     from quality import update_report
