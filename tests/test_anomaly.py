@@ -246,3 +246,18 @@ def test_evaluate_on_one_normal_class_reports_no_code_probe(normal_run, tmp_path
     assert report["metrics"]["knn_accuracy"] is None
     assert "5-NN accuracy" in format_table(report) and "n/a" in format_table(report)
     assert 0.5 < report["anomaly"]["auroc"] <= 1
+
+
+def test_resuming_with_other_normal_classes_is_refused(normal_run, tmp_path):
+    """The model learnt from the classes it trained on: resuming on others would mix two
+    runs. Catches a resume that filters the data anew without a word."""
+    from conftest import copy_run
+
+    model_dir = copy_run(normal_run[0], tmp_path / "run")
+    before = sorted(os.listdir(model_dir))
+    process = run_python("train.py", "--dataset", "mnist_sample", "--normal_classes", "0,2",
+                         "--epochs", "2", "--model_dir", model_dir)
+    assert process.returncode == 2
+    (line,) = error_lines(process.stderr)
+    assert f"model_dir {model_dir} was trained on 0,1, not 0,2: give the same --normal_classes" in line
+    assert sorted(os.listdir(model_dir)) == before
