@@ -120,7 +120,7 @@ def main(argv=None):
         sizes = [("SavedModel (saved_model.pb + variables/)",
                   os.path.getsize(os.path.join(export, "saved_model.pb"))
                   + folder_size(os.path.join(export, "variables"))),
-                 (f"`{TFLITE_FILE}` (all three signatures)",
+                 (f"`{TFLITE_FILE}` (all four signatures)",
                   os.path.getsize(os.path.join(export, TFLITE_FILE)))]
         sizes += [(f"`{name}`", os.path.getsize(os.path.join(export, name)))
                   for name in ONNX_FILES.values()]

@@ -90,7 +90,8 @@ def test_inference_speed_measures_every_runtime_and_keras(trained_run):
     for _, p50, p99, images_per_s in rows:
         assert 0 < float(p50) <= float(p99) and int(images_per_s.replace(",", "")) > 0
     sizes = dict(re.findall(r"^(.+): ([\d,]+) bytes$", result.stdout, re.M))
-    assert len(sizes) == 5 and all(int(size.replace(",", "")) > 1000 for size in sizes.values())
+    # The SavedModel, model.tflite and the four .onnx files.
+    assert len(sizes) == 6 and all(int(size.replace(",", "")) > 1000 for size in sizes.values())
     # It exports into a temporary folder, not into the run.
     assert sorted(os.listdir(os.path.join(model_dir, "export"))) == before
 
@@ -121,3 +122,20 @@ def test_durability_benchmark_reports_both_sides_and_an_epoch(tmp_path):
             or line.startswith("| atomic small file")]
     assert len(rows) == 2 and all(row.count(" ms |") == 2 for row in rows)
     assert "One training epoch of the default model on 4,000 images" in result.stdout
+
+
+def test_anomaly_benchmark_smoke(tmp_path):
+    """--quick: classes 0 and 1 of the MNIST sample, one seed, one epoch; every method's
+    test AUROC in the table, with the published figures beside them."""
+    out = tmp_path / "QUALITY.md"
+    result = run_benchmark("benchmarks/anomaly.py", "--quick", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    text = out.read_text()
+    assert "<!-- section: anomaly-mnist_sample -->" in text
+    rows = re.findall(r"^\| (\d)  \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$",
+                      text, re.M)
+    assert [row[0] for row in rows] == ["0", "1"]
+    assert all(0 <= float(value) <= 1 for row in rows for value in row[1:])
+    # PCA on raw pixels tells a digit from the others (the baseline is computed, not faked).
+    assert all(float(row[4]) > 0.9 for row in rows)
+    assert "Deep SVDD 0.8858" in text and "reconstruction error 0.9037" in text

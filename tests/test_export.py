@@ -23,7 +23,7 @@ from tf_autoencoder.data.sources import load_mnist_sample
 
 # Runs in a fresh interpreter that never imports tf_autoencoder: for each (SavedModel,
 # inputs, outputs) triple of its arguments, loads the SavedModel with plain TensorFlow,
-# calls all three signatures, saves the outputs, prints the signatures (a line each).
+# calls all four signatures, saves the outputs, prints the signatures (a line each).
 FRESH_LOAD = r"""
 import json, sys
 import numpy as np
@@ -34,7 +34,8 @@ for saved_model_dir, inputs, outputs in zip(args[0::3], args[1::3], args[2::3]):
     loaded = tf.saved_model.load(saved_model_dir)
     x = np.load(inputs)
     sigs = loaded.signatures
-    np.savez(outputs,
+    score = sigs["score"](images=tf.constant(x["images"]))
+    np.savez(outputs, scores=score["scores"], is_anomalous=score["is_anomalous"],
              reconstructions=sigs["serving_default"](images=tf.constant(x["images"]))["reconstructions"],
              one=sigs["serving_default"](images=tf.constant(x["images"][:1]))["reconstructions"],
              codes=sigs["encode"](images=tf.constant(x["images"]))["codes"],
@@ -119,6 +120,9 @@ def fresh_loads(trained_run, nchw_run, images, tmp_path_factory):
     training wrote; NCHW: the one the export command wrote. One fresh process loads both."""
     layouts = [("NHWC", trained_run[0]), ("NCHW", nchw_run[0])]
     expected = {layout: keras_reference(model_dir, images) for layout, model_dir in layouts}
+    for layout, model_dir in layouts:
+        with open(os.path.join(model_dir, "threshold.json")) as f:
+            expected[layout]["threshold"] = json.load(f)["threshold"]
     loaded = load_in_fresh_process(
         [(find_saved_model(model_dir), images, expected[layout]["codes"],
           tmp_path_factory.mktemp(layout)) for layout, model_dir in layouts],
@@ -140,12 +144,30 @@ def test_fresh_process_loads_it_and_matches_keras(layout, fresh_loads):
 
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_the_score_signature_is_the_reconstruction_error_against_the_runs_threshold(
+        layout, fresh_loads, images):
+    """Catches a score over other pixels or layouts, and a threshold that is not the
+    run's threshold.json (a constant of the export). To the NHWC run, trained on digits,
+    uniform noise is anomalous (the NCHW run trained on noise)."""
+    _, got, expected = fresh_loads[layout]
+    scores = np.mean(np.square(images - expected["reconstructions"]), axis=(1, 2, 3))
+    np.testing.assert_allclose(got["scores"], scores, atol=1e-6, rtol=1e-5)
+    clear = np.abs(scores - expected["threshold"]) > 1e-5
+    np.testing.assert_array_equal(got["is_anomalous"][clear],
+                                  (scores > expected["threshold"])[clear])
+    if layout == "NHWC":
+        assert got["is_anomalous"][500:].all()
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 def test_signatures_take_nhwc_with_a_dynamic_batch(layout, fresh_loads):
     image, code = [[None, 28, 28, 1], "float32"], [[None, 4, 4, 8], "float32"]
     assert fresh_loads[layout][0]["signatures"] == {
         "serving_default": {"inputs": {"images": image}, "outputs": {"reconstructions": image}},
         "encode": {"inputs": {"images": image}, "outputs": {"codes": code}},
         "decode": {"inputs": {"codes": code}, "outputs": {"reconstructions": image}},
+        "score": {"inputs": {"images": image},
+                  "outputs": {"scores": [[None], "float32"], "is_anomalous": [[None], "bool"]}},
     }
 
 

@@ -21,28 +21,30 @@ from tf_autoencoder.model_dir import export_versions, load_finished_run
 from tf_autoencoder.model.models import serving_twin
 from tf_autoencoder.data.sources import load_mnist_sample
 
-SIGNATURES = {"serving_default": ("images", "reconstructions"), "encode": ("images", "codes"),
-              "decode": ("codes", "reconstructions")}
-ONNX_FILES = ["serving_default.onnx", "encode.onnx", "decode.onnx"]
+SIGNATURES = {"serving_default": ("images", ["reconstructions"]), "encode": ("images", ["codes"]),
+              "decode": ("codes", ["reconstructions"]),
+              "score": ("images", ["is_anomalous", "scores"])}
+ONNX_FILES = ["serving_default.onnx", "encode.onnx", "decode.onnx", "score.onnx"]
 ODD_BATCH = 7
 
 # A fresh interpreter that imports only numpy and the two runtimes. For each export folder
 # of its arguments (with inputs.npz beside it), runs every signature of model.tflite in
-# LiteRT and of the three .onnx files in ONNX Runtime, at batch 1 and at the full (odd)
-# batch, saves the outputs to outputs.npz and prints what it saw (a line per folder).
+# LiteRT and of the four .onnx files in ONNX Runtime, at batch 1 and at the full (odd)
+# batch, saves the outputs to outputs.npz (score's as "<runtime> score <output> <batch>")
+# and prints what it saw (a line per folder).
 FRESH_RUN = r"""
 import json, os, sys
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 import onnxruntime as ort
 
-IO = {"serving_default": ("images", "reconstructions"), "encode": ("images", "codes"),
-      "decode": ("codes", "reconstructions")}
+IO = {"serving_default": ("images", ["reconstructions"]), "encode": ("images", ["codes"]),
+      "decode": ("codes", ["reconstructions"]), "score": ("images", ["scores", "is_anomalous"])}
 for folder, inputs_path, outputs_path in zip(*[iter(sys.argv[1:])] * 3):
     inputs, outputs, seen = dict(np.load(inputs_path)), {}, {}
     lite = Interpreter(model_path=os.path.join(folder, "model.tflite"))
     seen["tflite_signatures"] = lite.get_signature_list()
-    for signature, (name_in, name_out) in IO.items():
+    for signature, (name_in, names_out) in IO.items():
         runner = lite.get_signature_runner(signature)
         seen[f"tflite {signature} shape"] = runner.get_input_details()[name_in]["shape_signature"].tolist()
         session = ort.InferenceSession(os.path.join(folder, signature + ".onnx"),
@@ -51,8 +53,12 @@ for folder, inputs_path, outputs_path in zip(*[iter(sys.argv[1:])] * 3):
                                      [(o.name, o.shape) for o in session.get_outputs()]]
         x = inputs[name_in]
         for batch in (1, len(x), 1):  # back to 1: the runner resizes down as well as up
-            outputs[f"tflite {signature} {batch}"] = runner(**{name_in: x[:batch]})[name_out]
-            outputs[f"onnx {signature} {batch}"] = session.run([name_out], {name_in: x[:batch]})[0]
+            lite_out = runner(**{name_in: x[:batch]})
+            onnx_out = dict(zip(names_out, session.run(names_out, {name_in: x[:batch]})))
+            for name_out in names_out:
+                key = signature if len(names_out) == 1 else f"{signature} {name_out}"
+                outputs[f"tflite {key} {batch}"] = lite_out[name_out]
+                outputs[f"onnx {key} {batch}"] = onnx_out[name_out]
     np.savez(outputs_path, **outputs)
     seen["imported"] = sorted(m for m in sys.modules
                               if m.split(".")[0] in ("tf_autoencoder", "tensorflow", "keras"))
@@ -126,8 +132,9 @@ def nhwc_export(trained_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def parity(nhwc_export, nchw_idx_run, tmp_path_factory):
     """Per model: (what the fresh process saw, its outputs, the Keras outputs, the inputs).
-    Two trained runs exported by the command line (NHWC; NCHW in mixed_bfloat16) and the
-    BUILT models exported in this process."""
+    Two trained runs exported by the command line (NHWC; NCHW in mixed_bfloat16), their
+    score signatures carrying their threshold.json, and the BUILT models exported in this
+    process with a threshold between the Keras scores of their third and fourth image."""
     digits = load_mnist_sample().test.images[:4].astype(np.float32) / 255
     noise = np.random.default_rng(0).random((ODD_BATCH - len(digits), 28, 28, 1), np.float32)
     models = {}
@@ -136,18 +143,24 @@ def parity(nhwc_export, nchw_idx_run, tmp_path_factory):
     for name, model_dir in [("trained NHWC", nhwc_export[0]), ("trained NCHW mixed_bfloat16", nchw_dir)]:
         config = load_finished_run(model_dir)
         model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), compile=False)
+        with open(os.path.join(model_dir, "threshold.json")) as f:
+            threshold = json.load(f)["threshold"]
         models[name] = (os.path.join(model_dir, "export", "2"), model, config,
-                        np.concatenate([digits, noise]))
+                        np.concatenate([digits, noise]), threshold)
     for name, config in BUILT.items():
         config = config.validate()
         model = perturbed(config)
         base = str(tmp_path_factory.mktemp("built") / "export")
         images = np.random.default_rng(1).random((ODD_BATCH, *config.image_shape), np.float32)
-        models[name] = (export_saved_model(model, config, base, ("tflite", "onnx")), model,
-                        config, images)
+        scores = np.sort(keras_scores(keras_outputs(model, config, images), images))
+        threshold = float(scores[2:4].mean())
+        models[name] = (export_saved_model(model, config, base, ("tflite", "onnx"), threshold),
+                        model, config, images, threshold)
     jobs, expected = [], {}
-    for name, (folder, model, config, images) in models.items():
+    for name, (folder, model, config, images, threshold) in models.items():
         expected[name] = keras_outputs(model, config, images)
+        expected[name]["scores"] = keras_scores(expected[name], images)
+        expected[name]["threshold"] = threshold
         inputs = {"images": images, "codes": expected[name]["codes"]}
         jobs.append((folder, inputs, tmp_path_factory.mktemp("fresh")))
     results = run_fresh(jobs, cwd=tmp_path_factory.mktemp("cwd"))
@@ -156,6 +169,11 @@ def parity(nhwc_export, nchw_idx_run, tmp_path_factory):
 
 
 MODELS = ["trained NHWC", "trained NCHW mixed_bfloat16", *BUILT]
+
+
+def keras_scores(outputs, images):
+    """Each image's mean squared error against keras_outputs' reconstruction."""
+    return np.mean(np.square(images - outputs["reconstructions"]), axis=(1, 2, 3))
 
 
 def test_the_export_command_writes_every_format_into_one_version_quietly(nhwc_export):
@@ -191,20 +209,43 @@ def test_each_format_matches_keras_in_its_own_runtime(name, parity):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_each_format_has_the_three_signatures_with_a_dynamic_batch(name, parity):
+def test_each_format_scores_and_flags_as_keras_with_the_threshold_it_carries(name, parity):
+    """Catches a score signature that averages other pixels, loses its threshold (a
+    variable the converter drops) or compares the wrong way; the built models' thresholds
+    split their images, so a verdict that is constant fails."""
+    seen, got, expected, inputs = parity[name]
+    scores, threshold = expected["scores"], expected["threshold"]
+    clear = np.abs(scores - threshold) > 1e-5  # verdicts at the threshold itself may differ
+    for runtime in ("tflite", "onnx"):
+        for batch in (1, ODD_BATCH):
+            np.testing.assert_allclose(got[f"{runtime} score scores {batch}"], scores[:batch],
+                                       atol=1e-6, rtol=1e-5, err_msg=f"{runtime} {batch}")
+            flags = got[f"{runtime} score is_anomalous {batch}"]
+            assert flags.dtype == bool
+            np.testing.assert_array_equal(flags[clear[:batch]],
+                                          (scores > threshold)[:batch][clear[:batch]])
+    if name in BUILT:
+        assert 0 < (scores > threshold).sum() < len(scores)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_each_format_has_the_four_signatures_with_a_dynamic_batch(name, parity):
     seen, _, expected, inputs = parity[name]
     image, code = list(inputs["images"].shape[1:]), list(expected["codes"].shape[1:])
-    assert seen["tflite_signatures"] == {
-        signature: {"inputs": [name_in], "outputs": [name_out]}
-        for signature, (name_in, name_out) in SIGNATURES.items()}
-    shapes = {"images": image, "codes": code, "reconstructions": image}
-    for signature, (name_in, name_out) in SIGNATURES.items():
+    assert {signature: {"inputs": io["inputs"], "outputs": sorted(io["outputs"])}
+            for signature, io in seen["tflite_signatures"].items()} == {
+        signature: {"inputs": [name_in], "outputs": names_out}
+        for signature, (name_in, names_out) in SIGNATURES.items()}
+    shapes = {"images": image, "codes": code, "reconstructions": image, "scores": [],
+              "is_anomalous": []}
+    for signature, (name_in, names_out) in SIGNATURES.items():
         assert seen[f"tflite {signature} shape"] == [-1, *shapes[name_in]]
-        assert seen[f"onnx {signature}"] == [[[name_in, ["batch", *shapes[name_in]]]],
-                                            [[name_out, ["batch", *shapes[name_out]]]]]
+        ins, outs = seen[f"onnx {signature}"]
+        assert ins == [[name_in, ["batch", *shapes[name_in]]]]
+        assert sorted(outs) == [[name_out, ["batch", *shapes[name_out]]] for name_out in names_out]
 
 
-def test_tflite_converter_on_the_saved_model_alone_gives_three_working_signatures(tmp_path):
+def test_tflite_converter_on_the_saved_model_alone_gives_four_working_signatures(tmp_path):
     """The user's route of the issue: TFLiteConverter.from_saved_model(export/N), no keys.
     Catches the two causes of its failure: a module attribute named `serve` (only
     serving_default came out) and tracked Keras variable wrappers (NaN)."""
@@ -273,7 +314,7 @@ def test_onnx_models_of_other_weights_fail_the_export_command_in_one_line(
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert re.fullmatch(r"tf-autoencoder export: error: serving_default.onnx, encode.onnx, "
-                        r"decode.onnx: serving_default in ONNX Runtime at batch 1 is not what "
+                        r"decode.onnx, score.onnx: serving_default in ONNX Runtime at batch 1 is not what "
                         r"the SavedModel computes \(differs by up to [\d.e-]+\) "
                         r"\(nothing exported\)\n", err), err
     assert os.listdir(os.path.join(model_dir, "export")) == ["1"]
@@ -300,7 +341,8 @@ def test_predict_gives_the_same_scores_and_pictures_in_every_runtime(nhwc_export
         lines = capsys.readouterr().out.splitlines()
         shown = version if runtime == "TensorFlow" else model
         assert lines[0] == f"Model: {shown} ({runtime}): greyscale images 28 wide x 28 high"
-        scores[runtime] = [float(re.search(r": mse (\d\.\d{6}) -> ", line)[1]) for line in lines[1:]]
+        scores[runtime] = [float(re.search(r": mse (\d\.\d{6}), (?:normal|anomalous) -> ",
+                                           line)[1]) for line in lines[1:]]
         pictures[runtime] = [tf.io.decode_png((out / name).read_bytes()).numpy().astype(int)
                              for name in ["digit_reconstruction.png", "inverted_reconstruction.png"]]
     reference = scores["TensorFlow"]

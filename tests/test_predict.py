@@ -37,7 +37,7 @@ def predicted(trained_run, image_files, tmp_path_factory):
                         "--output_dir", str(out))
     scores = {}
     for line in result.stdout.splitlines()[1:]:
-        path, score = re.match(r"(.+): mse (\d\.\d{6}) -> ", line).groups()
+        path, score = re.match(r"(.+): mse (\d\.\d{6}), (?:normal|anomalous) -> ", line).groups()
         scores[os.path.basename(path)] = float(score)
     return result, scores, out
 

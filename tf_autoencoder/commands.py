@@ -149,7 +149,7 @@ def open_data(settings: Config, previous, before_tensorflow):
     splits = sources.load_data(dataset or "mnist", data_dir,
                                fallback_to_sample=dataset is None and not data_dir,
                                before_tensorflow=before_tensorflow)
-    return splits
+    return sources.select_normal(splits, settings.normal_classes)
 
 
 def check_same_data(settings: Config, previous, splits) -> None:
@@ -158,6 +158,14 @@ def check_same_data(settings: Config, previous, splits) -> None:
         raise ConfigError(
             f"model_dir {settings.model_dir} was trained on {previous[1].data_source}, not "
             f"{splits.source}: resume without --dataset/--data_dir to continue on its data, "
+            "or use another --model_dir (--overwrite replaces the run)")
+    if previous and previous[1].split_sizes is not None and (
+            previous[1].normal_classes != settings.normal_classes):
+        def shown(classes):
+            return ",".join(map(str, classes)) if classes else "all classes"
+        raise ConfigError(
+            f"model_dir {settings.model_dir} was trained on {shown(previous[1].normal_classes)}, "
+            f"not {shown(settings.normal_classes)}: give the same --normal_classes to resume, "
             "or use another --model_dir (--overwrite replaces the run)")
 
 
@@ -178,7 +186,10 @@ def run_facts(settings: Config, previous, splits) -> RunFacts:
     precision = resolve_precision(settings.precision,
                                   on_cpu=bool(settings.cpu_replicas) or None)
     facts = RunFacts(image_shape=list(splits.image_shape), dataset=splits.name,
-                     data_source=splits.source, seed=seed, precision=precision)
+                     data_source=splits.source, seed=seed, precision=precision,
+                     normal_classes=settings.normal_classes,
+                     split_sizes={name: len(getattr(splits, name))
+                                  for name in ("train", "validation", "test")})
     facts.architecture = settings.resolved(facts).architecture()
     return facts
 
@@ -256,7 +267,8 @@ def evaluate(args, parser) -> int:
         parser.error("--probe_samples must be at least 2")
     from .data import sources
 
-    splits = sources.load_data(config.dataset, config.data_dir)
+    splits = sources.select_normal(sources.load_data(config.dataset, config.data_dir),
+                                   config.normal_classes)
     from .run.evaluation import evaluate_run, format_table
 
     pause_point("evaluate")

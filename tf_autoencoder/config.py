@@ -156,6 +156,18 @@ class Config:
     data_dir: Optional[str] = setting(
         None, "folder of the four IDX files (gzipped or not); overrides --dataset", "data",
         hparam=False)
+    normal_classes: Optional[list[int]] = setting(
+        None, "train and validate on these labels only (e.g. 0,4); the test split keeps "
+              "every image, scored as normal or anomalous (default: every image)", "data",
+        parse=sizes, metavar="0,4", shown_default="all",
+        doc="train and validate on these labels only, e.g. `0,4`; the test split keeps every "
+            "image, each normal or anomalous ([flagging unusual images](docs/anomaly.md))")
+    anomaly_fpr: float = setting(
+        0.01, "the share of normal validation images the calibrated threshold flags "
+              "(its false-positive rate), in (0, 1)", "data",
+        doc="the share of normal validation images the calibrated threshold flags (its "
+            "false-positive rate), in (0, 1); it needs about `10 / rate` validation images "
+            "([anomaly](docs/anomaly.md#the-threshold))")
     noise_factor: float = setting(
         0.0, "std of Gaussian noise added to the inputs (denoising)", "data",
         doc="inputs get `noise_factor * N(0, 1)` noise, clipped to [0, 1], new each epoch; "
@@ -260,6 +272,14 @@ class Config:
                               "model's KL term already regularises its codes (see --beta)")
         check_sizes("num_filters", self.num_filters)
         check_sizes("hidden_units", self.hidden_units)
+        if self.normal_classes is not None:
+            if (not self.normal_classes or len(set(self.normal_classes)) != len(self.normal_classes)
+                    or not all(isinstance(c, int) and c >= 0 for c in self.normal_classes)):
+                raise ConfigError(f"normal_classes must be distinct labels >= 0 such as 0,4, "
+                                  f"got {self.normal_classes}")
+        if not 0 < self.anomaly_fpr < 1:
+            raise ConfigError(f"anomaly_fpr must be in (0, 1) (0.01: 1% of normal images "
+                              f"flagged), got {self.anomaly_fpr}")
         if self.dropout is not None and not 0 < self.dropout <= 1:
             raise ConfigError(
                 f"dropout must be a keep probability in (0, 1], got {self.dropout}")
@@ -377,6 +397,10 @@ class RunFacts:
     # config.json edited afterwards is caught before its model is misread. None in runs
     # from before run.json existed.
     architecture: Optional[dict] = None
+    # The labels trained on (--normal_classes; None: every image) and how many images
+    # each split kept: {"train": n, "validation": n, "test": n}.
+    normal_classes: Optional[list[int]] = None
+    split_sizes: Optional[dict] = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -20,10 +20,15 @@ model_dir/
   evaluation.json      `tf-autoencoder evaluate`: image and code quality on clean inputs
   samples.png          `tf-autoencoder sample` without --out: images a VAE generates
   reconstructions.png  export_embeddings.py --what reconstruction without --output
+  threshold.json       the anomaly threshold calibrated on the validation images (its score
+                       and false-positive rate): the export's `score` signature carries it
+  anomaly.png, anomaly_extremes.png  `evaluate` with --normal_classes: the ROC curve and
+                       score histograms; the most and least anomalous test images
   .lock                the lock a run holds while it trains, an export while it reads (files.py)
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -40,10 +45,13 @@ EXPORT_DIR = "export"
 SAVED_MODEL_FILE = "saved_model.pb"
 EVALUATION = "evaluation.json"
 LATENT_2D = "latent_2d.png"  # a two-value code, drawn (latent_2d.py)
+THRESHOLD = "threshold.json"  # the calibrated anomaly threshold (run/anomaly.py)
+ANOMALY_PLOT = "anomaly.png"  # evaluate: ROC curve and score histograms
+ANOMALY_EXTREMES = "anomaly_extremes.png"  # evaluate: most and least anomalous test images
 # What --overwrite removes: only what a run writes, never other files of the user's.
 RUN_OUTPUTS = (CONFIG_FILE, RUN_FACTS, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY,
-               EVALUATION, LATENT_2D, "samples.png", "reconstructions.png", "train",
-               "validation", "projector", EXPORT_DIR)
+               EVALUATION, LATENT_2D, THRESHOLD, ANOMALY_PLOT, ANOMALY_EXTREMES, "samples.png",
+               "reconstructions.png", "train", "validation", "projector", EXPORT_DIR)
 EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard logs in model_dir itself
 
 
@@ -155,3 +163,21 @@ def load_finished_run(model_dir: str) -> Config:
         raise
     except (ValueError, TypeError, OSError) as e:
         raise ConfigError(f"{config_path} cannot be read ({e})") from None
+
+
+def read_threshold(model_dir: str) -> float:
+    """The anomaly threshold calibrated for the run in `model_dir` (threshold.json).
+    ConfigError if there is none (a run from before thresholds were calibrated)."""
+    path = os.path.join(model_dir, THRESHOLD)
+    try:
+        with open(path) as f:
+            threshold = json.load(f)["threshold"]
+    except FileNotFoundError:
+        raise ConfigError(f"{model_dir} has no {THRESHOLD} (it was trained before anomaly "
+                          f"thresholds were calibrated): run `tf-autoencoder evaluate "
+                          f"{model_dir}` to calibrate one, then export") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{path} records no threshold ({e})") from None
+    if not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
+        raise ConfigError(f"{path} records a threshold that is not a number: {threshold!r}")
+    return float(threshold)

@@ -8,6 +8,7 @@ Every source ends as the same `Splits`: uint8 images (N, H, W, C) and int64 labe
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import gzip
 import math
 import os
@@ -63,6 +64,54 @@ def _split_train(images, labels, test_images, test_labels, source, name) -> Spli
     return Splits(train=Split(images[n_val:], labels[n_val:]),
                   validation=Split(images[:n_val], labels[:n_val]),
                   test=Split(test_images, test_labels), source=source, name=name)
+
+
+# --- normal classes (anomaly detection) ---------------------------------------------
+
+def unlabelled(labels) -> bool:
+    """Whether a source has no labels: None, or every label -1 (a folder of images
+    without class folders)."""
+    return labels is None or bool(np.all(np.asarray(labels) == -1))
+
+
+def keep_classes(images: np.ndarray, labels: np.ndarray, classes) -> tuple[np.ndarray, np.ndarray]:
+    """The images (and labels) whose label is one of `classes`; any source's arrays."""
+    kept = np.isin(labels, list(classes))
+    return images[kept], labels[kept]
+
+
+def check_classes(classes, labels_of_every_split: list, source: str) -> None:
+    """ConfigError unless every one of `classes` is a label the data has (labels: one
+    array per split, or None for a split without labels)."""
+    if all(unlabelled(labels) for labels in labels_of_every_split):
+        raise ConfigError(f"--normal_classes needs labelled data, and {source} has no labels: "
+                          "train on a folder of normal images alone, without --normal_classes")
+    present = set()
+    for labels in labels_of_every_split:
+        if not unlabelled(labels):
+            present.update(np.unique(labels).tolist())
+    missing = [c for c in classes if c not in present]
+    if missing:
+        raise ConfigError(f"--normal_classes {','.join(map(str, missing))}: {source} has no such "
+                          f"label (it has {', '.join(map(str, sorted(present)))})")
+
+
+def select_normal(splits: Splits, classes) -> Splits:
+    """`splits` with training and validation images of `classes` only (None: all kept);
+    the test split keeps every image. ConfigError for a class the data does not have, or
+    for data without labels; DataError if a split is left empty."""
+    if classes is None:
+        return splits
+    check_classes(classes, [splits.train.labels, splits.validation.labels, splits.test.labels],
+                  splits.source)
+    kept = {}
+    for name in ("train", "validation"):
+        split = getattr(splits, name)
+        kept[name] = Split(*keep_classes(split.images, split.labels, classes))
+        if not len(kept[name]):
+            raise DataError(f"the {name} split of {splits.source} has no image of classes "
+                            f"{','.join(map(str, classes))}: choose classes it holds")
+    return dataclasses.replace(splits, **kept)
 
 
 # --- IDX files ---------------------------------------------------------------------

@@ -5,6 +5,9 @@ own test metrics, test_metrics.json, score inputs with the run's --noise_factor 
 Codes: accuracy of a linear probe (logistic regression trained on the codes of
 training images, scored on the codes of test images) and of k-nearest neighbours.
 A two-value code is also drawn: model_dir/latent_2d.png (see latent_2d.py).
+A run trained on --normal_classes is also measured as an anomaly detector on the test
+split (anomaly.py): AUROC, AUPRC, the rates at the calibrated threshold, AUROC per
+anomalous class, with anomaly.png and anomaly_extremes.png.
 """
 from __future__ import annotations
 
@@ -20,10 +23,11 @@ from sklearn.preprocessing import StandardScaler
 
 from ..config import Config
 from ..files import write_text_atomic
+from .anomaly import calibrate, write_anomaly_report
 from .latent_2d import has_2d_code, write_latent_2d
 from ..model.layout import to_nhwc
 from ..serving.loading import load_finished_model
-from ..model_dir import EVALUATION, LATENT_2D, TEST_METRICS
+from ..model_dir import ANOMALY_EXTREMES, ANOMALY_PLOT, EVALUATION, LATENT_2D, TEST_METRICS
 from ..data.pipeline import noisy_inputs
 from ..data.sources import Split, Splits
 
@@ -79,14 +83,17 @@ def _flat(codes) -> np.ndarray:
 
 
 def evaluate_run(model_dir: str, config: Config, splits: Splits,
-                 probe_samples: int | None = None, seed: int = 0) -> dict:
+                 probe_samples: int | None = None, seed: int = 0, log=print) -> dict:
     """Every metric of the run in `model_dir` on `splits`; writes model_dir/evaluation.json
-    (and latent_2d.png for a two-value code: the key "latent_2d" names it).
+    (and latent_2d.png for a two-value code: the key "latent_2d" names it), and calibrates
+    the anomaly threshold on the validation images again (threshold.json).
 
     probe_samples: fit the probe and k-NN on this many training images, drawn at random
     with `seed` (default: the whole training split).
     """
     model = load_finished_model(model_dir)
+    # Calibrated again (and written), so that a run from before thresholds has one to export.
+    threshold = calibrate(model, model_dir, config, splits.validation.images, log)
     test_inputs = _clean_inputs(splits.test.images, config)
     logits = model.predict(test_inputs, batch_size=BATCH_SIZE, verbose=0)
     metrics = reconstruction_metrics(to_nhwc(test_inputs, config.data_format),
@@ -100,9 +107,12 @@ def evaluate_run(model_dir: str, config: Config, splits: Splits,
                                         batch_size=BATCH_SIZE, verbose=0)
     test_codes = model.encoder.predict(test_inputs, batch_size=BATCH_SIZE, verbose=0)
     labels = (train.labels, splits.test.labels)
-    metrics["linear_probe_accuracy"] = linear_probe_accuracy(train_codes, labels[0],
-                                                             test_codes, labels[1])
-    metrics["knn_accuracy"] = knn_accuracy(train_codes, labels[0], test_codes, labels[1])
+    # A run trained on one normal class has no classes to tell apart: no probe (None).
+    probe = len(np.unique(labels[0])) > 1
+    metrics["linear_probe_accuracy"] = linear_probe_accuracy(
+        train_codes, labels[0], test_codes, labels[1]) if probe else None
+    metrics["knn_accuracy"] = knn_accuracy(
+        train_codes, labels[0], test_codes, labels[1]) if probe else None
     report = {
         "metrics": metrics,
         "inputs": CLEAN_INPUTS,
@@ -111,11 +121,19 @@ def evaluate_run(model_dir: str, config: Config, splits: Splits,
         "probe_train_images": len(train),
         "knn_neighbours": KNN_NEIGHBOURS,
         "psnr_cap_db": PSNR_CAP_DB,
+        "threshold": threshold,
     }
     if config.noise_factor > 0:
         report["training_test_metrics"] = (
             f"{TEST_METRICS} and training's Test line score inputs with noise_factor "
             f"{config.noise_factor:g} noise, not clean ones")
+    if config.normal_classes is not None:
+        report["anomaly"] = write_anomaly_report(
+            model_dir, model, config, splits.test, threshold["threshold"],
+            os.path.join(model_dir, ANOMALY_PLOT), os.path.join(model_dir, ANOMALY_EXTREMES))
+        report["anomaly"].update(normal_classes=config.normal_classes,
+                                 plot=os.path.join(model_dir, ANOMALY_PLOT),
+                                 extremes=os.path.join(model_dir, ANOMALY_EXTREMES))
     if has_2d_code(model):
         report["latent_2d"] = os.path.join(model_dir, LATENT_2D)
         write_latent_2d(report["latent_2d"], model, test_codes, splits.test.labels,
@@ -131,6 +149,9 @@ def _clean_inputs(images: np.ndarray, config: Config) -> np.ndarray:
 
 def format_table(report: dict) -> str:
     """The report as a two-column text table."""
+    def shown(accuracy):
+        return "n/a" if accuracy is None else f"{accuracy:.4f}"
+
     m = report["metrics"]
     rows = [
         ("BCE (per pixel)", f"{m['bce']:.5f}"),
@@ -138,9 +159,20 @@ def format_table(report: dict) -> str:
         ("PSNR (dB)", f"{m['psnr']:.2f}"),
         ("SSIM", f"{m['ssim']:.4f}"),
         (f"linear probe accuracy ({report['probe_train_images']:,} train codes)",
-         f"{m['linear_probe_accuracy']:.4f}"),
-        (f"{report['knn_neighbours']}-NN accuracy", f"{m['knn_accuracy']:.4f}"),
+         shown(m["linear_probe_accuracy"])),
+        (f"{report['knn_neighbours']}-NN accuracy", shown(m["knn_accuracy"])),
     ]
+    anomaly = report.get("anomaly")
+    if anomaly:
+        rows += [
+            (f"AUROC, normal {','.join(map(str, anomaly['normal_classes']))} vs the rest",
+             f"{anomaly['auroc']:.4f}"),
+            ("AUPRC (anomalous positive)", f"{anomaly['auprc']:.4f}"),
+            ("false-positive rate at the threshold", f"{anomaly['fpr_at_threshold']:.4f}"),
+            ("true-positive rate at the threshold", f"{anomaly['tpr_at_threshold']:.4f}"),
+        ]
+        rows += [(f"AUROC of class {label} alone", f"{value:.4f}")
+                 for label, value in anomaly["auroc_per_anomalous_class"].items()]
     width = max(len(name) for name, _ in rows)
     lines = [f"{report['test_images']:,} test images of {report['data']}",
              f"inputs: {report['inputs']}"]

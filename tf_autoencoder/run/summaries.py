@@ -296,6 +296,7 @@ def write_hparams(config: Config) -> None:
                                      "the run's noise_factor noise (none at 0), targets the "
                                      "clean images")
                for name in names]
+    values["normal_classes"] = values["normal_classes"] or "all"
     with tf.summary.create_file_writer(config.model_dir).as_default():
         hp.hparams_config(hparams=[hp.HParam(name) for name in values], metrics=metrics)
         hp.hparams(values, trial_id=os.path.basename(os.path.abspath(config.model_dir)))

@@ -8,6 +8,7 @@ model_dir/
   model.keras       the final model
   history.csv       loss and metrics per epoch, training and validation
   test_metrics.json loss, RMSE, BCE, MSE on the test split, inputs with the run's noise
+  threshold.json    the anomaly threshold, calibrated on the validation images (anomaly.py)
   export/<version>/ the final model as a SavedModel for serving (export.py)
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ..model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, H
 from ..model.models import build_autoencoder, float32_twin
 from ..data.pipeline import check_replicas, make_dataset, make_training_epochs
 from ..data.sources import Splits
+from .anomaly import calibrate
 from .summaries import (read_test_metrics, tensorboard_callbacks, test_metrics_line,
                         write_run_end, write_test_metrics)
 
@@ -508,9 +510,14 @@ def _score_save_export(model, config: Config, splits: Splits, initial_epoch: int
     final = float32_twin(model, config)  # the projector, model.keras and the export: float32
     write_run_end(final, config, splits, test_metrics, epoch=max(initial_epoch, config.epochs) - 1,
                   log=log)
+    # Before model.keras: a finished run always has its threshold, which the export carries.
+    threshold = calibrate(final, config.model_dir, config, splits.validation.images,
+                          log)["threshold"]
     save_model_atomic(final, os.path.join(config.model_dir, FINAL_MODEL))
     log(f"Saved {os.path.join(config.model_dir, FINAL_MODEL)}")
-    log(f"Exported {export_saved_model(final, config, os.path.join(config.model_dir, EXPORT_DIR))}")
+    exported = export_saved_model(final, config, os.path.join(config.model_dir, EXPORT_DIR),
+                                  threshold=threshold)
+    log(f"Exported {exported}")
     return test_metrics
 
 

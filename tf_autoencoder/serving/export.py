@@ -7,10 +7,14 @@ trained in (the export computes in float32, NHWC):
   serving_default  images (batch, H, W, C) in [0, 1] -> reconstructions (batch, H, W, C) in [0, 1]
   encode           images -> codes: (batch, h, w, k) convolutional, (batch, k) fully connected
   decode           codes -> reconstructions
+  score            images -> scores (batch,): each image's mean squared error per pixel
+                   value against its reconstruction; is_anomalous (batch,) bool: score
+                   above the threshold calibrated on the validation images
 
 `tf-autoencoder export MODEL_DIR [--format tflite,onnx]` exports a finished run; training
 exports a SavedModel at its end.
 """
+import math
 import os
 import re
 import shutil
@@ -26,23 +30,26 @@ from ..files import fsync_dir, fsync_tree, remove_leftovers, temp_path, write_re
 from .formats import FORMATS, SAVED_MODEL, SIGNATURES
 from .loading import load_finished_model
 from ..model.models import named_weights, serving_twin
-from ..model_dir import EXPORT_DIR, export_versions, load_finished_run
+from ..model_dir import EXPORT_DIR, export_versions, load_finished_run, read_threshold
 
 # Exports are written into a temporary folder (files.temp_path), then renamed to their
 # version. TF Serving and export_versions() only see integer names, so a crash never
 # leaves a version behind, and the next export removes what a killed one left.
 
 
-def serving_module(model: keras.Model) -> tf.Module:
-    """A tf.Module with the three signature functions (as .reconstruct, .encode, .decode)
-    of `model`, an NHWC float32 model (models.serving_twin).
+def serving_module(model: keras.Model, threshold: float = math.inf) -> tf.Module:
+    """A tf.Module with the four signature functions (as .reconstruct, .encode, .decode,
+    .score) of `model`, an NHWC float32 model (models.serving_twin). `threshold`: the
+    score above which an image is anomalous, a constant of the score signature (inf: a
+    model without a calibrated threshold flags nothing).
 
     It tracks the model's weights only, not the model object, so the SavedModel holds no
     optimizer state and loads without Keras or this package.
     """
     # The arguments' names are the signatures' input names, as SIGNATURES has them.
-    images_name, reconstructions = SIGNATURES["serving_default"]
-    codes_name = SIGNATURES["encode"][1]
+    images_name, (reconstructions,) = SIGNATURES["serving_default"]
+    (codes_name,) = SIGNATURES["encode"][1]
+    scores_name, anomalous_name = SIGNATURES["score"][1]
     images_spec = tf.TensorSpec((None, *model.encoder.input_shape[1:]), tf.float32,
                                 name=images_name)
     codes_spec = tf.TensorSpec((None, *model.encoder.output_shape[1:]), tf.float32,
@@ -60,6 +67,13 @@ def serving_module(model: keras.Model) -> tf.Module:
     def decode(codes):
         return {reconstructions: tf.sigmoid(model.decoder(codes, training=False))}
 
+    @tf.function(input_signature=[images_spec])
+    def score(images):
+        errors = tf.square(images - tf.sigmoid(model(images, training=False)))
+        scores = tf.reduce_mean(errors, axis=[1, 2, 3])
+        return {scores_name: scores,
+                anomalous_name: tf.greater(scores, tf.constant(threshold, tf.float32))}
+
     module = tf.Module(name="autoencoder")
     # The weights by name ("encoder/block0_conv0/kernel"), so export_holding compares
     # them by name; not the random-number state of dropout or the VAE's sampling, which
@@ -70,14 +84,15 @@ def serving_module(model: keras.Model) -> tf.Module:
     module.model_variables = {name: weight.value for name, weight in named_weights(model).items()}
     # Not named `serve`: the converter takes a SavedModel with a `serve` attribute for a
     # Keras model.export() one and converts its serving_default signature alone.
-    module.reconstruct, module.encode, module.decode = reconstruct, encode, decode
+    module.reconstruct, module.encode, module.decode, module.score = (reconstruct, encode,
+                                                                      decode, score)
     return module
 
 
 def signature_functions(module: tf.Module) -> dict:
     """serving_module's functions by their signature names (formats.SIGNATURES)."""
     functions = {"serving_default": module.reconstruct, "encode": module.encode,
-                 "decode": module.decode}
+                 "decode": module.decode, "score": module.score}
     return {name: functions[name] for name in SIGNATURES}
 
 
@@ -87,19 +102,21 @@ def write_saved_model(module: tf.Module, folder: str) -> None:
 
 
 def export_saved_model(model: keras.Model, config: Config, export_base: str,
-                       formats=("saved_model",)) -> str:
+                       formats=("saved_model",), threshold: float = math.inf) -> str:
     """Writes `model` as SavedModel version max(existing) + 1 under `export_base`; returns
     its path. `formats` may add the other names of formats.FORMATS ("tflite", "onnx"):
     their files go into the same version, converted from the SavedModel and checked in
     their runtimes first. Written to a temporary directory beside it, then renamed into
     place.
 
+    threshold: the calibrated anomaly threshold the score signature carries.
+
     Raises WriteError, with one clear line, when `export_base` cannot be written;
     ConversionError when a conversion is wrong, MissingExtra when its converter or
     runtime is not installed. Either way no version appears.
     """
     wanted = [fmt for name, fmt in FORMATS.items() if fmt is SAVED_MODEL or name in formats]
-    module = serving_module(serving_twin(model, config))
+    module = serving_module(serving_twin(model, config), threshold)
     try:
         os.makedirs(export_base, exist_ok=True)
         remove_leftovers(export_base)  # of exports that were killed
@@ -187,10 +204,12 @@ def export_model_dir(model_dir: str, export_base: str | None = None,
                      formats=("saved_model",)) -> str:
     """Exports the final model of a finished run; returns the new version's path.
 
-    export_base defaults to MODEL_DIR/export; formats as export_saved_model's.
+    export_base defaults to MODEL_DIR/export; formats as export_saved_model's. The score
+    signature carries the run's threshold.json (ConfigError if it has none).
     """
     config = load_finished_run(model_dir)
+    threshold = read_threshold(model_dir)
     model = load_finished_model(model_dir)
     return export_saved_model(model, config, export_base or os.path.join(model_dir, EXPORT_DIR),
-                              formats)
+                              formats, threshold)
 

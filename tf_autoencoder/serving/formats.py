@@ -21,11 +21,14 @@ from dataclasses import dataclass
 from ..errors import ConfigError, ConversionError, MissingExtra  # noqa: F401  (ConversionError: for callers)
 from ..model_dir import EXPORT_DIR, SAVED_MODEL_FILE, find_saved_model
 
-# Every format's signatures: name -> (input name, output name). All NHWC float32 with a
-# dynamic batch: images (batch, H, W, C) in [0, 1], codes (batch, h, w, k) or (batch, k).
-SIGNATURES = {"serving_default": ("images", "reconstructions"),
-              "encode": ("images", "codes"),
-              "decode": ("codes", "reconstructions")}
+# Every format's signatures: name -> (input name, output names). All NHWC float32 with a
+# dynamic batch: images (batch, H, W, C) in [0, 1], codes (batch, h, w, k) or (batch, k);
+# score gives each image's reconstruction error (batch,) and whether it is above the
+# threshold calibrated after training (batch,) bool, a constant of the export.
+SIGNATURES = {"serving_default": ("images", ("reconstructions",)),
+              "encode": ("images", ("codes",)),
+              "decode": ("codes", ("reconstructions",)),
+              "score": ("images", ("scores", "is_anomalous"))}
 
 
 @dataclass(frozen=True)

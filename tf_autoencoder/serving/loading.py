@@ -26,18 +26,39 @@ class Codec:
     """What the commands need of a trained autoencoder, batched, on NHWC float32 images
     in [0, 1] of `image_shape` (H, W, C), any number of them:
     encode: (n, H, W, C) -> (n, D) codes, NHWC (h, w, k) flattened;
-    reconstruct: (n, H, W, C) -> (n, H, W, C) pixels in [0, 1]."""
+    reconstruct: (n, H, W, C) -> (n, H, W, C) pixels in [0, 1];
+    score: (n, H, W, C) -> ((n,) reconstruction errors, (n,) bool: above the export's
+    threshold), or ModelError saying how to re-export a model without it."""
     encode: Callable[[np.ndarray], np.ndarray]
     reconstruct: Callable[[np.ndarray], np.ndarray]
     image_shape: tuple[int, int, int]
     runtime: str = SAVED_MODEL.runtime  # TensorFlow
+    score: Callable[[np.ndarray], tuple] | None = None
+
+    def __post_init__(self):
+        if self.score is None:
+            self.score = missing("this model has no score signature: give an export made by "
+                                 "`tf-autoencoder export MODEL_DIR`")
+
+
+def missing(message: str) -> Callable:
+    """A signature function that a model lacks: it raises ModelError(message)."""
+    def fail(images):
+        raise ModelError(message)
+    return fail
 
 
 def batched(fn, batch_size):
+    """`fn` applied batch_size images at a time; its outputs (an array, or a tuple of
+    them) joined."""
     def apply(images):
-        return np.concatenate([np.asarray(fn(images[i:i + batch_size]))
-                               for i in range(0, len(images), batch_size)])
+        parts = [fn(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        if parts and isinstance(parts[0], tuple):
+            return tuple(np.concatenate([np.asarray(part[k]) for part in parts])
+                         for k in range(len(parts[0])))
+        return np.concatenate([np.asarray(part) for part in parts])
     return apply
+
 
 
 def load_finished_model(model_dir: str) -> keras.Model:
@@ -79,8 +100,9 @@ def load_saved_model(path: str, batch_size: int = 256) -> Codec:
         loaded = tf.saved_model.load(path)
     except (OSError, ValueError, tf.errors.OpError) as e:
         raise ModelError(f"cannot load the SavedModel in {path}: {e}") from None
-    images_name, reconstructions_name = SIGNATURES["serving_default"]
-    _, codes_name = SIGNATURES["encode"]
+    images_name, (reconstructions_name,) = SIGNATURES["serving_default"]
+    _, (codes_name,) = SIGNATURES["encode"]
+    _, (scores_name, anomalous_name) = SIGNATURES["score"]
     serve = loaded.signatures.get("serving_default")
     spec = serve.structured_input_signature[1].get(images_name) if serve else None
     if (spec is None or spec.dtype != tf.float32 or spec.shape.rank != 4
@@ -104,8 +126,18 @@ def load_saved_model(path: str, batch_size: int = 256) -> Codec:
         inputs = {images_name: tf.constant(images, tf.float32)}
         return serve(**inputs)[reconstructions_name].numpy()
 
+    score_signature = loaded.signatures.get("score")
+
+    def score(images):
+        outputs = score_signature(**{images_name: tf.constant(images, tf.float32)})
+        return outputs[scores_name].numpy(), outputs[anomalous_name].numpy()
+
     return Codec(batched(encode, batch_size), batched(reconstruct, batch_size),
-                 tuple(spec.shape[1:]), SAVED_MODEL.runtime)
+                 tuple(spec.shape[1:]), SAVED_MODEL.runtime,
+                 batched(score, batch_size) if score_signature is not None
+                 else missing(f"the SavedModel in {path} has no score signature (it was exported "
+                              "before anomaly scores): export the run again with "
+                              "`tf-autoencoder export MODEL_DIR`"))
 
 
 def load_exported(path: str, batch_size: int = 256) -> Codec:

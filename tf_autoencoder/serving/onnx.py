@@ -1,4 +1,4 @@
-"""ONNX: one model per signature (serving_default.onnx, encode.onnx, decode.onnx),
+"""ONNX: one model per signature (serving_default.onnx, encode.onnx, decode.onnx, score.onnx),
 converted by tf2onnx and run by ONNX Runtime. Its row in formats.FORMATS names the files
 and the extra ([onnx]: tf2onnx, onnx, onnxruntime)."""
 from __future__ import annotations
@@ -49,10 +49,11 @@ class OnnxModel:
         (model_input,) = self.sessions[signature].get_inputs()
         return tuple(d if isinstance(d, int) else -1 for d in model_input.shape)
 
-    def run(self, signature: str, inputs: np.ndarray) -> np.ndarray:
-        name_in, name_out = SIGNATURES[signature]
-        return self.sessions[signature].run(
-            [name_out], {name_in: np.asarray(inputs, np.float32)})[0]
+    def run(self, signature: str, inputs: np.ndarray) -> dict:
+        name_in, names_out = SIGNATURES[signature]
+        outputs = self.sessions[signature].run(
+            list(names_out), {name_in: np.asarray(inputs, np.float32)})
+        return dict(zip(names_out, outputs))
 
 
 def onnx_model(function):
@@ -84,11 +85,12 @@ def check(module, folder: str) -> None:
 
 def load(path: str, batch_size: int = 256) -> Codec:
     """An exported serving_default.onnx (images -> reconstructions), run by ONNX Runtime;
-    the encode.onnx beside it, if there is one, gives the codes."""
+    the encode.onnx and score.onnx beside it, if there, give the codes and the scores."""
     paths = {"serving_default": path}
-    encode_path = os.path.join(os.path.dirname(path), FILES["encode"])
-    if os.path.isfile(encode_path):
-        paths["encode"] = encode_path
+    for signature in ("encode", "score"):
+        beside = os.path.join(os.path.dirname(path), FILES[signature])
+        if os.path.isfile(beside):
+            paths[signature] = beside
     try:
         model = OnnxModel(paths)
     except ConversionError as e:
@@ -100,4 +102,8 @@ def load(path: str, batch_size: int = 256) -> Codec:
     no_encode = (None if "encode" in paths
                  else f"there is no {FILES['encode']} beside {path}: export the model_dir with "
                       "`tf-autoencoder export MODEL_DIR --format onnx`")
-    return runtimes.codec(model, path, batch_size, no_encode)
+    no_score = (None if "score" in paths
+                else f"there is no {FILES['score']} beside {path} (it was exported before anomaly "
+                     "scores): export the model_dir with `tf-autoencoder export MODEL_DIR "
+                     "--format onnx`")
+    return runtimes.codec(model, path, batch_size, no_encode, no_score)

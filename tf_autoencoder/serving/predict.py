@@ -4,7 +4,8 @@ file, each in its own runtime) and score each one.
 The score is the reconstruction error: the mean squared error per pixel between the
 image as the model sees it (converted to the model's channels, resized to its size,
 pixels in [0, 1]) and its reconstruction. Images unlike the training data reconstruct
-worse, so a high score flags an anomaly.
+worse, so a high score flags an anomaly: each line says "anomalous" when the score is
+above the threshold the export carries (its score signature), else "normal".
 
 `tf-autoencoder predict MODEL img1.png img2.jpg ... [--output_dir DIR]`
 """
@@ -14,6 +15,7 @@ import re
 import numpy as np
 import tensorflow as tf
 
+from ..errors import ModelError
 from ..images import LIBJPEG_NOTE, MAX_PIXELS, check_pixels, write_png
 from ..logs import stderr_without
 from ..pause import pause_point
@@ -110,11 +112,18 @@ def predict_files(model_path: str, paths: list[str], output_dir: str, *, log=pri
     if images:
         images = np.stack(images)
         reconstructions = model.reconstruct(images)
-        scores = np.mean(np.square(images - reconstructions), axis=(1, 2, 3))
-        for (path, notes), name, reconstruction, score in zip(
-                done, output_names([p for p, _ in done]), reconstructions, scores):
+        try:
+            scores, verdicts = model.score(images)
+            verdicts = [", anomalous" if flagged else ", normal" for flagged in verdicts]
+        except ModelError as e:  # an export from before the score signature: no verdict
+            log(f"No verdicts: {e}")
+            scores = np.mean(np.square(images - reconstructions), axis=(1, 2, 3))
+            verdicts = [""] * len(images)
+        for (path, notes), name, reconstruction, score, verdict in zip(
+                done, output_names([p for p, _ in done]), reconstructions, scores, verdicts):
             out = os.path.join(output_dir, name)
             write_png(out, np.round(np.clip(reconstruction, 0, 1) * 255).astype(np.uint8))
-            log(f"{path}: mse {score:.6f} -> {out}" + (f" ({'; '.join(notes)})" if notes else ""))
+            log(f"{path}: mse {score:.6f}{verdict} -> {out}"
+                + (f" ({'; '.join(notes)})" if notes else ""))
     return len(paths) - len(done)
 

@@ -1,4 +1,4 @@
-"""TFLite: the SavedModel's three signatures in one model.tflite, for LiteRT (the
+"""TFLite: the SavedModel's four signatures in one model.tflite, for LiteRT (the
 successor of tf.lite.Interpreter). Its row in formats.FORMATS names the file and the
 extra ([lite]: ai-edge-litert)."""
 from __future__ import annotations
@@ -47,13 +47,13 @@ class TFLiteModel:
         details = self._runners[signature].get_input_details()[name]
         return tuple(int(d) for d in details["shape_signature"])
 
-    def run(self, signature: str, inputs: np.ndarray) -> np.ndarray:
-        name_in, name_out = SIGNATURES[signature]
-        return self._runners[signature](**{name_in: np.asarray(inputs, np.float32)})[name_out]
+    def run(self, signature: str, inputs: np.ndarray) -> dict:
+        name_in, _ = SIGNATURES[signature]
+        return self._runners[signature](**{name_in: np.asarray(inputs, np.float32)})
 
 
 def tflite_bytes(saved_model_dir: str) -> bytes:
-    """The SavedModel's three signatures as one TFLite flatbuffer (float32, no quantisation)."""
+    """The SavedModel's signatures as one TFLite flatbuffer (float32, no quantisation)."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir,
@@ -87,4 +87,7 @@ def load(path: str, batch_size: int = 256) -> Codec:
                          f"'reconstructions': {advice}")
     no_encode = (None if runtimes.has_signature(model, "encode")
                  else f"{path} has no encode signature from 'images' to 'codes': {advice}")
-    return runtimes.codec(model, path, batch_size, no_encode)
+    no_score = (None if runtimes.has_signature(model, "score")
+                else f"{path} has no score signature (it was exported before anomaly scores): "
+                     f"{advice}")
+    return runtimes.codec(model, path, batch_size, no_encode, no_score)

