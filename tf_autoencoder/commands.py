@@ -17,7 +17,7 @@ import sys
 import threading
 
 from .config import Config, RunFacts
-from .errors import ConfigError, Interrupted
+from .errors import ConfigError, DataError, Interrupted
 from .pause import pause_point
 from .model_dir import CONFIG_FILE, EVALUATION, is_saved_model, load_finished_run
 from .serving.formats import find_model
@@ -115,8 +115,24 @@ def _train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
 
         if ctrl_c.seen:  # a Ctrl-C that an import swallowed
             raise KeyboardInterrupt
-        train_run(settings, facts, splits, strategy=strategy.strategy)
+        import tensorflow as tf
+
+        try:
+            train_run(settings, facts, splits, strategy=strategy.strategy)
+        except tf.errors.InvalidArgumentError:
+            bad = splits.name == "folder" and first_bad_file(splits)
+            if not bad:
+                raise
+            raise DataError(f"{bad} cannot be decoded (its header reads, its pixels do not): "
+                            "the run keeps its last checkpoint; remove the file, or pass "
+                            "--skip_bad_images") from None
     return 0
+
+
+def first_bad_file(splits):
+    from .data.folder import first_bad_file
+
+    return first_bad_file(splits)
 
 
 class StrategyOnce:
@@ -148,7 +164,27 @@ def open_data(settings: Config, previous, before_tensorflow):
         dataset, data_dir = previous[1].dataset, previous[0].data_dir
     splits = sources.load_data(dataset or "mnist", data_dir,
                                fallback_to_sample=dataset is None and not data_dir,
-                               before_tensorflow=before_tensorflow)
+                               before_tensorflow=before_tensorflow,
+                               image_size=settings.image_size, channels=settings.channels,
+                               skip_bad_images=settings.skip_bad_images,
+                               max_pixels=settings.max_pixels)
+    if splits.name != "folder":
+        given = [name for name in ("image_size", "channels", "cache", "skip_bad_images")
+                 if getattr(settings, name)]
+        if given:
+            raise ConfigError(f"--{', --'.join(given)} appl{'y' if len(given) > 1 else 'ies'} "
+                              f"to a folder of images, not {splits.source}")
+        return splits
+    if settings.skip_bad_images or settings.cache == "memory":
+        before_tensorflow()  # decoding runs TensorFlow
+    if settings.skip_bad_images:
+        from .data.folder import drop_bad_files
+
+        splits = drop_bad_files(splits)
+    if settings.cache == "memory":
+        for name in ("train", "validation", "test"):
+            split = getattr(splits, name)
+            setattr(splits, name, sources.Split(split.images[:], split.labels))
     return splits
 
 
@@ -178,7 +214,8 @@ def run_facts(settings: Config, previous, splits) -> RunFacts:
     precision = resolve_precision(settings.precision,
                                   on_cpu=bool(settings.cpu_replicas) or None)
     facts = RunFacts(image_shape=list(splits.image_shape), dataset=splits.name,
-                     data_source=splits.source, seed=seed, precision=precision)
+                     data_source=splits.source, seed=seed, precision=precision,
+                     class_names=splits.class_names)
     facts.architecture = settings.resolved(facts).architecture()
     return facts
 
@@ -252,7 +289,8 @@ def evaluate(args, parser) -> int:
         parser.error("--probe_samples must be at least 2")
     from .data import sources
 
-    splits = sources.load_data(config.dataset, config.data_dir)
+    splits = sources.load_data(config.dataset, config.data_dir, image_size=config.image_size,
+                               channels=config.channels)
     from .run.evaluation import evaluate_run, format_table
 
     pause_point("evaluate")
@@ -339,7 +377,9 @@ def embeddings(args, parser) -> int:
     embedding = args.what == "embedding"
     output = args.output or os.path.join(
         args.model_dir, "projector" if embedding else "reconstructions.png")
-    splits = sources.load_data(config.dataset or "mnist", config.data_dir)
+    splits = sources.load_data(config.dataset or "mnist", config.data_dir,
+                               image_size=config.image_size, channels=config.channels,
+                               max_pixels=config.max_pixels)
     if not saved_model and splits.image_shape != config.image_shape:
         raise ConfigError(f"the model was trained on {config.image_shape} images, "
                           f"{splits.source} has {splits.image_shape}")
@@ -349,7 +389,8 @@ def embeddings(args, parser) -> int:
              else load_finished_codec(config))
     if embedding:
         lib.export_embedding(model, test, output, noise_factor=config.noise_factor,
-                             seed=config.seed, save_npy=args.save_npy, save_tsv=args.save_tsv)
+                             seed=config.seed, save_npy=args.save_npy, save_tsv=args.save_tsv,
+                             class_names=splits.class_names)
     else:
         grid = lib.export_reconstruction(model, test, output,
                                          noise_factor=config.noise_factor, seed=config.seed)

@@ -85,7 +85,7 @@ def evaluate_run(model_dir: str, config: Config, splits: Splits,
     with `seed` (default: the whole training split).
     """
     model = load_finished_model(model_dir)
-    test_inputs = _clean_inputs(splits.test.images, config)
+    test_inputs = _clean_inputs(splits.test.images[:], config)
     logits = model.predict(test_inputs, batch_size=BATCH_SIZE, verbose=0)
     metrics = reconstruction_metrics(to_nhwc(test_inputs, config.data_format),
                                      to_nhwc(logits, config.data_format))
@@ -94,13 +94,14 @@ def evaluate_run(model_dir: str, config: Config, splits: Splits,
     if probe_samples is not None and probe_samples < len(train):
         chosen = np.sort(np.random.default_rng(seed).choice(len(train), probe_samples, replace=False))
         train = Split(train.images[chosen], train.labels[chosen])
-    train_codes = model.encoder.predict(_clean_inputs(train.images, config),
+    train_codes = model.encoder.predict(_clean_inputs(train.images[:], config),
                                         batch_size=BATCH_SIZE, verbose=0)
     test_codes = model.encoder.predict(test_inputs, batch_size=BATCH_SIZE, verbose=0)
     labels = (train.labels, splits.test.labels)
-    metrics["linear_probe_accuracy"] = linear_probe_accuracy(train_codes, labels[0],
-                                                             test_codes, labels[1])
-    metrics["knn_accuracy"] = knn_accuracy(train_codes, labels[0], test_codes, labels[1])
+    if splits.labelled:  # the probes need labels; a flat folder of images has none
+        metrics["linear_probe_accuracy"] = linear_probe_accuracy(train_codes, labels[0],
+                                                                 test_codes, labels[1])
+        metrics["knn_accuracy"] = knn_accuracy(train_codes, labels[0], test_codes, labels[1])
     report = {
         "metrics": metrics,
         "data": splits.source,
@@ -130,10 +131,13 @@ def format_table(report: dict) -> str:
         ("MSE", f"{m['mse']:.5f}"),
         ("PSNR (dB)", f"{m['psnr']:.2f}"),
         ("SSIM", f"{m['ssim']:.4f}"),
-        (f"linear probe accuracy ({report['probe_train_images']:,} train codes)",
-         f"{m['linear_probe_accuracy']:.4f}"),
-        (f"{report['knn_neighbours']}-NN accuracy", f"{m['knn_accuracy']:.4f}"),
     ]
+    if "linear_probe_accuracy" in m:
+        rows += [(f"linear probe accuracy ({report['probe_train_images']:,} train codes)",
+                  f"{m['linear_probe_accuracy']:.4f}"),
+                 (f"{report['knn_neighbours']}-NN accuracy", f"{m['knn_accuracy']:.4f}")]
+    else:
+        rows.append(("linear probe and k-NN accuracy", "no labels"))
     width = max(len(name) for name, _ in rows)
     lines = [f"{report['test_images']:,} test images of {report['data']}"]
     lines += [f"{name:<{width}}  {value:>9}" for name, value in rows]
