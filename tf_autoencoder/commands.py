@@ -264,8 +264,21 @@ def predict(args, parser) -> int:
         parser.error(str(e))
     from .model_dir import check_folder
 
+    # Reconstruction PNGs: where --output_dir says; by default for files named one by
+    # one (as before folders were taken), not for the images of a folder, often thousands.
+    output_dir = args.output_dir
+    if output_dir is None and not args.no_reconstructions and not any(
+            os.path.isdir(path) for path in args.images):
+        output_dir = "reconstructions"
     try:
-        check_folder("--output_dir", args.output_dir)
+        if args.no_reconstructions and args.output_dir is not None:
+            raise ConfigError("--no_reconstructions and --output_dir disagree: give one")
+        if output_dir is not None:
+            check_folder("--output_dir", output_dir)
+        if args.csv is not None:
+            if os.path.isdir(args.csv):
+                raise ConfigError(f"--csv {args.csv} is a directory: give a file path")
+            check_folder("the folder of --csv", os.path.dirname(os.path.abspath(args.csv)))
         if args.max_pixels < 1:
             raise ConfigError(f"--max_pixels must be >= 1, got {args.max_pixels}")
     except ConfigError as e:
@@ -275,8 +288,8 @@ def predict(args, parser) -> int:
     def error(message):
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
 
-    failed = predict_files(model_path, args.images, args.output_dir, error=error,
-                           max_pixels=args.max_pixels)
+    failed = predict_files(model_path, args.images, output_dir, error=error,
+                           max_pixels=args.max_pixels, csv_path=args.csv)
     return 1 if failed else 0
 
 

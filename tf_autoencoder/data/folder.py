@@ -60,7 +60,7 @@ class Listed:
     label: int
 
 
-def _walk(root: str, seen: set) -> list[str]:
+def walk(root: str, seen: set) -> list[str]:
     """Every file under `root`, sorted, following links; DataError for a symlink loop or
     a folder that cannot be read."""
     real = os.path.realpath(root)
@@ -80,7 +80,7 @@ def _walk(root: str, seen: set) -> list[str]:
             is_dir = entry.is_dir()
         except OSError as e:  # ELOOP: a link that points at itself
             raise DataError(f"cannot follow {entry.path}: {e.strerror} (a symlink loop?)") from None
-        files.extend(_walk(entry.path, seen) if is_dir else [entry.path])
+        files.extend(walk(entry.path, seen) if is_dir else [entry.path])
     return files
 
 
@@ -102,7 +102,7 @@ def _list_layout(folder: str, root: str, classes: list[str] | None, seen: set
             skipped.append(path)
 
     if not subfolders:
-        for path in _walk(folder, seen):
+        for path in walk(folder, seen):
             add(path, -1)
         return listed, skipped, None
     beside = [e.path for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")]
@@ -116,7 +116,7 @@ def _list_layout(folder: str, root: str, classes: list[str] | None, seen: set
         if name not in classes:
             raise DataError(f"{os.path.join(folder, name)} is a class that train/ does not "
                             f"have (it has {', '.join(classes)})")
-        for path in _walk(os.path.join(folder, name), seen):
+        for path in walk(os.path.join(folder, name), seen):
             add(path, classes.index(name))
     return listed, skipped, classes
 
