@@ -202,7 +202,8 @@ def _many(tmp_path, n=30):
 def test_a_bad_header_is_found_at_listing_or_skipped(tmp_path):
     _many(tmp_path)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    with pytest.raises(DataError, match=r"broken.png: damaged image header .*--skip_bad_images skips"):
+    with pytest.raises(DataError,
+                       match=r"broken.png: damaged image header .*--skip_bad_images skips"):
         sources.load_data(data_dir=str(tmp_path))
     lines = []
     splits = sources.load_data(data_dir=str(tmp_path), skip_bad_images=True, log=lines.append)
@@ -265,6 +266,7 @@ def test_bad_pixels_mid_epoch_name_the_file_or_are_skipped(tmp_path):
 def test_an_image_size_too_small_for_the_blocks_is_refused_before_writing(tmp_path):
     _many(tmp_path / "data")
     result = run_train("--data_dir", str(tmp_path / "data"), "--image_size", "2x2",
+                       "--batch_size", "4",
                        "--model_dir", str(tmp_path / "run"))
     assert result.returncode == 2
     assert "2x2 images are too small for 3 pooling blocks" in result.stderr
@@ -308,3 +310,26 @@ def test_colour_photographs_train_in_both_layouts(photo_patches, tmp_path, data_
     assert facts["image_shape"] == [36, 44, 3] and facts["class_names"] == ["china", "flower"]
     metrics = json.loads((model_dir / "test_metrics.json").read_text())
     assert np.isfinite(metrics["loss"])
+
+
+def test_cache_memory_decodes_the_files_once_into_arrays(fashion):
+    """--cache memory: the same images, now in memory. Catches a cache that reorders."""
+    from tf_autoencoder.commands import open_data
+    from tf_autoencoder.config import Config
+
+    png, _ = fashion
+    cached = open_data(Config(data_dir=png, cache="memory").validate(), None, lambda: None)
+    streamed = sources.load_data(data_dir=png)
+    for name in ("train", "validation", "test"):
+        images = getattr(cached, name).images
+        assert isinstance(images, np.ndarray)
+        np.testing.assert_array_equal(images, getattr(streamed, name).images[:])
+
+
+def test_folder_settings_on_another_source_are_refused(idx_dir):
+    from tf_autoencoder.commands import open_data
+    from tf_autoencoder.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="--image_size applies to a folder of images, not "
+                                          "IDX files in"):
+        open_data(Config(data_dir=idx_dir, image_size=[8, 8]).validate(), None, lambda: None)

@@ -120,9 +120,9 @@ def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, 
     images: uint8 (N, H, W, C) array, or a tensor already in the model's layout, or
     folder.FileImages.  An array stays uint8 in memory (a float32 copy would be 4x
     larger); each batch is gathered by index and scaled at once. Files are read and
-    decoded one by one, in parallel, in the order of the indices.  shuffle: a new permutation on every pass
-    (reshuffle) or the same one, from `seed`, and the last partial batch dropped (for
-    training, as the original); unshuffled, every image in order, in batches of
+    decoded one by one, in parallel, in the order of the indices.  shuffle: a new
+    permutation on every pass (reshuffle) or the same one, from `seed`, and the last
+    partial batch dropped (for training, as the original); unshuffled, every image in order, in batches of
     evaluation_batches(count, batch_size, replicas).
     """
     import tensorflow as tf
