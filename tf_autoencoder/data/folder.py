@@ -148,7 +148,8 @@ def list_folder(root: str) -> tuple[dict[str, list[Listed]], list[str] | None, i
             splits[split_of(item.relative)].append(item)
     if not any(splits.values()):
         raise DataError(f"data_dir {root} holds no image files ({len(skipped)} other files; "
-                        f"images end in {', '.join(IMAGE_EXTENSIONS)})")
+                        f"images end in {', '.join(IMAGE_EXTENSIONS)}), nor the four IDX "
+                        f"files ({', '.join(IDX_FILES.values())}, gzipped or not)")
     return splits, classes, len(skipped)
 
 
