@@ -255,11 +255,12 @@ def test_bad_pixels_mid_epoch_name_the_file_or_are_skipped(tmp_path):
     bad.write_bytes(bad.read_bytes()[:len(bad.read_bytes()) // 2])
     args = ("--data_dir", str(data_dir), "--epochs", "1", "--batch_size", "4",
             "--num_filters", "4", "--embedding_images", "0")
-    failed = run_train(*args, "--model_dir", str(tmp_path / "failed"))
-    assert failed.returncode == 1
-    assert failed.stderr.strip().splitlines()[-1].endswith(
-        f"{bad} cannot be decoded (its header reads, its pixels do not): the "
-        "run keeps its last checkpoint; remove the file, or pass --skip_bad_images")
+    for extra in ([], ["--cache", "memory"]):  # met while training, or while caching
+        failed = run_train(*args, *extra, "--model_dir", str(tmp_path / "failed"))
+        assert failed.returncode == 1
+        assert failed.stderr.strip().splitlines()[-1].endswith(
+            f"{bad} cannot be decoded (its header reads, its pixels do not): the "
+            "run keeps its last checkpoint; remove the file, or pass --skip_bad_images")
     # --skip_bad_images: see test_colour_photographs_train_in_both_layouts.
 
 

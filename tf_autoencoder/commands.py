@@ -120,19 +120,11 @@ def _train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
         try:
             train_run(settings, facts, splits, strategy=strategy.strategy)
         except tf.errors.InvalidArgumentError:
-            bad = splits.name == "folder" and first_bad_file(splits)
-            if not bad:
+            error = bad_pixels(splits) if splits.name == "folder" else None
+            if error is None:
                 raise
-            raise DataError(f"{bad} cannot be decoded (its header reads, its pixels do not): "
-                            "the run keeps its last checkpoint; remove the file, or pass "
-                            "--skip_bad_images") from None
+            raise error from None
     return 0
-
-
-def first_bad_file(splits):
-    from .data.folder import first_bad_file
-
-    return first_bad_file(splits)
 
 
 class StrategyOnce:
@@ -182,10 +174,29 @@ def open_data(settings: Config, previous, before_tensorflow):
 
         splits = drop_bad_files(splits)
     if settings.cache == "memory":
-        for name in ("train", "validation", "test"):
-            split = getattr(splits, name)
-            setattr(splits, name, sources.Split(split.images[:], split.labels))
+        import tensorflow as tf
+
+        try:
+            for name in ("train", "validation", "test"):
+                split = getattr(splits, name)
+                setattr(splits, name, sources.Split(split.images[:], split.labels))
+        except tf.errors.InvalidArgumentError:
+            error = bad_pixels(splits)
+            if error is None:
+                raise
+            raise error from None
     return splits
+
+
+def bad_pixels(splits) -> DataError | None:
+    """After a decoding failure of a folder's images: DataError naming the file, found
+    by decoding each once; None if every file decodes (the failure was another)."""
+    from .data.folder import first_bad_file
+
+    bad = first_bad_file(splits)
+    return bad and DataError(f"{bad} cannot be decoded (its header reads, its pixels do "
+                             "not): the run keeps its last checkpoint; remove the file, or "
+                             "pass --skip_bad_images")
 
 
 def check_same_data(settings: Config, previous, splits) -> None:
