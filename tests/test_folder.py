@@ -6,12 +6,13 @@ the two JPEG photographs scikit-learn ships, cut into 36x44 patches."""
 import gzip
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import idx_bytes, run_train
+from conftest import idx_bytes, run_python, run_train
 from tf_autoencoder.data import folder, pipeline, sources
 from tf_autoencoder.errors import DataError
 
@@ -297,20 +298,30 @@ def photo_patches(tmp_path_factory):
     return str(base)
 
 
-@pytest.mark.parametrize("data_format", ["NHWC", "NCHW"])
-def test_colour_photographs_train_in_both_layouts(photo_patches, tmp_path, data_format):
+@pytest.mark.parametrize("data_format,labelled", [("NHWC", True), ("NCHW", False)])
+def test_colour_photographs_train_in_both_layouts(photo_patches, tmp_path, data_format,
+                                                  labelled):
+    """Class folders in NHWC; in NCHW one flat folder (china/), without labels: evaluate
+    then says so instead of fitting probes to no classes."""
     model_dir = tmp_path / "run"
-    result = run_train("--data_dir", photo_patches, "--epochs", "1", "--batch_size", "32",
+    data_dir = photo_patches if labelled else os.path.join(photo_patches, "china")
+    result = run_train("--data_dir", data_dir, "--epochs", "1", "--batch_size", "32",
                        "--data_format", data_format, "--model_dir", str(model_dir),
                        "--embedding_images", "16", "--skip_bad_images")
     assert result.returncode == 0, result.stderr
     assert "Skipped 1 images that cannot be decoded (--skip_bad_images), e.g. " \
            f"{os.path.join(photo_patches, 'china', 'truncated.jpg')}" in result.stdout
-    assert "of 36x44x3" in result.stdout and "2 classes: china, flower" in result.stdout
+    assert "of 36x44x3" in result.stdout
     facts = json.loads((model_dir / "run.json").read_text())
-    assert facts["image_shape"] == [36, 44, 3] and facts["class_names"] == ["china", "flower"]
+    assert facts["image_shape"] == [36, 44, 3]
+    assert facts["class_names"] == (["china", "flower"] if labelled else None)
     metrics = json.loads((model_dir / "test_metrics.json").read_text())
     assert np.isfinite(metrics["loss"])
+    evaluated = run_python("-m", "tf_autoencoder", "evaluate", str(model_dir))
+    assert evaluated.returncode == 0, evaluated.stderr
+    table = evaluated.stdout
+    assert ("5-NN accuracy" in table) == labelled
+    assert bool(re.search(r"linear probe and k-NN accuracy +no labels", table)) != labelled
 
 
 def test_cache_memory_decodes_the_files_once_into_arrays(fashion):

@@ -306,15 +306,28 @@ def predict(args, parser) -> int:
 
 # --- evaluate, sample ----------------------------------------------------------------------
 
+def run_data(config: Config):
+    """The data a finished run trained on, read as it read it (a folder's image size,
+    channels, pixel limit and skipped images)."""
+    from .data import sources
+
+    splits = sources.load_data(config.dataset or "mnist", config.data_dir,
+                               image_size=config.image_size, channels=config.channels,
+                               max_pixels=config.max_pixels,
+                               skip_bad_images=config.skip_bad_images)
+    if splits.name == "folder" and config.skip_bad_images:
+        from .data.folder import drop_bad_files
+
+        splits = drop_bad_files(splits)
+    return splits
+
+
 def evaluate(args, parser) -> int:
     """Image and code quality of a finished run: a table, and MODEL_DIR/evaluation.json."""
     config = finished_run(args, parser)
     if args.probe_samples is not None and args.probe_samples < 2:
         parser.error("--probe_samples must be at least 2")
-    from .data import sources
-
-    splits = sources.load_data(config.dataset, config.data_dir, image_size=config.image_size,
-                               channels=config.channels)
+    splits = run_data(config)
     from .run.evaluation import evaluate_run, format_table
 
     pause_point("evaluate")
@@ -401,9 +414,7 @@ def embeddings(args, parser) -> int:
     embedding = args.what == "embedding"
     output = args.output or os.path.join(
         args.model_dir, "projector" if embedding else "reconstructions.png")
-    splits = sources.load_data(config.dataset or "mnist", config.data_dir,
-                               image_size=config.image_size, channels=config.channels,
-                               max_pixels=config.max_pixels)
+    splits = run_data(config)
     if not saved_model and splits.image_shape != config.image_shape:
         raise ConfigError(f"the model was trained on {config.image_shape} images, "
                           f"{splits.source} has {splits.image_shape}")
