@@ -122,8 +122,8 @@ def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, 
     larger); each batch is gathered by index and scaled at once. Files are read and
     decoded one by one, in parallel, in the order of the indices.  shuffle: a new
     permutation on every pass (reshuffle) or the same one, from `seed`, and the last
-    partial batch dropped (for training, as the original); unshuffled, every image in order, in batches of
-    evaluation_batches(count, batch_size, replicas).
+    partial batch dropped (for training, as the original); unshuffled, every image in
+    order, in batches of evaluation_batches(count, batch_size, replicas).
     """
     import tensorflow as tf
 
