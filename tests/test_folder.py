@@ -345,3 +345,12 @@ def test_folder_settings_on_another_source_are_refused(idx_dir):
     with pytest.raises(ConfigError, match="--image_size applies to a folder of images, not "
                                           "IDX files in"):
         open_data(Config(data_dir=idx_dir, image_size=[8, 8]).validate(), None, lambda: None)
+
+
+def test_split_folders_of_different_layouts_are_one_line(tmp_path):
+    """train/ with classes and test/ without would label one split and not the other."""
+    for i in range(20):
+        _png(tmp_path / "train" / "cat" / f"{i}.png")
+        _png(tmp_path / "test" / f"{i}.png")
+    with pytest.raises(DataError, match=r"test and .*train differ in layout"):
+        sources.load_data(data_dir=str(tmp_path))

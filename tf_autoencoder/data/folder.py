@@ -66,7 +66,7 @@ def walk(root: str, seen: set) -> list[str]:
     real = os.path.realpath(root)
     if real in seen:
         raise DataError(f"{root} leads back to {real}, a folder already listed (a symlink "
-                        "loop): remove the link")
+                        "loop, or a second link to one folder): remove the link")
     seen.add(real)
     try:
         entries = sorted(os.scandir(root), key=lambda e: e.name)
@@ -139,7 +139,11 @@ def list_folder(root: str) -> tuple[dict[str, list[Listed]], list[str] | None, i
             share = split_of(os.path.relpath(item.path, os.path.join(root, "train")))
             splits[share if share not in named else "train"].append(item)
         for name in named[1:]:
-            more, more_skipped, _ = _list_layout(os.path.join(root, name), root, classes, seen)
+            more, more_skipped, theirs = _list_layout(os.path.join(root, name), root, classes,
+                                                      seen)
+            if (theirs is None) != (classes is None):
+                raise DataError(f"{os.path.join(root, name)} and {os.path.join(root, 'train')} "
+                                "differ in layout: give both class folders, or neither")
             splits[name] = more
             skipped += more_skipped
     else:
