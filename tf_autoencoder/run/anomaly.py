@@ -33,10 +33,9 @@ def reconstruction_scores(model: keras.Model, images: np.ndarray, data_format: s
                           batch_size: int = BATCH_SIZE) -> np.ndarray:
     """uint8 (N, H, W, C) -> (N,) float64 scores: each image's mean squared error between
     the clean image in [0, 1] and the model's reconstruction (sigmoid of its logits)."""
-    inputs = noisy_inputs(images, 0.0, data_format=data_format)[0]
     scores = []
-    for start in range(0, len(inputs), batch_size):
-        batch = inputs[start:start + batch_size]
+    for start in range(0, len(images), batch_size):  # a batch at a time: files stay files
+        batch = noisy_inputs(images[start:start + batch_size], 0.0, data_format=data_format)[0]
         pixels = keras.ops.convert_to_numpy(keras.ops.sigmoid(model(batch, training=False)))
         scores.append(np.mean(np.square(batch - pixels), axis=tuple(range(1, batch.ndim))))
     return np.concatenate(scores).astype(np.float64) if scores else np.zeros(0)

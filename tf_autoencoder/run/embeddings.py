@@ -20,13 +20,15 @@ from ..data.sources import Split
 
 
 def export_embedding(model: Codec, test: Split, out_dir: str, *, noise_factor=0.0,
-                     seed=None, save_npy=False, save_tsv=False, log=print) -> np.ndarray:
+                     seed=None, save_npy=False, save_tsv=False, log=print,
+                     class_names: list[str] | None = None) -> np.ndarray:
     """Codes of `test`'s images -> projector files in out_dir (and codes.npy, codes.tsv,
     labels.tsv on request). Returns the codes, (n, D)."""
     inputs, _ = noisy_inputs(test.images, noise_factor, np.random.default_rng(seed))
     codes = model.encode(inputs)
     kind = "noisy test images" if noise_factor > 0 else "test images"
-    write_projector(out_dir, codes, test.labels, test.images, description=kind)
+    write_projector(out_dir, codes, test.labels, test.images, description=kind,
+                    class_names=class_names)
     log(f"Projector: codes of {len(codes):,} {kind}, {codes.shape[1]} values each, in {out_dir} "
         f"(tensorboard --logdir {out_dir})")
     if save_npy:

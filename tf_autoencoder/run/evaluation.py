@@ -94,7 +94,7 @@ def evaluate_run(model_dir: str, config: Config, splits: Splits,
     model = load_finished_model(model_dir)
     # Calibrated again (and written), so that a run from before thresholds has one to export.
     threshold = calibrate(model, model_dir, config, splits.validation.images, log)
-    test_inputs = _clean_inputs(splits.test.images, config)
+    test_inputs = _clean_inputs(splits.test.images[:], config)
     logits = model.predict(test_inputs, batch_size=BATCH_SIZE, verbose=0)
     metrics = reconstruction_metrics(to_nhwc(test_inputs, config.data_format),
                                      to_nhwc(logits, config.data_format))
@@ -103,16 +103,17 @@ def evaluate_run(model_dir: str, config: Config, splits: Splits,
     if probe_samples is not None and probe_samples < len(train):
         chosen = np.sort(np.random.default_rng(seed).choice(len(train), probe_samples, replace=False))
         train = Split(train.images[chosen], train.labels[chosen])
-    train_codes = model.encoder.predict(_clean_inputs(train.images, config),
+    train_codes = model.encoder.predict(_clean_inputs(train.images[:], config),
                                         batch_size=BATCH_SIZE, verbose=0)
     test_codes = model.encoder.predict(test_inputs, batch_size=BATCH_SIZE, verbose=0)
     labels = (train.labels, splits.test.labels)
-    # A run trained on one normal class has no classes to tell apart: no probe (None).
-    probe = len(np.unique(labels[0])) > 1
-    metrics["linear_probe_accuracy"] = linear_probe_accuracy(
-        train_codes, labels[0], test_codes, labels[1]) if probe else None
-    metrics["knn_accuracy"] = knn_accuracy(
-        train_codes, labels[0], test_codes, labels[1]) if probe else None
+    if splits.labelled:  # the probes need labels; a flat folder of images has none
+        # A run trained on one normal class has no classes to tell apart: no probe (None).
+        probe = len(np.unique(labels[0])) > 1
+        metrics["linear_probe_accuracy"] = linear_probe_accuracy(
+            train_codes, labels[0], test_codes, labels[1]) if probe else None
+        metrics["knn_accuracy"] = knn_accuracy(
+            train_codes, labels[0], test_codes, labels[1]) if probe else None
     report = {
         "metrics": metrics,
         "inputs": CLEAN_INPUTS,
@@ -158,10 +159,13 @@ def format_table(report: dict) -> str:
         ("MSE", f"{m['mse']:.5f}"),
         ("PSNR (dB)", f"{m['psnr']:.2f}"),
         ("SSIM", f"{m['ssim']:.4f}"),
-        (f"linear probe accuracy ({report['probe_train_images']:,} train codes)",
-         shown(m["linear_probe_accuracy"])),
-        (f"{report['knn_neighbours']}-NN accuracy", shown(m["knn_accuracy"])),
     ]
+    if "linear_probe_accuracy" in m:
+        rows += [(f"linear probe accuracy ({report['probe_train_images']:,} train codes)",
+                  shown(m["linear_probe_accuracy"])),
+                 (f"{report['knn_neighbours']}-NN accuracy", shown(m["knn_accuracy"]))]
+    else:
+        rows.append(("linear probe and k-NN accuracy", "no labels"))
     anomaly = report.get("anomaly")
     if anomaly:
         rows += [

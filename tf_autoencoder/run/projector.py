@@ -30,11 +30,13 @@ CONFIG_FILE = "projector_config.pbtxt"
 
 
 def write_projector(log_dir: str, codes: np.ndarray, labels: np.ndarray, images: np.ndarray,
-                    description: str = "test images") -> str:
+                    description: str = "test images", class_names: list[str] | None = None
+                    ) -> str:
     """Writes what the Projector tab needs to show `codes`, one point per image.
 
     codes: (N, ...) floats, flattened to (N, D).  labels: (N,) ints.  images: (N, H, W, C)
-    NHWC, uint8 or floats in [0, 1], shown as the points' thumbnails.  Every file is
+    NHWC, uint8 or floats in [0, 1], shown as the points' thumbnails.  class_names: what
+    each label means, shown instead of the number; a label of -1 (no label) shows as "-".  Every file is
     written whole before the config that points to it.  Returns the checkpoint's path.
     """
     codes = np.asarray(codes, np.float32).reshape(len(codes), -1)
@@ -47,7 +49,12 @@ def write_projector(log_dir: str, codes: np.ndarray, labels: np.ndarray, images:
                                          checkpoint_name=CHECKPOINT_NAME)
     path = manager.save()
 
-    rows = [f"{int(label)}\t{index}" for index, label in enumerate(labels)]
+    def name(label: int) -> str:
+        if label < 0:
+            return "-"
+        return class_names[label] if class_names else str(label)
+
+    rows = [f"{name(int(label))}\t{index}" for index, label in enumerate(labels)]
     write_text_atomic(os.path.join(log_dir, METADATA_FILE), "\n".join(["label\tindex", *rows]) + "\n")
     sprite, (height, width) = sprite_image(images)
     write_png(os.path.join(log_dir, SPRITE_FILE), sprite)

@@ -320,7 +320,8 @@ def write_run_end(model: keras.Model, config: Config, splits: Splits,
         codes = to_nhwc(model.encoder.predict(inputs, batch_size=config.batch_size, verbose=0),
                         config.data_format)
         log_dir = os.path.join(config.model_dir, PROJECTOR_RUN)
-        write_projector(log_dir, codes, splits.test.labels[:count], images)
+        write_projector(log_dir, codes, splits.test.labels[:count], images,
+                        class_names=splits.class_names)
         log(f"Projector: codes of {count:,} test images in {log_dir}")
         if has_2d_code(model):
             path = os.path.join(config.model_dir, LATENT_2D)

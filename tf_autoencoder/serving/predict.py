@@ -7,7 +7,10 @@ pixels in [0, 1]) and its reconstruction. Images unlike the training data recons
 worse, so a high score flags an anomaly: each line says "anomalous" when the score is
 above the threshold the export carries (its score signature), else "normal".
 
-`tf-autoencoder predict MODEL img1.png img2.jpg ... [--output_dir DIR]`
+`tf-autoencoder predict MODEL img1.png folder/ ... [--csv scores.csv] [--output_dir DIR]`
+
+Folders are walked recursively for image files. Images are read, reconstructed and
+scored a batch at a time (BATCH images), so memory stays bounded however many there are.
 """
 import os
 import re
@@ -15,7 +18,9 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from ..errors import ModelError
+from ..data.folder import IMAGE_EXTENSIONS, walk
+from ..errors import DataError, ModelError
+from ..files import write_text_atomic
 from ..images import LIBJPEG_NOTE, MAX_PIXELS, check_pixels, write_png
 from ..logs import stderr_without
 from ..pause import pause_point
@@ -86,44 +91,109 @@ def output_names(paths: list[str]) -> list[str]:
     return names
 
 
-def predict_files(model_path: str, paths: list[str], output_dir: str, *, log=print,
-                  error=print, max_pixels: int = MAX_PIXELS) -> int:
-    """Writes each image's reconstruction into `output_dir` and logs one line per image
-    with its score; files that fail get one line through `error` and the rest go on.
-    `model_path`: a SavedModel folder, a .tflite or an .onnx file. Returns the number of
-    files that failed. Raises loading.ModelError for an unusable model,
-    formats.MissingExtra when its runtime is not installed."""
+# Images read, reconstructed and scored at once: bounds the memory a run of any size takes.
+BATCH = 256
+# A line saying how far a run has got, every this many images (runs of more images).
+PROGRESS_EVERY = 10_000
+CSV_COLUMNS = ("path", "score")
+
+
+def expand_inputs(paths: list[str], log=print) -> tuple[list[str], bool]:
+    """The files to score: each file as given, and the image files under each folder
+    (recursively, sorted; other files there are counted in one line). Also whether any
+    folder was given. DataError for a symlink loop in a folder."""
+    files, skipped, folders = [], 0, False
+    for path in paths:
+        if not os.path.isdir(path):
+            files.append(path)
+            continue
+        folders = True
+        for found in walk(path, set()):
+            if found.lower().endswith(IMAGE_EXTENSIONS):
+                files.append(found)
+            else:
+                skipped += 1
+    if skipped:
+        log(f"Skipped {skipped:,} files in the folders given that are not images (by their "
+            f"extension: {', '.join(IMAGE_EXTENSIONS)})")
+    return files, folders
+
+
+def write_scores_csv(path: str, rows: list[dict]) -> None:
+    """One row per scored image, columns CSV_COLUMNS (more may be added: a row's keys
+    beyond them follow in order), written whole or not at all."""
+    import csv
+    import io
+
+    columns = list(CSV_COLUMNS) + [k for k in (rows[0] if rows else {}) if k not in CSV_COLUMNS]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
+
+
+def predict_files(model_path: str, paths: list[str], output_dir: str | None, *, log=print,
+                  error=print, max_pixels: int = MAX_PIXELS, csv_path: str | None = None) -> int:
+    """Scores each image file (and each under a folder of `paths`), BATCH at a time; with
+    `output_dir`, writes each one's reconstruction there; with `csv_path`, one CSV row
+    per image (path, score) at the end. Without a CSV each image gets a line; with one,
+    a line every PROGRESS_EVERY images. Files that fail get one line through `error` and
+    the rest go on. `model_path`: a SavedModel folder, a .tflite or an .onnx file.
+    Returns the number of files that failed. Raises loading.ModelError for an unusable
+    model, formats.MissingExtra when its runtime is not installed."""
     model = load_exported(model_path)
     shape = model.image_shape
     log(f"Model: {model_path} ({model.runtime}): {describe_images(shape)}")
-    images, done = [], []
-    for path in paths:
-        try:
-            image, notes = read_image(path, shape, max_pixels)
-        except OSError as e:
-            error(f"{path}: {e.strerror or e}")
-            continue
-        except ValueError as e:
-            error(f"{path}: {e}")
-            continue
-        images.append(image)
-        done.append((path, notes))
+    files, _ = expand_inputs(paths, log)
+    if not files:
+        raise DataError(f"no image files to score in {', '.join(paths)} (images end in "
+                        f"{', '.join(IMAGE_EXTENSIONS)})")
+    names = output_names(files) if output_dir is not None else [None] * len(files)
+    rows, failed, verdicts_said = [], 0, False
     pause_point("predict")
-    if images:
-        images = np.stack(images)
-        reconstructions = model.reconstruct(images)
-        try:
-            scores, verdicts = model.score(images)
-            verdicts = [", anomalous" if flagged else ", normal" for flagged in verdicts]
-        except ModelError as e:  # an export from before the score signature: no verdict
-            log(f"No verdicts: {e}")
-            scores = np.mean(np.square(images - reconstructions), axis=(1, 2, 3))
-            verdicts = [""] * len(images)
-        for (path, notes), name, reconstruction, score, verdict in zip(
-                done, output_names([p for p, _ in done]), reconstructions, scores, verdicts):
-            out = os.path.join(output_dir, name)
-            write_png(out, np.round(np.clip(reconstruction, 0, 1) * 255).astype(np.uint8))
-            log(f"{path}: mse {score:.6f}{verdict} -> {out}"
-                + (f" ({'; '.join(notes)})" if notes else ""))
-    return len(paths) - len(done)
-
+    for start in range(0, len(files), BATCH):
+        images, done = [], []
+        for path, name in zip(files[start:start + BATCH], names[start:start + BATCH]):
+            try:
+                image, notes = read_image(path, shape, max_pixels)
+            except OSError as e:
+                error(f"{path}: {e.strerror or e}")
+                failed += 1
+                continue
+            except ValueError as e:
+                error(f"{path}: {e}")
+                failed += 1
+                continue
+            images.append(image)
+            done.append((path, name, notes))
+        if images:
+            images = np.stack(images)
+            reconstructions = model.reconstruct(images)
+            try:
+                scores, flagged = model.score(images)
+                verdicts = ["anomalous" if one else "normal" for one in flagged]
+            except ModelError as e:  # an export from before the score signature: no verdict
+                if not verdicts_said:
+                    log(f"No verdicts: {e}")
+                    verdicts_said = True
+                scores = np.mean(np.square(images - reconstructions), axis=(1, 2, 3))
+                verdicts = [None] * len(images)
+            for (path, name, notes), reconstruction, score, verdict in zip(
+                    done, reconstructions, scores, verdicts):
+                rows.append({"path": path, "score": f"{score:.6f}", "verdict": verdict or ""})
+                line = f"{path}: mse {score:.6f}" + (f", {verdict}" if verdict else "")
+                if name is not None:
+                    out = os.path.join(output_dir, name)
+                    write_png(out, np.round(np.clip(reconstruction, 0, 1) * 255).astype(np.uint8))
+                    line += f" -> {out}"
+                if csv_path is None:
+                    log(line + (f" ({'; '.join(notes)})" if notes else ""))
+        seen = min(start + BATCH, len(files))
+        if csv_path is not None and len(files) > PROGRESS_EVERY and (
+                seen // PROGRESS_EVERY > start // PROGRESS_EVERY or seen == len(files)):
+            log(f"Scored {len(rows):,} of {len(files):,} images ({failed:,} failed)")
+    if csv_path is not None:
+        write_scores_csv(csv_path, rows)
+        log(f"Wrote {len(rows):,} scores to {csv_path}")
+    return failed

@@ -1,0 +1,389 @@
+"""A folder of image files as a data source: listed, checked from the files' headers,
+split, and read by tf.data only as training goes (never held whole in memory).
+
+Layouts (decided by what the folder holds):
+  DIR/<class>/**/*.png      labels from the sorted class folder names
+  DIR/*.jpg                 no labels
+  DIR/train|validation|test/ with either layout inside: the splits as the user fixed them
+Without split folders, a file's split follows from a hash of its path relative to DIR
+(split_of), so adding files never moves an old one to another split. A split folder
+that is missing takes the files of train/ that the hash gives it.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..config import MAX_PIXELS
+from ..errors import DataError
+from .sources import IDX_FILES, Split, Splits
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+SPLIT_NAMES = ("train", "validation", "test")
+# The hash rule's shares: test 1/7 and validation 1/14 of the files, the proportions of
+# MNIST's 10,000 test and 5,000 validation images among its 70,000.
+TEST_SHARE = 1 / 7
+VALIDATION_SHARE = 1 / 14
+# Pillow's modes -> the channels the images have (alpha is dropped: see decode).
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def split_of(relative_path: str) -> str:
+    """'train', 'validation' or 'test' from a hash of the path (with / separators): the
+    same for a file whatever else the folder holds."""
+    digest = hashlib.sha256(relative_path.replace(os.sep, "/").encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    return "test" if u < TEST_SHARE else "validation" if u < TEST_SHARE + VALIDATION_SHARE \
+        else "train"
+
+
+def is_image_folder(path: str) -> bool:
+    """Whether `path` is a folder of image files rather than of IDX files: it holds no
+    IDX file of the four (decided by content, not by a flag)."""
+    names = set(os.listdir(path))
+    return not any(stem in names or stem + ".gz" in names for stem in IDX_FILES.values())
+
+
+@dataclass
+class Listed:
+    path: str
+    relative: str
+    label: int
+
+
+def walk(root: str, seen: set) -> list[str]:
+    """Every file under `root`, sorted, following links; DataError for a symlink loop or
+    a folder that cannot be read."""
+    real = os.path.realpath(root)
+    if real in seen:
+        raise DataError(f"{root} leads back to {real}, a folder already listed (a symlink "
+                        "loop, or a second link to one folder): remove the link")
+    seen.add(real)
+    try:
+        entries = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as e:
+        raise DataError(f"cannot list {root}: {e.strerror}") from None
+    files = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        try:
+            is_dir = entry.is_dir()
+        except OSError as e:  # ELOOP: a link that points at itself
+            raise DataError(f"cannot follow {entry.path}: {e.strerror} (a symlink loop?)") from None
+        files.extend(walk(entry.path, seen) if is_dir else [entry.path])
+    return files
+
+
+def _subfolders(path: str) -> list[str]:
+    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+
+
+def _list_layout(folder: str, root: str, classes: list[str] | None, seen: set
+                 ) -> tuple[list[Listed], list[str], list[str] | None]:
+    """The files of one folder of either layout: (image files, skipped files, the class
+    names: `classes` if given, else this folder's; None when flat)."""
+    subfolders = _subfolders(folder)
+    listed, skipped = [], []
+
+    def add(path, label):
+        if path.lower().endswith(IMAGE_EXTENSIONS):
+            listed.append(Listed(path, os.path.relpath(path, root), label))
+        else:
+            skipped.append(path)
+
+    if not subfolders:
+        for path in walk(folder, seen):
+            add(path, -1)
+        return listed, skipped, None
+    beside = [e.path for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")]
+    stray = [path for path in beside if path.lower().endswith(IMAGE_EXTENSIONS)]
+    skipped += [path for path in beside if path not in stray]
+    if stray:
+        raise DataError(f"{folder} holds class folders and also images beside them (e.g. "
+                        f"{sorted(stray)[0]}): move those into a class folder")
+    classes = classes if classes is not None else subfolders
+    for name in subfolders:
+        if name not in classes:
+            raise DataError(f"{os.path.join(folder, name)} is a class that train/ does not "
+                            f"have (it has {', '.join(classes)})")
+        for path in walk(os.path.join(folder, name), seen):
+            add(path, classes.index(name))
+    return listed, skipped, classes
+
+
+def list_folder(root: str) -> tuple[dict[str, list[Listed]], list[str] | None, int]:
+    """The image files of each split, the class names (None: no labels) and how many
+    files were skipped as not images (by their extension)."""
+    if not os.listdir(root):
+        raise DataError(f"data_dir {root} is empty: give a folder of images (DIR/<class>/"
+                        "*.png, DIR/*.png, or DIR/train|validation|test/)")
+    seen: set = set()
+    named = [name for name in SPLIT_NAMES if os.path.isdir(os.path.join(root, name))]
+    splits: dict[str, list[Listed]] = {name: [] for name in SPLIT_NAMES}
+    if named:
+        if "train" not in named:
+            raise DataError(f"{root} has {'/, '.join(named)}/ but no train/: the training "
+                            "images go in train/")
+        listed, skipped, classes = _list_layout(os.path.join(root, "train"), root, None, seen)
+        for item in listed:  # a missing split folder: its share of train/ by the hash
+            share = split_of(os.path.relpath(item.path, os.path.join(root, "train")))
+            splits[share if share not in named else "train"].append(item)
+        for name in named[1:]:
+            more, more_skipped, theirs = _list_layout(os.path.join(root, name), root, classes,
+                                                      seen)
+            if (theirs is None) != (classes is None):
+                raise DataError(f"{os.path.join(root, name)} and {os.path.join(root, 'train')} "
+                                "differ in layout: give both class folders, or neither")
+            splits[name] = more
+            skipped += more_skipped
+    else:
+        listed, skipped, classes = _list_layout(root, root, None, seen)
+        for item in listed:
+            splits[split_of(item.relative)].append(item)
+    if not any(splits.values()):
+        raise DataError(f"data_dir {root} holds no image files ({len(skipped)} other files; "
+                        f"images end in {', '.join(IMAGE_EXTENSIONS)}), nor the four IDX "
+                        f"files ({', '.join(IDX_FILES.values())}, gzipped or not)")
+    return splits, classes, len(skipped)
+
+
+def _header(path: str, max_pixels: int) -> tuple[int, int, int]:
+    """(height, width, channels) from the file's header, without decoding its pixels."""
+    from PIL import Image
+
+    from ..images import check_pixels
+
+    width, height = check_pixels(path, max_pixels)
+    with Image.open(path) as image:
+        mode = image.mode
+    return height, width, 1 if mode in GREY_MODES else 3
+
+
+def read_headers(paths: list[str], max_pixels: int = MAX_PIXELS, skip_bad: bool = False
+                 ) -> tuple[list, list[str]]:
+    """Each file's (height, width, channels), read in parallel (None for a file skipped
+    with `skip_bad`), and the files skipped. DataError naming the first bad file."""
+    def one(path):
+        try:
+            return _header(path, max_pixels)
+        except OSError as e:
+            if e.errno is None:  # Pillow's word for a header it cannot parse
+                return f"{path}: damaged image header ({e})"
+            return f"cannot read {path}: {e.strerror}"
+        except ValueError as e:
+            return f"{path}: {e}"
+
+    # A task per 1,024 files: a future per file (ThreadPoolExecutor.map ignores its
+    # chunksize) took about a kB each, 100 MB for 100,000 files.
+    chunks = [paths[i:i + 1024] for i in range(0, len(paths), 1024)]
+    with concurrent.futures.ThreadPoolExecutor(min(32, (os.cpu_count() or 1) * 4)) as pool:
+        headers = [h for chunk in pool.map(lambda chunk: [one(p) for p in chunk], chunks)
+                   for h in chunk]
+    bad = [(path, h) for path, h in zip(paths, headers) if isinstance(h, str)]
+    if bad and not skip_bad:
+        raise DataError(f"{bad[0][1]} (--skip_bad_images skips such files)")
+    return [None if isinstance(h, str) else h for h in headers], [p for p, _ in bad]
+
+
+def check_same(headers: list, paths: list[str], image_size, channels) -> tuple[int, int, int]:
+    """The images' shape (H, W, C) after --image_size / --channels; DataError naming two
+    files that differ where these are not given."""
+    first = headers[0]
+    for header, path in zip(headers, paths):
+        if image_size is None and header[:2] != first[:2]:
+            raise DataError(f"images differ in size: {paths[0]} is {first[0]}x{first[1]}, "
+                            f"{path} is {header[0]}x{header[1]} (HxW): give --image_size HxW")
+        if channels is None and header[2] != first[2]:
+            raise DataError(f"images differ in colour: {paths[0]} has {first[2]} channel(s), "
+                            f"{path} has {header[2]}: give --channels 1 or 3")
+    height, width = image_size or first[:2]
+    return height, width, channels or first[2]
+
+
+class FileImages:
+    """The images of one split as files, shaped like a uint8 array (N, H, W, C): `shape`,
+    len(), and indexing (a slice or indices) reads just those files. The training
+    pipeline reads them through tf.data (dataset)."""
+
+    dtype = np.uint8
+
+    def __init__(self, paths: list[str], shape: tuple[int, int, int]):
+        self.paths = list(paths)
+        self.image_shape = tuple(shape)
+        self._tensor = None
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self.paths), *self.image_shape)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, kept) -> "FileImages":
+        """The files that `kept` (a boolean mask or indices) chooses, still unread."""
+        return FileImages(np.asarray(self.paths)[kept].tolist(), self.image_shape)
+
+    def __getitem__(self, index) -> np.ndarray:
+        from ..memory import check_fits
+
+        chosen = np.arange(len(self.paths))[index]
+        chosen = np.atleast_1d(chosen)
+        check_fits(f"reading {len(chosen):,} images of {self.image_shape}",
+                   len(chosen) * math.prod(self.image_shape), "use fewer images")
+        if not len(chosen):
+            return np.zeros((0, *self.image_shape), np.uint8)
+        images = self.dataset(chosen).batch(256)
+        return np.concatenate([batch.numpy() for batch in images])
+
+    def dataset(self, indices=None) -> "tf.data.Dataset":
+        """uint8 (H, W, C) images of the files at `indices` (int64, a tensor or a dataset
+        of scalars; default: every file, in order), decoded in parallel and in order."""
+        import tensorflow as tf
+
+        # One tensor of the paths, which every dataset made here captures by reference:
+        # a constant made per call would be copied into each epoch's pipeline (50 epochs
+        # of 100,000 paths took 500 MB).
+        if self._tensor is None:
+            self._tensor = tf.constant(self.paths)
+        paths = self._tensor
+        if indices is None:
+            indices = tf.data.Dataset.range(len(self.paths))
+        elif not isinstance(indices, tf.data.Dataset):
+            indices = tf.data.Dataset.from_tensor_slices(tf.constant(indices, tf.int64))
+        shape = self.image_shape
+        return indices.map(lambda i: decode(tf.gather(paths, i), shape),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def bad_files(self) -> list[int]:
+        """The indices of the files that cannot be read or decoded (a pass over them all)."""
+        import tensorflow as tf
+
+        paths, shape = tf.constant(self.paths), self.image_shape
+        decoded = tf.data.Dataset.range(len(self.paths)).map(
+            lambda i: (i, tf.shape(decode(tf.gather(paths, i), shape))[0]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+        good = {int(i) for i, _ in decoded.apply(tf.data.experimental.ignore_errors())
+                .as_numpy_iterator()}
+        return [i for i in range(len(self.paths)) if i not in good]
+
+
+def drop_bad_files(splits: Splits, log=print) -> Splits:
+    """--skip_bad_images: the splits without the files whose pixels cannot be decoded
+    (each file is decoded once), and one line counting them."""
+    dropped = []
+    for name in SPLIT_NAMES:
+        split = getattr(splits, name)
+        bad = set(split.images.bad_files())
+        if bad:
+            keep = [i for i in range(len(split.images)) if i not in bad]
+            dropped += [split.images.paths[i] for i in sorted(bad)]
+            setattr(splits, name, Split(FileImages([split.images.paths[i] for i in keep],
+                                                   split.images.image_shape),
+                                        split.labels[keep]))
+            if not keep:
+                raise DataError(f"no image of the {name} split can be decoded, e.g. "
+                                f"{dropped[-1]}")
+    if dropped:
+        log(f"Skipped {len(dropped):,} images that cannot be decoded (--skip_bad_images), "
+            f"e.g. {dropped[0]}")
+    return splits
+
+
+def first_bad_file(splits: Splits) -> str | None:
+    """The first file of the splits that cannot be decoded, or None (a pass over them)."""
+    for name in SPLIT_NAMES:
+        images = getattr(splits, name).images
+        if isinstance(images, FileImages):
+            bad = images.bad_files()
+            if bad:
+                return images.paths[bad[0]]
+    return None
+
+
+def decode(path, shape: tuple[int, int, int]):
+    """One image file -> uint8 (H, W, C) of `shape`: alpha dropped, grey <-> RGB converted
+    as C asks, and, when the size differs, the largest centred crop of the target's aspect
+    ratio resized to H x W (bilinear, antialiased)."""
+    import tensorflow as tf
+
+    height, width, channels = shape
+    image = tf.io.decode_image(tf.io.read_file(path), dtype=tf.uint8, expand_animations=False)
+    have = tf.shape(image)[-1]
+    image = tf.cond(have % 2 == 0, lambda: image[..., :have - 1], lambda: image)  # alpha
+    if channels == 3:
+        image = tf.cond(tf.shape(image)[-1] == 1, lambda: tf.tile(image, [1, 1, 3]),
+                        lambda: image)
+    else:
+        image = tf.cond(tf.shape(image)[-1] == 3, lambda: _grey(image), lambda: image)
+    image = tf.ensure_shape(image, (None, None, channels))
+    size = tf.shape(image)[:2]
+    image = tf.cond(tf.reduce_all(size == (height, width)), lambda: image,
+                    lambda: _crop_resize(image, height, width))
+    return tf.ensure_shape(image, shape)
+
+
+def _grey(image):
+    import tensorflow as tf
+
+    grey = tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))
+    return tf.cast(tf.clip_by_value(tf.round(grey), 0, 255), tf.uint8)
+
+
+def _crop_resize(image, height: int, width: int):
+    import tensorflow as tf
+
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    # The largest box of the target's aspect ratio, centred: crop_h / crop_w = height / width.
+    crop_h = tf.minimum(h, (w * height) // width)
+    crop_w = tf.minimum(w, (h * width) // height)
+    crop_h, crop_w = tf.maximum(crop_h, 1), tf.maximum(crop_w, 1)
+    image = tf.image.crop_to_bounding_box(image, (h - crop_h) // 2, (w - crop_w) // 2,
+                                          crop_h, crop_w)
+    resized = tf.image.resize(tf.cast(image, tf.float32), (height, width), antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+def load_image_folder(root: str, image_size=None, channels=None, max_pixels: int = MAX_PIXELS,
+                      skip_bad: bool = False, log=print) -> Splits:
+    """The splits of a folder of images, as files (FileImages), after checking every
+    file's header. image_size: (H, W) to resize to; channels: 1 or 3 (default: the
+    images' own, which must then agree)."""
+    listed, classes, other = list_folder(root)
+    order = [item for name in SPLIT_NAMES for item in listed[name]]
+    headers, bad = read_headers([item.path for item in order], max_pixels, skip_bad)
+    if other:
+        log(f"Skipped {other:,} files in {root} that are not images (by their extension: "
+            f"{', '.join(IMAGE_EXTENSIONS)})")
+    if bad:
+        log(f"Skipped {len(bad):,} image files whose header cannot be read "
+            f"(--skip_bad_images), e.g. {bad[0]}")
+    kept = {id(item): header for item, header in zip(order, headers) if header is not None}
+    for name in SPLIT_NAMES:
+        listed[name] = [item for item in listed[name] if id(item) in kept]
+    order = [item for item in order if id(item) in kept]
+    if not order:
+        raise DataError(f"data_dir {root} holds no readable image")
+    shape = check_same([kept[id(item)] for item in order], [item.path for item in order],
+                       image_size, channels)
+    for name in SPLIT_NAMES:
+        if not listed[name]:
+            raise DataError(f"data_dir {root} gives the {name} split no image "
+                            f"({len(order):,} images in all): add images, or give a "
+                            f"{name}/ folder")
+    splits = {name: Split(FileImages([item.path for item in items], shape),
+                          np.array([item.label for item in items], np.int64))
+              for name, items in listed.items()}
+    described = f"image files in {root}"
+    if classes:
+        described += f" ({len(classes)} classes: {', '.join(classes)})"
+    return Splits(**splits, source=described, name="folder", class_names=classes)
