@@ -316,7 +316,7 @@ def test_colour_photographs_train_in_both_layouts(photo_patches, tmp_path, data_
     assert facts["image_shape"] == [36, 44, 3]
     assert facts["class_names"] == (["china", "flower"] if labelled else None)
     metrics = json.loads((model_dir / "test_metrics.json").read_text())
-    assert np.isfinite(metrics["loss"])
+    assert np.isfinite(metrics["metrics"]["loss"])
     if not labelled:  # (with labels, evaluate runs as on any other source)
         evaluated = run_python("-m", "tf_autoencoder", "evaluate", str(model_dir))
         assert evaluated.returncode == 0, evaluated.stderr

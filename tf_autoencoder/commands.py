@@ -348,8 +348,12 @@ def evaluate(args, parser) -> int:
     from .run.evaluation import evaluate_run, format_table
 
     pause_point("evaluate")
-    report = evaluate_run(args.model_dir, config, splits, probe_samples=args.probe_samples)
+    said = []  # the threshold's calibration, said after the table it belongs under
+    report = evaluate_run(args.model_dir, config, splits, probe_samples=args.probe_samples,
+                          log=said.append)
     print(format_table(report))
+    for line in said:
+        print(line)
     print(f"Wrote {os.path.join(args.model_dir, EVALUATION)}")
     if "latent_2d" in report:
         print(f"Wrote {report['latent_2d']}")
