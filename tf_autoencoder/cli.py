@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import sys
 
 from .config import DEFAULTS, GROUPS, MAX_PIXELS, Config
 from .errors import Error, Interrupted
+from .files import DISK_FULL, is_disk_full
 from .logs import set_up_logging
 from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL
 from .serving.formats import FORMATS, SAVED_MODEL
@@ -287,9 +287,9 @@ def describe(error: Exception) -> str:
     text = str(getattr(error, "message", None) or error).strip()
     first = text.splitlines()[0][:300] if text else ""
     kind = type(error).__name__
-    if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text:
+    if is_disk_full(error):
         where = f" ({error.filename})" if getattr(error, "filename", None) else f" ({first})"
-        return (f"error: the disk is full (no space left on device){where}: free some space "
+        return (f"error: {DISK_FULL}{where}: free some space "
                 "and run the command again (a run resumes from its last checkpoint)")
     if isinstance(error, MemoryError) or (kind == "ResourceExhaustedError" and "OOM" in text):
         return ("error: out of memory: lower --batch_size (or ask for fewer images at once); "

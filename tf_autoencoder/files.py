@@ -94,13 +94,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
+DISK_FULL = "the disk is full (no space left on device)"
+
+
+def is_disk_full(error: Exception) -> bool:
+    """Whoever raised it: an OSError, or TensorFlow's own error from a checkpoint or
+    summary write, which says it only in its message."""
+    return (getattr(error, "errno", None) == errno.ENOSPC
+            or "No space left on device" in str(getattr(error, "message", error)))
+
+
 def write_reason(error: Exception) -> str:
-    """Why a write failed, in a few words; a full disk says so, whoever raised it (an
-    OSError, or TensorFlow's own error from a checkpoint or summary write)."""
+    """Why a write failed, in a few words; a full disk says so."""
+    if is_disk_full(error):
+        return DISK_FULL
     text = (error.strerror if isinstance(error, OSError) and error.strerror
             else str(getattr(error, "message", error))).strip()
-    if getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in text:
-        return "the disk is full (no space left on device)"
     return text.splitlines()[0] if text else type(error).__name__
 
 

@@ -11,38 +11,44 @@ from .files import write_bytes_atomic
 from .errors import UsageError
 from .memory import check_fits
 
+LARGE_DECODE = 2**28  # bytes: a decode this large is checked against the free memory
 # libjpeg's own line for a truncated file, written to stderr before our message says so.
 LIBJPEG_NOTE = r"(Input file read error|Premature end of JPEG file)"
 
 
-def image_size(path: str) -> tuple[int, int]:
-    """(width, height) from the file's header, without decoding its pixels. ValueError if
-    the file is no image Pillow knows; OSError if it cannot be read."""
+def image_header(path: str) -> tuple[int, int, str]:
+    """(width, height, Pillow's mode) from the file's header, without decoding its
+    pixels. ValueError if the file is no image Pillow knows; OSError if it cannot be
+    read."""
     from PIL import Image
 
-    cap, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our limit applies instead
+    # Our limit (check_pixels), told from the header, replaces Pillow's own: set once for
+    # the process, not around each call, since headers are read in parallel threads.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with Image.open(path) as image:
-            return image.size
+            return (*image.size, image.mode)
     except Image.UnidentifiedImageError:
         raise ValueError("not an image (PNG, JPEG, GIF or BMP expected)") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = cap
 
 
-def check_pixels(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
-    """image_size(path), or ValueError if the image has more than `max_pixels` pixels."""
-    width, height = image_size(path)
+def check_pixels(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int, str]:
+    """image_header(path), or ValueError if the image has more than `max_pixels` pixels."""
+    width, height, mode = image_header(path)
     if width * height > max_pixels:
         raise ValueError(f"{width} wide x {height} high is {width * height:,} pixels, above "
                          f"the limit of {max_pixels:,} read from its header before decoding "
                          "(--max_pixels raises it)")
-    try:  # a limit raised past what the machine holds: RGBA float32, and its resize
-        check_fits(f"{width} wide x {height} high", width * height * 4 * 4 * 2,
-                   "lower --max_pixels to skip such images")
-    except UsageError as e:
-        raise ValueError(str(e)) from None
-    return width, height
+    # A limit raised past what the machine holds: RGBA float32, and its resize. Asked
+    # of the system only for images that large, not for every header of a big folder.
+    needed = width * height * 4 * 4 * 2
+    if needed > LARGE_DECODE:
+        try:
+            check_fits(f"{width} wide x {height} high", needed,
+                       "lower --max_pixels to skip such images")
+        except UsageError as e:
+            raise ValueError(str(e)) from None
+    return width, height, mode
 
 
 def grid_rows(images, columns: int) -> list:

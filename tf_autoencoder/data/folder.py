@@ -159,13 +159,9 @@ def list_folder(root: str) -> tuple[dict[str, list[Listed]], list[str] | None, i
 
 def _header(path: str, max_pixels: int) -> tuple[int, int, int]:
     """(height, width, channels) from the file's header, without decoding its pixels."""
-    from PIL import Image
-
     from ..images import check_pixels
 
-    width, height = check_pixels(path, max_pixels)
-    with Image.open(path) as image:
-        mode = image.mode
+    width, height, mode = check_pixels(path, max_pixels)  # one opening of the file
     return height, width, 1 if mode in GREY_MODES else 3
 
 
