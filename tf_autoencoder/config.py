@@ -389,13 +389,7 @@ class Config:
     def from_json(cls, text: str, source: str = "config.json") -> "Config":
         """Settings from JSON; keys of other versions are ignored. ConfigError, naming
         `source`, for anything but a JSON object."""
-        try:
-            values = json.loads(text)
-        except ValueError as e:
-            raise ConfigError(f"{source} is not JSON ({e})") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{source} holds {type(values).__name__}, not the settings "
-                              "object a run writes")
+        values = json_object(text, source)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
 
@@ -484,17 +478,24 @@ class RunFacts:
         path = os.path.join(model_dir, facts_file)
         if not os.path.exists(path):
             path = os.path.join(model_dir, config_file)
-        try:
-            with open(path) as f:
-                values = json.load(f)
-        except ValueError as e:
-            raise ConfigError(f"{path} is not JSON ({e})") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path} holds {type(values).__name__}, not what a run writes")
-        return cls.from_dict(values, path)
+        with open(path) as f:
+            return cls.from_dict(json_object(f.read(), path), path)
 
     def save(self, path: str) -> None:
         write_text_atomic(path, self.to_json() + "\n")
+
+
+def json_object(text: str, source: str) -> dict:
+    """The JSON object a run wrote into `source`; ConfigError, naming it, for anything
+    else (not JSON, or `[]`, `null`, ...)."""
+    try:
+        values = json.loads(text)
+    except ValueError as e:
+        raise ConfigError(f"{source} is not JSON ({e})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source} holds {type(values).__name__}, not the object a run "
+                          "writes there")
+    return values
 
 
 def check_sizes(name: str, sizes, allow_empty: bool = False) -> None:
