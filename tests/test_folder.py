@@ -364,3 +364,102 @@ def test_split_folders_of_different_layouts_are_one_line(tmp_path):
         _png(tmp_path / "test" / f"{i}.png")
     with pytest.raises(DataError, match=r"test and .*train differ in layout"):
         sources.load_data(data_dir=str(tmp_path))
+
+
+def test_cache_folder_gives_the_batches_the_files_give_and_is_reused(fashion, tmp_path):
+    """--cache DIR: one file per split, the same pixels and batches as the files (NCHW:
+    catches a batch left in NHWC), reused while the images are unchanged, made anew
+    for a changed image; --normal_classes picks the same images from it."""
+    from tf_autoencoder.commands import open_data
+    from tf_autoencoder.config import Config
+    from tf_autoencoder.data.cache import CachedImages
+
+    png, _ = fashion
+    cache = tmp_path / "cache"
+    open_cached = lambda **kw: open_data(Config(data_dir=png, cache=str(cache),  # noqa: E731
+                                                **kw).validate(), None, lambda: None)
+    cached, streamed = open_cached(), sources.load_data(data_dir=png)
+    made = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert sorted(name.split("-")[0] for name in made) == ["test", "train", "validation"]
+    for name in ("train", "validation", "test"):
+        images = getattr(cached, name).images
+        assert isinstance(images, CachedImages)
+        np.testing.assert_array_equal(images[:], getattr(streamed, name).images[:])
+        np.testing.assert_array_equal(images[[5, 1]], getattr(streamed, name).images[[5, 1]])
+    kwargs = dict(batch_size=16, seed=3, noise_factor=0.5, data_format="channels_first")
+    for a, b in zip(pipeline.make_training_epochs(cached.validation.images, epochs=range(2),
+                                                  **kwargs),
+                    pipeline.make_training_epochs(streamed.validation.images, epochs=range(2),
+                                                  **kwargs)):
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    evaluation = [[x.numpy() for x, _ in pipeline.make_dataset(
+        images, batch_size=32, training=False, replicas=3, data_format="channels_first")]
+        for images in (cached.test.images, streamed.test.images)]
+    assert len(evaluation[0]) == len(evaluation[1])
+    for a, b in zip(*evaluation):
+        np.testing.assert_array_equal(a, b)
+
+    normal = open_cached(normal_classes=[3])
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == made  # reused
+    kept = streamed.train.labels == 3
+    np.testing.assert_array_equal(normal.train.images[:], streamed.train.images[:][kept])
+    assert set(normal.train.labels) == {3} and len(normal.test) == len(streamed.test)
+
+    test_file = streamed.test.images.paths[0]
+    original = open(test_file, "rb").read()
+    try:
+        Image.fromarray(np.full((28, 28), 7, np.uint8)).save(test_file)
+        again = open_cached()
+        np.testing.assert_array_equal(again.test.images[[0]][0, ..., 0], 7)
+        names = {p.name for p in cache.iterdir()}
+        assert len(names) == 4 and set(made) < names  # a new test file; train's reused
+    finally:
+        open(test_file, "wb").write(original)
+
+
+def test_cache_folder_is_never_half_written(tmp_path):
+    """An image whose pixels do not decode stops the caching with one line naming it, and
+    leaves no cache file of its split (nor a temporary one); a file given as the folder
+    is refused."""
+    from tf_autoencoder.commands import open_data
+    from tf_autoencoder.config import Config, ConfigError
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "data").mkdir()
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 256, (8, 8), np.uint8)).save(tmp_path / "data" /
+                                                                      f"{i:02d}.png")
+    bad = tmp_path / "data" / "03.png"
+    bad.write_bytes(bad.read_bytes()[:len(bad.read_bytes()) // 2])  # header reads, pixels not
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError, match=r"03.png cannot be decoded"):
+        open_data(Config(data_dir=str(tmp_path / "data"), cache=str(cache)).validate(), None,
+                  lambda: None)
+    splits = sources.load_data(data_dir=str(tmp_path / "data"))
+    holder = next(name for name in ("train", "validation", "test")
+                  if str(bad) in getattr(splits, name).images.paths)
+    names = [p.name for p in cache.iterdir()]  # the splits cached before it, whole
+    assert names and not [name for name in names if name.startswith((".", holder))]
+    with pytest.raises(ConfigError, match=r"--cache .*00.png is a file: give a folder"):
+        open_data(Config(data_dir=str(tmp_path / "data"),
+                         cache=str(tmp_path / "data" / "00.png")).validate(), None, lambda: None)
+
+
+def test_plain_files_skip_the_conversions_and_decode_alike(photo_patches, tmp_path):
+    """8-bit grey or RGB PNG/JPEG files already of the model's size are read without
+    decode's branches: the same pixels either way (RGB JPEG here, grey PNG in
+    test_split_folders_hold_the_same_images_as_the_idx_files); any file that needs a
+    conversion (alpha, another size) makes the folder take the general decoder."""
+    splits = sources.load_data(data_dir=photo_patches, skip_bad_images=True, log=lambda _: None)
+    plain = splits.train.images
+    assert plain.plain
+    general = folder.FileImages(plain.paths[:40], plain.image_shape)
+    np.testing.assert_array_equal(plain.subset(np.arange(40))[:], general[:])
+    _png(tmp_path / "a" / "rgba.png", 36, 44, mode="RGBA")
+    for name in os.listdir(os.path.join(photo_patches, "flower"))[:30]:
+        os.symlink(os.path.join(photo_patches, "flower", name), tmp_path / "a" / name)
+    assert not sources.load_data(data_dir=str(tmp_path / "a")).train.images.plain
+    resized = sources.load_data(data_dir=photo_patches, skip_bad_images=True, image_size=[18, 22],
+                                log=lambda _: None)
+    assert not resized.train.images.plain

@@ -167,25 +167,31 @@ def open_data(settings: Config, previous, before_tensorflow):
             raise ConfigError(f"--{', --'.join(given)} appl{'y' if len(given) > 1 else 'ies'} "
                               f"to a folder of images, not {splits.source}")
         return sources.select_normal(splits, settings.normal_classes)
-    if settings.skip_bad_images or settings.cache == "memory":
+    if settings.skip_bad_images or settings.cache:
         before_tensorflow()  # decoding runs TensorFlow
-    if settings.skip_bad_images:
+    return sources.select_normal(prepared_folder(splits, settings), settings.normal_classes)
+
+
+def prepared_folder(splits, config: Config):
+    """A folder's splits without the images --skip_bad_images drops, cached as --cache
+    says (each image decoded once for either)."""
+    if config.skip_bad_images:
         from .data.folder import drop_bad_files
 
         splits = drop_bad_files(splits)
-    if settings.cache == "memory":
-        import tensorflow as tf
+    if not config.cache:
+        return splits
+    import tensorflow as tf
 
-        try:
-            for name in ("train", "validation", "test"):
-                split = getattr(splits, name)
-                setattr(splits, name, sources.Split(split.images[:], split.labels))
-        except tf.errors.InvalidArgumentError:
-            error = bad_pixels(splits)
-            if error is None:
-                raise
-            raise error from None
-    return sources.select_normal(splits, settings.normal_classes)
+    from .data.cache import cache_splits
+
+    try:
+        return cache_splits(splits, config.cache)
+    except tf.errors.InvalidArgumentError:
+        error = bad_pixels(splits)
+        if error is None:
+            raise
+        raise error from None
 
 
 def bad_pixels(splits) -> DataError | None:
@@ -323,18 +329,14 @@ def predict(args, parser) -> int:
 
 def run_data(config: Config):
     """The data a finished run trained on, read as it read it (a folder's image size,
-    channels, pixel limit and skipped images)."""
+    channels, pixel limit, skipped images and cache)."""
     from .data import sources
 
     splits = sources.load_data(config.dataset or "mnist", config.data_dir,
                                image_size=config.image_size, channels=config.channels,
                                max_pixels=config.max_pixels,
                                skip_bad_images=config.skip_bad_images)
-    if splits.name == "folder" and config.skip_bad_images:
-        from .data.folder import drop_bad_files
-
-        splits = drop_bad_files(splits)
-    return splits
+    return prepared_folder(splits, config) if splits.name == "folder" else splits
 
 
 def evaluate(args, parser) -> int:

@@ -185,9 +185,10 @@ class Config:
                     "its header before it is decoded", "data", metavar="N", hparam=False,
         shown_default=f"{MAX_PIXELS:,}")
     cache: Optional[str] = setting(
-        None, "memory: decode a folder's images once and keep them in memory, for data "
-              "that fits (default: read and decode the files anew every epoch)", "data",
-        metavar="memory", hparam=False)
+        None, "decode a folder's images once, then read their pixels every epoch: from "
+              "memory (memory, for data that fits) or from a file in the folder DIR, "
+              "reused while the images are unchanged (default: decode the files anew every "
+              "epoch)", "data", metavar="memory|DIR", hparam=False)
     skip_bad_images: bool = setting(
         False, "skip (and count) a folder's images that cannot be read or decoded, instead "
                "of stopping at the first one (every image is then decoded once before "
@@ -338,8 +339,8 @@ class Config:
                 raise ConfigError(message)
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
-        if self.cache not in (None, "memory"):
-            raise ConfigError(f"unknown cache {self.cache!r}: use memory")
+        if self.cache == "":
+            raise ConfigError("cache must be memory or a folder, not empty")
         if self.cpu_replicas is not None:
             if self.distribute != "mirrored":
                 raise ConfigError("cpu_replicas applies to --distribute mirrored only, "

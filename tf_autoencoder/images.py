@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -16,8 +17,15 @@ LARGE_DECODE = 2**28  # bytes: a decode this large is checked against the free m
 LIBJPEG_NOTE = r"(Input file read error|Premature end of JPEG file)"
 
 
-def image_header(path: str) -> tuple[int, int, str]:
-    """(width, height, Pillow's mode) from the file's header, without decoding its
+class Header(NamedTuple):
+    width: int
+    height: int
+    mode: str  # Pillow's: "L" grey, "RGB", "RGBA", "P" palette, "I;16" ...
+    format: str  # Pillow's: "PNG", "JPEG", "GIF", "BMP"
+
+
+def image_header(path: str) -> Header:
+    """The image's size, mode and format from the file's header, without decoding its
     pixels. ValueError if the file is no image Pillow knows; OSError if it cannot be
     read."""
     from PIL import Image
@@ -27,14 +35,15 @@ def image_header(path: str) -> tuple[int, int, str]:
     Image.MAX_IMAGE_PIXELS = None
     try:
         with Image.open(path) as image:
-            return (*image.size, image.mode)
+            return Header(*image.size, image.mode, image.format)
     except Image.UnidentifiedImageError:
         raise ValueError("not an image (PNG, JPEG, GIF or BMP expected)") from None
 
 
-def check_pixels(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int, str]:
+def check_pixels(path: str, max_pixels: int = MAX_PIXELS) -> Header:
     """image_header(path), or ValueError if the image has more than `max_pixels` pixels."""
-    width, height, mode = image_header(path)
+    header = image_header(path)
+    width, height = header.width, header.height
     if width * height > max_pixels:
         raise ValueError(f"{width} wide x {height} high is {width * height:,} pixels, above "
                          f"the limit of {max_pixels:,} read from its header before decoding "
@@ -48,7 +57,7 @@ def check_pixels(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int, str
                        "lower --max_pixels to skip such images")
         except UsageError as e:
             raise ValueError(str(e)) from None
-    return width, height, mode
+    return header
 
 
 def grid_rows(images, columns: int) -> list:

@@ -102,7 +102,7 @@ def make_training_epochs(images: np.ndarray, *, batch_size: int, epochs: range, 
     """
     import tensorflow as tf
 
-    pixels = images if _files(images) else tf.constant(to_model_layout(images, data_format))
+    pixels = images if _streamed(images) else tf.constant(to_model_layout(images, data_format))
     stream = None
     for e in epochs:
         batches = _image_batches(pixels, data_format, batch_size, shuffle=True, seed=seed + e,
@@ -118,9 +118,10 @@ def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, 
     """Batches of float32 images in [0, 1] in the model's layout.
 
     images: uint8 (N, H, W, C) array, or a tensor already in the model's layout, or
-    folder.FileImages.  An array stays uint8 in memory (a float32 copy would be 4x
-    larger); each batch is gathered by index and scaled at once. Files are read and
-    decoded one by one, in parallel, in the order of the indices.  shuffle: a new
+    folder.FileImages, or cache.CachedImages.  An array stays uint8 in memory (a float32
+    copy would be 4x larger); each batch is gathered by index and scaled at once, as is
+    each batch of a cache file. Files are read and decoded one by one, in parallel, in
+    the order of the indices.  shuffle: a new
     permutation on every pass (reshuffle) or the same one, from `seed`, and the last
     partial batch dropped (for training, as the original); unshuffled, every image in
     order, in batches of evaluation_batches(count, batch_size, replicas).
@@ -130,8 +131,14 @@ def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, 
     if _files(images):
         return _file_batches(images, data_format, batch_size, shuffle=shuffle, seed=seed,
                              reshuffle=reshuffle, replicas=replicas)
-    pixels = images if tf.is_tensor(images) else tf.constant(to_model_layout(images, data_format))
-    count = int(pixels.shape[0])
+    if _cached(images):
+        transpose = data_format == "channels_first"
+        gather = lambda index: _to_layout(images.gather(index), transpose)  # noqa: E731
+    else:
+        pixels = images if tf.is_tensor(images) else tf.constant(to_model_layout(images,
+                                                                                 data_format))
+        gather = lambda index: tf.gather(pixels, index)  # noqa: E731
+    count = int(images.shape[0])
     if shuffle:
         indices = _order(count, batch_size, seed, reshuffle)
     else:
@@ -141,7 +148,7 @@ def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, 
             whole = sum(sizes[:-1])
             indices = tf.data.Dataset.range(whole).batch(batch_size).concatenate(
                 tf.data.Dataset.range(whole, count).batch(sizes[-1]))
-    return indices.map(lambda index: tf.cast(tf.gather(pixels, index), tf.float32) / 255.0,
+    return indices.map(lambda index: tf.cast(gather(index), tf.float32) / 255.0,
                        num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -149,6 +156,24 @@ def _files(images) -> bool:
     from .folder import FileImages
 
     return isinstance(images, FileImages)
+
+
+def _cached(images) -> bool:
+    from .cache import CachedImages
+
+    return isinstance(images, CachedImages)
+
+
+def _streamed(images) -> bool:
+    """Whether the images are read as the batches are needed (not held in memory)."""
+    return _files(images) or _cached(images)
+
+
+def _to_layout(batch, transpose: bool):
+    """An NHWC batch in the model's layout (NCHW when `transpose`)."""
+    import tensorflow as tf
+
+    return tf.transpose(batch, (0, 3, 1, 2)) if transpose else batch
 
 
 def _order(count: int, batch_size: int, seed, reshuffle: bool) -> "tf.data.Dataset":
@@ -189,9 +214,8 @@ def _file_batches(files, data_format: str, batch_size: int, *, shuffle: bool, se
             batches = images.take(whole).batch(batch_size).concatenate(
                 images.skip(whole).batch(sizes[-1]))
     transpose = data_format == "channels_first"
-    return batches.map(
-        lambda x: tf.cast(tf.transpose(x, (0, 3, 1, 2)) if transpose else x, tf.float32) / 255.0,
-        num_parallel_calls=tf.data.AUTOTUNE)
+    return batches.map(lambda x: tf.cast(_to_layout(x, transpose), tf.float32) / 255.0,
+                       num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _pairs(batches: "tf.data.Dataset", noise_factor: float, noise_seeds: "tf.data.Dataset"):

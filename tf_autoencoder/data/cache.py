@@ -1,0 +1,165 @@
+"""--cache: a folder's images decoded once, then read back as raw pixels every epoch.
+
+Decoding PNG or JPEG files takes a real share of the CPU beside the training step;
+after one decoding pass the pixels come from memory (`--cache memory`, for data that
+fits) or from a file (`--cache DIR`, for data that fits on disk but not in memory).
+
+A cache file holds one split: a .npy file (numpy's format, so `numpy.load` reads it
+too) of uint8 (N, H, W, C), named after a hash of what it was made from: the image
+shape and each file's path, size and modification time. Changed images (or another
+--image_size) make a new file; an unchanged folder reuses the old one. The file is
+written under a temporary name and renamed when whole, so a cache is never half there.
+Batches are read with one positioned read per image: memory holds a batch, never the
+file (the operating system's page cache keeps what it can of it, outside the process).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import shutil
+import threading
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from ..files import FILE_MODE, fsync_dir, remove_leftovers, temp_path, write_error
+from .folder import SPLIT_NAMES, FileImages
+from .sources import Split, Splits
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+# Bump when the file's content changes meaning: old caches are then ignored, not misread.
+CACHE_FORMAT = "tf-autoencoder cache 1"
+
+
+class CachedImages:
+    """The images of one split in a cache file, shaped like a uint8 array (N, H, W, C):
+    `shape`, len(), indexing (reads just those images), subset(); `gather` reads a
+    batch inside a tf.data pipeline."""
+
+    dtype = np.uint8
+
+    def __init__(self, path: str, records: np.ndarray | None = None):
+        self.path = path
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, _ = read_header(f)
+            self._offset = f.tell()
+        self.image_shape = tuple(shape[1:])
+        self._record = math.prod(self.image_shape)
+        # Which of the file's images this object holds (subset() keeps some of them).
+        self.records = np.arange(shape[0]) if records is None else np.asarray(records)
+        self._fd = None
+        self._lock = threading.Lock()
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self.records), *self.image_shape)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def subset(self, kept) -> "CachedImages":
+        return CachedImages(self.path, self.records[kept])
+
+    def __getitem__(self, index) -> np.ndarray:
+        return self._read(np.atleast_1d(np.arange(len(self.records))[index]))
+
+    def _read(self, indices: np.ndarray) -> np.ndarray:
+        with self._lock:  # tf.data calls from several threads; one descriptor for all
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY)
+        out = np.empty((len(indices), self._record), np.uint8)
+        for row, record in enumerate(self.records[indices]):
+            start = self._offset + int(record) * self._record
+            out[row] = np.frombuffer(os.pread(self._fd, self._record, start), np.uint8)
+        return out.reshape(len(indices), *self.image_shape)
+
+    def gather(self, indices: "tf.Tensor") -> "tf.Tensor":
+        """uint8 (n, H, W, C) images at `indices` (an int64 tensor (n,)), for tf.data."""
+        import tensorflow as tf
+
+        images = tf.numpy_function(self._read, [indices], tf.uint8, stateful=False)
+        return tf.ensure_shape(images, (None, *self.image_shape))
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+
+
+def cache_splits(splits: Splits, cache: str | None, log=print) -> Splits:
+    """The splits of a folder of images with their pixels decoded once: into memory
+    ("memory") or into files in the folder `cache`; unchanged for None.
+    tensorflow.errors.InvalidArgumentError if an image cannot be decoded."""
+    if cache is None:
+        return splits
+    if cache == "memory":
+        return dataclasses.replace(splits, **{
+            name: Split(getattr(splits, name).images[:], getattr(splits, name).labels)
+            for name in SPLIT_NAMES})
+    prepare_folder(cache, splits)
+    cached = {}
+    for name in SPLIT_NAMES:
+        split = getattr(splits, name)
+        cached[name] = Split(CachedImages(cache_file(split.images, name, cache, log)),
+                             split.labels)
+    return dataclasses.replace(splits, **cached)
+
+
+def prepare_folder(cache: str, splits: Splits) -> None:
+    """Creates the folder; ConfigError if it is a file or lacks the space."""
+    if os.path.exists(cache) and not os.path.isdir(cache):
+        raise ConfigError(f"--cache {cache} is a file: give a folder (created if missing)")
+    try:
+        os.makedirs(cache, exist_ok=True)
+    except OSError as e:
+        raise write_error(cache, e) from None
+    remove_leftovers(cache)  # the temporary file of a run killed while caching
+    needed = sum(math.prod(getattr(splits, name).images.shape) for name in SPLIT_NAMES)
+    free = shutil.disk_usage(cache).free
+    if needed > free:
+        raise ConfigError(f"--cache {cache}: the decoded images need {needed / 2**30:.1f} GiB, "
+                          f"and its disk has {free / 2**30:.1f} GiB free: free some space, "
+                          "or give a folder on another disk")
+
+
+def cache_file(files: FileImages, split: str, cache: str, log=print) -> str:
+    """The path of the cache file of `files`, written first if there is none."""
+    digest = hashlib.sha256(f"{CACHE_FORMAT}\n{files.image_shape}\n".encode())
+    for path in files.paths:
+        try:
+            stat = os.stat(path)
+        except OSError as e:
+            raise DataError(f"cannot read {path}: {e.strerror}") from None
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    path = os.path.join(cache, f"{split}-{digest.hexdigest()[:20]}.npy")
+    if os.path.exists(path):
+        log(f"Reading the {split} split's {len(files):,} images from the cache {path}")
+        return path
+    size = len(files) * math.prod(files.image_shape)
+    log(f"Caching the {split} split's {len(files):,} images ({size / 2**20:,.1f} MiB) in {path}")
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.lib.format.write_array_header_2_0(f, {"descr": "|u1", "fortran_order": False,
+                                                     "shape": files.shape})
+            for batch in files.dataset().batch(256).as_numpy_iterator():
+                f.write(batch.tobytes())
+            f.flush()
+            os.fchmod(f.fileno(), FILE_MODE)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(cache)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
+        raise
+    return path
