@@ -139,3 +139,24 @@ def test_anomaly_benchmark_smoke(tmp_path):
     # PCA on raw pixels tells a digit from the others (the baseline is computed, not faked).
     assert all(float(row[4]) > 0.9 for row in rows)
     assert "Deep SVDD 0.8858" in text and "reconstruction error 0.9037" in text
+
+
+def test_data_pipeline_benchmark_smoke():
+    """--quick: 200 PNG files, then 400 through a cache file, each trained for an epoch in
+    its own process; every speed figure measured; RESULTS.md left alone."""
+    fashion = "/usr/share/datasets/fashion-mnist"
+    if not os.path.isdir(fashion):
+        pytest.skip("dataset-fashion-mnist is not installed")
+    results = os.path.join(REPO, "benchmarks", "RESULTS.md")
+    before = open(results).read()
+    result = run_benchmark("benchmarks/data_pipeline.py", "--quick", "--data_dir", fashion)
+    assert result.returncode == 0, result.stderr
+    memory = re.findall(r"^\| ([\d,]+) \| (files|cache file) \| ([\d,]+) \| [\d.]+ \|$",
+                        result.stdout, re.M)
+    assert [(count, source) for count, source, _ in memory] == [("200", "files"),
+                                                                 ("400", "cache file")]
+    speeds = re.findall(r"^\| (.+) \| ([\d,]+) \|$", result.stdout, re.M)
+    assert len(speeds) == 8 and all(int(value.replace(",", "")) > 0 for _, value in speeds)
+    assert re.search(r"from the files ran at \*\*\d+%\*\* .* from the cache file at \*\*\d+%\*\*",
+                     result.stdout)
+    assert open(results).read() == before
