@@ -15,6 +15,7 @@ import fcntl
 import os
 import secrets
 import shutil
+from typing import BinaryIO, Callable
 
 from .errors import ModelDirBusy, WriteError
 
@@ -121,13 +122,19 @@ def write_error(path: str, error: Exception) -> WriteError:
 def write_bytes_atomic(path: str, data: bytes) -> None:
     """Writes `data` to `path` whole or not at all, with the umask's mode, durably.
     WriteError, naming `path`, if it cannot."""
+    write_atomic(path, lambda f: f.write(data))
+
+
+def write_atomic(path: str, write: Callable[[BinaryIO], object]) -> None:
+    """Writes `path` whole or not at all: `write(f)` fills a temporary file beside it,
+    which is synced and renamed over `path`. WriteError, naming `path`, on an OSError."""
     directory = os.path.dirname(os.path.abspath(path))
     remove_leftovers(directory)
     tmp = temp_path(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fchmod(f.fileno(), FILE_MODE)
             os.fsync(f.fileno())

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..files import FILE_MODE, fsync_dir, remove_leftovers, temp_path, write_error
+from ..files import write_atomic, write_error
 from .folder import SPLIT_NAMES, FileImages
 from .sources import Split, Splits
 
@@ -120,7 +120,6 @@ def prepare_folder(cache: str, splits: Splits) -> None:
         os.makedirs(cache, exist_ok=True)
     except OSError as e:
         raise write_error(cache, e) from None
-    remove_leftovers(cache)  # the temporary file of a run killed while caching
     needed = sum(math.prod(getattr(splits, name).images.shape) for name in SPLIT_NAMES)
     free = shutil.disk_usage(cache).free
     if needed > free:
@@ -144,22 +143,12 @@ def cache_file(files: FileImages, split: str, cache: str, log=print) -> str:
         return path
     size = len(files) * math.prod(files.image_shape)
     log(f"Caching the {split} split's {len(files):,} images ({size / 2**20:,.1f} MiB) in {path}")
-    tmp = temp_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            np.lib.format.write_array_header_2_0(f, {"descr": "|u1", "fortran_order": False,
-                                                     "shape": files.shape})
-            for batch in files.dataset().batch(256).as_numpy_iterator():
-                f.write(batch.tobytes())
-            f.flush()
-            os.fchmod(f.fileno(), FILE_MODE)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(cache)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise write_error(path, e) from None
-        raise
+
+    def fill(f):
+        np.lib.format.write_array_header_2_0(f, {"descr": "|u1", "fortran_order": False,
+                                                 "shape": files.shape})
+        for batch in files.dataset().batch(256).as_numpy_iterator():
+            f.write(batch.tobytes())
+
+    write_atomic(path, fill)
     return path
