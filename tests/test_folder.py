@@ -463,3 +463,28 @@ def test_plain_files_skip_the_conversions_and_decode_alike(photo_patches, tmp_pa
     resized = sources.load_data(data_dir=photo_patches, skip_bad_images=True, image_size=[18, 22],
                                 log=lambda _: None)
     assert not resized.train.images.plain
+
+
+def test_cache_folder_checks_the_free_disk_for_what_it_still_has_to_write(tmp_path, monkeypatch):
+    """Refused before writing when the disk lacks the space; a folder already cached needs
+    none (catches a check that counts the files it would only read)."""
+    import shutil
+    from collections import namedtuple
+
+    from tf_autoencoder.commands import open_data
+    from tf_autoencoder.config import Config, ConfigError
+
+    for i in range(30):
+        _png(tmp_path / "data" / f"{i:02d}.png", value=i)
+    config = Config(data_dir=str(tmp_path / "data"), cache=str(tmp_path / "cache")).validate()
+    usage = shutil.disk_usage(tmp_path)
+    full = namedtuple("usage", "total used free")(usage.total, usage.total, 0)
+    with monkeypatch.context() as patch:
+        patch.setattr(shutil, "disk_usage", lambda path: full)
+        with pytest.raises(ConfigError, match=r"need 0.0 GiB, and its disk has 0.0 GiB free"):
+            open_data(config, None, lambda: None)
+    assert list((tmp_path / "cache").iterdir()) == []
+    open_data(config, None, lambda: None)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: full)
+    cached = open_data(config, None, lambda: None)
+    assert len(cached.train) + len(cached.validation) + len(cached.test) == 30

@@ -103,33 +103,46 @@ def cache_splits(splits: Splits, cache: str | None, log=print) -> Splits:
         return dataclasses.replace(splits, **{
             name: Split(getattr(splits, name).images[:], getattr(splits, name).labels)
             for name in SPLIT_NAMES})
-    prepare_folder(cache, splits)
+    paths = prepare_folder(cache, splits)
     cached = {}
     for name in SPLIT_NAMES:
         split = getattr(splits, name)
-        cached[name] = Split(CachedImages(cache_file(split.images, name, cache, log)),
-                             split.labels)
+        if os.path.exists(paths[name]):
+            log(f"Reading the {name} split's {len(split):,} images from the cache {paths[name]}")
+        else:
+            log(f"Caching the {name} split's {len(split):,} images "
+                f"({_size(split.images) / 2**20:,.1f} MiB) in {paths[name]}")
+            write_cache(split.images, paths[name])
+        cached[name] = Split(CachedImages(paths[name]), split.labels)
     return dataclasses.replace(splits, **cached)
 
 
-def prepare_folder(cache: str, splits: Splits) -> None:
-    """Creates the folder; ConfigError if it is a file or lacks the space."""
+def prepare_folder(cache: str, splits: Splits) -> dict[str, str]:
+    """Each split's cache file in the folder `cache`, which is created; ConfigError if it
+    is a file, or if its disk lacks the space for the files still to write."""
     if os.path.exists(cache) and not os.path.isdir(cache):
         raise ConfigError(f"--cache {cache} is a file: give a folder (created if missing)")
     try:
         os.makedirs(cache, exist_ok=True)
     except OSError as e:
         raise write_error(cache, e) from None
-    needed = sum(math.prod(getattr(splits, name).images.shape) for name in SPLIT_NAMES)
+    paths = {name: cache_path(getattr(splits, name).images, name, cache) for name in SPLIT_NAMES}
+    needed = sum(_size(getattr(splits, name).images) for name, path in paths.items()
+                 if not os.path.exists(path))
     free = shutil.disk_usage(cache).free
     if needed > free:
         raise ConfigError(f"--cache {cache}: the decoded images need {needed / 2**30:.1f} GiB, "
                           f"and its disk has {free / 2**30:.1f} GiB free: free some space, "
                           "or give a folder on another disk")
+    return paths
 
 
-def cache_file(files: FileImages, split: str, cache: str, log=print) -> str:
-    """The path of the cache file of `files`, written first if there is none."""
+def _size(images) -> int:
+    return math.prod(images.shape)
+
+
+def cache_path(files: FileImages, split: str, cache: str) -> str:
+    """Where the cache file of `files` is, named after what it is made from."""
     digest = hashlib.sha256(f"{CACHE_FORMAT}\n{files.image_shape}\n".encode())
     for path in files.paths:
         try:
@@ -137,13 +150,11 @@ def cache_file(files: FileImages, split: str, cache: str, log=print) -> str:
         except OSError as e:
             raise DataError(f"cannot read {path}: {e.strerror}") from None
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    path = os.path.join(cache, f"{split}-{digest.hexdigest()[:20]}.npy")
-    if os.path.exists(path):
-        log(f"Reading the {split} split's {len(files):,} images from the cache {path}")
-        return path
-    size = len(files) * math.prod(files.image_shape)
-    log(f"Caching the {split} split's {len(files):,} images ({size / 2**20:,.1f} MiB) in {path}")
+    return os.path.join(cache, f"{split}-{digest.hexdigest()[:20]}.npy")
 
+
+def write_cache(files: FileImages, path: str) -> None:
+    """Decodes `files` into the cache file `path`, whole or not at all."""
     def fill(f):
         np.lib.format.write_array_header_2_0(f, {"descr": "|u1", "fortran_order": False,
                                                  "shape": files.shape})
@@ -151,4 +162,3 @@ def cache_file(files: FileImages, split: str, cache: str, log=print) -> str:
             f.write(batch.tobytes())
 
     write_atomic(path, fill)
-    return path
