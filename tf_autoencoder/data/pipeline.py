@@ -1,13 +1,16 @@
 """Splits -> tf.data pipelines of (input, clean target) batches in the model's layout,
 with the denoising noise; and the same noisy inputs in memory.
 
-A split's images are a uint8 array in memory, or files (folder.FileImages) that tf.data
-reads and decodes in parallel as the batches are needed. Either way the same seed gives
-the same batches: the order is a permutation of the indices, drawn alike for both. An
-array's layout is changed once, on the whole array (layout.py); files' batch by batch.
+A split's images are a uint8 array in memory, or files (folder.FileImages) or a TFDS
+split (tfds_images.TfdsImages) that tf.data reads and decodes in parallel as the batches
+are needed. The same seed gives the same batches: for an array and files the order is a
+permutation of the indices, drawn alike for both; a TFDS split, read in order only, is
+shuffled by a seeded buffer of bounded size. An array's layout is changed once, on the
+whole array (layout.py); files' batch by batch.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,6 +19,9 @@ from ..model.layout import to_model_layout
 
 if TYPE_CHECKING:  # imported for real only where a pipeline is built
     import tensorflow as tf
+
+# The most a shuffle buffer of a stream without random access (a TFDS split) holds.
+SHUFFLE_BUFFER_BYTES = 64 * 2**20
 
 
 def noisy_inputs(images: np.ndarray, noise_factor: float, rng: np.random.Generator | None = None,
@@ -146,9 +152,11 @@ def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, 
 
 
 def _files(images) -> bool:
+    """Whether `images` are read as the batches need them (files, or a TFDS split)."""
     from .folder import FileImages
+    from .tfds_images import TfdsImages
 
-    return isinstance(images, FileImages)
+    return isinstance(images, (FileImages, TfdsImages))
 
 
 def _order(count: int, batch_size: int, seed, reshuffle: bool) -> "tf.data.Dataset":
@@ -172,11 +180,24 @@ def _order(count: int, batch_size: int, seed, reshuffle: bool) -> "tf.data.Datas
 
 def _file_batches(files, data_format: str, batch_size: int, *, shuffle: bool, seed,
                   reshuffle: bool, replicas: int = 1) -> "tf.data.Dataset":
-    """_image_batches of files: the same batches as of the same images in an array."""
+    """_image_batches of files, the same batches as of the same images in an array; or
+    of a TFDS split, shuffled by a buffer."""
     import tensorflow as tf
 
+    from .tfds_images import TfdsImages
+
     count = len(files)
-    if shuffle:
+    if shuffle and isinstance(files, TfdsImages):
+        # A TFDS split reads in order only (no random access): a seeded shuffle buffer of
+        # at most SHUFFLE_BUFFER_BYTES of images shuffles the stream, the same batches
+        # for the same seed, but a looser shuffle than a permutation where the split is
+        # larger than the buffer (MNIST's 55,000 images fit whole; CIFAR-10's 45,833
+        # about half).
+        buffer = min(count, max(batch_size, SHUFFLE_BUFFER_BYTES // math.prod(files.image_shape)))
+        batches = files.dataset().shuffle(buffer, seed=seed, reshuffle_each_iteration=reshuffle
+                                          ).batch(batch_size, drop_remainder=True).apply(
+            tf.data.experimental.assert_cardinality(count // batch_size))
+    elif shuffle:
         indices = _order(count, batch_size, seed, reshuffle).unbatch()
         batches = files.dataset(indices).batch(batch_size, drop_remainder=True).apply(
             tf.data.experimental.assert_cardinality(count // batch_size))
