@@ -75,8 +75,10 @@ class TfdsImages:
                 kept[self.positions - first] = True
                 self._kept = tf.constant(kept)
             kept = self._kept
+            # The count stays known (Keras warns of a validation set of unknown length).
             encoded = encoded.enumerate().filter(lambda i, _: tf.gather(kept, i)).map(
-                lambda _, image: image)
+                lambda _, image: image).apply(
+                tf.data.experimental.assert_cardinality(len(self.positions)))
         source, shape = self.source, self.image_shape
         return encoded.map(lambda image: source.decode(image, shape),
                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
