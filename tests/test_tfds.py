@@ -226,6 +226,12 @@ def test_cifar10_trains_streamed_at_its_own_size_and_colour(mock_cifar10, tmp_pa
 
     model = keras.saving.load_model(os.path.join(model_dir, "model.keras"), compile=False)
     assert model(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 32, 32, 3)
+    # What reads a few of the images by index: the anomaly report's extremes, the grid.
+    assert main(["evaluate", model_dir]) == 0
+    assert os.path.getsize(os.path.join(model_dir, "anomaly_extremes.png"))
+    assert main(["embeddings", "--model_dir", model_dir, "--what", "reconstruction",
+                 "--no_show"]) == 0
+    assert os.path.getsize(os.path.join(model_dir, "reconstructions.png"))
 
 
 def test_a_tfds_split_gives_the_same_batches_for_the_same_seed(mock_cifar10):
