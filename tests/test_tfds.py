@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants
 
 from conftest import run_record
-from tf_autoencoder.data import pipeline, sources
+from tf_autoencoder.data import pipeline, sources, tfds_images
 from tf_autoencoder.data.tfds_images import TfdsImages
 from tf_autoencoder.errors import DataError
 
@@ -149,6 +149,21 @@ def test_normal_classes_keep_the_streamed_images_of_those_labels(tfds_dir):
         assert set(pixels(np.round(seen * 255))) <= set(pixels(split.images[:]))
     assert len(splits.train) + len(splits.validation) == 80  # of 120, labels i % 3
     assert set(splits.test.labels) == {0, 1, 2}
+
+
+def test_the_training_shuffle_holds_a_bounded_number_of_images(tfds_dir, monkeypatch):
+    """A split is shuffled through a buffer of at most SHUFFLE_BUFFER_BYTES of encoded
+    images (here 4 images' worth), not by holding the whole split."""
+    images = sources.load_data("tiny_numbered").train.images
+    monkeypatch.setattr(tfds_images, "SHUFFLE_BUFFER_BYTES",
+                        4.5 * images.source.example_bytes(images.image_shape))
+    in_order = list(pixels(images[:]))
+    shuffled = list(pixels(np.concatenate([batch.numpy() for batch in images.dataset(
+        shuffle=True, seed=1).batch(50)])))
+    assert sorted(shuffled) == sorted(in_order) and shuffled != in_order
+    # The k-th image out is one of the first 4 + k read: the buffer held 4.
+    assert all(value in in_order[:4 + k] for k, value in enumerate(shuffled))
+    assert any(value not in in_order[:3 + k] for k, value in enumerate(shuffled))
 
 
 def test_image_size_and_channels_convert_tfds_images_as_a_folders(tfds_dir):

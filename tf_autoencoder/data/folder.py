@@ -321,6 +321,8 @@ def fit(image, shape: tuple[int, int, int]):
     (bilinear, antialiased). Files (decode) and TFDS images (tfds_images.py) alike."""
     import tensorflow as tf
 
+    if image.shape == shape:  # known already (a TFDS image of that shape): nothing to do
+        return image
     height, width, channels = shape
     have = tf.shape(image)[-1]
     image = tf.cond(have % 2 == 0, lambda: image[..., :have - 1], lambda: image)  # alpha

@@ -10,7 +10,6 @@ whole array (layout.py); files' batch by batch.
 """
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,9 +18,6 @@ from ..model.layout import to_model_layout
 
 if TYPE_CHECKING:  # imported for real only where a pipeline is built
     import tensorflow as tf
-
-# The most a shuffle buffer of a stream without random access (a TFDS split) holds.
-SHUFFLE_BUFFER_BYTES = 64 * 2**20
 
 
 def noisy_inputs(images: np.ndarray, noise_factor: float, rng: np.random.Generator | None = None,
@@ -188,14 +184,9 @@ def _file_batches(files, data_format: str, batch_size: int, *, shuffle: bool, se
 
     count = len(files)
     if shuffle and isinstance(files, TfdsImages):
-        # A TFDS split reads in order only (no random access): a seeded shuffle buffer of
-        # at most SHUFFLE_BUFFER_BYTES of images shuffles the stream, the same batches
-        # for the same seed, but a looser shuffle than a permutation where the split is
-        # larger than the buffer (MNIST's 55,000 images fit whole; CIFAR-10's 45,833
-        # about half).
-        buffer = min(count, max(batch_size, SHUFFLE_BUFFER_BYTES // math.prod(files.image_shape)))
-        batches = files.dataset().shuffle(buffer, seed=seed, reshuffle_each_iteration=reshuffle
-                                          ).batch(batch_size, drop_remainder=True).apply(
+        # Read in order only, not by index: shuffled by a seeded buffer (TfdsImages.dataset).
+        batches = files.dataset(shuffle=True, seed=seed, reshuffle=reshuffle).batch(
+            batch_size, drop_remainder=True).apply(
             tf.data.experimental.assert_cardinality(count // batch_size))
     elif shuffle:
         indices = _order(count, batch_size, seed, reshuffle).unbatch()

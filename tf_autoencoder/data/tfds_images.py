@@ -22,12 +22,16 @@ from .sources import VALIDATION_FRACTION, Split, Splits
 if TYPE_CHECKING:
     import tensorflow as tf
 
+# The most a shuffle buffer of encoded images holds: MNIST's training split whole (about
+# 300 bytes an image), CIFAR-10's about 29,000 of 45,833 (2.3 kB).
+SHUFFLE_BUFFER_BYTES = 64 * 2**20
+
 
 class TfdsImages:
     """The images of one TFDS split, shaped like a uint8 array (N, H, W, C): `shape`,
     len(), and indexing (a slice or indices) reads just the stretch of the split those
     lie in. `positions`: the examples' indices in the TFDS split, ascending. No random
-    access: the training pipeline shuffles the stream (pipeline._file_batches)."""
+    access: training shuffles the stream (dataset)."""
 
     dtype = np.uint8
 
@@ -61,8 +65,14 @@ class TfdsImages:
         images = np.concatenate([batch.numpy() for batch in images.batch(256)])
         return images[np.searchsorted(wanted, chosen)]
 
-    def dataset(self) -> "tf.data.Dataset":
-        """uint8 (H, W, C) images, in order, decoded in parallel."""
+    def dataset(self, shuffle: bool = False, seed=None, reshuffle: bool = False
+                ) -> "tf.data.Dataset":
+        """uint8 (H, W, C) images, decoded in parallel: in order, or shuffled from `seed`
+        (anew on every pass with `reshuffle`). The split is read in order only, not by
+        index, so the shuffle is a buffer of at most SHUFFLE_BUFFER_BYTES of images, still
+        encoded (filling it reads them, decodes none): a whole split where it fits, else
+        a looser shuffle than a permutation. TFDS stores a split's examples in an order
+        shuffled once, when it prepared them."""
         import tensorflow as tf
 
         if not len(self.positions):
@@ -79,6 +89,10 @@ class TfdsImages:
             encoded = encoded.enumerate().filter(lambda i, _: tf.gather(kept, i)).map(
                 lambda _, image: image).apply(
                 tf.data.experimental.assert_cardinality(len(self.positions)))
+        if shuffle:
+            buffer = SHUFFLE_BUFFER_BYTES // self.source.example_bytes(self.image_shape)
+            encoded = encoded.shuffle(min(len(self), max(1, int(buffer))), seed=seed,
+                                      reshuffle_each_iteration=reshuffle)
         source, shape = self.source, self.image_shape
         return encoded.map(lambda image: source.decode(image, shape),
                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -99,6 +113,14 @@ class TfdsSource:
             split=split, shuffle_files=False,
             decoders={self.image_key: tfds.decode.SkipDecoding()},
             read_config=tfds.ReadConfig(interleave_cycle_length=1))
+
+    def example_bytes(self, shape) -> float:
+        """About how much one encoded example holds: the prepared files' size per
+        example, or, where TFDS does not say, an image of `shape` decoded."""
+        info = self.builder.info
+        examples = sum(split.num_examples for split in info.splits.values())
+        return info.dataset_size / examples if info.dataset_size and examples \
+            else math.prod(shape)
 
     def encoded(self, split: str, first: int, end: int) -> "tf.data.Dataset":
         """The encoded images of examples first..end-1 of `split`."""
