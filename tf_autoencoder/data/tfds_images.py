@@ -154,8 +154,8 @@ class TfdsSource:
 
 
 def image_and_label_keys(features, name: str) -> tuple[str, str | None]:
-    """The top-level feature of the images (the supervised input where TFDS names one,
-    else 'image', else the only image feature) and of the class labels (None: none)."""
+    """The top-level feature of the images ('image', else the only image feature) and of
+    the class labels ('label', else the only class feature; None: none)."""
     import tensorflow_datasets as tfds
 
     def of(kind):
@@ -168,7 +168,8 @@ def image_and_label_keys(features, name: str) -> tuple[str, str | None]:
     image = "image" if "image" in images else images[0]
     if len(images) > 1 and image != "image":
         raise DataError(f"TensorFlow Datasets {name!r} has several image features "
-                        f"({', '.join(images)}) and none named 'image'")
+                        f"({', '.join(images)}) and none named 'image': which to train on "
+                        "is not clear")
     label = "label" if "label" in labels else labels[0] if len(labels) == 1 else None
     return image, label
 
