@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from conftest import idx_bytes, write_idx_dir
 from tf_autoencoder.data import pipeline
-from tf_autoencoder.data import sources
+from tf_autoencoder.data import sources, tfds_images
 from tf_autoencoder.config import ConfigError
 from tf_autoencoder.data.sources import DataError
 
@@ -166,10 +166,10 @@ def test_a_tfds_dataset_that_cannot_be_set_up_says_why_not_unknown(monkeypatch):
 def test_a_download_that_fails_after_the_probe_falls_back_or_says_what_failed(monkeypatch):
     monkeypatch.setattr(sources, "tfds_unavailable_reason", lambda name: None)
 
-    def load_tfds(name):
+    def load_tfds(name, image_size, channels):
         raise RuntimeError("Failed to get url https://example/mnist.gz. HTTP code: 403.")
 
-    monkeypatch.setattr(sources, "load_tfds", load_tfds)
+    monkeypatch.setattr(tfds_images, "load_tfds", load_tfds)
     said = []
     splits = sources.load_data("mnist", fallback_to_sample=True, log=said.append)
     assert splits.name == sources.SAMPLE
@@ -184,19 +184,36 @@ def test_unknown_tfds_name_is_a_usage_error():
         sources.tfds_unavailable_reason("no_such_dataset_xyz")
 
 
-def test_tfds_source_splits_55000_5000_10000_like_the_original(monkeypatch):
-    tfds = pytest.importorskip("tensorflow_datasets")
+def test_tfds_source_splits_55000_5000_10000_like_the_original():
+    """Validation is the first 5,000 of TFDS's 60,000 training examples, train the other
+    55,000, test TFDS's 10,000: the labels say which (label = index), read without
+    decoding a single image."""
+    import tensorflow_datasets as tfds
+
     sizes = {"train": 60_000, "test": 10_000}
+    read = []
 
-    def fake_load(name, split, as_supervised, batch_size):
-        # What tfds.load returns for MNIST with batch_size=-1, without downloading it.
-        return [(tf.zeros((sizes[s], 28, 28, 1), tf.uint8), tf.range(sizes[s], dtype=tf.int64) % 10)
-                for s in split]
+    def as_dataset(self, split, decoders=None, **kwargs):
+        # MNIST's two splits as TFDS reads them with the images left encoded (a decoded
+        # image would need a real PNG: these are empty strings).
+        assert isinstance(decoders["image"], tfds.decode.SkipDecoding)
+        read.append(split)
+        n = sizes[split]
+        return tf.data.Dataset.from_tensor_slices({"image": tf.fill([n], ""),
+                                                   "label": tf.range(n, dtype=tf.int64)})
 
-    monkeypatch.setattr(tfds, "load", fake_load)
-    splits = sources.load_tfds("mnist")
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        splits = tfds_images.load_tfds("mnist")
+    assert read == ["train", "test"]  # each split's labels read once
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (55_000, 5_000, 10_000)
-    assert splits.validation.labels[0] == 0 and splits.train.labels[0] == 5_000 % 10
+    np.testing.assert_array_equal(splits.validation.labels, np.arange(5_000))
+    np.testing.assert_array_equal(splits.train.labels, np.arange(5_000, 60_000))
+    np.testing.assert_array_equal(splits.test.labels, np.arange(10_000))
+    # The images stay unread, each split the stretch of TFDS's split its labels came from.
+    assert isinstance(splits.train.images, tfds_images.TfdsImages)
+    np.testing.assert_array_equal(splits.train.images.positions, np.arange(5_000, 60_000))
+    assert splits.train.images.split == "train" and splits.test.images.split == "test"
+    assert splits.image_shape == [28, 28, 1] and splits.class_names is None
 
 
 def test_unavailable_default_falls_back_to_the_sample_and_says_so(monkeypatch):
@@ -213,8 +230,8 @@ def test_devices_are_set_up_before_tfds_runs_tensorflow_and_not_for_other_source
     checks when it can, but before TFDS runs TensorFlow ops, which fixes the devices."""
     calls = []
     monkeypatch.setattr(sources, "tfds_unavailable_reason", lambda name: None)
-    monkeypatch.setattr(sources, "load_tfds",
-                        lambda name: calls.append("load") or sources.load_mnist_sample())
+    monkeypatch.setattr(tfds_images, "load_tfds",
+                        lambda *args: calls.append("load") or sources.load_mnist_sample())
     sources.load_data("mnist", before_tensorflow=lambda: calls.append("set up"))
     assert calls == ["set up", "load"]
     calls.clear()

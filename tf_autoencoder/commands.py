@@ -161,8 +161,12 @@ def open_data(settings: Config, previous, before_tensorflow):
                                skip_bad_images=settings.skip_bad_images,
                                max_pixels=settings.max_pixels)
     if splits.name != "folder":
+        # --image_size and --channels convert a TFDS dataset's images as a folder's; IDX
+        # files and the sample are read as they are.
+        as_they_are = splits.name in ("idx", sources.SAMPLE)
         given = [name for name in ("image_size", "channels", "cache", "skip_bad_images")
-                 if getattr(settings, name)]
+                 if getattr(settings, name) and (as_they_are or name in ("cache",
+                                                                        "skip_bad_images"))]
         if given:
             raise ConfigError(f"--{', --'.join(given)} appl{'y' if len(given) > 1 else 'ies'} "
                               f"to a folder of images, not {splits.source}")

@@ -159,11 +159,13 @@ class Config:
     beta: float = setting(1.0, "weight of the KL term (variational)", "model")
     # --- data
     dataset: Optional[str] = setting(
-        None, "TFDS name (mnist, fashion_mnist, kmnist, ...) or mnist_sample (default: "
-              "mnist, or the MNIST sample when it cannot be downloaded)", "data",
+        None, "TFDS name (mnist, fashion_mnist, cifar10, ...: any image dataset, at its "
+              "own size and colour) or mnist_sample (default: mnist, or the MNIST sample "
+              "when it cannot be downloaded)", "data",
         shown_default="mnist",
-        doc="a TFDS name (`mnist`, `fashion_mnist`, `kmnist`, ...) or `mnist_sample`; "
-            "without it, MNIST, or the sample when MNIST cannot be downloaded")
+        doc="a TFDS name (`mnist`, `fashion_mnist`, `cifar10`, ...: any image dataset, at "
+            "its own size and colour) or `mnist_sample`; without it, MNIST, or the sample "
+            "when MNIST cannot be downloaded")
     data_dir: Optional[str] = setting(
         None, "a folder of images (DIR/<class>/*.png, DIR/*.jpg, or DIR/train|validation|"
               "test/ with either inside; PNG, JPEG, BMP, GIF), or of the four IDX files "
@@ -172,13 +174,15 @@ class Config:
             "test/` with either inside; [layouts](docs/data.md#your-own-images)), or of the "
             "four IDX files (gzipped or not); overrides `--dataset`")
     image_size: Optional[list[int]] = setting(
-        None, "resize a folder's images to H x W: the largest centred crop of that aspect "
-              "ratio, scaled (the aspect ratio is kept, the edges beyond it cropped) "
-              "(default: the images' own size, which must be the same for all)", "data",
+        None, "resize a folder's or TFDS dataset's images to H x W: the largest centred "
+              "crop of that aspect ratio, scaled (the aspect ratio is kept, the edges "
+              "beyond it cropped) (default: the images' own size, which must be the same "
+              "for all)", "data",
         parse=height_width, metavar="HxW", architecture=True, hparam=False)
     channels: Optional[int] = setting(
-        None, "convert a folder's images to 1 (grey) or 3 (RGB) channels; alpha is dropped "
-              "(default: the images' own, which must be the same for all)", "data",
+        None, "convert a folder's or TFDS dataset's images to 1 (grey) or 3 (RGB) "
+              "channels; alpha is dropped (default: the images' own, which must be the "
+              "same for all)", "data",
         parse=int, metavar="1|3", architecture=True, hparam=False)
     max_pixels: int = setting(
         MAX_PIXELS, "refuse a folder's image of more than N pixels (width x height), told by "

@@ -321,13 +321,23 @@ def decode_plain(path, shape: tuple[int, int, int]):
 
 
 def decode(path, shape: tuple[int, int, int]):
-    """One image file -> uint8 (H, W, C) of `shape`: alpha dropped, grey <-> RGB converted
-    as C asks, and, when the size differs, the largest centred crop of the target's aspect
-    ratio resized to H x W (bilinear, antialiased)."""
+    """One image file -> uint8 (H, W, C) of `shape` (see fit)."""
     import tensorflow as tf
 
+    return fit(tf.io.decode_image(tf.io.read_file(path), dtype=tf.uint8,
+                                  expand_animations=False), shape)
+
+
+def fit(image, shape: tuple[int, int, int]):
+    """A decoded uint8 image (any size; grey, grey + alpha, RGB or RGBA) -> uint8 (H, W, C)
+    of `shape`: alpha dropped, grey <-> RGB converted as C asks, and, when the size
+    differs, the largest centred crop of the target's aspect ratio resized to H x W
+    (bilinear, antialiased). Files (decode) and TFDS images (tfds_images.py) alike."""
+    import tensorflow as tf
+
+    if image.shape == shape:  # known already (a TFDS image of that shape): nothing to do
+        return image
     height, width, channels = shape
-    image = tf.io.decode_image(tf.io.read_file(path), dtype=tf.uint8, expand_animations=False)
     have = tf.shape(image)[-1]
     image = tf.cond(have % 2 == 0, lambda: image[..., :have - 1], lambda: image)  # alpha
     if channels == 3:

@@ -1,10 +1,12 @@
 """Splits -> tf.data pipelines of (input, clean target) batches in the model's layout,
 with the denoising noise; and the same noisy inputs in memory.
 
-A split's images are a uint8 array in memory, or files (folder.FileImages) that tf.data
-reads and decodes in parallel as the batches are needed. Either way the same seed gives
-the same batches: the order is a permutation of the indices, drawn alike for both. An
-array's layout is changed once, on the whole array (layout.py); files' batch by batch.
+A split's images are a uint8 array in memory, or files (folder.FileImages) or a TFDS
+split (tfds_images.TfdsImages) that tf.data reads and decodes in parallel as the batches
+are needed. The same seed gives the same batches: for an array and files the order is a
+permutation of the indices, drawn alike for both; a TFDS split, read in order only, is
+shuffled by a seeded buffer of bounded size. An array's layout is changed once, on the
+whole array (layout.py); files' batch by batch.
 """
 from __future__ import annotations
 
@@ -153,9 +155,11 @@ def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, 
 
 
 def _files(images) -> bool:
+    """Whether `images` are read as the batches need them (files, or a TFDS split)."""
     from .folder import FileImages
+    from .tfds_images import TfdsImages
 
-    return isinstance(images, FileImages)
+    return isinstance(images, (FileImages, TfdsImages))
 
 
 def _cached(images) -> bool:
@@ -197,11 +201,19 @@ def _order(count: int, batch_size: int, seed, reshuffle: bool) -> "tf.data.Datas
 
 def _file_batches(files, data_format: str, batch_size: int, *, shuffle: bool, seed,
                   reshuffle: bool, replicas: int = 1) -> "tf.data.Dataset":
-    """_image_batches of files: the same batches as of the same images in an array."""
+    """_image_batches of files, the same batches as of the same images in an array; or
+    of a TFDS split, shuffled by a buffer."""
     import tensorflow as tf
 
+    from .tfds_images import TfdsImages
+
     count = len(files)
-    if shuffle:
+    if shuffle and isinstance(files, TfdsImages):
+        # Read in order only, not by index: shuffled by a seeded buffer (TfdsImages.dataset).
+        batches = files.dataset(shuffle=True, seed=seed, reshuffle=reshuffle).batch(
+            batch_size, drop_remainder=True).apply(
+            tf.data.experimental.assert_cardinality(count // batch_size))
+    elif shuffle:
         indices = _order(count, batch_size, seed, reshuffle).unbatch()
         batches = files.dataset(indices).batch(batch_size, drop_remainder=True).apply(
             tf.data.experimental.assert_cardinality(count // batch_size))

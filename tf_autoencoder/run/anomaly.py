@@ -147,8 +147,10 @@ def write_anomaly_report(model_dir: str, model: keras.Model, config: Config, tes
     write_bytes_atomic(plot_path, buffer.getvalue())
     order = np.argsort(scores)
     count = min(columns, len(order))
-    pixels = test.images.astype(np.float32) / 255
-    write_png(extremes_path, image_grid([pixels[order[::-1][:count]], pixels[order[:count]]]))
+    # Just the images shown: a folder's or TFDS's images are read, not indexed in memory.
+    shown = test.images[np.concatenate([order[::-1][:count], order[:count]])]
+    pixels = shown.astype(np.float32) / 255
+    write_png(extremes_path, image_grid([pixels[:count], pixels[count:]]))
     with tf.summary.create_file_writer(model_dir).as_default(step=0):
         tf.summary.image("anomaly/roc", tf.io.decode_png(buffer.getvalue())[None])
     return metrics
