@@ -352,7 +352,8 @@ def test_folder_settings_on_another_source_are_refused(idx_dir):
     from tf_autoencoder.commands import open_data
     from tf_autoencoder.config import Config, ConfigError
 
-    with pytest.raises(ConfigError, match="--image_size applies to a folder of images, not "
+    with pytest.raises(ConfigError, match="--image_size applies to a folder of images or a "
+                                          "TFDS dataset, not "
                                           "IDX files in"):
         open_data(Config(data_dir=idx_dir, image_size=[8, 8]).validate(), None, lambda: None)
 

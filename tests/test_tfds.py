@@ -266,3 +266,27 @@ def test_a_tfds_split_gives_the_same_batches_for_the_same_seed(mock_cifar10):
     np.testing.assert_array_equal(both[per_epoch:per_epoch + 3], first_batches(5, range(1, 2)))
     # Shuffled: not the split's own order, and every image of a batch is one of the split's.
     assert not np.array_equal(once[0], images[:8] / 255)
+
+
+def test_cache_decodes_a_tfds_split_once_into_memory_or_a_file(tfds_dir, tmp_path):
+    """--cache on a TFDS source: the same images, in the split's order (one file per
+    split), then shuffled by index like an array."""
+    from tf_autoencoder.commands import open_data
+    from tf_autoencoder.config import Config
+    from tf_autoencoder.data.cache import CachedImages
+
+    streamed = sources.load_data("tiny_numbered")
+    for cache in ("memory", str(tmp_path / "cache")):
+        cached = open_data(Config(dataset="tiny_numbered", cache=cache).validate(), None,
+                           lambda: None)
+        for name in ("train", "validation", "test"):
+            images = getattr(cached, name).images
+            assert isinstance(images, np.ndarray if cache == "memory" else CachedImages)
+            np.testing.assert_array_equal(images[:], getattr(streamed, name).images[:])
+    names = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
+    assert names == ["test", "train", "validation"]
+    batches = pipeline.make_training_epochs(cached.train.images, batch_size=10, epochs=range(1),
+                                            seed=2)
+    first = pixels(next(iter(batches))[0].numpy() * 255)
+    assert sorted(first) != list(first)  # shuffled by index
+    assert set(first) <= set(pixels(streamed.train.images[:]))

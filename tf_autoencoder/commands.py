@@ -160,26 +160,24 @@ def open_data(settings: Config, previous, before_tensorflow):
                                image_size=settings.image_size, channels=settings.channels,
                                skip_bad_images=settings.skip_bad_images,
                                max_pixels=settings.max_pixels)
-    if splits.name != "folder":
-        # --image_size and --channels convert a TFDS dataset's images as a folder's; IDX
-        # files and the sample are read as they are.
-        as_they_are = splits.name in ("idx", sources.SAMPLE)
-        given = [name for name in ("image_size", "channels", "cache", "skip_bad_images")
-                 if getattr(settings, name) and (as_they_are or name in ("cache",
-                                                                        "skip_bad_images"))]
-        if given:
-            raise ConfigError(f"--{', --'.join(given)} appl{'y' if len(given) > 1 else 'ies'} "
-                              f"to a folder of images, not {splits.source}")
-        return sources.select_normal(splits, settings.normal_classes)
+    # IDX files and the sample are arrays in memory, read as they are; a TFDS dataset is
+    # streamed, converted and cached as a folder's images are, but has no files to skip.
+    streamed = splits.name not in ("idx", sources.SAMPLE)
+    either = "a folder of images or a TFDS dataset"
+    for name, applies in (("image_size", either), ("channels", either), ("cache", either),
+                          ("skip_bad_images", "a folder of images")):
+        fits = splits.name == "folder" or (streamed and applies == either)
+        if getattr(settings, name) and not fits:
+            raise ConfigError(f"--{name} applies to {applies}, not {splits.source}")
     if settings.skip_bad_images or settings.cache:
         before_tensorflow()  # decoding runs TensorFlow
-    return sources.select_normal(prepared_folder(splits, settings), settings.normal_classes)
+    return sources.select_normal(prepared(splits, settings), settings.normal_classes)
 
 
-def prepared_folder(splits, config: Config):
-    """A folder's splits without the images --skip_bad_images drops, cached as --cache
-    says (each image decoded once for either)."""
-    if config.skip_bad_images:
+def prepared(splits, config: Config):
+    """The splits without the images --skip_bad_images drops from a folder, cached as
+    --cache says (each image decoded once for either)."""
+    if config.skip_bad_images and splits.name == "folder":
         from .data.folder import drop_bad_files
 
         splits = drop_bad_files(splits)
@@ -192,7 +190,7 @@ def prepared_folder(splits, config: Config):
     try:
         return cache_splits(splits, config.cache)
     except tf.errors.InvalidArgumentError:
-        error = bad_pixels(splits)
+        error = bad_pixels(splits) if splits.name == "folder" else None
         if error is None:
             raise
         raise error from None
@@ -340,7 +338,7 @@ def run_data(config: Config):
                                image_size=config.image_size, channels=config.channels,
                                max_pixels=config.max_pixels,
                                skip_bad_images=config.skip_bad_images)
-    return prepared_folder(splits, config) if splits.name == "folder" else splits
+    return prepared(splits, config)
 
 
 def evaluate(args, parser) -> int:

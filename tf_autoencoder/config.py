@@ -189,7 +189,8 @@ class Config:
                     "its header before it is decoded", "data", metavar="N", hparam=False,
         shown_default=f"{MAX_PIXELS:,}")
     cache: Optional[str] = setting(
-        None, "decode a folder's images once, then read their pixels every epoch: from "
+        None, "decode a folder's (or a TFDS dataset's) images once, then read their pixels "
+              "every epoch: from "
               "memory (memory, for data that fits) or from a file in the folder DIR, "
               "reused while the images are unchanged (default: decode the files anew every "
               "epoch)", "data", metavar="memory|DIR", hparam=False)

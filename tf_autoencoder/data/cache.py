@@ -1,4 +1,5 @@
-"""--cache: a folder's images decoded once, then read back as raw pixels every epoch.
+"""--cache: streamed images (a folder's files, a TFDS dataset) decoded once, then read
+back as raw pixels every epoch.
 
 Decoding PNG or JPEG files takes a real share of the CPU beside the training step;
 after one decoding pass the pixels come from memory (`--cache memory`, for data that
@@ -6,7 +7,8 @@ fits) or from a file (`--cache DIR`, for data that fits on disk but not in memor
 
 A cache file holds one split: a .npy file (numpy's format, so `numpy.load` reads it
 too) of uint8 (N, H, W, C), named after a hash of what it was made from: the image
-shape and each file's path, size and modification time. Changed images (or another
+shape and each file's path, size and modification time (a TFDS split: the dataset's
+name, version, split and examples). Changed images (or another
 --image_size) make a new file; an unchanged folder reuses the old one. The file is
 written under a temporary name and renamed when whole, so a cache is never half there.
 Batches are read with one positioned read per image: memory holds a batch, never the
@@ -24,9 +26,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError
 from ..files import write_atomic, write_error
-from .folder import SPLIT_NAMES, FileImages
+from .folder import SPLIT_NAMES
 from .sources import Split, Splits
 
 if TYPE_CHECKING:
@@ -94,7 +96,7 @@ class CachedImages:
 
 
 def cache_splits(splits: Splits, cache: str | None, log=print) -> Splits:
-    """The splits of a folder of images with their pixels decoded once: into memory
+    """The streamed splits with their pixels decoded once: into memory
     ("memory") or into files in the folder `cache`; unchanged for None.
     tensorflow.errors.InvalidArgumentError if an image cannot be decoded."""
     if cache is None:
@@ -141,24 +143,21 @@ def _size(images) -> int:
     return math.prod(images.shape)
 
 
-def cache_path(files: FileImages, split: str, cache: str) -> str:
-    """Where the cache file of `files` is, named after what it is made from."""
-    digest = hashlib.sha256(f"{CACHE_FORMAT}\n{files.image_shape}\n".encode())
-    for path in files.paths:
-        try:
-            stat = os.stat(path)
-        except OSError as e:
-            raise DataError(f"cannot read {path}: {e.strerror}") from None
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+def cache_path(images, split: str, cache: str) -> str:
+    """Where the cache file of `images` (FileImages or TfdsImages) is, named after what
+    it is made from (their fingerprint)."""
+    digest = hashlib.sha256(f"{CACHE_FORMAT}\n{images.image_shape}\n".encode())
+    images.fingerprint(digest)
     return os.path.join(cache, f"{split}-{digest.hexdigest()[:20]}.npy")
 
 
-def write_cache(files: FileImages, path: str) -> None:
-    """Decodes `files` into the cache file `path`, whole or not at all."""
+def write_cache(images, path: str) -> None:
+    """Decodes `images` (FileImages or TfdsImages) into the cache file `path`, in order,
+    whole or not at all."""
     def fill(f):
         np.lib.format.write_array_header_2_0(f, {"descr": "|u1", "fortran_order": False,
-                                                 "shape": files.shape})
-        for batch in files.dataset().batch(256).as_numpy_iterator():
+                                                 "shape": images.shape})
+        for batch in images.dataset().batch(256).as_numpy_iterator():
             f.write(batch.tobytes())
 
     write_atomic(path, fill)

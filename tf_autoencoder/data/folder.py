@@ -236,6 +236,16 @@ class FileImages:
         """The files that `kept` (a boolean mask or indices) chooses, still unread."""
         return FileImages(np.asarray(self.paths)[kept].tolist(), self.image_shape, self.plain)
 
+    def fingerprint(self, digest) -> None:
+        """Feeds `digest` (a hashlib object) what the images are: each file's path, size
+        and modification time (the cache's name)."""
+        for path in self.paths:
+            try:
+                stat = os.stat(path)
+            except OSError as e:
+                raise DataError(f"cannot read {path}: {e.strerror}") from None
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+
     def __getitem__(self, index) -> np.ndarray:
         from ..memory import check_fits
 

@@ -52,6 +52,14 @@ class TfdsImages:
         """The examples that `kept` (a boolean mask or indices) chooses, still unread."""
         return TfdsImages(self.source, self.split, self.positions[kept], self.image_shape)
 
+    def fingerprint(self, digest) -> None:
+        """Feeds `digest` (a hashlib object) what the images are: the dataset, its
+        version, the split and the examples (the cache's name)."""
+        builder = self.source.builder
+        digest.update(f"{builder.name}\0{builder.version}\0{self.source.image_key}\0"
+                      f"{self.split}\n".encode())
+        digest.update(self.positions.tobytes())
+
     def __getitem__(self, index) -> np.ndarray:
         from ..memory import check_fits
 
