@@ -277,3 +277,69 @@ def test_mirrored_vae_evaluates_last_batches_smaller_than_the_replica_count(tmp_
         assert len(x) % 12 == 1
         for name, value in expected.items():
             assert reported[name] == pytest.approx(value, rel=1e-5), name
+
+
+def write_level_pngs(directory, count):
+    """`count` 2x3 grey PNG files, file i all of grey level i: a batch's pixels name the
+    files it was read from. Returns their paths."""
+    from PIL import Image
+
+    os.makedirs(directory)
+    paths = [os.path.join(directory, f"{i:03d}.png") for i in range(count)]
+    for i, path in enumerate(paths):
+        Image.fromarray(np.full((2, 3), i, np.uint8)).save(path)
+    return paths
+
+
+@pytest.mark.parametrize("replicas", [2, 4])  # over 2 workers: 1 or 2 replicas each
+def test_each_worker_reads_and_decodes_only_its_share_of_every_batch(tmp_path, replicas):
+    """37 files, batch 12: 3 training steps; evaluation batches of 12, 12 and 13 (the rest
+    of 1 joins the batch before), so that shares differ in size. The replicas' batches of
+    both workers, step by step, add up to the batch one device gets (noisy inputs too);
+    and each worker, given only its own files (the others' missing), gives the same
+    batches: it never opens a file another worker trains on."""
+    import tensorflow as tf
+
+    from tf_autoencoder.data.folder import FileImages
+    from tf_autoencoder.data.pipeline import make_dataset, make_training_epochs
+
+    workers, shape = 2, (2, 3, 1)
+    paths = write_level_pngs(str(tmp_path / "png"), 37)
+    pipelines = {
+        "train": lambda files, context: make_training_epochs(
+            files, batch_size=12, epochs=range(1), seed=5, noise_factor=0.5, context=context),
+        "evaluate": lambda files, context: make_dataset(
+            files, batch_size=12, training=False, noise_factor=0.5, seed=3, replicas=replicas,
+            context=context),
+    }
+
+    def batches(dataset):
+        return [(inputs.numpy(), clean.numpy()) for inputs, clean in dataset]
+
+    def contexts():
+        return [tf.distribute.InputContext(num_input_pipelines=workers, input_pipeline_id=w,
+                                           num_replicas_in_sync=replicas) for w in range(workers)]
+
+    files = FileImages(paths, shape)
+    for name, make in pipelines.items():
+        single = batches(make(files, None))
+        assert [len(x) for x, _ in single] == ([12] * 3 if name == "train" else [12, 12, 13])
+        shares = [batches(make(files, context)) for context in contexts()]
+        per_worker = replicas // workers
+        for share in shares:
+            assert len(share) == len(single) * per_worker  # a batch per replica and step
+        for step, (inputs, clean) in enumerate(single):
+            parts = [part for share in shares
+                     for part in share[step * per_worker:(step + 1) * per_worker]]
+            assert all(len(x) for x, _ in parts)  # every replica gets images
+            np.testing.assert_array_equal(np.concatenate([x for x, _ in parts]), inputs)
+            np.testing.assert_array_equal(np.concatenate([y for _, y in parts]), clean)
+
+        for w, (context, share) in enumerate(zip(contexts(), shares)):
+            own = {int(level) for _, clean in share for level in np.rint(clean[:, 0, 0, 0] * 255)}
+            assert 0 < len(own) < len(paths)
+            only_own = FileImages([path if i in own else str(tmp_path / "elsewhere" / f"{i}.png")
+                                   for i, path in enumerate(paths)], shape)
+            for got, want in zip(batches(make(only_own, context)), share, strict=True):
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])

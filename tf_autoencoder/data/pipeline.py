@@ -5,9 +5,15 @@ A split's images are a uint8 array in memory, or files (folder.FileImages) that 
 reads and decodes in parallel as the batches are needed. Either way the same seed gives
 the same batches: the order is a permutation of the indices, drawn alike for both. An
 array's layout is changed once, on the whole array (layout.py); files' batch by batch.
+
+Under a tf.distribute strategy of several replicas each worker builds its own pipeline,
+given its tf.distribute.InputContext (`context`): it cuts every global batch's indices
+into the replicas' shares before reading anything, and reads and decodes only its own
+replicas' shares (_shares).
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -36,7 +42,8 @@ def noisy_inputs(images: np.ndarray, noise_factor: float, rng: np.random.Generat
 
 def make_dataset(images: np.ndarray, *, batch_size: int, training: bool, noise_factor: float = 0.0,
                  data_format: str = "channels_last", seed: int | None = None,
-                 new_noise_each_pass: bool = True, replicas: int = 1) -> "tf.data.Dataset":
+                 new_noise_each_pass: bool = True, replicas: int = 1,
+                 context: "tf.distribute.InputContext | None" = None) -> "tf.data.Dataset":
     """Batches of (input, target) float32 pairs in [0, 1]; the target is the clean image.
 
     images: uint8 (N, H, W, C).  With noise_factor F, input = clip(clean + F * N(0, 1), 0, 1),
@@ -44,17 +51,18 @@ def make_dataset(images: np.ndarray, *, batch_size: int, training: bool, noise_f
     False the same on every pass, from `seed` alone.  Training shuffles every epoch and
     drops the last partial batch, as the original.  Unshuffled, every image comes once,
     in order, and every batch holds at least `replicas` images (see evaluation_batches):
-    under a tf.distribute strategy each replica gets a share of every batch.
+    under a tf.distribute strategy each replica gets a share of every batch. With
+    `context`, only the shares of this worker's replicas, a batch per replica (_shares).
     """
     # Imported here: reading data and reporting bad input should not wait for TensorFlow.
     import tensorflow as tf
 
     clean = _image_batches(images, data_format, batch_size, shuffle=training, seed=seed,
-                           reshuffle=True, replicas=replicas)
+                           reshuffle=True, replicas=replicas, context=context)
     # Dataset.random draws new numbers on every pass, so noise changes each epoch
     # while staying reproducible for a given seed.
     noise_seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=new_noise_each_pass)
-    return _for_replicas(_pairs(clean, noise_factor, noise_seeds))
+    return _for_replicas(_pairs(clean, noise_factor, noise_seeds, context))
 
 
 def evaluation_batches(count: int, batch_size: int, replicas: int = 1) -> list[int]:
@@ -89,7 +97,8 @@ def check_replicas(replicas: int, batch_size: int, splits: dict[str, int]) -> No
 
 
 def make_training_epochs(images: np.ndarray, *, batch_size: int, epochs: range, seed: int,
-                         noise_factor: float = 0.0, data_format: str = "channels_last"
+                         noise_factor: float = 0.0, data_format: str = "channels_last",
+                         context: "tf.distribute.InputContext | None" = None
                          ) -> "tf.data.Dataset":
     """Training batches of the epochs in `epochs`, one after another; fit it with
     steps_per_epoch = len(images) // batch_size.
@@ -98,7 +107,8 @@ def make_training_epochs(images: np.ndarray, *, batch_size: int, epochs: range, 
     dataset was iterated before: under a tf.distribute strategy Keras' fit iterates its
     data once more, to build the model, which would shift every epoch's shuffle by one.
     So the same seed gives the same batches with and without a strategy, and a resumed
-    run the batches the uninterrupted run had.  Batches as make_dataset(training=True).
+    run the batches the uninterrupted run had.  Batches as make_dataset(training=True),
+    and with `context` this worker's replicas' shares of them.
     """
     import tensorflow as tf
 
@@ -106,16 +116,17 @@ def make_training_epochs(images: np.ndarray, *, batch_size: int, epochs: range, 
     stream = None
     for e in epochs:
         batches = _image_batches(pixels, data_format, batch_size, shuffle=True, seed=seed + e,
-                                 reshuffle=False)
+                                 reshuffle=False, context=context)
         noise_seeds = tf.data.Dataset.random(seed=seed + e, rerandomize_each_iteration=False)
-        epoch = _pairs(batches, noise_factor, noise_seeds)
+        epoch = _pairs(batches, noise_factor, noise_seeds, context)
         stream = epoch if stream is None else stream.concatenate(epoch)
     return _for_replicas(stream)
 
 
 def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, seed,
-                   reshuffle: bool, replicas: int = 1) -> "tf.data.Dataset":
-    """Batches of float32 images in [0, 1] in the model's layout.
+                   reshuffle: bool, replicas: int = 1, context=None) -> "tf.data.Dataset":
+    """Batches of float32 images in [0, 1] in the model's layout, each with its place in its
+    global batch (see _shares).
 
     images: uint8 (N, H, W, C) array, or a tensor already in the model's layout, or
     folder.FileImages.  An array stays uint8 in memory (a float32 copy would be 4x
@@ -123,26 +134,100 @@ def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, 
     decoded one by one, in parallel, in the order of the indices.  shuffle: a new
     permutation on every pass (reshuffle) or the same one, from `seed`, and the last
     partial batch dropped (for training, as the original); unshuffled, every image in
-    order, in batches of evaluation_batches(count, batch_size, replicas).
+    order, in batches of evaluation_batches(count, batch_size, replicas).  With
+    `context`, the shares of this worker's replicas of those batches.
     """
     import tensorflow as tf
 
     if _files(images):
-        return _file_batches(images, data_format, batch_size, shuffle=shuffle, seed=seed,
-                             reshuffle=reshuffle, replicas=replicas)
-    pixels = images if tf.is_tensor(images) else tf.constant(to_model_layout(images, data_format))
-    count = int(pixels.shape[0])
+        count, read = len(images), _file_reader(images, data_format)
+    else:
+        pixels = images if tf.is_tensor(images) else tf.constant(to_model_layout(images, data_format))
+        count, read = int(pixels.shape[0]), _array_reader(pixels)
+    # Runs of global batches of one size: (batches of indices, their size, how many).
     if shuffle:
-        indices = _order(count, batch_size, seed, reshuffle)
+        runs = [(_order(count, batch_size, seed, reshuffle), batch_size, count // batch_size)]
     else:
         sizes = evaluation_batches(count, batch_size, replicas)
-        indices = tf.data.Dataset.range(count).batch(batch_size)
-        if sizes and sizes[-1] > batch_size:  # the short rest joined the batch before it
-            whole = sum(sizes[:-1])
-            indices = tf.data.Dataset.range(whole).batch(batch_size).concatenate(
-                tf.data.Dataset.range(whole, count).batch(sizes[-1]))
-    return indices.map(lambda index: tf.cast(tf.gather(pixels, index), tf.float32) / 255.0,
-                       num_parallel_calls=tf.data.AUTOTUNE)
+        full = len(sizes) - int(bool(sizes) and sizes[-1] != batch_size)
+        runs = [(tf.data.Dataset.range(full * batch_size).batch(batch_size), batch_size, full)]
+        if full < len(sizes):  # a short rest, or one joined to the batch before it
+            runs.append((tf.data.Dataset.range(full * batch_size, count).batch(sizes[-1]),
+                         sizes[-1], 1))
+    return functools.reduce(tf.data.Dataset.concatenate,
+                            [_shares(indices, size, steps, read, context)
+                             for indices, size, steps in runs])
+
+
+def _shares(index_batches: "tf.data.Dataset", size: int, steps: int, read, context
+            ) -> "tf.data.Dataset":
+    """`steps` global batches of `size` indices -> (images, (start, size)) for each replica
+    that this worker feeds, replica after replica: its share of each batch, the batch's
+    images [start, start + n), which `read` reads alone (and the whole batch without
+    `context`). The noise is drawn for the whole batch and cut to the same place
+    (_pairs), so that the replicas' shares add up to the batch one device trains on."""
+    import tensorflow as tf
+
+    bounds = _replica_shares(size, context)
+    indices = index_batches
+    if bounds != [(0, size)]:
+        indices = index_batches.flat_map(lambda batch: functools.reduce(
+            tf.data.Dataset.concatenate,
+            [tf.data.Dataset.from_tensors(batch[start:stop]) for start, stop in bounds]))
+    places = tf.data.Dataset.from_tensor_slices(
+        tf.constant([(start, size) for start, _ in bounds], tf.int64)).repeat()
+    return tf.data.Dataset.zip(read(indices, [stop - start for start, stop in bounds]),
+                               places).apply(
+        tf.data.experimental.assert_cardinality(steps * len(bounds)))  # for progress bars
+
+
+def _replica_shares(size: int, context) -> list[tuple[int, int]]:
+    """(start, stop) in a global batch of `size` images of each replica that the worker of
+    `context` (a tf.distribute.InputContext; None: one device) feeds. The replicas'
+    shares are contiguous, in replica order, and differ by at most one image."""
+    if context is None:
+        return [(0, size)]
+    replicas = context.num_replicas_in_sync
+
+    def start(replica):
+        return replica * (size // replicas) + min(replica, size % replicas)
+
+    return [(start(r), start(r + 1)) for r in _replicas_fed(context)]
+
+
+def _replicas_fed(context) -> range:
+    """The replicas (numbered across all workers) that the worker of `context` feeds:
+    every worker has as many (tf.distribute requires it)."""
+    here = context.num_replicas_in_sync // context.num_input_pipelines
+    return range(context.input_pipeline_id * here, (context.input_pipeline_id + 1) * here)
+
+
+def _array_reader(pixels):
+    """Batches of indices -> float32 batches of those images of `pixels` (uint8, the
+    model's layout), gathered batch by batch."""
+    import tensorflow as tf
+
+    def read(indices, sizes):
+        return indices.map(lambda index: tf.cast(tf.gather(pixels, index), tf.float32) / 255.0,
+                           num_parallel_calls=tf.data.AUTOTUNE)
+    return read
+
+
+def _file_reader(files, data_format: str):
+    """Batches of indices (of the sizes `sizes`, cycled) -> float32 batches of those
+    files, in the model's layout, each file decoded in parallel with the others."""
+    import tensorflow as tf
+
+    transpose = data_format == "channels_first"
+
+    def read(indices, sizes):
+        images = files.dataset(indices.unbatch())
+        batches = (images.batch(sizes[0], drop_remainder=True) if len(set(sizes)) == 1
+                   else images.batch(1).rebatch(sizes, drop_remainder=True))  # takes batches
+        return batches.map(
+            lambda x: tf.cast(tf.transpose(x, (0, 3, 1, 2)) if transpose else x, tf.float32) / 255.0,
+            num_parallel_calls=tf.data.AUTOTUNE)
+    return read
 
 
 def _files(images) -> bool:
@@ -166,49 +251,32 @@ def _order(count: int, batch_size: int, seed, reshuffle: bool) -> "tf.data.Datas
             tf.reshape(order[:steps * batch_size], (steps, batch_size)))
 
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=reshuffle)
-    return seeds.batch(2).take(1).flat_map(permuted_batches).apply(
-        tf.data.experimental.assert_cardinality(count // batch_size))  # for progress bars
+    return seeds.batch(2).take(1).flat_map(permuted_batches)
 
 
-def _file_batches(files, data_format: str, batch_size: int, *, shuffle: bool, seed,
-                  reshuffle: bool, replicas: int = 1) -> "tf.data.Dataset":
-    """_image_batches of files: the same batches as of the same images in an array."""
-    import tensorflow as tf
-
-    count = len(files)
-    if shuffle:
-        indices = _order(count, batch_size, seed, reshuffle).unbatch()
-        batches = files.dataset(indices).batch(batch_size, drop_remainder=True).apply(
-            tf.data.experimental.assert_cardinality(count // batch_size))
-    else:
-        sizes = evaluation_batches(count, batch_size, replicas)
-        images = files.dataset()
-        batches = images.batch(batch_size)
-        if sizes and sizes[-1] > batch_size:  # the short rest joined the batch before it
-            whole = sum(sizes[:-1])
-            batches = images.take(whole).batch(batch_size).concatenate(
-                images.skip(whole).batch(sizes[-1]))
-    transpose = data_format == "channels_first"
-    return batches.map(
-        lambda x: tf.cast(tf.transpose(x, (0, 3, 1, 2)) if transpose else x, tf.float32) / 255.0,
-        num_parallel_calls=tf.data.AUTOTUNE)
-
-
-def _pairs(batches: "tf.data.Dataset", noise_factor: float, noise_seeds: "tf.data.Dataset"):
-    """Batches of clean images -> (input, clean target), noised with one pair of
-    `noise_seeds` (int64 scalars) per batch when noise_factor > 0."""
+def _pairs(batches: "tf.data.Dataset", noise_factor: float, noise_seeds: "tf.data.Dataset",
+           context=None):
+    """(clean images, place) batches (_shares) -> (input, clean target), noised with one
+    pair of `noise_seeds` (int64 scalars) per global batch when noise_factor > 0: each
+    replica's share gets its place's part of the whole batch's noise."""
     import tensorflow as tf
 
     if noise_factor <= 0:
-        return batches.map(lambda x: (x, x))
-    return tf.data.Dataset.zip(batches, noise_seeds.batch(2)).map(
-        lambda x, s: (_add_noise(x, noise_factor, s), x), num_parallel_calls=tf.data.AUTOTUNE)
+        return batches.map(lambda x, place: (x, x))
+    seeds = noise_seeds.batch(2)
+    here = len(_replicas_fed(context)) if context else 1
+    if here > 1:  # every share of a batch gets the batch's seeds
+        seeds = seeds.flat_map(lambda pair: tf.data.Dataset.from_tensors(pair).repeat(here))
+    return tf.data.Dataset.zip(batches, seeds).map(
+        lambda batch, pair: (_add_noise(*batch, noise_factor, pair), batch[0]),
+        num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _for_replicas(pairs: "tf.data.Dataset") -> "tf.data.Dataset":
-    """Prefetches. Under a tf.distribute strategy a batch is the global batch: it is split
-    across the replicas, and each worker takes its share of every batch (DATA sharding:
-    the images are in memory, not in files to share out)."""
+    """Prefetches. A dataset made without a `context` and handed to a tf.distribute
+    strategy holds global batches, which the strategy splits across the replicas: each
+    worker then runs the whole pipeline and keeps its share of every batch (DATA
+    sharding). Training passes a context instead (training.per_worker)."""
     import tensorflow as tf
 
     options = tf.data.Options()
@@ -216,8 +284,12 @@ def _for_replicas(pairs: "tf.data.Dataset") -> "tf.data.Dataset":
     return pairs.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def _add_noise(images, noise_factor, seed):
+def _add_noise(images, place, noise_factor, seed):
+    """images + noise_factor * the noise of their place (start, size) in their global
+    batch, clipped to [0, 1]."""
     import tensorflow as tf
 
-    noise = tf.random.stateless_normal(tf.shape(images), seed=seed)
+    shape = tf.shape(images, out_type=tf.int64)
+    noise = tf.random.stateless_normal(tf.concat([place[1:], shape[1:]], axis=0), seed=seed)
+    noise = noise[place[0]:place[0] + shape[0]]
     return tf.clip_by_value(images + noise_factor * noise, 0.0, 1.0)
