@@ -125,8 +125,8 @@ def make_training_epochs(images: np.ndarray, *, batch_size: int, epochs: range, 
 
 def _image_batches(images, data_format: str, batch_size: int, *, shuffle: bool, seed,
                    reshuffle: bool, replicas: int = 1, context=None) -> "tf.data.Dataset":
-    """Batches of float32 images in [0, 1] in the model's layout, each with its place in its
-    global batch (see _shares).
+    """Batches of float32 images in [0, 1] in the model's layout (with `context`, each
+    with its place in its global batch: _shares).
 
     images: uint8 (N, H, W, C) array, or a tensor already in the model's layout, or
     folder.FileImages.  An array stays uint8 in memory (a float32 copy would be 4x
@@ -163,11 +163,14 @@ def _shares(index_batches: "tf.data.Dataset", size: int, steps: int, read, conte
             ) -> "tf.data.Dataset":
     """`steps` global batches of `size` indices -> (images, (start, size)) for each replica
     that this worker feeds, replica after replica: its share of each batch, the batch's
-    images [start, start + n), which `read` reads alone (and the whole batch without
-    `context`). The noise is drawn for the whole batch and cut to the same place
-    (_pairs), so that the replicas' shares add up to the batch one device trains on."""
+    images [start, start + n), which `read` reads alone. The noise is drawn for the whole
+    batch and cut to the same place (_pairs), so that the replicas' shares add up to the
+    batch one device trains on. Without `context`, the whole batches' images alone."""
     import tensorflow as tf
 
+    if context is None:
+        return read(index_batches, [size]).apply(
+            tf.data.experimental.assert_cardinality(steps))  # for progress bars
     bounds = _replica_shares(size, context)
     indices = index_batches
     if bounds != [(0, size)]:
@@ -256,20 +259,24 @@ def _order(count: int, batch_size: int, seed, reshuffle: bool) -> "tf.data.Datas
 
 def _pairs(batches: "tf.data.Dataset", noise_factor: float, noise_seeds: "tf.data.Dataset",
            context=None):
-    """(clean images, place) batches (_shares) -> (input, clean target), noised with one
-    pair of `noise_seeds` (int64 scalars) per global batch when noise_factor > 0: each
-    replica's share gets its place's part of the whole batch's noise."""
+    """Batches of clean images (with `context`, each with its place: _shares) -> (input,
+    clean target), noised with one pair of `noise_seeds` (int64 scalars) per global batch
+    when noise_factor > 0: each replica's share gets its place's part of the whole
+    batch's noise."""
     import tensorflow as tf
 
     if noise_factor <= 0:
-        return batches.map(lambda x, place: (x, x))
+        return batches.map(lambda x, *place: (x, x))
     seeds = noise_seeds.batch(2)
     here = len(_replicas_fed(context)) if context else 1
     if here > 1:  # every share of a batch gets the batch's seeds
         seeds = seeds.flat_map(lambda pair: tf.data.Dataset.from_tensors(pair).repeat(here))
-    return tf.data.Dataset.zip(batches, seeds).map(
-        lambda batch, pair: (_add_noise(*batch, noise_factor, pair), batch[0]),
-        num_parallel_calls=tf.data.AUTOTUNE)
+
+    def noisy(batch, pair):
+        images, place = batch if context else (batch, None)
+        return _add_noise(images, noise_factor, pair, place), images
+
+    return tf.data.Dataset.zip(batches, seeds).map(noisy, num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _for_replicas(pairs: "tf.data.Dataset") -> "tf.data.Dataset":
@@ -284,12 +291,16 @@ def _for_replicas(pairs: "tf.data.Dataset") -> "tf.data.Dataset":
     return pairs.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def _add_noise(images, place, noise_factor, seed):
-    """images + noise_factor * the noise of their place (start, size) in their global
-    batch, clipped to [0, 1]."""
+def _add_noise(images, noise_factor, seed, place=None):
+    """images + noise_factor * their noise, clipped to [0, 1]. Their noise: that of the
+    whole batch they are, or, given their place (start, size) in a global batch, their
+    part of that batch's noise."""
     import tensorflow as tf
 
     shape = tf.shape(images, out_type=tf.int64)
-    noise = tf.random.stateless_normal(tf.concat([place[1:], shape[1:]], axis=0), seed=seed)
-    noise = noise[place[0]:place[0] + shape[0]]
+    if place is None:
+        noise = tf.random.stateless_normal(shape, seed=seed)
+    else:
+        noise = tf.random.stateless_normal(tf.concat([place[1:], shape[1:]], axis=0), seed=seed)
+        noise = noise[place[0]:place[0] + shape[0]]
     return tf.clip_by_value(images + noise_factor * noise, 0.0, 1.0)
