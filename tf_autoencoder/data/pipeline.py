@@ -172,11 +172,9 @@ def _shares(index_batches: "tf.data.Dataset", size: int, steps: int, read, conte
         return read(index_batches, [size]).apply(
             tf.data.experimental.assert_cardinality(steps))  # for progress bars
     bounds = _replica_shares(size, context)
-    indices = index_batches
-    if bounds != [(0, size)]:
-        indices = index_batches.flat_map(lambda batch: functools.reduce(
-            tf.data.Dataset.concatenate,
-            [tf.data.Dataset.from_tensors(batch[start:stop]) for start, stop in bounds]))
+    indices = index_batches.flat_map(lambda batch: functools.reduce(
+        tf.data.Dataset.concatenate,
+        [tf.data.Dataset.from_tensors(batch[start:stop]) for start, stop in bounds]))
     places = tf.data.Dataset.from_tensor_slices(
         tf.constant([(start, size) for start, _ in bounds], tf.int64)).repeat()
     return tf.data.Dataset.zip(read(indices, [stop - start for start, stop in bounds]),
@@ -186,10 +184,8 @@ def _shares(index_batches: "tf.data.Dataset", size: int, steps: int, read, conte
 
 def _replica_shares(size: int, context) -> list[tuple[int, int]]:
     """(start, stop) in a global batch of `size` images of each replica that the worker of
-    `context` (a tf.distribute.InputContext; None: one device) feeds. The replicas'
-    shares are contiguous, in replica order, and differ by at most one image."""
-    if context is None:
-        return [(0, size)]
+    `context` (a tf.distribute.InputContext) feeds. The replicas' shares are contiguous,
+    in replica order, and differ by at most one image."""
     replicas = context.num_replicas_in_sync
 
     def start(replica):
