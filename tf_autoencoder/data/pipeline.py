@@ -279,7 +279,7 @@ def _for_replicas(pairs: "tf.data.Dataset") -> "tf.data.Dataset":
     """Prefetches. A dataset made without a `context` and handed to a tf.distribute
     strategy holds global batches, which the strategy splits across the replicas: each
     worker then runs the whole pipeline and keeps its share of every batch (DATA
-    sharding). Training passes a context instead (training.per_worker)."""
+    sharding). Training under several workers gives each its context instead."""
     import tensorflow as tf
 
     options = tf.data.Options()

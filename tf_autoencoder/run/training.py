@@ -480,6 +480,10 @@ def per_worker(strategy, make):
     worker that trains on it. (Given one dataset, the strategy would have every worker
     read every image and keep its share.) One process makes one dataset of global
     batches, which the strategy splits across its devices."""
+    # A worker of several replicas (GPUs) yields a batch per replica, which tf.distribute
+    # counts as steps: Keras then warns once that the validation data ran out, early by
+    # its count (the metrics are right). Keras' validation_steps would avoid the warning
+    # but fails the second epoch's validation (it reuses the spent iterator).
     if is_multi_worker(strategy):
         return strategy.distribute_datasets_from_function(make)
     return make(None)
