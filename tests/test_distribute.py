@@ -335,7 +335,7 @@ def test_each_worker_reads_and_decodes_only_its_share_of_every_batch(tmp_path):
             np.testing.assert_array_equal(np.concatenate([x for x, _ in parts]), inputs)
             np.testing.assert_array_equal(np.concatenate([y for _, y in parts]), clean)
 
-        for w, (context, share) in enumerate(zip(contexts(), shares)):
+        for context, share in zip(contexts(), shares):
             own = {int(level) for _, clean in share for level in np.rint(clean[:, 0, 0, 0] * 255)}
             assert 0 < len(own) < len(paths)
             only_own = FileImages([path if i in own else str(tmp_path / "elsewhere" / f"{i}.png")
