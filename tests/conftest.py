@@ -275,3 +275,30 @@ def nchw_idx_run(tmp_path_factory):
                           "--precision", "mixed_bfloat16", "--epochs", "1", "--batch_size", "64",
                           "--seed", "4", "--model_dir", str(base / "run"))
     return shared_run(tmp_path_factory, "nchw_idx", make)
+
+
+def assert_shares_add_up(images, replicas=4, workers=2):
+    """Each worker's replicas' batches (training and evaluation), step by step, add up to
+    the batch one device gets, noisy inputs too."""
+    import tensorflow as tf
+
+    from tf_autoencoder.data.pipeline import make_dataset, make_training_epochs
+
+    for make in (lambda context: make_training_epochs(images, batch_size=12, epochs=range(1),
+                                                      seed=5, noise_factor=0.5, context=context),
+                 lambda context: make_dataset(images, batch_size=12, training=False,
+                                              noise_factor=0.5, seed=3, replicas=replicas,
+                                              context=context)):
+        single = [(x.numpy(), y.numpy()) for x, y in make(None)]
+        shares = [[(x.numpy(), y.numpy()) for x, y in make(tf.distribute.InputContext(
+            num_input_pipelines=workers, input_pipeline_id=w, num_replicas_in_sync=replicas))]
+            for w in range(workers)]
+        per_worker = replicas // workers
+        assert all(len(share) == len(single) * per_worker for share in shares)
+        for step, (inputs, clean) in enumerate(single):
+            parts = [part for share in shares
+                     for part in share[step * per_worker:(step + 1) * per_worker]]
+            assert all(len(x) for x, _ in parts)
+            np.testing.assert_array_equal(np.concatenate([x for x, _ in parts]), inputs)
+            np.testing.assert_array_equal(np.concatenate([y for _, y in parts]), clean)
+

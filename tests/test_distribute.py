@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from conftest import (REFERENCE_RUN, error_lines, history, idx_bytes, latest_checkpoint, run_train,
-                      start_workers, wait_all)
+from conftest import (REFERENCE_RUN, assert_shares_add_up, error_lines, history, idx_bytes,
+                      latest_checkpoint, run_train, start_workers, wait_all)
 from tf_autoencoder.config import ConfigError
 from tf_autoencoder.run.distribute import cpu_cores, read_tf_config
 
@@ -277,3 +277,113 @@ def test_mirrored_vae_evaluates_last_batches_smaller_than_the_replica_count(tmp_
         assert len(x) % 12 == 1
         for name, value in expected.items():
             assert reported[name] == pytest.approx(value, rel=1e-5), name
+
+
+def write_level_pngs(directory, count):
+    """`count` 2x3 grey PNG files, file i all of grey level i: a batch's pixels name the
+    files it was read from. Returns their paths."""
+    from PIL import Image
+
+    os.makedirs(directory)
+    paths = [os.path.join(directory, f"{i:03d}.png") for i in range(count)]
+    for i, path in enumerate(paths):
+        Image.fromarray(np.full((2, 3), i, np.uint8)).save(path)
+    return paths
+
+
+def test_each_worker_reads_and_decodes_only_its_share_of_every_batch(tmp_path):
+    """2 workers of 2 replicas each (the two-worker run below has 1 each). 37 files, batch
+    12: 3 training steps; evaluation batches of 12, 12 and 13 (the rest of 1 joins the
+    batch before), whose replicas' shares are 4, 3, 3 and 3. The replicas' batches of both
+    workers, step by step, add up to the batch one device gets (noisy inputs too); and
+    each worker, given only its own files (the others' missing), gives the same batches:
+    it never opens a file another worker trains on."""
+    import tensorflow as tf
+
+    from tf_autoencoder.data.folder import FileImages
+    from tf_autoencoder.data.pipeline import make_dataset, make_training_epochs
+
+    workers, replicas, shape = 2, 4, (2, 3, 1)
+    paths = write_level_pngs(str(tmp_path / "png"), 37)
+    pipelines = {
+        "train": lambda files, context: make_training_epochs(
+            files, batch_size=12, epochs=range(1), seed=5, noise_factor=0.5, context=context),
+        "evaluate": lambda files, context: make_dataset(
+            files, batch_size=12, training=False, noise_factor=0.5, seed=3, replicas=replicas,
+            context=context),
+    }
+
+    def batches(dataset):
+        return [(inputs.numpy(), clean.numpy()) for inputs, clean in dataset]
+
+    def contexts():
+        return [tf.distribute.InputContext(num_input_pipelines=workers, input_pipeline_id=w,
+                                           num_replicas_in_sync=replicas) for w in range(workers)]
+
+    files = FileImages(paths, shape)
+    for name, make in pipelines.items():
+        single = batches(make(files, None))
+        assert [len(x) for x, _ in single] == ([12] * 3 if name == "train" else [12, 12, 13])
+        shares = [batches(make(files, context)) for context in contexts()]
+        per_worker = replicas // workers
+        for share in shares:
+            assert len(share) == len(single) * per_worker  # a batch per replica and step
+        for step, (inputs, clean) in enumerate(single):
+            parts = [part for share in shares
+                     for part in share[step * per_worker:(step + 1) * per_worker]]
+            assert all(len(x) for x, _ in parts)  # every replica gets images
+            np.testing.assert_array_equal(np.concatenate([x for x, _ in parts]), inputs)
+            np.testing.assert_array_equal(np.concatenate([y for _, y in parts]), clean)
+
+        for context, share in zip(contexts(), shares):
+            own = {int(level) for _, clean in share for level in np.rint(clean[:, 0, 0, 0] * 255)}
+            assert 0 < len(own) < len(paths)
+            only_own = FileImages([path if i in own else str(tmp_path / "elsewhere" / f"{i}.png")
+                                   for i, path in enumerate(paths)], shape)
+            for got, want in zip(batches(make(only_own, context)), share, strict=True):
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_two_workers_train_on_a_png_folder_as_one_device_does(tmp_path):
+    """Two workers on a folder of PNG files, each reading its share of every batch (the
+    test above): the run finishes, and its losses, denoising included, are those of one
+    device on the same folder and seed."""
+    from PIL import Image
+
+    from tf_autoencoder.data.sources import load_mnist_sample
+
+    sample = load_mnist_sample()
+    root = tmp_path / "png"
+    # 10 training steps; validation and test batches of 64 and 36: 32 + 32 and 18 + 18.
+    for name, count in (("train", 640), ("validation", 100), ("test", 100)):
+        split = getattr(sample, name)
+        for i in range(count):
+            folder = root / name / str(split.labels[i])
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(split.images[i, :, :, 0]).save(folder / f"{i:03d}.png")
+    args = ["--data_dir", str(root), "--seed", SEED, "--batch_size", "64", "--epochs", "1",
+            "--precision", "float32", "--noise_factor", "0.3", "--embedding_images", "0"]
+    single = run_train(*args, "--model_dir", str(tmp_path / "single"))
+    assert single.returncode == 0, single.stderr
+
+    model_dir = str(tmp_path / "run")
+    processes = start_workers([model_dir, model_dir], args=lambda index: args)
+    outputs = wait_all(processes)
+    for p, (_, stderr) in zip(processes, outputs):
+        assert p.returncode == 0, stderr
+    assert "MultiWorkerMirroredStrategy, 2 replicas in sync" in outputs[0][0]
+    assert latest_checkpoint(model_dir) == "ckpt-10"
+    assert_same_losses(history(model_dir), history(str(tmp_path / "single")))
+    test_metrics = [json.load(open(os.path.join(d, "test_metrics.json")))["metrics"]
+                    for d in (model_dir, str(tmp_path / "single"))]
+    assert test_metrics[0]["loss"] == pytest.approx(test_metrics[1]["loss"], rel=LOSS_RTOL)
+
+
+def test_each_worker_reads_only_its_share_of_a_cache_file(tmp_path):
+    from tf_autoencoder.data.cache import CachedImages, write_cache
+    from tf_autoencoder.data.folder import FileImages
+
+    files = FileImages(write_level_pngs(str(tmp_path / "png"), 37), (2, 3, 1))
+    write_cache(files, str(tmp_path / "cache.npy"))
+    assert_shares_add_up(CachedImages(str(tmp_path / "cache.npy")))

@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import constants
 
-from conftest import run_record
+from conftest import assert_shares_add_up, run_record
 from tf_autoencoder.data import pipeline, sources, tfds_images
 from tf_autoencoder.data.tfds_images import TfdsImages
 from tf_autoencoder.errors import DataError
@@ -290,3 +290,9 @@ def test_cache_decodes_a_tfds_split_once_into_memory_or_a_file(tfds_dir, tmp_pat
     first = pixels(next(iter(batches))[0].numpy() * 255)
     assert sorted(first) != list(first)  # shuffled by index
     assert set(first) <= set(pixels(streamed.train.images[:]))
+
+
+def test_workers_keep_their_shares_of_a_tfds_splits_batches(tfds_dir):
+    """A TFDS split has no indices to share out: every worker reads the global batches
+    and keeps its replicas' shares, which add up to one device's batches."""
+    assert_shares_add_up(sources.load_data("tiny_numbered").train.images)

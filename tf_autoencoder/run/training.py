@@ -31,7 +31,7 @@ import tensorflow as tf
 from ..config import Config, RunFacts
 from ..errors import Interrupted, RunError, TrainingDiverged
 from ..pause import wait_for_signal
-from .distribute import check_workers_agree, chief_value, is_chief
+from .distribute import check_workers_agree, chief_value, is_chief, is_multi_worker
 from ..serving.export import export_holding, export_saved_model
 from ..files import (fsync_dir, fsync_file, remove_leftovers, temp_path, write_error,
                      write_text_atomic)
@@ -466,11 +466,27 @@ def _evaluation_batches(split, stream: int, config: Config, strategy):
     uninterrupted run scored, and epochs compare on one set of inputs. `stream` keeps the
     splits' noise apart from each other's and from the training epochs' (seeds
     seed + epoch, below 2**32 + epochs)."""
-    return make_dataset(
+    return per_worker(strategy, lambda context: make_dataset(
         split.images, batch_size=config.batch_size, training=False,
         noise_factor=config.noise_factor, data_format=config.data_format,
         seed=config.seed + stream * 2**32, new_noise_each_pass=False,
-        replicas=strategy.num_replicas_in_sync)
+        replicas=strategy.num_replicas_in_sync, context=context))
+
+
+def per_worker(strategy, make):
+    """make(context) -> a tf.data.Dataset, as `strategy` should be fed. With several
+    workers, each makes its own, from its tf.distribute.InputContext, and reads only its
+    replicas' shares of each global batch: from a folder, each file is decoded by the one
+    worker that trains on it. (Given one dataset, the strategy would have every worker
+    read every image and keep its share.) One process makes one dataset of global
+    batches, which the strategy splits across its devices."""
+    # A worker of several replicas (GPUs) yields a batch per replica, which tf.distribute
+    # counts as steps: Keras then warns once that the validation data ran out, early by
+    # its count (the metrics are right). Keras' validation_steps would avoid the warning
+    # but fails the second epoch's validation (it reuses the spent iterator).
+    if is_multi_worker(strategy):
+        return strategy.distribute_datasets_from_function(make)
+    return make(None)
 
 
 def _fit(model, checkpoint, config: Config, splits: Splits, initial_epoch: int,
@@ -485,10 +501,10 @@ def _fit(model, checkpoint, config: Config, splits: Splits, initial_epoch: int,
     ]
     # Epoch e's batches follow from the seed and e alone: the same with and without
     # a strategy, and for a resumed run the ones the uninterrupted run had.
-    train_batches = make_training_epochs(
+    train_batches = per_worker(strategy, lambda context: make_training_epochs(
         splits.train.images, batch_size=config.batch_size,
         epochs=range(initial_epoch, config.epochs), seed=config.seed,
-        noise_factor=config.noise_factor, data_format=config.data_format)
+        noise_factor=config.noise_factor, data_format=config.data_format, context=context))
     with checkpoint.watch_interrupts():
         model.fit(train_batches, steps_per_epoch=len(splits.train) // config.batch_size,
                   validation_data=_evaluation_batches(splits.validation, 1, config, strategy),
