@@ -142,8 +142,8 @@ def test_anomaly_benchmark_smoke(tmp_path):
 
 
 def test_data_pipeline_benchmark_smoke():
-    """--quick: 200 PNG files, then 400 through a cache file, each trained for an epoch in
-    its own process; every speed figure measured; RESULTS.md left alone."""
+    """--quick: 400 PNG files through a cache file, trained for an epoch in a process of
+    its own; every speed figure measured on 200; RESULTS.md left alone."""
     fashion = "/usr/share/datasets/fashion-mnist"
     if not os.path.isdir(fashion):
         pytest.skip("dataset-fashion-mnist is not installed")
@@ -153,8 +153,7 @@ def test_data_pipeline_benchmark_smoke():
     assert result.returncode == 0, result.stderr
     memory = re.findall(r"^\| ([\d,]+) \| (files|cache file) \| ([\d,]+) \| [\d.]+ \|$",
                         result.stdout, re.M)
-    assert [(count, source) for count, source, _ in memory] == [("200", "files"),
-                                                                 ("400", "cache file")]
+    assert [(count, source) for count, source, _ in memory] == [("400", "cache file")]
     speeds = re.findall(r"^\| (.+) \| ([\d,]+) \|$", result.stdout, re.M)
     assert len(speeds) == 8 and all(int(value.replace(",", "")) > 0 for _, value in speeds)
     assert re.search(r"from the files ran at \*\*\d+%\*\* .* from the cache file at \*\*\d+%\*\*",

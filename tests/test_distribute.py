@@ -292,8 +292,9 @@ def write_level_pngs(directory, count):
 
 
 def test_each_worker_reads_and_decodes_only_its_share_of_every_batch(tmp_path):
-    """2 workers of 2 replicas each (the two-worker run below has 1 each). 37 files, batch
-    12: 3 training steps; evaluation batches of 12, 12 and 13 (the rest of 1 joins the
+    """2 workers of 2 replicas each (training itself goes through the same shares in the
+    two-worker run above). 37 files, batch 12: 3 training steps; evaluation batches of
+    12, 12 and 13 (the rest of 1 joins the
     batch before), whose replicas' shares are 4, 3, 3 and 3. The replicas' batches of both
     workers, step by step, add up to the batch one device gets (noisy inputs too); and
     each worker, given only its own files (the others' missing), gives the same batches:
@@ -343,41 +344,6 @@ def test_each_worker_reads_and_decodes_only_its_share_of_every_batch(tmp_path):
             for got, want in zip(batches(make(only_own, context)), share, strict=True):
                 np.testing.assert_array_equal(got[0], want[0])
                 np.testing.assert_array_equal(got[1], want[1])
-
-
-def test_two_workers_train_on_a_png_folder_as_one_device_does(tmp_path):
-    """Two workers on a folder of PNG files, each reading its share of every batch (the
-    test above): the run finishes, and its losses, denoising included, are those of one
-    device on the same folder and seed."""
-    from PIL import Image
-
-    from tf_autoencoder.data.sources import load_mnist_sample
-
-    sample = load_mnist_sample()
-    root = tmp_path / "png"
-    # 10 training steps; validation and test batches of 64 and 36: 32 + 32 and 18 + 18.
-    for name, count in (("train", 640), ("validation", 100), ("test", 100)):
-        split = getattr(sample, name)
-        for i in range(count):
-            folder = root / name / str(split.labels[i])
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(split.images[i, :, :, 0]).save(folder / f"{i:03d}.png")
-    args = ["--data_dir", str(root), "--seed", SEED, "--batch_size", "64", "--epochs", "1",
-            "--precision", "float32", "--noise_factor", "0.3", "--embedding_images", "0"]
-    single = run_train(*args, "--model_dir", str(tmp_path / "single"))
-    assert single.returncode == 0, single.stderr
-
-    model_dir = str(tmp_path / "run")
-    processes = start_workers([model_dir, model_dir], args=lambda index: args)
-    outputs = wait_all(processes)
-    for p, (_, stderr) in zip(processes, outputs):
-        assert p.returncode == 0, stderr
-    assert "MultiWorkerMirroredStrategy, 2 replicas in sync" in outputs[0][0]
-    assert latest_checkpoint(model_dir) == "ckpt-10"
-    assert_same_losses(history(model_dir), history(str(tmp_path / "single")))
-    test_metrics = [json.load(open(os.path.join(d, "test_metrics.json")))["metrics"]
-                    for d in (model_dir, str(tmp_path / "single"))]
-    assert test_metrics[0]["loss"] == pytest.approx(test_metrics[1]["loss"], rel=LOSS_RTOL)
 
 
 def test_each_worker_reads_only_its_share_of_a_cache_file(tmp_path):
