@@ -266,15 +266,17 @@ def test_resuming_with_other_normal_classes_is_refused(normal_run, tmp_path):
 
 # --- scored by the code's distance (--anomaly_score code) ---------------------------------
 
+CODE_RUN = ["--dataset", "mnist_sample", "--normal_classes", "0,1", "--anomaly_score", "code",
+            "--data_format", "NCHW", "--precision", "float32", "--epochs", "1",
+            "--batch_size", "32", "--seed", "5", "--embedding_images", "0"]
+
+
 @pytest.fixture(scope="module")
 def code_run(tmp_path_factory):
     """As normal_run, scored by the code's distance, in NCHW (its codes are flattened in
     NHWC order, as the export's), float32. Returns (model_dir, the train.py process)."""
     model_dir = str(tmp_path_factory.mktemp("code") / "run")
-    process = run_python("train.py", "--dataset", "mnist_sample", "--normal_classes", "0,1",
-                         "--anomaly_score", "code", "--data_format", "NCHW",
-                         "--precision", "float32", "--epochs", "1", "--batch_size", "32",
-                         "--seed", "5", "--embedding_images", "0", "--model_dir", model_dir)
+    process = run_python("train.py", *CODE_RUN, "--model_dir", model_dir)
     assert process.returncode == 0, process.stderr
     return model_dir, process
 
@@ -406,3 +408,20 @@ def test_evaluate_measures_the_code_distance_and_keeps_the_runs_gaussian(code_ru
     assert report["anomaly"]["auroc"] == pytest.approx(expected, abs=1e-4)
     assert report["threshold"]["anomaly_score"] == "code"
     assert os.stat(gaussian).st_mtime == 0
+
+
+def test_a_rerun_of_a_finished_code_scored_run_rewrites_nothing(code_run, tmp_path):
+    """Catches a rerun that fits the Gaussian or calibrates again (bytes and times)."""
+    from conftest import copy_run
+
+    model_dir = copy_run(code_run[0], tmp_path / "run")
+    files = [os.path.join(model_dir, name) for name in ("code_gaussian.npz", "threshold.json")]
+
+    def state():
+        return {path: (os.stat(path).st_mtime_ns, open(path, "rb").read()) for path in files}
+
+    before = state()
+    process = run_python("train.py", *CODE_RUN, "--model_dir", model_dir)
+    assert process.returncode == 0, process.stderr
+    assert "nothing to train or export" in process.stdout + process.stderr
+    assert state() == before
