@@ -53,8 +53,9 @@ ANOMALY_PLOT = "anomaly.png"  # evaluate: ROC curve and score histograms
 ANOMALY_EXTREMES = "anomaly_extremes.png"  # evaluate: most and least anomalous test images
 # What --overwrite removes: only what a run writes, never other files of the user's.
 RUN_OUTPUTS = (CONFIG_FILE, RUN_FACTS, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY,
-               EVALUATION, LATENT_2D, THRESHOLD, CODE_GAUSSIAN, ANOMALY_PLOT, ANOMALY_EXTREMES, "samples.png",
-               "reconstructions.png", "train", "validation", "projector", EXPORT_DIR)
+               EVALUATION, LATENT_2D, THRESHOLD, CODE_GAUSSIAN, ANOMALY_PLOT, ANOMALY_EXTREMES,
+               "samples.png", "reconstructions.png", "train", "validation", "projector",
+               EXPORT_DIR)
 EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard logs in model_dir itself
 
 
@@ -199,7 +200,8 @@ def read_code_gaussian(model_dir: str) -> dict:
                         "ridge": float(saved["ridge"])}
     except FileNotFoundError:
         raise ConfigError(f"{model_dir} has no {CODE_GAUSSIAN} to score codes with: run "
-                          f"`tf-autoencoder evaluate {model_dir}` to fit one, then export") from None
+                          f"`tf-autoencoder evaluate {model_dir}` to fit one, then "
+                          "export") from None
     except (ValueError, KeyError, OSError) as e:
         raise ConfigError(f"{path} cannot be read ({e})") from None
     size = gaussian["mean"].shape

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..config import Config
 from ..data.pipeline import noisy_inputs
+from ..errors import DataError
 from ..files import write_bytes_atomic, write_text_atomic
 from ..model.layout import to_nhwc
 from ..model_dir import CODE_GAUSSIAN, THRESHOLD, read_code_gaussian
@@ -94,9 +95,11 @@ def code_gaussian(code_batches) -> dict:
         total += centred.sum(axis=0)
         outer += centred.T @ centred
     if count < 2:
-        raise ValueError(f"a Gaussian needs the codes of at least 2 images, got {count}")
+        raise DataError(f"fitting a Gaussian to the training images' codes takes at least 2 "
+                        f"images, got {count}")
     mean = total / count
     covariance = (outer - count * np.outer(mean, mean)) / (count - 1)
+    # Codes that never vary at all (variance 0) get the ridge of unit variance.
     ridge = RIDGE * (float(np.mean(np.diag(covariance))) or 1.0)
     precision = np.linalg.inv(covariance + ridge * np.eye(len(mean)))
     # Symmetric exactly, as the quadratic form assumes.
@@ -122,13 +125,11 @@ def anomaly_scores(model: keras.Model, images: np.ndarray, config: Config,
     return reconstruction_scores(model, images, config.data_format)
 
 
-def write_code_gaussian(model_dir: str, gaussian: dict) -> str:
-    """Writes `gaussian` atomically into model_dir/code_gaussian.npz; returns the path."""
-    path = os.path.join(model_dir, CODE_GAUSSIAN)
+def write_code_gaussian(model_dir: str, gaussian: dict) -> None:
+    """Writes `gaussian` atomically into model_dir/code_gaussian.npz."""
     buffer = io.BytesIO()
     np.savez(buffer, **gaussian)
-    write_bytes_atomic(path, buffer.getvalue())
-    return path
+    write_bytes_atomic(os.path.join(model_dir, CODE_GAUSSIAN), buffer.getvalue())
 
 
 def served_gaussian(model_dir: str, config: Config) -> dict | None:
