@@ -49,14 +49,16 @@ AE_VARIANTS = {"bce": ({}, "AE, BCE (the post's)"),
 # The scores of one trained model (--scores): name -> the column's label. "mse" is the
 # score `evaluate` and the export compute. SSIM compares local means, contrasts and
 # structure instead of single pixels (a 7x7 window suits 28x28 images); "code" is the
-# squared Mahalanobis distance of an image's code to the Gaussian fitted on the codes of
-# the normal training images (the anomaly may reconstruct well yet land off the normal
-# codes); "mse+code" sums the two, each z-scored with the normal validation images' scores.
+# Mahalanobis distance of an image's code to the Gaussian fitted on the codes of the
+# normal training images (the anomaly may reconstruct well yet land off the normal
+# codes), as `--anomaly_score code` scores and serves it; "mse+code" sums the two, each
+# z-scored with the normal validation images' scores.
 SCORES = {"mse": ("reconstruction MSE", "reconstruction MSE"),
           "ssim": ("1 - SSIM", "1 - SSIM between image and reconstruction (7x7 Gaussian "
                                "window, sigma 1)"),
-          "code": ("code distance", "the squared Mahalanobis distance of the image's code to "
-                                    "the Gaussian of the normal training images' codes"),
+          "code": ("code distance", "the Mahalanobis distance of the image's code to the "
+                                    "Gaussian of the normal training images' codes (the "
+                                    "package's --anomaly_score code)"),
           "mse+code": ("MSE + code distance", "the sum of those two, each z-scored with the "
                                               "normal validation images' scores")}
 SSIM_FILTER = (7, 1.0)  # size, sigma
@@ -150,21 +152,16 @@ def model_outputs(model, images, batch_size=512) -> dict:
     return {name: np.concatenate(values).astype(np.float64) for name, values in parts.items()}
 
 
-def code_distances(train_codes, evaluated_codes):
-    """Squared Mahalanobis distance of each code to the Gaussian of the training codes
-    (pinv: a code value that never varies, e.g. a dead ReLU, must not break it)."""
-    mean = train_codes.mean(axis=0)
-    precision = np.linalg.pinv(np.cov(train_codes, rowvar=False))
-    return [np.einsum("ij,jk,ik->i", codes - mean, precision, codes - mean)
-            for codes in evaluated_codes]
-
-
 def score_sets(outputs, val_normal, scores):
     """model_outputs of (train, validation, test) -> {score: (validation, test) arrays}.
     Combinations are z-scored with the normal validation images' scores alone."""
+    from tf_autoencoder.run.anomaly import code_distances, code_gaussian
+
     _, val, test = outputs
     single = {"mse": (val["mse"], test["mse"]), "ssim": (val["ssim"], test["ssim"])}
-    single["code"] = tuple(code_distances(outputs[0]["codes"], [val["codes"], test["codes"]]))
+    gaussian = code_gaussian([outputs[0]["codes"]])  # codes as the package's image_codes
+    single["code"] = (code_distances(val["codes"], gaussian),
+                      code_distances(test["codes"], gaussian))
 
     def z(pair):
         reference = pair[0][val_normal]

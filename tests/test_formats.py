@@ -117,6 +117,10 @@ BUILT = {
     "variational code_size 2 NHWC float32 12x12x1": Config(
         model="variational", num_filters=[4, 4], code_size=2, image_shape=[12, 12, 1],
         precision="float32"),
+    # Scored by the code's distance: a VAE's mean code, NCHW (flattened as NHWC), of odd size.
+    "variational code-scored NCHW float32 13x11x1": Config(
+        model="variational", num_filters=[4, 4], image_shape=[13, 11, 1], data_format="NCHW",
+        precision="float32", anomaly_score="code"),
 }
 
 
@@ -134,7 +138,10 @@ def parity(nhwc_export, nchw_idx_run, tmp_path_factory):
     """Per model: (what the fresh process saw, its outputs, the Keras outputs, the inputs).
     Two trained runs exported by the command line (NHWC; NCHW in mixed_bfloat16), their
     score signatures carrying their threshold.json, and the BUILT models exported in this
-    process with a threshold between the Keras scores of their third and fourth image."""
+    process with a threshold between the Keras scores of their third and fourth image (a
+    code-scored one with the Gaussian of the codes of 64 other random images)."""
+    from tf_autoencoder.run.anomaly import code_gaussian, image_codes
+
     digits = load_mnist_sample().test.images[:4].astype(np.float32) / 255
     noise = np.random.default_rng(0).random((ODD_BATCH - len(digits), 28, 28, 1), np.float32)
     models = {}
@@ -146,20 +153,24 @@ def parity(nhwc_export, nchw_idx_run, tmp_path_factory):
         with open(os.path.join(model_dir, "threshold.json")) as f:
             threshold = json.load(f)["threshold"]
         models[name] = (os.path.join(model_dir, "export", "2"), model, config,
-                        np.concatenate([digits, noise]), threshold)
+                        np.concatenate([digits, noise]), threshold, None)
     for name, config in BUILT.items():
         config = config.validate()
         model = perturbed(config)
         base = str(tmp_path_factory.mktemp("built") / "export")
         images = np.random.default_rng(1).random((ODD_BATCH, *config.image_shape), np.float32)
-        scores = np.sort(keras_scores(keras_outputs(model, config, images), images))
+        gaussian = None
+        if config.anomaly_score == "code":
+            normal = np.random.default_rng(2).integers(0, 256, (64, *config.image_shape), np.uint8)
+            gaussian = code_gaussian(image_codes(model, normal, config.data_format))
+        scores = np.sort(keras_scores(keras_outputs(model, config, images), images, gaussian))
         threshold = float(scores[2:4].mean())
-        models[name] = (export_saved_model(model, config, base, ("tflite", "onnx"), threshold),
-                        model, config, images, threshold)
+        models[name] = (export_saved_model(model, config, base, ("tflite", "onnx"), threshold,
+                                           gaussian), model, config, images, threshold, gaussian)
     jobs, expected = [], {}
-    for name, (folder, model, config, images, threshold) in models.items():
+    for name, (folder, model, config, images, threshold, gaussian) in models.items():
         expected[name] = keras_outputs(model, config, images)
-        expected[name]["scores"] = keras_scores(expected[name], images)
+        expected[name]["scores"] = keras_scores(expected[name], images, gaussian)
         expected[name]["threshold"] = threshold
         inputs = {"images": images, "codes": expected[name]["codes"]}
         jobs.append((folder, inputs, tmp_path_factory.mktemp("fresh")))
@@ -171,9 +182,13 @@ def parity(nhwc_export, nchw_idx_run, tmp_path_factory):
 MODELS = ["trained NHWC", "trained NCHW mixed_bfloat16", *BUILT]
 
 
-def keras_scores(outputs, images):
-    """Each image's mean squared error against keras_outputs' reconstruction."""
-    return np.mean(np.square(images - outputs["reconstructions"]), axis=(1, 2, 3))
+def keras_scores(outputs, images, gaussian=None):
+    """Each image's mean squared error against keras_outputs' reconstruction, or with
+    a `gaussian` the Mahalanobis distance of its code (NHWC, flattened) to it."""
+    if gaussian is None:
+        return np.mean(np.square(images - outputs["reconstructions"]), axis=(1, 2, 3))
+    centred = outputs["codes"].reshape(len(images), -1) - gaussian["mean"]
+    return np.sqrt(np.einsum("ij,jk,ik->i", centred, gaussian["precision"], centred))
 
 
 def test_the_export_command_writes_every_format_into_one_version_quietly(nhwc_export):
@@ -341,7 +356,7 @@ def test_predict_gives_the_same_scores_and_pictures_in_every_runtime(nhwc_export
         lines = capsys.readouterr().out.splitlines()
         shown = version if runtime == "TensorFlow" else model
         assert lines[0] == f"Model: {shown} ({runtime}): greyscale images 28 wide x 28 high"
-        scores[runtime] = [float(re.search(r": mse (\d\.\d{6}), (?:normal|anomalous) -> ",
+        scores[runtime] = [float(re.search(r": score (\d\.\d{6}), (?:normal|anomalous) -> ",
                                            line)[1]) for line in lines[1:]]
         pictures[runtime] = [tf.io.decode_png((out / name).read_bytes()).numpy().astype(int)
                              for name in ["digit_reconstruction.png", "inverted_reconstruction.png"]]

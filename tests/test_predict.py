@@ -37,7 +37,7 @@ def predicted(trained_run, image_files, tmp_path_factory):
                         "--output_dir", str(out))
     scores = {}
     for line in result.stdout.splitlines()[1:]:
-        path, score = re.match(r"(.+): mse (\d\.\d{6}), (?:normal|anomalous) -> ", line).groups()
+        path, score = re.match(r"(.+): score (\d\.\d{6}), (?:normal|anomalous) -> ", line).groups()
         scores[os.path.basename(path)] = float(score)
     return result, scores, out
 
@@ -77,7 +77,7 @@ def test_score_is_the_mse_of_the_written_reconstruction(predicted, trained_run, 
 def test_only_good_files_exit_0(trained_run, image_files, tmp_path, capsys):
     digit = str(image_files[0] / "digit.png")
     assert main(["predict", trained_run[0], digit, "--output_dir", str(tmp_path)]) == 0
-    assert capsys.readouterr().out.splitlines()[1].startswith(f"{digit}: mse ")
+    assert capsys.readouterr().out.splitlines()[1].startswith(f"{digit}: score ")
 
 
 def test_model_dir_without_export_says_how_to_make_one(tmp_path, capsys):

@@ -204,12 +204,13 @@ SPECS = {
         "reconstructions).")),
     "predict": (add_predict_arguments, "reconstruct and score image files", (
         "Reconstruct image files with an exported autoencoder. Prints one line per image with "
-        "its reconstruction error: the mean squared error per pixel (0 to 1) between the "
-        "image as the model sees it (converted to its greyscale or RGB, resized to its size, "
-        "pixels scaled to [0, 1]) and its reconstruction. Higher means reconstructed worse, "
-        "as images unlike the training images usually are. As an anomaly score it needs a "
-        "threshold set on the scores of normal images, and a well-trained model: a briefly "
-        "trained one can score a photograph about like a digit. Files that cannot be read "
+        "its anomaly score and verdict: the reconstruction error, the mean squared error per "
+        "pixel (0 to 1) between the image as the model sees it (converted to its greyscale "
+        "or RGB, resized to its size, pixels scaled to [0, 1]) and its reconstruction, or "
+        "for a run trained with --anomaly_score code the distance of its code to the normal "
+        "images' codes. Higher means less like the training images; the verdict compares it "
+        "with the threshold calibrated on normal images, and needs a well-trained model: a "
+        "briefly trained one can score a photograph about like a digit. Files that cannot be read "
         "are reported and skipped; the exit status is then 1.")),
     "evaluate": (add_evaluate_arguments, "image and code quality of a finished run",
                  "BCE, MSE, PSNR and SSIM of the test reconstructions, and linear-probe and "

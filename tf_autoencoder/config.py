@@ -28,6 +28,7 @@ UPSAMPLES = ("transpose", "transpose_2x2", "resize")
 LOSSES = ("bce", "mse")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 DISTRIBUTES = ("none", "mirrored", "multi_worker")
+ANOMALY_SCORES = ("reconstruction", "code")  # run/anomaly.py computes both
 # --data_format accepts the TensorFlow names and the Keras names; we store the Keras one.
 DATA_FORMATS = {
     "NHWC": "channels_last",
@@ -210,6 +211,14 @@ class Config:
         doc="the share of normal validation images the calibrated threshold flags (its "
             "false-positive rate), in (0, 1); it needs about `10 / rate` validation images "
             "([anomaly](docs/anomaly.md#the-threshold))")
+    anomaly_score: str = setting(
+        "reconstruction", "how an image is scored as anomalous: reconstruction (its mean "
+                          "squared error) or code (the Mahalanobis distance of its code to "
+                          "the normal training images' codes)", "data",
+        choices=ANOMALY_SCORES, hparam=False,
+        doc="how an image is scored as anomalous: `reconstruction`, its mean squared error; "
+            "`code`, the Mahalanobis distance of its code to a Gaussian fitted on the "
+            "training images' codes ([anomaly](docs/anomaly.md#the-score))")
     noise_factor: float = setting(
         0.0, "std of Gaussian noise added to the inputs (denoising)", "data",
         doc="inputs get `noise_factor * N(0, 1)` noise, clipped to [0, 1], new each epoch; "

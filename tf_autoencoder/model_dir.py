@@ -22,6 +22,8 @@ model_dir/
   reconstructions.png  export_embeddings.py --what reconstruction without --output
   threshold.json       the anomaly threshold calibrated on the validation images (its score
                        and false-positive rate): the export's `score` signature carries it
+  code_gaussian.npz    --anomaly_score code: the mean and precision of the normal training
+                       images' codes, which the score measures distances with (and carries)
   anomaly.png, anomaly_extremes.png  `evaluate` with --normal_classes: the ROC curve and
                        score histograms; the most and least anomalous test images
   .lock                the lock a run holds while it trains, an export while it reads (files.py)
@@ -46,12 +48,14 @@ SAVED_MODEL_FILE = "saved_model.pb"
 EVALUATION = "evaluation.json"
 LATENT_2D = "latent_2d.png"  # a two-value code, drawn (latent_2d.py)
 THRESHOLD = "threshold.json"  # the calibrated anomaly threshold (run/anomaly.py)
+CODE_GAUSSIAN = "code_gaussian.npz"  # --anomaly_score code: the codes' Gaussian (run/anomaly.py)
 ANOMALY_PLOT = "anomaly.png"  # evaluate: ROC curve and score histograms
 ANOMALY_EXTREMES = "anomaly_extremes.png"  # evaluate: most and least anomalous test images
 # What --overwrite removes: only what a run writes, never other files of the user's.
 RUN_OUTPUTS = (CONFIG_FILE, RUN_FACTS, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY,
-               EVALUATION, LATENT_2D, THRESHOLD, ANOMALY_PLOT, ANOMALY_EXTREMES, "samples.png",
-               "reconstructions.png", "train", "validation", "projector", EXPORT_DIR)
+               EVALUATION, LATENT_2D, THRESHOLD, CODE_GAUSSIAN, ANOMALY_PLOT, ANOMALY_EXTREMES,
+               "samples.png", "reconstructions.png", "train", "validation", "projector",
+               EXPORT_DIR)
 EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard logs in model_dir itself
 
 
@@ -181,3 +185,27 @@ def read_threshold(model_dir: str) -> float:
     if not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
         raise ConfigError(f"{path} records a threshold that is not a number: {threshold!r}")
     return float(threshold)
+
+
+def read_code_gaussian(model_dir: str) -> dict:
+    """The Gaussian of the normal training images' codes of a run scored by --anomaly_score
+    code (code_gaussian.npz): {"mean": (D,), "precision": (D, D), "ridge": float}, float64.
+    ConfigError if there is none or it cannot be read."""
+    import numpy as np
+
+    path = os.path.join(model_dir, CODE_GAUSSIAN)
+    try:
+        with np.load(path) as saved:
+            gaussian = {"mean": saved["mean"], "precision": saved["precision"],
+                        "ridge": float(saved["ridge"])}
+    except FileNotFoundError:
+        raise ConfigError(f"{model_dir} has no {CODE_GAUSSIAN} to score codes with: run "
+                          f"`tf-autoencoder evaluate {model_dir}` to fit one, then "
+                          "export") from None
+    except (ValueError, KeyError, OSError) as e:
+        raise ConfigError(f"{path} cannot be read ({e})") from None
+    size = gaussian["mean"].shape
+    if len(size) != 1 or gaussian["precision"].shape != size * 2:
+        raise ConfigError(f"{path} holds a mean of shape {size} and a precision of shape "
+                          f"{gaussian['precision'].shape}: not a Gaussian")
+    return gaussian

@@ -1,9 +1,16 @@
 """Anomaly scores and the calibrated threshold.
 
-The score of an image is its reconstruction error: the mean squared error per pixel
-value between the clean image in [0, 1] and sigmoid(logits), the score `predict` prints
-and the export's `score` signature computes. Images unlike the training data reconstruct
-worse, so a high score flags an anomaly.
+The score of an image is one of two (--anomaly_score); images unlike the training data
+score higher, so a high score flags an anomaly:
+  reconstruction  its reconstruction error: the mean squared error per pixel value
+                  between the clean image in [0, 1] and sigmoid(logits)
+  code            the Mahalanobis distance of its code (the encoder's output, a VAE's
+                  mean; flattened in NHWC order) to a Gaussian fitted on the codes of the
+                  normal training images: sqrt((z - mean)^T precision (z - mean)). An
+                  anomaly the decoder happens to reconstruct well can still land where
+                  normal images' codes do not.
+anomaly_scores computes either: `predict` prints it and the export's `score` signature
+computes it.
 
 The threshold is the (1 - anomaly_fpr) quantile of the scores of the normal validation
 images: about anomaly_fpr of normal images score above it (false positives). A quantile
@@ -12,6 +19,7 @@ validation images (1,000 for r = 0.01), so that ten or more lie above the thresh
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -21,12 +29,34 @@ import numpy as np
 
 from ..config import Config
 from ..data.pipeline import noisy_inputs
-from ..files import write_text_atomic
-from ..model_dir import THRESHOLD
+from ..errors import DataError
+from ..files import write_bytes_atomic, write_text_atomic
+from ..model.layout import to_nhwc
+from ..model_dir import CODE_GAUSSIAN, THRESHOLD, read_code_gaussian
 
 BATCH_SIZE = 512
 # Images beyond the threshold a calibration needs (10 / rate validation images in all).
 IMAGES_BEYOND = 10
+# Added to the covariance's diagonal, as a share of its mean variance: a code value that
+# never varies (a dead ReLU) or more code values than images (a convolutional code of
+# thousands of values) leaves the covariance singular. The ridge makes it invertible and
+# bounds the precision's largest values, so that the export's float32 arithmetic stays
+# close to this float64 one; scaled by the variance, it means the same at any code scale.
+RIDGE = 1e-3
+SCORES = {
+    "reconstruction": "mean squared error per pixel value between the image in [0, 1] and "
+                      "its reconstruction",
+    "code": "Mahalanobis distance of the image's code to the Gaussian of the normal training "
+            f"images' codes ({CODE_GAUSSIAN}: mean, precision = inverse of the covariance + "
+            f"{RIDGE:g} x its mean variance on the diagonal)",
+}
+
+
+def _clean_batches(images: np.ndarray, data_format: str, batch_size: int):
+    """uint8 NHWC images -> float32 batches in [0, 1] in `data_format`, a batch at a time:
+    files stay files."""
+    for start in range(0, len(images), batch_size):
+        yield noisy_inputs(images[start:start + batch_size], 0.0, data_format=data_format)[0]
 
 
 def reconstruction_scores(model: keras.Model, images: np.ndarray, data_format: str,
@@ -34,11 +64,77 @@ def reconstruction_scores(model: keras.Model, images: np.ndarray, data_format: s
     """uint8 (N, H, W, C) -> (N,) float64 scores: each image's mean squared error between
     the clean image in [0, 1] and the model's reconstruction (sigmoid of its logits)."""
     scores = []
-    for start in range(0, len(images), batch_size):  # a batch at a time: files stay files
-        batch = noisy_inputs(images[start:start + batch_size], 0.0, data_format=data_format)[0]
+    for batch in _clean_batches(images, data_format, batch_size):
         pixels = keras.ops.convert_to_numpy(keras.ops.sigmoid(model(batch, training=False)))
         scores.append(np.mean(np.square(batch - pixels), axis=tuple(range(1, batch.ndim))))
     return np.concatenate(scores).astype(np.float64) if scores else np.zeros(0)
+
+
+def image_codes(model: keras.Model, images: np.ndarray, data_format: str,
+                batch_size: int = BATCH_SIZE):
+    """uint8 (N, H, W, C) -> batches of float64 codes (n, D), each flattened in NHWC order
+    (so that an NCHW model and its NHWC twin give the same vectors, as the export's do)."""
+    for batch in _clean_batches(images, data_format, batch_size):
+        codes = to_nhwc(keras.ops.convert_to_numpy(model.encoder(batch, training=False)),
+                        data_format)
+        yield codes.reshape(len(codes), -1).astype(np.float64)
+
+
+def code_gaussian(code_batches) -> dict:
+    """The Gaussian of codes that come in batches (n, D): {"mean", "precision", "ridge",
+    "images"}, from sums accumulated in float64, so that memory does not grow with the
+    number of images. The sums are taken about the first batch's mean: sums of squares
+    about a far-off origin would lose the variance to rounding."""
+    count, shift, total, outer = 0, None, None, None
+    for codes in code_batches:
+        if shift is None:
+            shift = codes.mean(axis=0)
+            total, outer = np.zeros_like(shift), np.zeros((len(shift), len(shift)))
+        centred = codes - shift
+        count += len(codes)
+        total += centred.sum(axis=0)
+        outer += centred.T @ centred
+    if count < 2:
+        raise DataError(f"fitting a Gaussian to the training images' codes takes at least 2 "
+                        f"images, got {count}")
+    mean = total / count
+    covariance = (outer - count * np.outer(mean, mean)) / (count - 1)
+    # Codes that never vary at all (variance 0) get the ridge of unit variance.
+    ridge = RIDGE * (float(np.mean(np.diag(covariance))) or 1.0)
+    precision = np.linalg.inv(covariance + ridge * np.eye(len(mean)))
+    # Symmetric exactly, as the quadratic form assumes.
+    return {"mean": shift + mean, "precision": (precision + precision.T) / 2, "ridge": ridge,
+            "images": count}
+
+
+def code_distances(codes: np.ndarray, gaussian: dict) -> np.ndarray:
+    """(N, D) codes -> (N,) Mahalanobis distances sqrt((z - mean)^T precision (z - mean))."""
+    centred = codes - gaussian["mean"]
+    squared = np.einsum("ij,jk,ik->i", centred, gaussian["precision"], centred)
+    return np.sqrt(np.maximum(squared, 0))  # >= 0 but for rounding
+
+
+def anomaly_scores(model: keras.Model, images: np.ndarray, config: Config,
+                   gaussian: dict | None = None) -> np.ndarray:
+    """uint8 (N, H, W, C) -> (N,) float64 scores of config.anomaly_score: the
+    reconstruction error, or the code distance to `gaussian` (code_gaussian's)."""
+    if config.anomaly_score == "code":
+        distances = [code_distances(codes, gaussian)
+                     for codes in image_codes(model, images, config.data_format)]
+        return np.concatenate(distances) if distances else np.zeros(0)
+    return reconstruction_scores(model, images, config.data_format)
+
+
+def write_code_gaussian(model_dir: str, gaussian: dict) -> None:
+    """Writes `gaussian` atomically into model_dir/code_gaussian.npz."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **gaussian)
+    write_bytes_atomic(os.path.join(model_dir, CODE_GAUSSIAN), buffer.getvalue())
+
+
+def served_gaussian(model_dir: str, config: Config) -> dict | None:
+    """The Gaussian the run's score uses (code_gaussian.npz), None for reconstruction."""
+    return read_code_gaussian(model_dir) if config.anomaly_score == "code" else None
 
 
 def images_needed(anomaly_fpr: float) -> int:
@@ -47,20 +143,30 @@ def images_needed(anomaly_fpr: float) -> int:
 
 
 def calibrate(model: keras.Model, model_dir: str, config: Config,
-              validation_images: np.ndarray, log=print) -> dict:
+              validation_images: np.ndarray, train_images: np.ndarray, log=print,
+              refit: bool = True) -> dict:
     """Sets the threshold at the (1 - config.anomaly_fpr) quantile of the validation
     images' scores and writes it, atomically, into model_dir/threshold.json; returns its
-    record.
+    record. With --anomaly_score code, the codes' Gaussian is fitted on the (normal)
+    `train_images` first and written into model_dir/code_gaussian.npz; with refit False,
+    the one the run has is kept (the one its export carries), fitted only if it has none.
     Warns in one line when there are fewer images than the rate needs."""
-    scores = reconstruction_scores(model, validation_images, config.data_format)
+    gaussian = None
+    if config.anomaly_score == "code":
+        if not refit and os.path.exists(os.path.join(model_dir, CODE_GAUSSIAN)):
+            gaussian = read_code_gaussian(model_dir)
+        else:
+            gaussian = code_gaussian(image_codes(model, train_images, config.data_format))
+            write_code_gaussian(model_dir, gaussian)
+    scores = anomaly_scores(model, validation_images, config, gaussian)
     fpr = config.anomaly_fpr
     record = {
         "threshold": float(np.quantile(scores, 1 - fpr)),
         "anomaly_fpr": fpr,
         "validation_images": len(scores),
         "normal_classes": config.normal_classes,  # None: every validation image
-        "score": "mean squared error per pixel value between the image in [0, 1] and its "
-                 "reconstruction",
+        "anomaly_score": config.anomaly_score,
+        "score": SCORES[config.anomaly_score],
     }
     record["validation_flagged"] = float(np.mean(scores > record["threshold"]))
     needed = images_needed(fpr)
@@ -99,9 +205,14 @@ def detection_metrics(scores: np.ndarray, labels: np.ndarray, normal_classes,
     }
 
 
-def anomaly_figure(scores: np.ndarray, anomalous: np.ndarray, threshold: float, auroc: float):
+SCORE_NAMES = {"reconstruction": "reconstruction MSE", "code": "code distance"}
+
+
+def anomaly_figure(scores: np.ndarray, anomalous: np.ndarray, threshold: float, auroc: float,
+                   score_name: str = SCORE_NAMES["reconstruction"]):
     """The ROC curve (left) and the score histograms of normal and anomalous images with
-    the threshold (right): a matplotlib Figure, drawn without pyplot."""
+    the threshold (right), the scores' axis named `score_name`: a matplotlib Figure,
+    drawn without pyplot."""
     from matplotlib.figure import Figure
     from sklearn.metrics import roc_curve
 
@@ -118,7 +229,7 @@ def anomaly_figure(scores: np.ndarray, anomalous: np.ndarray, threshold: float, 
     histograms.hist(scores[~anomalous], bins=bins, alpha=0.6, density=True, label="normal")
     histograms.hist(scores[anomalous], bins=bins, alpha=0.6, density=True, label="anomalous")
     histograms.axvline(threshold, color="black", linestyle="--", label="threshold")
-    histograms.set(xlabel="score (reconstruction MSE)", ylabel="density",
+    histograms.set(xlabel=f"score ({score_name})", ylabel="density",
                    title="scores of the test images")
     histograms.legend()
     return figure
@@ -131,19 +242,16 @@ def write_anomaly_report(model_dir: str, model: keras.Model, config: Config, tes
     draws them into `plot_path` (ROC and histograms) and `extremes_path` (the `columns`
     most anomalous test images above, the least anomalous below), both PNGs written
     atomically; the ROC picture also goes to TensorBoard (model_dir's `anomaly/roc`)."""
-    import io
-
     import tensorflow as tf
 
-    from ..files import write_bytes_atomic
     from ..images import image_grid, write_png
 
-    scores = reconstruction_scores(model, test.images, config.data_format)
+    scores = anomaly_scores(model, test.images, config, served_gaussian(model_dir, config))
     metrics = detection_metrics(scores, test.labels, config.normal_classes, threshold)
     anomalous = ~np.isin(test.labels, list(config.normal_classes))
     buffer = io.BytesIO()
-    anomaly_figure(scores, anomalous, threshold, metrics["auroc"]).savefig(
-        buffer, format="png", dpi=100)
+    anomaly_figure(scores, anomalous, threshold, metrics["auroc"],
+                   SCORE_NAMES[config.anomaly_score]).savefig(buffer, format="png", dpi=100)
     write_bytes_atomic(plot_path, buffer.getvalue())
     order = np.argsort(scores)
     count = min(columns, len(order))

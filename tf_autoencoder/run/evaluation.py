@@ -92,8 +92,10 @@ def evaluate_run(model_dir: str, config: Config, splits: Splits,
     with `seed` (default: the whole training split).
     """
     model = load_finished_model(model_dir)
-    # Calibrated again (and written), so that a run from before thresholds has one to export.
-    threshold = calibrate(model, model_dir, config, splits.validation.images, log)
+    # Calibrated again (and written), so that a run from before thresholds has one to
+    # export; the codes' Gaussian, which the run's export carries, is kept.
+    threshold = calibrate(model, model_dir, config, splits.validation.images,
+                          splits.train.images, log, refit=False)
     test_inputs = _clean_inputs(splits.test.images[:], config)
     logits = model.predict(test_inputs, batch_size=BATCH_SIZE, verbose=0)
     metrics = reconstruction_metrics(to_nhwc(test_inputs, config.data_format),

@@ -9,6 +9,7 @@ model_dir/
   history.csv       loss and metrics per epoch, training and validation
   test_metrics.json loss, RMSE, BCE, MSE on the test split, inputs with the run's noise
   threshold.json    the anomaly threshold, calibrated on the validation images (anomaly.py)
+  code_gaussian.npz --anomaly_score code: the Gaussian of the training images' codes
   export/<version>/ the final model as a SavedModel for serving (export.py)
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ from ..model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, H
 from ..model.models import build_autoencoder, float32_twin
 from ..data.pipeline import check_replicas, make_dataset, make_training_epochs
 from ..data.sources import Splits
-from .anomaly import calibrate
+from .anomaly import calibrate, served_gaussian
 from .summaries import (read_test_metrics, tensorboard_callbacks, test_metrics_line,
                         write_run_end, write_test_metrics)
 
@@ -528,11 +529,12 @@ def _score_save_export(model, config: Config, splits: Splits, initial_epoch: int
                   log=log)
     # Before model.keras: a finished run always has its threshold, which the export carries.
     threshold = calibrate(final, config.model_dir, config, splits.validation.images,
-                          log)["threshold"]
+                          splits.train.images, log)["threshold"]
     save_model_atomic(final, os.path.join(config.model_dir, FINAL_MODEL))
     log(f"Saved {os.path.join(config.model_dir, FINAL_MODEL)}")
     exported = export_saved_model(final, config, os.path.join(config.model_dir, EXPORT_DIR),
-                                  threshold=threshold)
+                                  threshold=threshold,
+                                  gaussian=served_gaussian(config.model_dir, config))
     log(f"Exported {exported}")
     return test_metrics
 

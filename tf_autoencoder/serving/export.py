@@ -8,8 +8,11 @@ trained in (the export computes in float32, NHWC):
   encode           images -> codes: (batch, h, w, k) convolutional, (batch, k) fully connected
   decode           codes -> reconstructions
   score            images -> scores (batch,): each image's mean squared error per pixel
-                   value against its reconstruction; is_anomalous (batch,) bool: score
-                   above the threshold calibrated on the validation images
+                   value against its reconstruction, or with --anomaly_score code the
+                   Mahalanobis distance of its code to the normal training images' codes
+                   (their mean and precision are constants of the export);
+                   is_anomalous (batch,) bool: score above the threshold calibrated on
+                   the validation images
 
 `tf-autoencoder export MODEL_DIR [--format tflite,onnx]` exports a finished run; training
 exports a SavedModel at its end.
@@ -30,18 +33,22 @@ from ..files import fsync_dir, fsync_tree, remove_leftovers, temp_path, write_re
 from .formats import FORMATS, SAVED_MODEL, SIGNATURES
 from .loading import load_finished_model
 from ..model.models import named_weights, serving_twin
-from ..model_dir import EXPORT_DIR, export_versions, load_finished_run, read_threshold
+from ..model_dir import (EXPORT_DIR, export_versions, load_finished_run, read_code_gaussian,
+                         read_threshold)
 
 # Exports are written into a temporary folder (files.temp_path), then renamed to their
 # version. TF Serving and export_versions() only see integer names, so a crash never
 # leaves a version behind, and the next export removes what a killed one left.
 
 
-def serving_module(model: keras.Model, threshold: float = math.inf) -> tf.Module:
+def serving_module(model: keras.Model, threshold: float = math.inf,
+                   gaussian: dict | None = None) -> tf.Module:
     """A tf.Module with the four signature functions (as .reconstruct, .encode, .decode,
     .score) of `model`, an NHWC float32 model (models.serving_twin). `threshold`: the
     score above which an image is anomalous, a constant of the score signature (inf: a
-    model without a calibrated threshold flags nothing).
+    model without a calibrated threshold flags nothing). `gaussian` (run/anomaly.py's
+    code_gaussian, of NHWC codes flattened): score by the code's Mahalanobis distance to
+    it; None: by the reconstruction error.
 
     It tracks the model's weights only, not the model object, so the SavedModel holds no
     optimizer state and loads without Keras or this package.
@@ -67,10 +74,24 @@ def serving_module(model: keras.Model, threshold: float = math.inf) -> tf.Module
     def decode(codes):
         return {reconstructions: tf.sigmoid(model.decoder(codes, training=False))}
 
+    def code_distances(images):
+        codes = model.encoder(images, training=False)
+        # Constants of the graph, made while it is traced: tensors made outside it would be
+        # captured, and tf2onnx makes a captured tensor an input of the ONNX model.
+        mean = tf.constant(gaussian["mean"], tf.float32)
+        precision = tf.constant(gaussian["precision"], tf.float32)
+        # NHWC codes flattened row by row, as the Gaussian's were (anomaly.image_codes).
+        centred = tf.reshape(codes, [-1, mean.shape[0]]) - mean
+        squared = tf.reduce_sum(tf.matmul(centred, precision) * centred, axis=1)
+        return tf.sqrt(tf.maximum(squared, 0.0))  # >= 0 but for float32 rounding
+
+    def reconstruction_errors(images):
+        errors = tf.square(images - tf.sigmoid(model(images, training=False)))
+        return tf.reduce_mean(errors, axis=[1, 2, 3])
+
     @tf.function(input_signature=[images_spec])
     def score(images):
-        errors = tf.square(images - tf.sigmoid(model(images, training=False)))
-        scores = tf.reduce_mean(errors, axis=[1, 2, 3])
+        scores = (reconstruction_errors if gaussian is None else code_distances)(images)
         return {scores_name: scores,
                 anomalous_name: tf.greater(scores, tf.constant(threshold, tf.float32))}
 
@@ -102,21 +123,23 @@ def write_saved_model(module: tf.Module, folder: str) -> None:
 
 
 def export_saved_model(model: keras.Model, config: Config, export_base: str,
-                       formats=("saved_model",), threshold: float = math.inf) -> str:
+                       formats=("saved_model",), threshold: float = math.inf,
+                       gaussian: dict | None = None) -> str:
     """Writes `model` as SavedModel version max(existing) + 1 under `export_base`; returns
     its path. `formats` may add the other names of formats.FORMATS ("tflite", "onnx"):
     their files go into the same version, converted from the SavedModel and checked in
     their runtimes first. Written to a temporary directory beside it, then renamed into
     place.
 
-    threshold: the calibrated anomaly threshold the score signature carries.
+    threshold: the calibrated anomaly threshold the score signature carries; gaussian:
+    the codes' Gaussian it measures distances with (None: it scores reconstructions).
 
     Raises WriteError, with one clear line, when `export_base` cannot be written;
     ConversionError when a conversion is wrong, MissingExtra when its converter or
     runtime is not installed. Either way no version appears.
     """
     wanted = [fmt for name, fmt in FORMATS.items() if fmt is SAVED_MODEL or name in formats]
-    module = serving_module(serving_twin(model, config), threshold)
+    module = serving_module(serving_twin(model, config), threshold, gaussian)
     try:
         os.makedirs(export_base, exist_ok=True)
         remove_leftovers(export_base)  # of exports that were killed
@@ -205,11 +228,13 @@ def export_model_dir(model_dir: str, export_base: str | None = None,
     """Exports the final model of a finished run; returns the new version's path.
 
     export_base defaults to MODEL_DIR/export; formats as export_saved_model's. The score
-    signature carries the run's threshold.json (ConfigError if it has none).
+    signature carries the run's threshold.json, and with --anomaly_score code its
+    code_gaussian.npz (ConfigError if it has none).
     """
     config = load_finished_run(model_dir)
     threshold = read_threshold(model_dir)
+    gaussian = read_code_gaussian(model_dir) if config.anomaly_score == "code" else None
     model = load_finished_model(model_dir)
     return export_saved_model(model, config, export_base or os.path.join(model_dir, EXPORT_DIR),
-                              formats, threshold)
+                              formats, threshold, gaussian)
 

@@ -1,11 +1,14 @@
 """Reconstruct image files with an exported model (a SavedModel, a .tflite or an .onnx
 file, each in its own runtime) and score each one.
 
-The score is the reconstruction error: the mean squared error per pixel between the
-image as the model sees it (converted to the model's channels, resized to its size,
-pixels in [0, 1]) and its reconstruction. Images unlike the training data reconstruct
-worse, so a high score flags an anomaly: each line says "anomalous" when the score is
-above the threshold the export carries (its score signature), else "normal".
+The score is the one the export's score signature computes for the image as the model
+sees it (converted to the model's channels, resized to its size, pixels in [0, 1]): its
+reconstruction error (the mean squared error per pixel against its reconstruction), or
+for a run trained with --anomaly_score code the distance of its code to the normal
+images' codes. Images unlike the training data score higher, so a high score flags an
+anomaly: each line says "anomalous" when the score is above the threshold the export
+carries, else "normal". An export without a score signature gets the reconstruction
+error and no verdict.
 
 `tf-autoencoder predict MODEL img1.png folder/ ... [--csv scores.csv] [--output_dir DIR]`
 
@@ -182,7 +185,7 @@ def predict_files(model_path: str, paths: list[str], output_dir: str | None, *, 
             for (path, name, notes), reconstruction, score, verdict in zip(
                     done, reconstructions, scores, verdicts):
                 rows.append({"path": path, "score": f"{score:.6f}", "verdict": verdict or ""})
-                line = f"{path}: mse {score:.6f}" + (f", {verdict}" if verdict else "")
+                line = f"{path}: score {score:.6f}" + (f", {verdict}" if verdict else "")
                 if name is not None:
                     out = os.path.join(output_dir, name)
                     write_png(out, np.round(np.clip(reconstruction, 0, 1) * 255).astype(np.uint8))
