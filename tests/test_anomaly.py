@@ -411,7 +411,8 @@ def test_evaluate_measures_the_code_distance_and_keeps_the_runs_gaussian(code_ru
 
 
 def test_a_rerun_of_a_finished_code_scored_run_rewrites_nothing(code_run, tmp_path):
-    """Catches a rerun that fits the Gaussian or calibrates again (bytes and times)."""
+    """Catches a rerun that fits the Gaussian or calibrates again (bytes and times), or
+    that takes another --anomaly_score without a word."""
     from conftest import copy_run
 
     model_dir = copy_run(code_run[0], tmp_path / "run")
@@ -424,4 +425,13 @@ def test_a_rerun_of_a_finished_code_scored_run_rewrites_nothing(code_run, tmp_pa
     process = run_python("train.py", *CODE_RUN, "--model_dir", model_dir)
     assert process.returncode == 0, process.stderr
     assert "nothing to train or export" in process.stdout + process.stderr
+    assert state() == before
+    # Asked to score otherwise, it says that it does not, instead of seeming to.
+    other = run_python("train.py", *CODE_RUN, "--anomaly_score", "reconstruction",
+                       "--model_dir", model_dir)
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines()[-1].endswith(
+        "is a finished run calibrated with --anomaly_score code --anomaly_fpr 0.01, and a "
+        "finished run is not calibrated again: train into a new --model_dir for "
+        "--anomaly_score reconstruction --anomaly_fpr 0.01")
     assert state() == before

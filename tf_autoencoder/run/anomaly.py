@@ -29,7 +29,7 @@ import numpy as np
 
 from ..config import Config
 from ..data.pipeline import noisy_inputs
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..files import write_bytes_atomic, write_text_atomic
 from ..model.layout import to_nhwc
 from ..model_dir import CODE_GAUSSIAN, THRESHOLD, read_code_gaussian
@@ -135,6 +135,24 @@ def write_code_gaussian(model_dir: str, gaussian: dict) -> None:
 def served_gaussian(model_dir: str, config: Config) -> dict | None:
     """The Gaussian the run's score uses (code_gaussian.npz), None for reconstruction."""
     return read_code_gaussian(model_dir) if config.anomaly_score == "code" else None
+
+
+def check_same_calibration(model_dir: str, config: Config) -> None:
+    """ConfigError when a finished run, whose threshold is not set again, was calibrated
+    with another --anomaly_score or --anomaly_fpr than `config` asks for (a rerun that
+    changed nothing must not look as if it had)."""
+    try:
+        with open(os.path.join(model_dir, THRESHOLD)) as f:
+            record = json.load(f)
+        calibrated = (record.get("anomaly_score", "reconstruction"), record["anomaly_fpr"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # no calibration to compare with: exporting says what is missing
+    if calibrated != (config.anomaly_score, config.anomaly_fpr):
+        raise ConfigError(
+            f"{model_dir} is a finished run calibrated with --anomaly_score {calibrated[0]} "
+            f"--anomaly_fpr {calibrated[1]:g}, and a finished run is not calibrated again: "
+            f"train into a new --model_dir for --anomaly_score {config.anomaly_score} "
+            f"--anomaly_fpr {config.anomaly_fpr:g}")
 
 
 def images_needed(anomaly_fpr: float) -> int:

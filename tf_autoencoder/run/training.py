@@ -42,7 +42,7 @@ from ..model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, H
 from ..model.models import build_autoencoder, float32_twin
 from ..data.pipeline import check_replicas, make_dataset, make_training_epochs
 from ..data.sources import Splits
-from .anomaly import calibrate, served_gaussian
+from .anomaly import calibrate, check_same_calibration, served_gaussian
 from .summaries import (read_test_metrics, tensorboard_callbacks, test_metrics_line,
                         write_run_end, write_test_metrics)
 
@@ -448,6 +448,8 @@ def _finished_run(model, checkpoint, config: Config, initial_epoch: int, strateg
         log(f"{config.model_dir} already holds {held}: nothing to train "
             "(raise --epochs to train longer)")
         return None
+    if finished:
+        check_same_calibration(config.model_dir, config)
     # The end of a run writes its export last: everything before it is there too.
     log(f"{config.model_dir} already holds {held}, exported as "
         f"{exported}: nothing to train or export (raise --epochs to train longer)")
