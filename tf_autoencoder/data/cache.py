@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..files import write_atomic, write_error
 from .folder import SPLIT_NAMES
-from .sources import Split, Splits
+from .sources import Split, Splits, StreamedImages
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -38,12 +38,9 @@ if TYPE_CHECKING:
 CACHE_FORMAT = "tf-autoencoder cache 1"
 
 
-class CachedImages:
-    """The images of one split in a cache file, shaped like a uint8 array (N, H, W, C):
-    `shape`, len(), indexing (reads just those images), subset(); `gather` reads a
-    batch inside a tf.data pipeline."""
-
-    dtype = np.uint8
+class CachedImages(StreamedImages):
+    """The images of one split in a cache file (StreamedImages: indexing reads just those
+    images); `gather` reads a batch inside a tf.data pipeline."""
 
     def __init__(self, path: str, records: np.ndarray | None = None):
         self.path = path
@@ -60,18 +57,11 @@ class CachedImages:
         self._fd = None
         self._lock = threading.Lock()
 
-    @property
-    def shape(self) -> tuple:
-        return (len(self.records), *self.image_shape)
-
     def __len__(self) -> int:
         return len(self.records)
 
     def subset(self, kept) -> "CachedImages":
         return CachedImages(self.path, self.records[kept])
-
-    def __getitem__(self, index) -> np.ndarray:
-        return self._read(np.atleast_1d(np.arange(len(self.records))[index]))
 
     def _read(self, indices: np.ndarray) -> np.ndarray:
         with self._lock:  # tf.data calls from several threads; one descriptor for all

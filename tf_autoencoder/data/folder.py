@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import math
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -22,7 +21,7 @@ import numpy as np
 
 from ..config import MAX_PIXELS
 from ..errors import DataError
-from .sources import IDX_FILES, Split, Splits
+from .sources import IDX_FILES, Split, Splits, StreamedImages
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -211,23 +210,17 @@ def check_same(headers: list, paths: list[str], image_size, channels
     return shape, plain
 
 
-class FileImages:
-    """The images of one split as files, shaped like a uint8 array (N, H, W, C): `shape`,
-    len(), and indexing (a slice or indices) reads just those files. The training
+class FileImages(StreamedImages):
+    """The images of one split as files (StreamedImages: indexing reads just those
+    files). The training
     pipeline reads them through tf.data (dataset). plain: every file decodes to `shape`
     as it is (decode_plain), without decode's conversions."""
-
-    dtype = np.uint8
 
     def __init__(self, paths: list[str], shape: tuple[int, int, int], plain: bool = False):
         self.paths = list(paths)
         self.image_shape = tuple(shape)
         self.plain = plain
         self._tensor = None
-
-    @property
-    def shape(self) -> tuple:
-        return (len(self.paths), *self.image_shape)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -246,16 +239,8 @@ class FileImages:
                 raise DataError(f"cannot read {path}: {e.strerror}") from None
             digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
 
-    def __getitem__(self, index) -> np.ndarray:
-        from ..memory import check_fits
-
-        chosen = np.arange(len(self.paths))[index]
-        chosen = np.atleast_1d(chosen)
-        check_fits(f"reading {len(chosen):,} images of {self.image_shape}",
-                   len(chosen) * math.prod(self.image_shape), "use fewer images")
-        if not len(chosen):
-            return np.zeros((0, *self.image_shape), np.uint8)
-        images = self.dataset(chosen).batch(256)
+    def _read(self, indices: np.ndarray) -> np.ndarray:
+        images = self.dataset(indices).batch(256)
         return np.concatenate([batch.numpy() for batch in images])
 
     def dataset(self, indices=None) -> "tf.data.Dataset":

@@ -274,7 +274,9 @@ def _cached(images) -> bool:
 
 def _streamed(images) -> bool:
     """Whether the images are read as the batches need them (not held in memory)."""
-    return _by_index(images) or _in_order(images) or _cached(images)
+    from .sources import StreamedImages
+
+    return isinstance(images, StreamedImages)
 
 
 def _to_layout(batch, transpose: bool):

@@ -39,9 +39,37 @@ TFDS_DOWNLOAD_PROBE = "https://storage.googleapis.com/"
 
 
 
+class StreamedImages:
+    """Images read only when asked for, shaped like a uint8 array (N, H, W, C): `shape`,
+    len(), and indexing (a slice or indices) reads just those images (`_read`). The
+    subclasses (folder.FileImages, tfds_images.TfdsImages, cache.CachedImages) set
+    `image_shape` and define __len__, _read and subset."""
+
+    dtype = np.uint8
+    image_shape: tuple
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self), *self.image_shape)
+
+    def __getitem__(self, index) -> np.ndarray:
+        from ..memory import check_fits
+
+        chosen = np.atleast_1d(np.arange(len(self))[index])
+        check_fits(f"reading {len(chosen):,} images of {self.image_shape}",
+                   len(chosen) * math.prod(self.image_shape), "use fewer images")
+        if not len(chosen):
+            return np.zeros((0, *self.image_shape), np.uint8)
+        return self._read(chosen)
+
+    def _read(self, indices: np.ndarray) -> np.ndarray:
+        """uint8 (n, H, W, C): the images at `indices` (int64 (n,), n >= 1), in that order."""
+        raise NotImplementedError
+
+
 @dataclass
 class Split:
-    images: np.ndarray  # (N, H, W, C) uint8, or FileImages / TfdsImages, indexed alike
+    images: np.ndarray  # (N, H, W, C) uint8, or StreamedImages, indexed alike
     labels: np.ndarray  # (N,) int64; -1 where the source has no labels
 
     def __len__(self):
@@ -86,8 +114,9 @@ def unlabelled(labels) -> bool:
 def keep_classes(images: np.ndarray, labels: np.ndarray, classes) -> tuple[np.ndarray, np.ndarray]:
     """The images (and labels) whose label is one of `classes`; any source's arrays."""
     kept = np.isin(labels, list(classes))
-    # A folder's or TFDS's images stay unread (FileImages / TfdsImages.subset).
-    return (images.subset(kept) if hasattr(images, "subset") else images[kept]), labels[kept]
+    # Streamed images stay unread (their subset()).
+    return (images.subset(kept) if isinstance(images, StreamedImages) else images[kept]), \
+        labels[kept]
 
 
 def check_classes(classes, labels_of_every_split: list, source: str) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import DataError
-from .sources import VALIDATION_FRACTION, Split, Splits
+from .sources import VALIDATION_FRACTION, Split, Splits, StreamedImages
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -27,23 +27,16 @@ if TYPE_CHECKING:
 SHUFFLE_BUFFER_BYTES = 64 * 2**20
 
 
-class TfdsImages:
-    """The images of one TFDS split, shaped like a uint8 array (N, H, W, C): `shape`,
-    len(), and indexing (a slice or indices) reads just the stretch of the split those
-    lie in. `positions`: the examples' indices in the TFDS split, ascending. No random
+class TfdsImages(StreamedImages):
+    """The images of one TFDS split (StreamedImages: indexing reads just the stretch of
+    the split those lie in). `positions`: the examples' indices in the TFDS split, ascending. No random
     access: training shuffles the stream (dataset)."""
-
-    dtype = np.uint8
 
     def __init__(self, source: "TfdsSource", split: str, positions: np.ndarray, shape):
         self.source, self.split = source, split
         self.positions = np.asarray(positions, np.int64)
         self.image_shape = tuple(shape)
         self._kept = None
-
-    @property
-    def shape(self) -> tuple:
-        return (len(self.positions), *self.image_shape)
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -60,14 +53,8 @@ class TfdsImages:
                       f"{self.split}\n".encode())
         digest.update(self.positions.tobytes())
 
-    def __getitem__(self, index) -> np.ndarray:
-        from ..memory import check_fits
-
-        chosen = np.atleast_1d(self.positions[index])
-        check_fits(f"reading {len(chosen):,} images of {self.image_shape}",
-                   len(chosen) * math.prod(self.image_shape), "use fewer images")
-        if not len(chosen):
-            return np.zeros((0, *self.image_shape), np.uint8)
+    def _read(self, indices: np.ndarray) -> np.ndarray:
+        chosen = self.positions[indices]
         wanted = np.unique(chosen)  # read in the split's order, then put as asked
         images = TfdsImages(self.source, self.split, wanted, self.image_shape).dataset()
         images = np.concatenate([batch.numpy() for batch in images.batch(256)])
