@@ -36,7 +36,7 @@ def predicted(trained_run, image_files, tmp_path_factory):
     result = run_python("-m", "tf_autoencoder", "predict", trained_run[0], *image_files[2],
                         "--output_dir", str(out))
     scores = {}
-    for line in result.stdout.splitlines()[1:]:
+    for line in result.stdout.splitlines()[1:-1]:  # between the model's line and the count
         path, score = re.match(r"(.+): score (\d\.\d{6}), (?:normal|anomalous) -> ", line).groups()
         scores[os.path.basename(path)] = float(score)
     return result, scores, out
@@ -53,9 +53,11 @@ def test_predict_reports_every_file_and_exits_1_for_the_bad_ones(predicted, trai
     assert len(errors) == 2, result.stderr
     assert "notes.txt: not an image" in errors[0] and "missing.png: No such file" in errors[1]
     lines = dict(zip(scores, result.stdout.splitlines()[1:]))
-    assert lines["rgb.png"].endswith("(RGB converted to greyscale)")
+    assert lines["rgb.png"].endswith("(colour converted to greyscale)")
     assert lines["big.png"].endswith("(resized from 56 wide x 56 high to 28 wide x 28 high)")
     assert not lines["digit.png"].endswith(")")
+    flagged = sum(", anomalous -> " in line for line in lines.values())
+    assert result.stdout.splitlines()[-1] == f"{flagged} of 4 images anomalous (2 could not be read)"
     assert sorted(os.listdir(out)) == [f"{stem}_reconstruction.png"
                                        for stem in ["big", "digit", "inverted", "rgb"]]
 
@@ -119,9 +121,11 @@ def test_predict_says_which_side_of_a_size_is_the_width(trained_run, image_files
     write_png(tmp_path / "wide.png", wide)
     assert main(["predict", trained_run[0], str(tmp_path / "wide.png"),
                  "--output_dir", str(tmp_path / "out")]) == 0
-    model, line = capsys.readouterr().out.splitlines()
+    model, line, count = capsys.readouterr().out.splitlines()
     assert model.endswith("(TensorFlow): greyscale images 28 wide x 28 high")
-    assert line.endswith("(resized from 56 wide x 42 high to 28 wide x 28 high)")
+    assert line.endswith("(centre cropped to the model's aspect ratio and resized from 56 "
+                         "wide x 42 high to 28 wide x 28 high)")
+    assert count in ("0 of 1 images anomalous", "1 of 1 images anomalous")
 
 
 def test_predict_help_and_docs_say_what_an_anomaly_score_takes():

@@ -17,17 +17,41 @@ LARGE_DECODE = 2**28  # bytes: a decode this large is checked against the free m
 LIBJPEG_NOTE = r"(Input file read error|Premature end of JPEG file)"
 
 
+# Pillow's modes whose images the preparation (preparation.py) makes grey: 1 channel;
+# every other mode gives 3 (alpha is composited away, a palette looked up).
+GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+# What the preparation decodes: Pillow's names of the formats.
+FORMATS = ("PNG", "JPEG", "GIF", "BMP")
+# EXIF orientations that turn an image on its side (width and height swap).
+SIDEWAYS = (5, 6, 7, 8)
+
+
 class Header(NamedTuple):
-    width: int
+    """What a file's header says of the image that preparation.prepare_image makes of it."""
+    width: int  # upright: after the EXIF orientation a JPEG carries
     height: int
     mode: str  # Pillow's: "L" grey, "RGB", "RGBA", "P" palette, "I;16" ...
     format: str  # Pillow's: "PNG", "JPEG", "GIF", "BMP"
+    orientation: int = 1  # a JPEG's EXIF orientation, 1..8
+    transparent: bool = False  # has alpha or a transparent colour
+    deep: bool = False  # 16 bits a sample, scaled to 8
+    plain: bool = False  # 8-bit grey or RGB PNG or JPEG, upright, opaque: no conversion
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.mode in GREY_MODES else 3
+
+
+def describe_size(height: int, width: int) -> str:
+    """'160 wide x 120 high': a bare 120x160 reads as width x height to some, height x
+    width (NumPy's order) to others."""
+    return f"{width} wide x {height} high"
 
 
 def image_header(path: str) -> Header:
     """The image's size, mode and format from the file's header, without decoding its
-    pixels. ValueError if the file is no image Pillow knows; OSError if it cannot be
-    read."""
+    pixels. ValueError if the file is no image the preparation decodes; OSError if it
+    cannot be read."""
     from PIL import Image
 
     # Our limit (check_pixels), told from the header, replaces Pillow's own: set once for
@@ -35,9 +59,35 @@ def image_header(path: str) -> Header:
     Image.MAX_IMAGE_PIXELS = None
     try:
         with Image.open(path) as image:
-            return Header(*image.size, image.mode, image.format)
+            return _header_of(image)
     except Image.UnidentifiedImageError:
         raise ValueError("not an image (PNG, JPEG, GIF or BMP expected)") from None
+
+
+def _header_of(image) -> Header:
+    if image.format not in FORMATS:
+        raise ValueError(f"a {image.format} image: PNG, JPEG, GIF or BMP expected (convert "
+                         "it, e.g. to PNG)")
+    # What each pixel is stored as (PNG: "RGB;16B" for 16 bits; JPEG: ("RGB", "")).
+    raw = image.tile[0][3] if image.tile else None
+    raw = raw[0] if isinstance(raw, tuple) else raw
+    if image.format == "BMP" and (image.info.get("compression", 0) not in (0, 3)
+                                  or raw in ("BGR;15", "BGR;16")):
+        raise ValueError("a compressed or 16-bit BMP, which the decoder does not read: save "
+                         "it as PNG, or as a BMP of 1, 4, 8, 24 or 32 bits")
+    orientation = 1
+    if image.format == "JPEG":
+        orientation = image.getexif().get(0x0112, 1)
+        orientation = orientation if orientation in range(1, 9) else 1
+    width, height = image.size
+    if orientation in SIDEWAYS:
+        width, height = height, width
+    transparent = image.mode in ("LA", "RGBA", "PA") or "transparency" in image.info
+    deep = image.format == "PNG" and ("16" in (raw or "") or image.mode.startswith("I"))
+    plain = (image.format in ("PNG", "JPEG") and image.mode in ("L", "RGB") and raw == image.mode
+             and orientation == 1 and not transparent)
+    return Header(width, height, image.mode, image.format, orientation, transparent, deep,
+                  plain)
 
 
 def check_pixels(path: str, max_pixels: int = MAX_PIXELS) -> Header:

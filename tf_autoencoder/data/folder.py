@@ -32,8 +32,6 @@ SPLIT_NAMES = ("train", "validation", "test")
 # MNIST's 10,000 test and 5,000 validation images among its 70,000.
 TEST_SHARE = 1 / 7
 VALIDATION_SHARE = 1 / 14
-# Pillow's modes -> the channels the images have (alpha is dropped: see decode).
-GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 def split_of(relative_path: str) -> str:
@@ -158,12 +156,11 @@ def list_folder(root: str) -> tuple[dict[str, list[Listed]], list[str] | None, i
 
 def _header(path: str, max_pixels: int) -> tuple[int, int, int, bool]:
     """(height, width, channels, plain) from the file's header, without decoding its
-    pixels; plain: an 8-bit grey or RGB PNG or JPEG, which decodes without conversions."""
+    pixels (images.Header: the size upright, the channels the preparation gives)."""
     from ..images import check_pixels
 
     header = check_pixels(path, max_pixels)  # one opening of the file
-    plain = header.mode in ("L", "RGB") and header.format in ("PNG", "JPEG")
-    return header.height, header.width, 1 if header.mode in GREY_MODES else 3, plain
+    return header.height, header.width, header.channels, header.plain
 
 
 def read_headers(paths: list[str], max_pixels: int = MAX_PIXELS, skip_bad: bool = False
@@ -195,7 +192,7 @@ def read_headers(paths: list[str], max_pixels: int = MAX_PIXELS, skip_bad: bool 
 def check_same(headers: list, paths: list[str], image_size, channels
                ) -> tuple[tuple[int, int, int], bool]:
     """The images' shape (H, W, C) after --image_size / --channels, and whether every
-    file is plain and of that shape already (decode_plain reads it); DataError naming
+    file is plain and of that shape already (prepare_plain reads it); DataError naming
     two files that differ where these are not given."""
     first = headers[0]
     for header, path in zip(headers, paths):
@@ -212,9 +209,9 @@ def check_same(headers: list, paths: list[str], image_size, channels
 
 class FileImages(StreamedImages):
     """The images of one split as files (StreamedImages: indexing reads just those
-    files). The training
-    pipeline reads them through tf.data (dataset). plain: every file decodes to `shape`
-    as it is (decode_plain), without decode's conversions."""
+    files). The training pipeline reads them through tf.data (dataset), each prepared by
+    preparation.prepare_file. plain: every file's header says it needs no conversion to
+    `shape` (preparation.prepare_plain)."""
 
     def __init__(self, paths: list[str], shape: tuple[int, int, int], plain: bool = False):
         self.paths = list(paths)
@@ -258,17 +255,23 @@ class FileImages(StreamedImages):
             indices = tf.data.Dataset.range(len(self.paths))
         elif not isinstance(indices, tf.data.Dataset):
             indices = tf.data.Dataset.from_tensor_slices(tf.constant(indices, tf.int64))
-        shape, read = self.image_shape, decode_plain if self.plain else decode
-        return indices.map(lambda i: read(tf.gather(paths, i), shape),
+        from ..preparation import prepare_file
+
+        shape, plain = self.image_shape, self.plain
+        return indices.map(lambda i: prepare_file(tf.gather(paths, i), shape, plain),
                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def bad_files(self) -> list[int]:
         """The indices of the files that cannot be read or decoded (a pass over them all)."""
         import tensorflow as tf
 
-        paths, shape = tf.constant(self.paths), self.image_shape
+        from ..preparation import prepare_file
+
+        paths, shape, plain = tf.constant(self.paths), self.image_shape, self.plain
         decoded = tf.data.Dataset.range(len(self.paths)).map(
-            lambda i: (i, tf.shape(decode(tf.gather(paths, i), shape))[0]),
+            # A value of the pixels, not their shape, which is static and lets TensorFlow
+            # prune the decoding away.
+            lambda i: (i, tf.reduce_max(prepare_file(tf.gather(paths, i), shape, plain))),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
         good = {int(i) for i, _ in decoded.ignore_errors().as_numpy_iterator()}
         return [i for i in range(len(self.paths)) if i not in good]
@@ -303,69 +306,6 @@ def first_bad_file(splits: Splits) -> str | None:
             if bad:
                 return images.paths[bad[0]]
     return None
-
-
-def decode_plain(path, shape: tuple[int, int, int]):
-    """One image file that needs no conversion -> uint8 (H, W, C): decode's result without
-    its branches, which took half the decoding time of 28x28 PNG files."""
-    import tensorflow as tf
-
-    image = tf.io.decode_image(tf.io.read_file(path), channels=shape[2], dtype=tf.uint8,
-                               expand_animations=False)
-    return tf.ensure_shape(image, shape)
-
-
-def decode(path, shape: tuple[int, int, int]):
-    """One image file -> uint8 (H, W, C) of `shape` (see fit)."""
-    import tensorflow as tf
-
-    return fit(tf.io.decode_image(tf.io.read_file(path), dtype=tf.uint8,
-                                  expand_animations=False), shape)
-
-
-def fit(image, shape: tuple[int, int, int]):
-    """A decoded uint8 image (any size; grey, grey + alpha, RGB or RGBA) -> uint8 (H, W, C)
-    of `shape`: alpha dropped, grey <-> RGB converted as C asks, and, when the size
-    differs, the largest centred crop of the target's aspect ratio resized to H x W
-    (bilinear, antialiased). Files (decode) and TFDS images (tfds_images.py) alike."""
-    import tensorflow as tf
-
-    if image.shape == shape:  # known already (a TFDS image of that shape): nothing to do
-        return image
-    height, width, channels = shape
-    have = tf.shape(image)[-1]
-    image = tf.cond(have % 2 == 0, lambda: image[..., :have - 1], lambda: image)  # alpha
-    if channels == 3:
-        image = tf.cond(tf.shape(image)[-1] == 1, lambda: tf.tile(image, [1, 1, 3]),
-                        lambda: image)
-    else:
-        image = tf.cond(tf.shape(image)[-1] == 3, lambda: _grey(image), lambda: image)
-    image = tf.ensure_shape(image, (None, None, channels))
-    size = tf.shape(image)[:2]
-    image = tf.cond(tf.reduce_all(size == (height, width)), lambda: image,
-                    lambda: _crop_resize(image, height, width))
-    return tf.ensure_shape(image, shape)
-
-
-def _grey(image):
-    import tensorflow as tf
-
-    grey = tf.image.rgb_to_grayscale(tf.cast(image, tf.float32))
-    return tf.cast(tf.clip_by_value(tf.round(grey), 0, 255), tf.uint8)
-
-
-def _crop_resize(image, height: int, width: int):
-    import tensorflow as tf
-
-    h, w = tf.shape(image)[0], tf.shape(image)[1]
-    # The largest box of the target's aspect ratio, centred: crop_h / crop_w = height / width.
-    crop_h = tf.minimum(h, (w * height) // width)
-    crop_w = tf.minimum(w, (h * width) // height)
-    crop_h, crop_w = tf.maximum(crop_h, 1), tf.maximum(crop_w, 1)
-    image = tf.image.crop_to_bounding_box(image, (h - crop_h) // 2, (w - crop_w) // 2,
-                                          crop_h, crop_w)
-    resized = tf.image.resize(tf.cast(image, tf.float32), (height, width), antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
 
 def load_image_folder(root: str, image_size=None, channels=None, max_pixels: int = MAX_PIXELS,

@@ -125,16 +125,19 @@ class TfdsSource:
         return images.take(end - first)
 
     def decode(self, encoded, shape) -> "tf.Tensor":
-        """One encoded image -> uint8 of `shape` (folder.fit converts size and colour)."""
+        """One encoded image -> uint8 of `shape`: TFDS stores 8- and 16-bit images as
+        PNG or JPEG bytes, prepared as any image file is (preparation.prepare_image)."""
         import tensorflow as tf
 
-        from .folder import fit
+        from ..preparation import fit_pixels, prepare_image
 
         feature = self.builder.info.features[self.image_key]
-        image = feature.decode_example(encoded)
-        if image.dtype != tf.uint8:  # 16-bit or float images: scaled to 0..255
-            image = tf.image.convert_image_dtype(image, tf.uint8, saturate=True)
-        return fit(image, shape)
+        if feature.dtype != tf.float32:
+            return prepare_image(encoded, shape)
+        # Float images (one channel, bit-cast into a PNG's four) only TFDS decodes.
+        image = tf.image.convert_image_dtype(feature.decode_example(encoded), tf.uint8,
+                                             saturate=True)
+        return fit_pixels(image, shape)
 
     def labels(self, split: str, label_key: str | None) -> np.ndarray:
         """The int64 labels of `split` (-1 each without a label feature), the images

@@ -2,7 +2,7 @@
 file, each in its own runtime) and score each one.
 
 The score is the one the export's score signature computes for the image as the model
-sees it (converted to the model's channels, resized to its size, pixels in [0, 1]): its
+sees it, prepared as training prepared it (preparation.prepare_image): its
 reconstruction error (the mean squared error per pixel against its reconstruction), or
 for a run trained with --anomaly_score code the distance of its code to the normal
 images' codes. Images unlike the training data score higher, so a high score flags an
@@ -15,6 +15,7 @@ error and no verdict.
 Folders are walked recursively for image files. Images are read, reconstructed and
 scored a batch at a time (BATCH images), so memory stays bounded however many there are.
 """
+import functools
 import os
 import re
 
@@ -24,53 +25,42 @@ import tensorflow as tf
 from ..data.folder import IMAGE_EXTENSIONS, walk
 from ..errors import DataError, ModelError
 from ..files import write_text_atomic
-from ..images import LIBJPEG_NOTE, MAX_PIXELS, check_pixels, write_png
+from ..images import LIBJPEG_NOTE, MAX_PIXELS, check_pixels, describe_size, write_png
 from ..logs import stderr_without
 from ..pause import pause_point
+from ..preparation import describe_preparation, prepare_image, to_model_input
 from .loading import load_exported
 
 
 def read_image(path: str, shape: tuple[int, int, int],
                max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, list[str]]:
-    """Reads a PNG, JPEG, GIF or BMP file as the model expects it.
+    """Reads a PNG, JPEG, GIF or BMP file as the model expects it, by the preparation
+    that training used (preparation.prepare_image).
 
     shape: the model's (H, W, C). Returns float32 (H, W, C) in [0, 1] and notes on what
     was changed to fit. Raises OSError if unreadable, ValueError if not an image or one
     of more than `max_pixels` pixels (told by its header, before decoding).
     """
-    check_pixels(path, max_pixels)
+    header = check_pixels(path, max_pixels)
     with open(path, "rb") as f:
         data = f.read()
     try:
         with stderr_without(LIBJPEG_NOTE):  # our line says it, with the file's name
-            image = tf.io.decode_image(data, dtype=tf.float32, expand_animations=False)
+            pixels = _preparation(tuple(shape))(tf.constant(data))
     except tf.errors.InvalidArgumentError as e:
         if "Unknown image file format" in e.message:
             raise ValueError("not an image (PNG, JPEG, GIF or BMP expected)") from None
-        detail = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", e.message).strip()  # TF's op context
+        detail = re.sub(r"\{\{.*?\}\}|\[Op:\w+\]|\n.*", "", e.message,
+                        flags=re.S).strip()  # TF's op context and graph trace
         raise ValueError(f"damaged image ({detail})") from None
-    height, width, channels = shape
-    notes = []
-    if image.shape[-1] in (2, 4):
-        image = image[..., :-1] * image[..., -1:]
-        notes.append("transparency flattened onto black")
-    if image.shape[-1] == 3 and channels == 1:
-        image = tf.image.rgb_to_grayscale(image)
-        notes.append("RGB converted to greyscale")
-    elif image.shape[-1] == 1 and channels == 3:
-        image = tf.image.grayscale_to_rgb(image)
-        notes.append("greyscale converted to RGB")
-    if tuple(image.shape[:2]) != (height, width):
-        notes.append(f"resized from {describe_size(*image.shape[:2])} to "
-                     f"{describe_size(height, width)}")
-        image = tf.clip_by_value(tf.image.resize(image, (height, width), antialias=True), 0, 1)
-    return image.numpy(), notes
+    return to_model_input(pixels).numpy(), describe_preparation(header, shape)
 
 
-def describe_size(height: int, width: int) -> str:
-    """'160 wide x 120 high': a bare 120x160 reads as width x height to some, height x
-    width (NumPy's order) to others."""
-    return f"{width} wide x {height} high"
+@functools.lru_cache(maxsize=None)
+def _preparation(shape: tuple[int, int, int]):
+    """prepare_image for one model's shape, traced once (a graph, as in tf.data)."""
+    return tf.function(lambda data: prepare_image(data, shape),
+                       input_signature=[tf.TensorSpec([], tf.string)])
 
 
 def describe_images(shape: tuple[int, int, int]) -> str:
@@ -140,8 +130,9 @@ def predict_files(model_path: str, paths: list[str], output_dir: str | None, *, 
                   error=print, max_pixels: int = MAX_PIXELS, csv_path: str | None = None) -> int:
     """Scores each image file (and each under a folder of `paths`), BATCH at a time; with
     `output_dir`, writes each one's reconstruction there; with `csv_path`, one CSV row
-    per image (path, score) at the end. Without a CSV each image gets a line; with one,
-    a line every PROGRESS_EVERY images. Files that fail get one line through `error` and
+    per image (path, score, verdict, notes: what the preparation changed) at the end.
+    Without a CSV each image gets a line; with one, a line every PROGRESS_EVERY images;
+    an export with verdicts ends with how many were anomalous. Files that fail get one line through `error` and
     the rest go on. `model_path`: a SavedModel folder, a .tflite or an .onnx file.
     Returns the number of files that failed. Raises loading.ModelError for an unusable
     model, formats.MissingExtra when its runtime is not installed."""
@@ -184,7 +175,8 @@ def predict_files(model_path: str, paths: list[str], output_dir: str | None, *, 
                 verdicts = [None] * len(images)
             for (path, name, notes), reconstruction, score, verdict in zip(
                     done, reconstructions, scores, verdicts):
-                rows.append({"path": path, "score": f"{score:.6f}", "verdict": verdict or ""})
+                rows.append({"path": path, "score": f"{score:.6f}", "verdict": verdict or "",
+                             "notes": "; ".join(notes)})
                 line = f"{path}: score {score:.6f}" + (f", {verdict}" if verdict else "")
                 if name is not None:
                     out = os.path.join(output_dir, name)
@@ -199,4 +191,8 @@ def predict_files(model_path: str, paths: list[str], output_dir: str | None, *, 
     if csv_path is not None:
         write_scores_csv(csv_path, rows)
         log(f"Wrote {len(rows):,} scores to {csv_path}")
+    if rows and rows[0]["verdict"]:
+        flagged = sum(row["verdict"] == "anomalous" for row in rows)
+        log(f"{flagged:,} of {len(rows):,} images anomalous"
+            + (f" ({failed:,} could not be read)" if failed else ""))
     return failed

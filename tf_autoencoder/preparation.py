@@ -1,0 +1,328 @@
+"""One image preparation: encoded image bytes -> the model's uint8 (H, W, C) pixels, in
+TensorFlow ops. Training, the cache, calibration, evaluate, embeddings, predict and the
+export's image-bytes signatures all call prepare_image, so a file gets the same pixels,
+and the same score, wherever it is read.
+
+The steps, in order:
+  decode    PNG (1 to 16 bits, palette, transparency), JPEG (grey, RGB, CMYK; libjpeg's
+            accurate integer DCT, as Pillow), GIF (its first frame), BMP (1, 4, 8, 24 and
+            32 bits per pixel; palettes read here, since TensorFlow's BMP decoder returns
+            their indices); 16-bit samples are scaled to 8 bits (v / 257), not truncated
+  orient    a JPEG's EXIF orientation applied, so a phone's portrait photo stands upright
+  alpha     transparent areas composited onto white (BACKGROUND), as a viewer shows them
+            on a white page; a BMP's fourth byte is alpha only when its header says so
+  channels  grey <-> RGB as the model asks (grey = ITU-R 601 luma, as tf.image)
+  size      the largest centred crop of the target's aspect ratio, resized to H x W
+            (bilinear, antialiased); an image already of that size is left as it is
+
+Pixel values stay floats from decoding to the end and are rounded once, so an image that
+needs no conversion comes out exactly as decoded (prepare_plain relies on it).
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from .images import Header, describe_size
+
+# What transparent pixels become: white, in 0..255.
+BACKGROUND = 255.0
+# The formats told apart by their first bytes.
+_PNG, _JPEG, _GIF, _BMP = b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM"
+# BMP header fields (offsets in the file): BITMAPFILEHEADER is 14 bytes, then the DIB
+# header, whose size says which version it is (40: BITMAPINFOHEADER, 108: V4, 124: V5).
+_BMP_PIXELS_AT, _BMP_DIB_SIZE, _BMP_WIDTH, _BMP_HEIGHT = 10, 14, 18, 22
+_BMP_BITS, _BMP_COMPRESSION, _BMP_COLOURS, _BMP_ALPHA_MASK = 28, 30, 46, 66
+_BI_BITFIELDS = 3
+# An EXIF block's IFD0 entries looked at for the orientation tag (it is usually among the
+# first ten).
+_EXIF_ENTRIES = 64
+_ORIENTATION_TAG = 0x0112
+
+
+def _bytes_at(data, position, length: int):
+    """`length` bytes of `data` from `position` as uint8, zeros past the end: a header
+    field read from a short or damaged file is 0, never an error."""
+    padded = tf.strings.join([data, tf.constant(b"\0" * length)])
+    position = tf.clip_by_value(tf.cast(position, tf.int32), 0, tf.strings.length(data))
+    return tf.io.decode_raw(tf.strings.substr(padded, position, length), tf.uint8)
+
+
+def _uint(data, position, length: int, big_endian=False):
+    """An unsigned little- (or big-) endian integer of `length` bytes, as int64."""
+    values = tf.cast(_bytes_at(data, position, length), tf.int64)
+    weights = tf.constant([256 ** i for i in range(length)], tf.int64)
+    little = tf.reduce_sum(values * weights)
+    if big_endian is False:
+        return little
+    return tf.where(big_endian, tf.reduce_sum(values * weights[::-1]), little)
+
+
+def _int32(data, position):
+    value = _uint(data, position, 4)
+    return tf.where(value >= 2 ** 31, value - 2 ** 32, value)
+
+
+def _rgba(image):
+    """uint8/uint16 (h, w, 1..4) -> float32 (h, w, 4) RGBA in 0..255."""
+    scale = 255.0 / image.dtype.max  # uint16: v / 257, exactly v for 8-bit data stored wide
+    image = tf.cast(image, tf.float32) * scale
+    channels = tf.shape(image)[-1]
+    opaque = tf.fill(tf.concat([tf.shape(image)[:2], [1]], 0), 255.0)
+    grey = image[..., :1]
+    return tf.switch_case(channels - 1, [
+        lambda: tf.concat([grey, grey, grey, opaque], -1),
+        lambda: tf.concat([grey, grey, grey, image[..., 1:2]], -1),
+        lambda: tf.concat([image[..., :3], opaque], -1),
+        lambda: image[..., :4]])
+
+
+def _decode_png(data):
+    return _rgba(tf.io.decode_png(data, dtype=tf.uint16))
+
+
+def _decode_jpeg(data):
+    # INTEGER_ACCURATE: libjpeg's default, which Pillow uses; TensorFlow's default (the
+    # fast DCT) differs from it by up to 7 levels.
+    image = tf.io.decode_jpeg(data, dct_method="INTEGER_ACCURATE")
+    return _orient(_rgba(image), jpeg_orientation(data))
+
+
+def _decode_gif(data):
+    # The first frame, as a viewer shows it still.
+    return _rgba(tf.io.decode_gif(_gif_transparency_as_background(data))[0])
+
+
+# One-byte strings by value: a byte computed in the graph, back into a string.
+_BYTES = [bytes([i]) for i in range(256)]
+
+
+def _replace(data, position, new):
+    """`data` with the bytes at `position` replaced by `new` (a string tensor)."""
+    end = position + tf.cast(tf.strings.length(new), tf.int64)
+    return tf.strings.join([tf.strings.substr(data, 0, tf.cast(position, tf.int32)), new,
+                            tf.strings.substr(data, tf.cast(end, tf.int32), -1)])
+
+
+def _gif_transparency_as_background(data):
+    """A GIF whose first frame has a transparent colour, rewritten so that this colour is
+    opaque white (BACKGROUND): TensorFlow's decoder leaves transparent pixels black and
+    returns no alpha, and this is the alpha rule for GIF's on-or-off transparency."""
+    screen = _uint(data, 10, 1)  # logical screen flags: a global colour table, its size
+    global_table = tf.bitwise.bitwise_and(screen, 0x80) != 0
+    after = 13 + tf.where(global_table,
+                          3 * tf.bitwise.left_shift(tf.constant(2, tf.int64),
+                                                    tf.bitwise.bitwise_and(screen, 7)), 0)
+    rest = tf.strings.substr(data, tf.cast(tf.minimum(after, tf.cast(
+        tf.strings.length(data), tf.int64)), tf.int32), -1)
+    parts = tf.strings.split(rest, sep=b"\x21\xf9\x04", maxsplit=1)  # graphic control
+    control = after + tf.cast(tf.strings.length(parts[0]), tf.int64)
+    flags = _uint(data, control + 3, 1)
+    transparent = tf.logical_and(tf.size(parts) > 1, tf.bitwise.bitwise_and(flags, 1) != 0)
+    index = _uint(data, control + 6, 1)
+    frame = control + 8  # the image descriptor that the control block precedes
+    local_table = tf.logical_and(tf.equal(_uint(data, frame, 1), 0x2C),
+                                 tf.bitwise.bitwise_and(_uint(data, frame + 9, 1), 0x80) != 0)
+    table = tf.where(local_table, frame + 10, 13)
+    has_table = tf.logical_or(local_table, global_table)
+
+    def rewritten():
+        white = tf.strings.join([tf.constant(bytes([int(BACKGROUND)]))] * 3)
+        opaque = _replace(data, control + 3, tf.gather(_BYTES, tf.bitwise.bitwise_and(flags, 0xFE)))
+        return _replace(opaque, table + 3 * index, white)
+
+    return tf.cond(tf.logical_and(transparent, has_table), rewritten, lambda: data)
+
+
+def _decode_bmp(data):
+    bits = _uint(data, _BMP_BITS, 2)
+    return tf.cond(bits <= 8, lambda: _decode_bmp_palette(data, bits),
+                   lambda: _decode_bmp_rgb(data))
+
+
+def _decode_bmp_rgb(data):
+    image = tf.io.decode_bmp(data)  # 24 bits: BGR; 32 bits: BGRX or BGRA, as RGB(A)
+    # A 32-bit BMP's fourth byte is alpha only if BI_BITFIELDS names an alpha mask (V4/V5
+    # headers); in a plain 32-bit BMP it is unused, and 0 in most files.
+    has_alpha = tf.logical_and(
+        tf.equal(_uint(data, _BMP_COMPRESSION, 4), _BI_BITFIELDS),
+        tf.logical_and(_uint(data, _BMP_DIB_SIZE, 4) >= 56,
+                       _uint(data, _BMP_ALPHA_MASK, 4) != 0))
+    image = tf.cond(tf.logical_and(tf.shape(image)[-1] == 4, tf.logical_not(has_alpha)),
+                    lambda: image[..., :3], lambda: image)
+    return _rgba(image)
+
+
+def _decode_bmp_palette(data, bits):
+    """A BMP of 1, 4 or 8 bits per pixel: each pixel an index into the colour table."""
+    width = _int32(data, _BMP_WIDTH)
+    height = _int32(data, _BMP_HEIGHT)  # > 0: rows stored bottom-up
+    rows = tf.abs(height)
+    colours = _uint(data, _BMP_COLOURS, 4)
+    colours = tf.where(colours == 0, tf.bitwise.left_shift(tf.constant(1, tf.int64), bits),
+                       colours)
+    table = tf.reshape(_bytes_at(data, 14 + _uint(data, _BMP_DIB_SIZE, 4), 4 * 256), (256, 4))
+    table = tf.reverse(table[:, :3], [1])  # BGR0 -> RGB
+    # The table holds `colours` entries; an index past them reads black, as Pillow does.
+    table = table * tf.cast(tf.range(256, dtype=tf.int64)[:, None] < colours, tf.uint8)
+    stride = (width * bits + 31) // 32 * 4  # each row padded to 4 bytes
+    packed = tf.reshape(_pixel_bytes(data, stride * rows), (rows, stride))
+    per_byte = 8 // bits
+    shifts = tf.cast(8 - bits * (tf.range(per_byte) + 1), tf.uint8)
+    mask = tf.cast(tf.bitwise.left_shift(tf.constant(1, tf.int64), bits) - 1, tf.uint8)
+    indices = tf.bitwise.bitwise_and(
+        tf.bitwise.right_shift(packed[..., None], shifts), mask)
+    indices = tf.reshape(indices, (rows, -1))[:, :width]
+    indices = tf.cond(height > 0, lambda: tf.reverse(indices, [0]), lambda: indices)
+    return _rgba(tf.gather(table, tf.cast(indices, tf.int32)))
+
+
+def _pixel_bytes(data, length):
+    """The `length` bytes of a BMP's pixel array (an error if the file is shorter)."""
+    start = tf.cast(_uint(data, _BMP_PIXELS_AT, 4), tf.int32)
+    pixels = tf.strings.substr(data, start, tf.cast(length, tf.int32))
+    tf.debugging.assert_equal(tf.strings.length(pixels), tf.cast(length, tf.int32),
+                              message="BMP pixel data is truncated")
+    return tf.io.decode_raw(pixels, tf.uint8)
+
+
+def jpeg_orientation(data):
+    """A JPEG's EXIF orientation (1..8; 1, upright, without a valid one), read from the
+    TIFF header inside its APP1 'Exif' segment."""
+    parts = tf.strings.split(data, sep=b"Exif\0\0", maxsplit=1)
+    found = tf.size(parts) > 1
+    tiff = tf.cond(found, lambda: parts[-1], lambda: tf.constant(b""))
+    before = tf.cond(found, lambda: parts[0], lambda: tf.constant(b""))
+    in_app1 = tf.reduce_all(tf.equal(
+        _bytes_at(before, tf.strings.length(before) - 4, 2), tf.constant([0xFF, 0xE1], tf.uint8)))
+    big = tf.equal(tf.strings.substr(tiff, 0, 2), b"MM")
+    ifd = _uint(tiff, 4, 4, big)
+    count = tf.minimum(_uint(tiff, ifd, 2, big), _EXIF_ENTRIES)
+    entries = tf.reshape(_bytes_at(tiff, ifd + 2, 12 * _EXIF_ENTRIES), (_EXIF_ENTRIES, 12))
+    entries = tf.cast(entries[:count], tf.int64)
+    first, second = entries[:, 0], entries[:, 1]
+    tags = tf.where(big, first * 256 + second, first + second * 256)
+    values = tf.where(big, entries[:, 8] * 256 + entries[:, 9], entries[:, 8] + entries[:, 9] * 256)
+    match = tf.boolean_mask(values, tf.equal(tags, _ORIENTATION_TAG))
+    orientation = tf.cond(tf.size(match) > 0, lambda: match[0], lambda: tf.constant(1, tf.int64))
+    valid = tf.logical_and(tf.logical_and(found, in_app1),
+                           tf.logical_and(orientation >= 1, orientation <= 8))
+    return tf.where(valid, orientation, tf.constant(1, tf.int64))
+
+
+def _orient(image, orientation):
+    """Turns an image as EXIF orientation 1..8 asks (what Pillow's exif_transpose does)."""
+    def transpose(x):
+        return tf.transpose(x, [1, 0, 2])
+    return tf.switch_case(tf.cast(orientation - 1, tf.int32), [
+        lambda: image,                                         # 1: upright
+        lambda: tf.reverse(image, [1]),                        # 2: mirrored
+        lambda: tf.image.rot90(image, 2),                      # 3: upside down
+        lambda: tf.reverse(image, [0]),                        # 4: flipped
+        lambda: transpose(image),                              # 5: transposed
+        lambda: tf.image.rot90(image, 3),                      # 6: 90 degrees clockwise
+        lambda: tf.image.rot90(transpose(image), 2),           # 7: transversed
+        lambda: tf.image.rot90(image, 1)])                     # 8: 90 degrees anticlockwise
+
+
+def decode_rgba(data):
+    """Encoded image bytes (PNG, JPEG, GIF or BMP) -> float32 (h, w, 4) RGBA in 0..255,
+    upright. InvalidArgumentError for bytes that are none of these, or damaged."""
+    head = tf.strings.substr(data, 0, 4)
+    is_png = tf.equal(head, _PNG)
+    is_jpeg = tf.equal(tf.strings.substr(head, 0, 2), _JPEG)
+    is_gif = tf.equal(head, _GIF)
+    is_bmp = tf.equal(tf.strings.substr(head, 0, 2), _BMP)
+
+    def unknown():
+        known = tf.reduce_any([is_png, is_jpeg, is_gif, is_bmp])  # False here, told at run time
+        with tf.control_dependencies([tf.debugging.Assert(known, [
+                "Unknown image file format: PNG, JPEG, GIF or BMP expected"])]):
+            return tf.zeros((1, 1, 4))
+
+    image = tf.case([(is_png, lambda: _decode_png(data)), (is_jpeg, lambda: _decode_jpeg(data)),
+                     (is_gif, lambda: _decode_gif(data)), (is_bmp, lambda: _decode_bmp(data))],
+                    default=unknown, exclusive=True)
+    return tf.ensure_shape(image, (None, None, 4))
+
+
+def fit(image, shape: tuple[int, int, int]):
+    """float32 (h, w, 4) RGBA in 0..255 -> uint8 (H, W, C) of `shape`: alpha composited
+    onto BACKGROUND, channels converted, the centred crop of the target's aspect ratio
+    resized to H x W, rounded once."""
+    height, width, channels = shape
+    alpha = image[..., 3:] / 255.0
+    rgb = image[..., :3] * alpha + BACKGROUND * (1.0 - alpha)
+    pixels = tf.image.rgb_to_grayscale(rgb) if channels == 1 else rgb
+    size = tf.shape(pixels)[:2]
+    pixels = tf.cond(tf.reduce_all(size == (height, width)), lambda: pixels,
+                     lambda: _crop_resize(pixels, height, width))
+    pixels = tf.cast(tf.clip_by_value(tf.round(pixels), 0, 255), tf.uint8)
+    return tf.ensure_shape(pixels, shape)
+
+
+def fit_pixels(image, shape: tuple[int, int, int]):
+    """Decoded uint8 or uint16 pixels (h, w, 1..4: grey, grey + alpha, RGB, RGBA) ->
+    uint8 (H, W, C) of `shape`, as prepare_image fits what it decodes."""
+    return fit(_rgba(image), shape)
+
+
+def _crop_resize(image, height: int, width: int):
+    h, w = tf.shape(image)[0], tf.shape(image)[1]
+    # The largest box of the target's aspect ratio, centred: crop_h / crop_w = height / width.
+    crop_h = tf.maximum(tf.minimum(h, (w * height) // width), 1)
+    crop_w = tf.maximum(tf.minimum(w, (h * width) // height), 1)
+    image = tf.image.crop_to_bounding_box(image, (h - crop_h) // 2, (w - crop_w) // 2,
+                                          crop_h, crop_w)
+    return tf.image.resize(image, (height, width), antialias=True)
+
+
+def prepare_image(data, shape: tuple[int, int, int]):
+    """Encoded image bytes (a scalar string tensor) -> uint8 (H, W, C) of `shape`: the one
+    preparation (this module's docstring)."""
+    return fit(decode_rgba(data), shape)
+
+
+def prepare_plain(data, shape: tuple[int, int, int]):
+    """prepare_image for an 8-bit grey or RGB PNG or JPEG, upright, already of `shape`
+    (the file's header says so: images.Header.plain): the same pixels without the
+    conversions, which took half the decoding time of small PNG files."""
+    image = tf.cond(tf.equal(tf.strings.substr(data, 0, 2), _JPEG),
+                    lambda: tf.io.decode_jpeg(data, channels=shape[2],
+                                              dct_method="INTEGER_ACCURATE"),
+                    lambda: tf.io.decode_png(data, channels=shape[2]))
+    return tf.ensure_shape(image, shape)
+
+
+def prepare_file(path, shape: tuple[int, int, int], plain: bool = False):
+    """An image file (a scalar string tensor: its path) -> uint8 (H, W, C)."""
+    return (prepare_plain if plain else prepare_image)(tf.io.read_file(path), shape)
+
+
+def to_model_input(images):
+    """uint8 pixels -> float32 in [0, 1], what the model takes."""
+    return tf.cast(images, tf.float32) / 255.0
+
+
+def describe_preparation(header: Header, shape: tuple[int, int, int]) -> list[str]:
+    """What prepare_image changes in the image whose file has `header`, for a model of
+    `shape` (H, W, C): one short note per step that does something."""
+    height, width, channels = shape
+    notes = []
+    if header.orientation != 1:
+        notes.append(f"turned upright (EXIF orientation {header.orientation})")
+    if header.deep:
+        notes.append("16-bit values scaled to 8 bits")
+    if header.transparent:
+        notes.append("transparency composited onto white")
+    if header.mode == "CMYK":
+        notes.append("CMYK converted to RGB")
+    if header.channels == 3 and channels == 1:
+        notes.append("colour converted to greyscale")
+    elif header.channels == 1 and channels == 3:
+        notes.append("greyscale converted to RGB")
+    if (header.height, header.width) != (height, width):
+        cropped = header.height * width != header.width * height
+        crop = "centre cropped to the model's aspect ratio and " if cropped else ""
+        notes.append(f"{crop}resized from {describe_size(header.height, header.width)} to "
+                     f"{describe_size(height, width)}")
+    return notes
