@@ -164,7 +164,9 @@ def test_a_folder_is_scored_in_batches_into_a_csv(trained_run, image_files, pred
     assert out[1:] == ["Skipped 1 files in the folders given that are not images (by their "
                        "extension: .png, .jpg, .jpeg, .bmp, .gif)",
                        "Scored 2 of 4 images (0 failed)", "Scored 4 of 4 images (0 failed)",
-                       f"Wrote 4 scores to {scores_csv}"]
+                       f"Wrote 4 scores to {scores_csv}", out[-1]]
+    flagged = int(out[-1].split()[0])
+    assert out[-1] == f"{flagged} of 4 images anomalous"
     import csv
 
     with open(scores_csv, newline="") as f:
@@ -175,6 +177,12 @@ def test_a_folder_is_scored_in_batches_into_a_csv(trained_run, image_files, pred
     for row in rows:
         assert float(row["score"]) == pytest.approx(expected[os.path.basename(row["path"])],
                                                     abs=2e-6)
+    assert sum(row["verdict"] == "anomalous" for row in rows) == flagged
+    # The notes that the per-file lines give stay in the CSV.
+    notes = {os.path.basename(row["path"]): row["notes"] for row in rows}
+    assert notes == {"big.png": "resized from 56 wide x 56 high to 28 wide x 28 high",
+                     "rgb.png": "colour converted to greyscale", "digit.png": "",
+                     "inverted.png": ""}
     assert not (tmp_path / "reconstructions").exists()
 
 
