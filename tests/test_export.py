@@ -23,7 +23,8 @@ from tf_autoencoder.data.sources import load_mnist_sample
 
 # Runs in a fresh interpreter that never imports tf_autoencoder: for each (SavedModel,
 # inputs, outputs) triple of its arguments, loads the SavedModel with plain TensorFlow,
-# calls all four signatures, saves the outputs, prints the signatures (a line each).
+# calls its signatures (score_bytes on PNG files it encodes), saves the outputs, prints the
+# signatures (a line each).
 FRESH_LOAD = r"""
 import json, sys
 import numpy as np
@@ -35,7 +36,12 @@ for saved_model_dir, inputs, outputs in zip(args[0::3], args[1::3], args[2::3]):
     x = np.load(inputs)
     sigs = loaded.signatures
     score = sigs["score"](images=tf.constant(x["images"]))
+    # The first images (digits, k / 255 exactly) as PNG files, the way a client sends them.
+    pngs = [tf.io.encode_png(tf.cast(tf.round(image * 255), tf.uint8)).numpy()
+            for image in x["images"][:4]]
+    on_bytes = sigs["score_bytes"](image_bytes=tf.constant(pngs))
     np.savez(outputs, scores=score["scores"], is_anomalous=score["is_anomalous"],
+             bytes_scores=on_bytes["scores"], bytes_anomalous=on_bytes["is_anomalous"],
              reconstructions=sigs["serving_default"](images=tf.constant(x["images"]))["reconstructions"],
              one=sigs["serving_default"](images=tf.constant(x["images"][:1]))["reconstructions"],
              codes=sigs["encode"](images=tf.constant(x["images"]))["codes"],
@@ -157,17 +163,28 @@ def test_the_score_signature_is_the_reconstruction_error_against_the_runs_thresh
                                   (scores > expected["threshold"])[clear])
     if layout == "NHWC":
         assert got["is_anomalous"][500:].all()
+    # A client with TensorFlow alone gets the same from the image files themselves.
+    np.testing.assert_allclose(got["bytes_scores"], got["scores"][:4], atol=1e-6, rtol=1e-5)
+    np.testing.assert_array_equal(got["bytes_anomalous"], got["is_anomalous"][:4])
 
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 def test_signatures_take_nhwc_with_a_dynamic_batch(layout, fresh_loads):
     image, code = [[None, 28, 28, 1], "float32"], [[None, 4, 4, 8], "float32"]
+    files = [[None], "string"]
     assert fresh_loads[layout][0]["signatures"] == {
         "serving_default": {"inputs": {"images": image}, "outputs": {"reconstructions": image}},
         "encode": {"inputs": {"images": image}, "outputs": {"codes": code}},
         "decode": {"inputs": {"codes": code}, "outputs": {"reconstructions": image}},
         "score": {"inputs": {"images": image},
                   "outputs": {"scores": [[None], "float32"], "is_anomalous": [[None], "bool"]}},
+        # The same on encoded image files (tests/test_preparation.py checks their outputs).
+        "reconstruct_bytes": {"inputs": {"image_bytes": files},
+                              "outputs": {"reconstructions": image}},
+        "encode_bytes": {"inputs": {"image_bytes": files}, "outputs": {"codes": code}},
+        "score_bytes": {"inputs": {"image_bytes": files},
+                        "outputs": {"scores": [[None], "float32"],
+                                    "is_anomalous": [[None], "bool"]}},
     }
 
 

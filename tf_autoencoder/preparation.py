@@ -11,7 +11,7 @@ The steps, in order:
   orient    a JPEG's EXIF orientation applied, so a phone's portrait photo stands upright
   alpha     transparent areas composited onto white (BACKGROUND), as a viewer shows them
             on a white page; a BMP's fourth byte is alpha only when its header says so
-  channels  grey <-> RGB as the model asks (grey = ITU-R 601 luma, as tf.image)
+  channels  grey <-> RGB as the model asks (grey: ITU-R 601-2 luma, as Pillow's)
   size      the largest centred crop of the target's aspect ratio, resized to H x W
             (bilinear, antialiased); an image already of that size is left as it is
 
@@ -92,6 +92,9 @@ def _decode_gif(data):
     return _rgba(tf.io.decode_gif(_gif_transparency_as_background(data))[0])
 
 
+# ITU-R 601-2 luma, as Pillow's "L": these sum to 1, so grey stays exactly grey
+# (tf.image.rgb_to_grayscale's 0.2989, 0.5870, 0.1140 sum to 0.9999).
+_LUMA = (0.299, 0.587, 0.114)
 # One-byte strings by value: a byte computed in the graph, back into a string.
 _BYTES = [bytes([i]) for i in range(256)]
 
@@ -252,7 +255,7 @@ def fit(image, shape: tuple[int, int, int]):
     height, width, channels = shape
     alpha = image[..., 3:] / 255.0
     rgb = image[..., :3] * alpha + BACKGROUND * (1.0 - alpha)
-    pixels = tf.image.rgb_to_grayscale(rgb) if channels == 1 else rgb
+    pixels = tf.tensordot(rgb, _LUMA, 1)[..., None] if channels == 1 else rgb
     size = tf.shape(pixels)[:2]
     pixels = tf.cond(tf.reduce_all(size == (height, width)), lambda: pixels,
                      lambda: _crop_resize(pixels, height, width))
@@ -276,10 +279,39 @@ def _crop_resize(image, height: int, width: int):
     return tf.image.resize(image, (height, width), antialias=True)
 
 
-def prepare_image(data, shape: tuple[int, int, int]):
+def prepare_image(data, shape: tuple[int, int, int], max_pixels: int | None = None):
     """Encoded image bytes (a scalar string tensor) -> uint8 (H, W, C) of `shape`: the one
-    preparation (this module's docstring)."""
-    return fit(decode_rgba(data), shape)
+    preparation (this module's docstring). max_pixels: refuse (InvalidArgumentError) an
+    image of more pixels, told by its header before decoding (files are checked by
+    images.check_pixels instead, which reads the header with Pillow)."""
+    if max_pixels is None:
+        return fit(decode_rgba(data), shape)
+    height, width = encoded_size(data)
+    check = tf.debugging.assert_less_equal(
+        height * width, tf.constant(max_pixels, tf.int64),
+        message=f"the image has more than {max_pixels:,} pixels, the limit")
+    with tf.control_dependencies([check]):
+        return fit(decode_rgba(tf.identity(data)), shape)
+
+
+def encoded_size(data):
+    """(height, width) as the header of encoded PNG, JPEG, GIF or BMP bytes says (0, 0 for
+    others), int64, without decoding the pixels."""
+    head = tf.strings.substr(data, 0, 4)
+    png = (_uint(data, 20, 4, True), _uint(data, 16, 4, True))  # IHDR, big-endian
+    gif = (_uint(data, 8, 2), _uint(data, 6, 2))
+    bmp = (tf.abs(_int32(data, _BMP_HEIGHT)), tf.abs(_int32(data, _BMP_WIDTH)))
+
+    def jpeg():
+        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+        return shape[0], shape[1]
+
+    zero = tf.constant(0, tf.int64)
+    return tf.case([(tf.equal(head, _PNG), lambda: png),
+                    (tf.equal(tf.strings.substr(head, 0, 2), _JPEG), jpeg),
+                    (tf.equal(head, _GIF), lambda: gif),
+                    (tf.equal(tf.strings.substr(head, 0, 2), _BMP), lambda: bmp)],
+                   default=lambda: (zero, zero), exclusive=True)
 
 
 def prepare_plain(data, shape: tuple[int, int, int]):

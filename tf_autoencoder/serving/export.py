@@ -13,6 +13,11 @@ trained in (the export computes in float32, NHWC):
                    (their mean and precision are constants of the export);
                    is_anomalous (batch,) bool: score above the threshold calibrated on
                    the validation images
+  reconstruct_bytes, encode_bytes, score_bytes (the SavedModel's alone)
+                   the same on image_bytes (batch,) string: encoded PNG, JPEG, GIF or BMP
+                   files, prepared in the graph as training prepared them
+                   (preparation.prepare_image); what TF Serving's REST API takes as
+                   {"b64": ...}
 
 `tf-autoencoder export MODEL_DIR [--format tflite,onnx]` exports a finished run; training
 exports a SavedModel at its end.
@@ -26,11 +31,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..config import Config
+from ..config import MAX_PIXELS, Config
 from ..errors import ConversionError, WriteError
 from ..pause import pause_point
+from ..preparation import prepare_image, to_model_input
 from ..files import fsync_dir, fsync_tree, remove_leftovers, temp_path, write_reason
-from .formats import FORMATS, SAVED_MODEL, SIGNATURES
+from .formats import BYTES_SIGNATURES, FORMATS, SAVED_MODEL, SIGNATURES
 from .loading import load_finished_model
 from ..model.models import named_weights, serving_twin
 from ..model_dir import (EXPORT_DIR, export_versions, load_finished_run, read_code_gaussian,
@@ -95,6 +101,27 @@ def serving_module(model: keras.Model, threshold: float = math.inf,
         return {scores_name: scores,
                 anomalous_name: tf.greater(scores, tf.constant(threshold, tf.float32))}
 
+    bytes_spec = tf.TensorSpec((None,), tf.string, name=BYTES_SIGNATURES["score_bytes"][0])
+    shape = tuple(model.encoder.input_shape[1:])
+
+    def prepared(image_bytes):
+        """Each file's bytes -> float32 (H, W, C) in [0, 1]: the one preparation."""
+        pixels = tf.map_fn(lambda data: prepare_image(data, shape, MAX_PIXELS), image_bytes,
+                           fn_output_signature=tf.TensorSpec(shape, tf.uint8))
+        return to_model_input(pixels)
+
+    @tf.function(input_signature=[bytes_spec])
+    def reconstruct_bytes(image_bytes):
+        return reconstruct(prepared(image_bytes))
+
+    @tf.function(input_signature=[bytes_spec])
+    def encode_bytes(image_bytes):
+        return encode(prepared(image_bytes))
+
+    @tf.function(input_signature=[bytes_spec])
+    def score_bytes(image_bytes):
+        return score(prepared(image_bytes))
+
     module = tf.Module(name="autoencoder")
     # The weights by name ("encoder/block0_conv0/kernel"), so export_holding compares
     # them by name; not the random-number state of dropout or the VAE's sampling, which
@@ -107,6 +134,8 @@ def serving_module(model: keras.Model, threshold: float = math.inf,
     # Keras model.export() one and converts its serving_default signature alone.
     module.reconstruct, module.encode, module.decode, module.score = (reconstruct, encode,
                                                                       decode, score)
+    module.reconstruct_bytes, module.encode_bytes, module.score_bytes = (
+        reconstruct_bytes, encode_bytes, score_bytes)
     return module
 
 
@@ -118,8 +147,10 @@ def signature_functions(module: tf.Module) -> dict:
 
 
 def write_saved_model(module: tf.Module, folder: str) -> None:
-    """Saves `module` (serving_module's) as a SavedModel with its signatures into `folder`."""
-    tf.saved_model.save(module, folder, signatures=signature_functions(module))
+    """Saves `module` (serving_module's) as a SavedModel with its signatures, those on
+    image bytes too (formats.BYTES_SIGNATURES), into `folder`."""
+    on_bytes = {name: getattr(module, name) for name in BYTES_SIGNATURES}
+    tf.saved_model.save(module, folder, signatures={**signature_functions(module), **on_bytes})
 
 
 def export_saved_model(model: keras.Model, config: Config, export_base: str,

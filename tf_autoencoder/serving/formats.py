@@ -29,6 +29,12 @@ SIGNATURES = {"serving_default": ("images", ("reconstructions",)),
               "encode": ("images", ("codes",)),
               "decode": ("codes", ("reconstructions",)),
               "score": ("images", ("scores", "is_anomalous"))}
+# The SavedModel's alone: the same three functions on a batch of encoded image files
+# (batch,) string: PNG, JPEG, GIF or BMP bytes, prepared inside the graph as training
+# prepared them (preparation.prepare_image), so a client needs no code of ours.
+BYTES_SIGNATURES = {"reconstruct_bytes": ("image_bytes", ("reconstructions",)),
+                    "encode_bytes": ("image_bytes", ("codes",)),
+                    "score_bytes": ("image_bytes", ("scores", "is_anomalous"))}
 
 
 @dataclass(frozen=True)
