@@ -108,6 +108,8 @@ def test_the_threshold_is_the_quantile_of_the_normal_validation_scores(normal_ru
     assert record["threshold"] == pytest.approx(np.quantile(scores, 0.99), rel=1e-4)
     assert (f"Warning: {len(scores)} validation images are too few to calibrate a threshold at "
             "a 0.01 false-positive rate (about 1,000 needed)") in process.stdout
+    # ... and says what to change: a rate that this many images can calibrate.
+    assert f"or --anomaly_fpr {10 / len(scores):.2g} or higher" in process.stdout
 
 
 # --- predict's verdict ------------------------------------------------------------------

@@ -19,7 +19,7 @@ import threading
 from .config import Config, RunFacts
 from .errors import ConfigError, DataError, Interrupted
 from .pause import pause_point
-from .model_dir import CONFIG_FILE, EVALUATION, is_saved_model, load_finished_run
+from .model_dir import CONFIG_FILE, EVALUATION, THRESHOLD, is_saved_model, load_finished_run
 from .serving.formats import find_model
 
 
@@ -108,6 +108,12 @@ def _train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
         print(f"Data: {splits.source}: {len(splits.train):,} train / {len(splits.validation):,} "
               f"validation / {len(splits.test):,} test images of "
               f"{'x'.join(map(str, splits.image_shape))}")
+        if splits.normal_classes is not None:
+            from .data.sources import describe_classes
+
+            print(f"Normal classes: {describe_classes(splits.normal_classes, splits.class_names)}"
+                  " (training and validation keep only these; the test split keeps every class,"
+                  " scored as normal or anomalous)")
         if facts.precision == "mixed_bfloat16":
             print("Precision: mixed_bfloat16 (bfloat16 compute, float32 weights); "
                   "--precision float32 for float32 throughout")
@@ -171,7 +177,8 @@ def open_data(settings: Config, previous, before_tensorflow):
             raise ConfigError(f"--{name} applies to {applies}, not {splits.source}")
     if settings.skip_bad_images or settings.cache:
         before_tensorflow()  # decoding runs TensorFlow
-    return sources.select_normal(prepared(splits, settings), settings.normal_classes)
+    splits = prepared(splits, settings)
+    return sources.select_normal(splits, sources.resolve_classes(settings.normal_classes, splits))
 
 
 def prepared(splits, config: Config):
@@ -209,18 +216,21 @@ def bad_pixels(splits) -> DataError | None:
 
 def check_same_data(settings: Config, previous, splits) -> None:
     """Refuses to resume a run on data other than its own: its model learnt from that."""
+    from .data import sources
+
     if previous and previous[1].data_source and splits.source != previous[1].data_source:
         raise ConfigError(
             f"model_dir {settings.model_dir} was trained on {previous[1].data_source}, not "
             f"{splits.source}: resume without --dataset/--data_dir to continue on its data, "
             "or use another --model_dir (--overwrite replaces the run)")
     if previous and previous[1].split_sizes is not None and (
-            previous[1].normal_classes != settings.normal_classes):
+            previous[1].normal_classes != splits.normal_classes):
         def shown(classes):
-            return ",".join(map(str, classes)) if classes else "all classes"
+            return sources.describe_classes(classes, splits.class_names) if classes \
+                else "all classes"
         raise ConfigError(
             f"model_dir {settings.model_dir} was trained on {shown(previous[1].normal_classes)}, "
-            f"not {shown(settings.normal_classes)}: give the same --normal_classes to resume, "
+            f"not {shown(splits.normal_classes)}: give the same --normal_classes to resume, "
             "or use another --model_dir (--overwrite replaces the run)")
 
 
@@ -242,7 +252,7 @@ def run_facts(settings: Config, previous, splits) -> RunFacts:
                                   on_cpu=bool(settings.cpu_replicas) or None)
     facts = RunFacts(image_shape=list(splits.image_shape), dataset=splits.name,
                      data_source=splits.source, seed=seed, precision=precision,
-                     normal_classes=settings.normal_classes,
+                     normal_classes=splits.normal_classes,
                      split_sizes={name: len(getattr(splits, name))
                                   for name in ("train", "validation", "test")},
                      class_names=splits.class_names)
@@ -341,6 +351,18 @@ def run_data(config: Config):
     return prepared(splits, config)
 
 
+def check_same_classes(model_dir: str, splits) -> None:
+    """Refuses data whose classes are not those the run trained on: a class folder added
+    or renamed since would shift the labels that normal_classes and the report use."""
+    from .model_dir import CONFIG_FILE, RUN_FACTS
+
+    trained = RunFacts.load(model_dir, CONFIG_FILE, RUN_FACTS).class_names
+    if trained is not None and splits.class_names != trained:
+        raise ConfigError(f"{splits.source} does not hold the classes the run in {model_dir} "
+                        f"trained on ({', '.join(trained)}): restore its class folders as "
+                        "they were, or train a new run on these")
+
+
 def evaluate(args, parser) -> int:
     """Image and code quality of a finished run: a table, and MODEL_DIR/evaluation.json."""
     config = finished_run(args, parser)
@@ -348,7 +370,9 @@ def evaluate(args, parser) -> int:
         parser.error("--probe_samples must be at least 2")
     from .data import sources
 
-    splits = sources.select_normal(run_data(config), config.normal_classes)
+    splits = run_data(config)
+    check_same_classes(args.model_dir, splits)
+    splits = sources.select_normal(splits, config.normal_classes)  # label numbers already
     from .run.evaluation import evaluate_run, format_table
 
     pause_point("evaluate")
@@ -358,9 +382,13 @@ def evaluate(args, parser) -> int:
     print(format_table(report))
     for line in said:
         print(line)
-    print(f"Wrote {os.path.join(args.model_dir, EVALUATION)}")
+    written = [os.path.join(args.model_dir, THRESHOLD), os.path.join(args.model_dir, EVALUATION)]
+    if "anomaly" in report:
+        written += [report["anomaly"]["plot"], report["anomaly"]["extremes"]]
     if "latent_2d" in report:
-        print(f"Wrote {report['latent_2d']}")
+        written.append(report["latent_2d"])
+    for path in written:
+        print(f"Wrote {path}")
     return 0
 
 

@@ -57,6 +57,15 @@ def height_width(text: str) -> list[int]:
     return [height, width]
 
 
+def class_list(text: str) -> list:
+    """'china,flower' -> ['china', 'flower']; '0,4' -> [0, 4]: class names, or label numbers
+    where a part is all digits (data/sources.resolve_classes tells which is meant)."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise ValueError(f"expected comma-separated classes such as 0,4 or cat,dog, got {text!r}")
+    return [int(part) if part.isdigit() else part for part in parts]
+
+
 def sizes(text: str) -> list[int]:
     """'16,8,8' -> [16, 8, 8]; ValueError for anything else."""
     try:
@@ -199,12 +208,14 @@ class Config:
         False, "skip (and count) a folder's images that cannot be read or decoded, instead "
                "of stopping at the first one (every image is then decoded once before "
                "training)", "data", switch=True, hparam=False)
-    normal_classes: Optional[list[int]] = setting(
-        None, "train and validate on these labels only (e.g. 0,4); the test split keeps "
-              "every image, scored as normal or anomalous (default: every image)", "data",
-        parse=sizes, metavar="0,4", shown_default="all",
-        doc="train and validate on these labels only, e.g. `0,4`; the test split keeps every "
-            "image, each normal or anomalous ([flagging unusual images](docs/anomaly.md))")
+    normal_classes: Optional[list] = setting(
+        None, "train and validate on these classes only, by name (a class folder's, e.g. "
+              "good) or label number (e.g. 0,4); the test split keeps every image, scored as "
+              "normal or anomalous (default: every image)", "data",
+        parse=class_list, metavar="0,4|NAME,...", shown_default="all",
+        doc="train and validate on these classes only, by name (a class folder's, e.g. "
+            "`good`) or label number (e.g. `0,4`); the test split keeps every image, each "
+            "normal or anomalous ([flagging unusual images](docs/anomaly.md))")
     anomaly_fpr: float = setting(
         0.01, "the share of normal validation images the calibrated threshold flags "
               "(its false-positive rate), in (0, 1)", "data",
@@ -324,10 +335,12 @@ class Config:
         check_sizes("num_filters", self.num_filters)
         check_sizes("hidden_units", self.hidden_units)
         if self.normal_classes is not None:
-            if (not self.normal_classes or len(set(self.normal_classes)) != len(self.normal_classes)
-                    or not all(isinstance(c, int) and c >= 0 for c in self.normal_classes)):
-                raise ConfigError(f"normal_classes must be distinct labels >= 0 such as 0,4, "
-                                  f"got {self.normal_classes}")
+            if (not self.normal_classes or len(set(map(str, self.normal_classes)))
+                    != len(self.normal_classes)
+                    or not all((isinstance(c, int) and c >= 0) or (isinstance(c, str) and c)
+                               for c in self.normal_classes)):
+                raise ConfigError(f"normal_classes must be distinct class names or labels >= 0 "
+                                  f"such as 0,4, got {self.normal_classes}")
         if not 0 < self.anomaly_fpr < 1:
             raise ConfigError(f"anomaly_fpr must be in (0, 1) (0.01: 1% of normal images "
                               f"flagged), got {self.anomaly_fpr}")
@@ -394,8 +407,10 @@ class Config:
         """The configuration a run trains with: these settings, with what `facts` found
         in place of what was left open (a new object; this one stays as asked)."""
         shape = list(facts.image_shape) if facts.image_shape else None
+        # The classes as the label numbers they were found to be (names resolved).
+        classes = self.normal_classes if facts.normal_classes is None else facts.normal_classes
         return dataclasses.replace(self, image_shape=shape, dataset=facts.dataset, seed=facts.seed,
-                                   precision=facts.precision)
+                                   precision=facts.precision, normal_classes=classes)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -85,6 +85,12 @@ class Splits:
     name: str  # the dataset name: a TFDS name, "mnist_sample", "idx" or "folder"
     # What each label means, where the source names them (the class folders' names).
     class_names: list[str] | None = None
+    # The labels training and validation kept (select_normal); None: every image.
+    normal_classes: list[int] | None = None
+
+    def class_name(self, label: int) -> str:
+        """'china' for a named class, else the label's number."""
+        return name_of_class(label, self.class_names)
 
     @property
     def image_shape(self) -> list[int]:
@@ -119,7 +125,21 @@ def keep_classes(images: np.ndarray, labels: np.ndarray, classes) -> tuple[np.nd
         labels[kept]
 
 
-def check_classes(classes, labels_of_every_split: list, source: str) -> None:
+def name_of_class(label: int, class_names: list[str] | None) -> str:
+    """A label as people call it: its class folder's (or TFDS's) name, else its number."""
+    if class_names and 0 <= label < len(class_names):
+        return class_names[label]
+    return str(label)
+
+
+def describe_classes(labels, class_names: list[str] | None) -> str:
+    """'china (0), flower (1)' where the classes have names, else '0, 1'."""
+    return ", ".join(name_of_class(label, class_names) + (f" ({label})" if class_names else "")
+                     for label in labels)
+
+
+def check_classes(classes, labels_of_every_split: list, source: str,
+                  class_names: list[str] | None = None) -> None:
     """ConfigError unless every one of `classes` is a label the data has (labels: one
     array per split, or None for a split without labels)."""
     if all(unlabelled(labels) for labels in labels_of_every_split):
@@ -132,25 +152,47 @@ def check_classes(classes, labels_of_every_split: list, source: str) -> None:
     missing = [c for c in classes if c not in present]
     if missing:
         raise ConfigError(f"--normal_classes {','.join(map(str, missing))}: {source} has no such "
-                          f"label (it has {', '.join(map(str, sorted(present)))})")
+                          f"class (it has {describe_classes(sorted(present), class_names)})")
+
+
+def resolve_classes(classes, splits: Splits) -> list[int] | None:
+    """--normal_classes as label numbers: a class named so (a folder '10' is the class
+    '10', whatever its label), else a number taken as the label. ConfigError for a name
+    the data does not have."""
+    if classes is None:
+        return None
+    names = splits.class_names or []
+    labels = []
+    for token in classes:
+        if str(token) in names:
+            labels.append(names.index(str(token)))
+        elif isinstance(token, int):
+            labels.append(token)
+        else:
+            having = (f"its classes are {describe_classes(range(len(names)), names)}" if names
+                      else "its classes have numbers, not names")
+            raise ConfigError(f"--normal_classes {token}: {splits.source} has no class of that "
+                              f"name ({having})")
+    return labels
 
 
 def select_normal(splits: Splits, classes) -> Splits:
-    """`splits` with training and validation images of `classes` only (None: all kept);
-    the test split keeps every image. ConfigError for a class the data does not have, or
-    for data without labels; DataError if a split is left empty."""
+    """`splits` with training and validation images of `classes` (label numbers) only
+    (None: all kept); the test split keeps every image. ConfigError for a class the data
+    does not have, or for data without labels; DataError if a split is left empty."""
     if classes is None:
         return splits
     check_classes(classes, [splits.train.labels, splits.validation.labels, splits.test.labels],
-                  splits.source)
+                  splits.source, splits.class_names)
     kept = {}
     for name in ("train", "validation"):
         split = getattr(splits, name)
         kept[name] = Split(*keep_classes(split.images, split.labels, classes))
         if not len(kept[name]):
             raise DataError(f"the {name} split of {splits.source} has no image of classes "
-                            f"{','.join(map(str, classes))}: choose classes it holds")
-    return dataclasses.replace(splits, **kept)
+                            f"{describe_classes(classes, splits.class_names)}: choose classes "
+                            "it holds")
+    return dataclasses.replace(splits, **kept, normal_classes=list(classes))
 
 
 # --- IDX files ---------------------------------------------------------------------

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..config import Config
 from ..data.pipeline import noisy_inputs
+from ..data.sources import name_of_class
 from ..errors import ConfigError, DataError
 from ..files import write_bytes_atomic, write_text_atomic
 from ..model.layout import to_nhwc
@@ -189,8 +190,10 @@ def calibrate(model: keras.Model, model_dir: str, config: Config,
     record["validation_flagged"] = float(np.mean(scores > record["threshold"]))
     needed = images_needed(fpr)
     if len(scores) < needed:
+        usable = min(0.5, IMAGES_BEYOND / max(1, len(scores)))
         log(f"Warning: {len(scores):,} validation images are too few to calibrate a threshold "
-            f"at a {fpr:g} false-positive rate (about {needed:,} needed): it is a rough one")
+            f"at a {fpr:g} false-positive rate (about {needed:,} needed): it is a rough one; "
+            f"give more normal images, or --anomaly_fpr {usable:.2g} or higher")
     write_text_atomic(os.path.join(model_dir, THRESHOLD),
                       json.dumps(record, indent=2) + "\n")
     log(f"Anomaly threshold {record['threshold']:.6f}: it flags "
@@ -200,18 +203,19 @@ def calibrate(model: keras.Model, model_dir: str, config: Config,
 
 
 def detection_metrics(scores: np.ndarray, labels: np.ndarray, normal_classes,
-                      threshold: float) -> dict:
+                      threshold: float, class_names: list[str] | None = None) -> dict:
     """How well `scores` (higher: more anomalous) tell the test images of other classes
     (positives) from those of `normal_classes`: AUROC, AUPRC (average precision), the
     false- and true-positive rates at `threshold`, and the AUROC of each anomalous class
-    against the normal images."""
+    against the normal images (keyed by its name, where `class_names` gives one)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     anomalous = ~np.isin(labels, list(normal_classes))
     per_class = {}
     for label in np.unique(labels[anomalous]).tolist():
         chosen = ~anomalous | (labels == label)
-        per_class[str(label)] = float(roc_auc_score(anomalous[chosen], scores[chosen]))
+        per_class[name_of_class(label, class_names)] = float(
+            roc_auc_score(anomalous[chosen], scores[chosen]))
     return {
         "auroc": float(roc_auc_score(anomalous, scores)),
         "auprc": float(average_precision_score(anomalous, scores)),
@@ -253,19 +257,47 @@ def anomaly_figure(scores: np.ndarray, anomalous: np.ndarray, threshold: float, 
     return figure
 
 
+def extremes_figure(images: np.ndarray, scores: np.ndarray, classes: list[str],
+                    anomalous: np.ndarray, threshold: float, score_name: str):
+    """Two rows of test images, the most anomalous above and the least below (`images`
+    uint8 (2 * n, H, W, C), in that order), each captioned with its class, its score and
+    the verdict at `threshold`; a caption in red where the verdict is wrong for its class.
+    A matplotlib Figure, drawn without pyplot."""
+    from matplotlib.figure import Figure
+
+    count = len(images) // 2
+    figure = Figure(figsize=(1.3 * count + 1.2, 4.4), layout="constrained")
+    axes = np.asarray(figure.subplots(2, count, squeeze=False))
+    grey = images.shape[-1] == 1
+    for i, axis in enumerate(axes.flat):
+        axis.imshow(images[i, ..., 0] if grey else images[i], cmap="gray" if grey else None,
+                    vmin=0, vmax=255)
+        axis.set_xticks([])
+        axis.set_yticks([])
+        flagged = scores[i] > threshold
+        wrong = flagged != anomalous[i]
+        axis.set_title(f"{classes[i]}\n{scores[i]:.4g}\n{'anomalous' if flagged else 'normal'}",
+                       fontsize=8, color="red" if wrong else "black")
+    axes[0, 0].set_ylabel("most anomalous")
+    axes[1, 0].set_ylabel("least anomalous")
+    figure.suptitle(f"Test images by score ({score_name}); threshold {threshold:.4g}: above "
+                    "it, anomalous. Red: a verdict wrong for the image's class", fontsize=9)
+    return figure
+
+
 def write_anomaly_report(model_dir: str, model: keras.Model, config: Config, test,
                          threshold: float, plot_path: str, extremes_path: str,
-                         columns: int = 10) -> dict:
+                         columns: int = 10, class_names: list[str] | None = None) -> dict:
     """Scores the test split (`test`: images and labels), returns detection_metrics and
     draws them into `plot_path` (ROC and histograms) and `extremes_path` (the `columns`
-    most anomalous test images above, the least anomalous below), both PNGs written
-    atomically; the ROC picture also goes to TensorBoard (model_dir's `anomaly/roc`)."""
+    most anomalous test images above, the least anomalous below, captioned), both PNGs
+    written atomically; the ROC picture also goes to TensorBoard (model_dir's
+    `anomaly/roc`)."""
     import tensorflow as tf
 
-    from ..images import image_grid, write_png
-
     scores = anomaly_scores(model, test.images, config, served_gaussian(model_dir, config))
-    metrics = detection_metrics(scores, test.labels, config.normal_classes, threshold)
+    metrics = detection_metrics(scores, test.labels, config.normal_classes, threshold,
+                                class_names)
     anomalous = ~np.isin(test.labels, list(config.normal_classes))
     buffer = io.BytesIO()
     anomaly_figure(scores, anomalous, threshold, metrics["auroc"],
@@ -273,10 +305,14 @@ def write_anomaly_report(model_dir: str, model: keras.Model, config: Config, tes
     write_bytes_atomic(plot_path, buffer.getvalue())
     order = np.argsort(scores)
     count = min(columns, len(order))
+    chosen = np.concatenate([order[::-1][:count], order[:count]])
     # Just the images shown: a folder's or TFDS's images are read, not indexed in memory.
-    shown = test.images[np.concatenate([order[::-1][:count], order[:count]])]
-    pixels = shown.astype(np.float32) / 255
-    write_png(extremes_path, image_grid([pixels[:count], pixels[count:]]))
+    extremes = io.BytesIO()
+    extremes_figure(test.images[chosen], scores[chosen],
+                    [name_of_class(int(label), class_names) for label in test.labels[chosen]],
+                    anomalous[chosen], threshold, SCORE_NAMES[config.anomaly_score]).savefig(
+        extremes, format="png", dpi=100)
+    write_bytes_atomic(extremes_path, extremes.getvalue())
     with tf.summary.create_file_writer(model_dir).as_default(step=0):
         tf.summary.image("anomaly/roc", tf.io.decode_png(buffer.getvalue())[None])
     return metrics

@@ -133,8 +133,11 @@ def evaluate_run(model_dir: str, config: Config, splits: Splits,
     if config.normal_classes is not None:
         report["anomaly"] = write_anomaly_report(
             model_dir, model, config, splits.test, threshold["threshold"],
-            os.path.join(model_dir, ANOMALY_PLOT), os.path.join(model_dir, ANOMALY_EXTREMES))
+            os.path.join(model_dir, ANOMALY_PLOT), os.path.join(model_dir, ANOMALY_EXTREMES),
+            class_names=splits.class_names)
         report["anomaly"].update(normal_classes=config.normal_classes,
+                                 normal_class_names=[splits.class_name(label)
+                                                     for label in config.normal_classes],
                                  plot=os.path.join(model_dir, ANOMALY_PLOT),
                                  extremes=os.path.join(model_dir, ANOMALY_EXTREMES))
     if has_2d_code(model):
@@ -171,7 +174,7 @@ def format_table(report: dict) -> str:
     anomaly = report.get("anomaly")
     if anomaly:
         rows += [
-            (f"AUROC, normal {','.join(map(str, anomaly['normal_classes']))} vs the rest",
+            (f"AUROC, normal {', '.join(anomaly['normal_class_names'])} vs the rest",
              f"{anomaly['auroc']:.4f}"),
             ("AUPRC (anomalous positive)", f"{anomaly['auprc']:.4f}"),
             ("false-positive rate at the threshold", f"{anomaly['fpr_at_threshold']:.4f}"),
