@@ -3,6 +3,8 @@ gets the pixels Pillow shows for it, and the same pixels, score and verdict wher
 read: the training pipeline (which calibration and evaluate score), predict with each
 export format, and the SavedModel's image-bytes signature."""
 import csv
+import json
+import re
 import io
 import os
 import struct
@@ -12,6 +14,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageOps
 
+from conftest import run_python, run_train
 from tf_autoencoder.cli import main
 from tf_autoencoder.config import Config
 from tf_autoencoder.data.folder import FileImages, read_headers
@@ -262,3 +265,54 @@ def test_the_bytes_signatures_reconstruct_and_encode_what_the_tensor_ones_do(par
     bomb[16:24] = struct.pack(">II", 40_000, 40_000)
     with pytest.raises(tf.errors.InvalidArgumentError, match="more than 100,000,000 pixels"):
         signatures["score_bytes"](image_bytes=tf.constant([bytes(bomb)]))
+
+
+# --- classes called by their names ---------------------------------------------------------
+
+def test_classes_are_called_by_their_folder_names_everywhere(tmp_path):
+    """Folders 1, 2 and 10 sort as labels 0="1", 1="10", 2="2": `--normal_classes 1` once
+    trained on folder 10 without a word. A name is the folder it names; training says
+    which classes are normal; errors and evaluate name them; evaluate refuses a folder
+    whose classes changed since training."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    for name, level in [("1", 40), ("2", 120), ("10", 220)]:
+        (data / name).mkdir(parents=True)
+        for i in range(60):
+            pixels = np.clip(rng.normal(level, 20, (8, 8)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(data / name / f"{i:02d}.png")
+    args = ["--data_dir", str(data), "--epochs", "1", "--batch_size", "16", "--num_filters",
+            "4", "--embedding_images", "0", "--anomaly_fpr", "0.2"]
+    model_dir = str(tmp_path / "run")
+    trained = run_train(*args, "--normal_classes", "1", "--model_dir", model_dir)
+    assert trained.returncode == 0, trained.stderr
+    assert ("Normal classes: 1 (0) (training and validation keep only these; the test split "
+            "keeps every class, scored as normal or anomalous)") in trained.stdout
+    with open(os.path.join(model_dir, "run.json")) as f:
+        facts = json.load(f)
+    assert facts["normal_classes"] == [0] and facts["class_names"] == ["1", "10", "2"]
+    # Every training image is one of folder 1's (dark); folder 10's are bright.
+    assert facts["split_sizes"]["train"] + facts["split_sizes"]["validation"] < 60
+    wrong = run_train(*args, "--normal_classes", "china", "--model_dir", str(tmp_path / "no"))
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().splitlines()[-1].endswith(
+        "--normal_classes china: image files in " + str(data) + " (3 classes: 1, 10, 2) has no "
+        "class of that name (its classes are 1 (0), 10 (1), 2 (2))")
+    evaluated = run_python("-m", "tf_autoencoder", "evaluate", model_dir)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert re.search(r"AUROC, normal 1 vs the rest +\d\.\d{4}", evaluated.stdout)
+    assert re.search(r"AUROC of class 10 alone +\d\.\d{4}", evaluated.stdout)
+    assert re.search(r"AUROC of class 2 alone +\d\.\d{4}", evaluated.stdout)
+    for name in ("threshold.json", "evaluation.json", "anomaly.png", "anomaly_extremes.png"):
+        assert f"Wrote {os.path.join(model_dir, name)}" in evaluated.stdout
+    with open(os.path.join(model_dir, "evaluation.json")) as f:
+        anomaly = json.load(f)["anomaly"]
+    assert anomaly["normal_class_names"] == ["1"]
+    assert sorted(anomaly["auroc_per_anomalous_class"]) == ["10", "2"]
+    (data / "0").mkdir()  # a class added since training: label numbers would shift
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(data / "0" / "x.png")
+    refused = run_python("-m", "tf_autoencoder", "evaluate", model_dir)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].endswith(
+        "does not hold the classes the run in " + model_dir + " trained on (1, 10, 2): restore "
+        "its class folders as they were, or train a new run on these")
