@@ -216,7 +216,7 @@ def test_evaluate_measures_the_detector_better_than_the_mean_pixel_baseline(eval
         threshold = json.load(f)["threshold"]
     assert report["threshold"]["threshold"] == threshold
     assert 0 <= anomaly["fpr_at_threshold"] < anomaly["tpr_at_threshold"] <= 1
-    assert f"AUROC, normal 0,1 vs the rest  " in process.stdout
+    assert f"AUROC, normal 0, 1 vs the rest  " in process.stdout
 
 
 def test_evaluate_draws_the_roc_and_the_extremes(evaluation):
@@ -229,9 +229,50 @@ def test_evaluate_draws_the_roc_and_the_extremes(evaluation):
         plot = tf.io.decode_png(f.read()).numpy()
     assert plot.shape[:2] == (450, 1100) and plot.std() > 0
     with open(report["anomaly"]["extremes"], "rb") as f:
-        grid = tf.io.decode_png(f.read()).numpy()
-    assert grid.shape == (2 * 30 + 2, 10 * 30 + 2, 1)
-    assert not np.array_equal(grid[2:30], grid[32:60])
+        extremes = tf.io.decode_png(f.read()).numpy()
+    assert extremes.shape[:2] == (440, 1420) and extremes.std() > 0  # two rows of ten
+
+
+def test_training_reports_the_test_auroc_evaluate_measures(normal_run, evaluation):
+    """The HParams tab's AUROC column: training scores the test split once at its end."""
+    import re
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    said = float(re.search(r"Test AUROC of the anomaly score: (\d\.\d{4})",
+                           normal_run[1].stdout)[1])
+    assert said == pytest.approx(evaluation[2]["anomaly"]["auroc"], abs=1e-4)
+    events = EventAccumulator(normal_run[0], size_guidance={"tensors": 0})
+    events.Reload()
+    (logged,) = events.Tensors("anomaly/test_auroc")
+    assert float(tf_value(logged)) == pytest.approx(said, abs=1e-4)
+
+
+def tf_value(event) -> float:
+    import tensorflow as tf
+
+    return tf.make_ndarray(event.tensor_proto)
+
+
+def test_the_extremes_name_each_image_s_class_score_and_verdict():
+    """anomaly_extremes.png once showed two rows of bare images: in a failing run its
+    "most anomalous" row was all normal images, and nothing showed it. Catches captions
+    without the class, score or verdict, and a wrong verdict not marked."""
+    from tf_autoencoder.run.anomaly import extremes_figure
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1), np.uint8)
+    figure = extremes_figure(images, np.array([0.9, 0.5, 0.1, 0.05]), ["sandal", "tshirt",
+                             "bag", "tshirt"], np.array([True, False, True, False]), 0.3,
+                             "reconstruction MSE")
+    axes = figure.axes
+    assert [axis.get_title() for axis in axes] == [
+        "sandal\n0.9\nanomalous", "tshirt\n0.5\nanomalous", "bag\n0.1\nnormal",
+        "tshirt\n0.05\nnormal"]
+    # Red: the T-shirt flagged and the bag passed, each a verdict wrong for its class.
+    assert [axis.title.get_color() for axis in axes] == ["black", "red", "red", "black"]
+    assert (axes[0].get_ylabel(), axes[2].get_ylabel()) == ("most anomalous", "least anomalous")
+    assert "reconstruction MSE" in figure._suptitle.get_text()
+    assert "threshold 0.3" in figure._suptitle.get_text()
 
 
 def test_evaluate_on_one_normal_class_reports_no_code_probe(normal_run, tmp_path):

@@ -180,7 +180,7 @@ def test_graph_hparams_and_test_metrics(run):
     assert hparams["code_l1"].number_value == 0 and hparams["beta"].number_value == 1
     assert hparams["convs_per_block"].number_value == 2 and hparams["kernel_size"].number_value == 3
     assert hparams["output_layer"].bool_value is True
-    assert hparams["code_size"].number_value == 0  # none: the last map is the code
+    assert hparams["code_size"].string_value == "unset"  # the last map is the code
     assert hparams["precision"].string_value == config["precision"] != "auto"
     assert hparams["learning_rate"].number_value == pytest.approx(0.001)
     test_metrics = json.load(open(os.path.join(run, "test_metrics.json")))["metrics"]

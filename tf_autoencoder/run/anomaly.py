@@ -227,6 +227,18 @@ def detection_metrics(scores: np.ndarray, labels: np.ndarray, normal_classes,
     }
 
 
+def test_auroc(model: keras.Model, config: Config, test) -> float | None:
+    """The AUROC of the run's anomaly score on the test split (`test`: images and labels),
+    normal: config.normal_classes; None when the split holds only one kind."""
+    from sklearn.metrics import roc_auc_score
+
+    anomalous = ~np.isin(test.labels, list(config.normal_classes))
+    if anomalous.all() or not anomalous.any():
+        return None
+    scores = anomaly_scores(model, test.images, config, served_gaussian(config.model_dir, config))
+    return float(roc_auc_score(anomalous, scores))
+
+
 SCORE_NAMES = {"reconstruction": "reconstruction MSE", "code": "code distance"}
 
 

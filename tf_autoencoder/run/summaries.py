@@ -241,6 +241,8 @@ def _buckets(values, bins=30):
 # tab puts runs of any noise_factor in one column; its description says what it holds.
 TEST_TAG = "test_training_noise"
 TEST_METRIC_NAMES = ("loss", "rmse", "bce", "mse")  # the VAE adds "kl"
+# A run with --normal_classes: the test AUROC of its anomaly score, after training.
+AUROC_TAG = "anomaly/test_auroc"
 
 
 def test_inputs(noise_factor: float) -> str:
@@ -289,17 +291,28 @@ def write_hparams(config: Config) -> None:
             value = ",".join(map(str, value))
         values[name] = value
     values["dropout"] = config.dropout or 1.0  # keep probability: 1 is no dropout
-    values["code_size"] = config.code_size or 0  # 0: the last map is the code
+    # Unset, not 0: a code_size of 0 reads as a setting (without one, the last map is the code).
+    values["code_size"] = "unset" if config.code_size is None else str(config.code_size)
     names = TEST_METRIC_NAMES + (("kl",) if config.model == "variational" else ())
-    metrics = [hp.Metric(f"{TEST_TAG}/{name}", display_name=f"test {name} (training noise)",
-                         description=f"{name} on the test split after training; inputs with "
-                                     "the run's noise_factor noise (none at 0), targets the "
-                                     "clean images")
+    noise = " (training noise)" if config.noise_factor > 0 else ""
+    metrics = [hp.Metric(f"{TEST_TAG}/{name}", display_name=f"test {name}{noise}",
+                         description=f"{name} on the test split after training: "
+                                     f"{test_inputs(config.noise_factor)}")
                for name in names]
+    if config.normal_classes is not None:
+        metrics.append(hp.Metric(AUROC_TAG, display_name="test AUROC",
+                                 description="how well the run's anomaly score tells the test "
+                                             "images of other classes from the normal ones"))
     values["normal_classes"] = values["normal_classes"] or "all"
     with tf.summary.create_file_writer(config.model_dir).as_default():
         hp.hparams_config(hparams=[hp.HParam(name) for name in values], metrics=metrics)
         hp.hparams(values, trial_id=os.path.basename(os.path.abspath(config.model_dir)))
+
+
+def write_test_auroc(config: Config, auroc: float, epoch: int) -> None:
+    """The test AUROC of a run with normal classes, as the HParams tab's AUROC column."""
+    with tf.summary.create_file_writer(config.model_dir).as_default(step=epoch):
+        tf.summary.scalar(AUROC_TAG, auroc, description="test AUROC of the anomaly score")
 
 
 def write_run_end(model: keras.Model, config: Config, splits: Splits,

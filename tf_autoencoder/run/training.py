@@ -42,9 +42,9 @@ from ..model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, H
 from ..model.models import build_autoencoder, float32_twin
 from ..data.pipeline import check_replicas, make_dataset, make_training_epochs
 from ..data.sources import Splits
-from .anomaly import calibrate, check_same_calibration, served_gaussian
+from .anomaly import calibrate, check_same_calibration, served_gaussian, test_auroc
 from .summaries import (read_test_metrics, tensorboard_callbacks, test_metrics_line,
-                        write_run_end, write_test_metrics)
+                        write_run_end, write_test_auroc, write_test_metrics)
 
 
 def compile_model(model: keras.Model, config: Config) -> None:
@@ -532,6 +532,11 @@ def _score_save_export(model, config: Config, splits: Splits, initial_epoch: int
     # Before model.keras: a finished run always has its threshold, which the export carries.
     threshold = calibrate(final, config.model_dir, config, splits.validation.images,
                           splits.train.images, log)["threshold"]
+    if config.normal_classes is not None:
+        auroc = test_auroc(final, config, splits.test)
+        if auroc is not None:
+            write_test_auroc(config, auroc, epoch=max(initial_epoch, config.epochs) - 1)
+            log(f"Test AUROC of the anomaly score: {auroc:.4f} (`evaluate` draws the ROC curve)")
     save_model_atomic(final, os.path.join(config.model_dir, FINAL_MODEL))
     log(f"Saved {os.path.join(config.model_dir, FINAL_MODEL)}")
     exported = export_saved_model(final, config, os.path.join(config.model_dir, EXPORT_DIR),
