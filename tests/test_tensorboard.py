@@ -22,6 +22,16 @@ from conftest import REPO, run_record
 from tf_autoencoder.images import sprite_image
 from tf_autoencoder.run.projector import TENSOR_NAME, write_projector
 from tf_autoencoder.data.sources import load_mnist_sample
+from tf_autoencoder.run.summaries import shown_images
+
+
+def chosen_test_images(run):
+    """The sample's test images a run shows every epoch: one of each digit, as its seed
+    chose them."""
+    test = load_mnist_sample().test
+    chosen = shown_images(test.labels, 10, run_record(run)["seed"])
+    assert sorted(test.labels[chosen].tolist()) == list(range(10))
+    return test.images[chosen]
 
 EMBEDDING_IMAGES = 200
 CODE_SIZE = 4 * 4 * 8
@@ -153,11 +163,11 @@ def test_reconstruction_images_in_tensorboard_and_png(run):
     with open(os.path.join(run, "images", f"step_{2 * STEPS_PER_EPOCH:05d}.png"), "rb") as f:
         saved = tf.io.decode_png(f.read()).numpy()
     np.testing.assert_array_equal(saved, tf.io.decode_png(png).numpy())
-    # Content: the first 10 test images, noisy versions of them, and the final model's
-    # reconstructions of those (a grid of other images, or of another model's output,
-    # or of grey 0.5 everywhere, fails).
+    # Content: 10 test images, one of each class, noisy versions of them, and the final
+    # model's reconstructions of those (a grid of other images, or of another model's
+    # output, or of grey 0.5 everywhere, fails).
     shown, noisy, reconstructed = grid_rows(saved)
-    test_images = load_mnist_sample().test.images[:10]
+    test_images = chosen_test_images(run)
     np.testing.assert_array_equal(shown, test_images)
     assert not np.array_equal(noisy, shown)
     assert_reconstructs(load_model(run), noisy, reconstructed, test_images)

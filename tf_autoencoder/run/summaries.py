@@ -9,7 +9,7 @@ model_dir/
   validation/   Keras: the same epoch_* metrics, and evaluation_*_vs_iterations (the same
                 values at the global step); ours: each hidden layer's activations
                 and fraction of zeros on one fixed validation batch, and the
-                reconstructions of the same test images every epoch
+                reconstructions of the same test images every epoch (shown_images)
   projector/    latent codes of test images for the Projector tab (see projector.py)
 
 Epoch summaries use Keras' step convention: step e is the end of epoch e (0-based).
@@ -50,7 +50,8 @@ def tensorboard_callbacks(config: Config, splits: Splits) -> list:
 
     probe = fixed_inputs(splits.train.images[:config.batch_size])
     activations_batch = fixed_inputs(splits.validation.images[:config.batch_size])
-    shown = fixed_inputs(splits.test.images[:NUM_RECONSTRUCTIONS])
+    shown = fixed_inputs(splits.test.images[
+        shown_images(splits.test.labels, NUM_RECONSTRUCTIONS, config.seed)])
     return [
         # Its write_graph finds no graph in Keras 3; TrainingInternals writes it.
         keras.callbacks.TensorBoard(config.model_dir, write_graph=False, profile_batch=0),
@@ -58,6 +59,19 @@ def tensorboard_callbacks(config: Config, splits: Splits) -> list:
         Reconstructions(*shown, log_dir=os.path.join(config.model_dir, VALIDATION_RUN),
                         png_dir=config.save_images, data_format=config.data_format),
     ]
+
+
+def shown_images(labels: np.ndarray, count: int, seed: int | None) -> np.ndarray:
+    """The indices of the `count` test images the Images tab shows every epoch: drawn from
+    each class in turn (a folder's test split lists its classes one after the other, so
+    its first images are all of one class), fixed by the run's seed; in order where the
+    images have no labels."""
+    if not len(labels) or np.all(labels < 0):
+        return np.arange(min(count, len(labels)))
+    rng = np.random.default_rng(seed)
+    pools = [rng.permutation(np.flatnonzero(labels == label)) for label in np.unique(labels)]
+    turns = [pool[i] for i in range(max(map(len, pools))) for pool in pools if i < len(pool)]
+    return np.array(turns[:count])
 
 
 def hidden_layers(part: keras.Model) -> list[keras.layers.Layer]:
