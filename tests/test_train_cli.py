@@ -132,7 +132,7 @@ def test_run_writes_config_checkpoints_logs_images_and_model(sample_run):
         assert steps == [0, 1, 2], run
         assert values == pytest.approx([float(row[column]) for row in rows], rel=1e-6), run
 
-    # The PNGs: rows of the first 10 test images, their noisy versions and the
+    # The PNGs: rows of the 10 test images shown, their noisy versions and the
     # reconstructions; the newest one's are model.keras's of its noisy row (measured: 0.19
     # grey levels apart on average, 2 at most, from rounding the noisy row to 8 bits; the
     # PNG of the epoch before a model was 58 apart from that model's).
