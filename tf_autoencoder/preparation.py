@@ -34,8 +34,10 @@ _BMP_PIXELS_AT, _BMP_DIB_SIZE, _BMP_WIDTH, _BMP_HEIGHT = 10, 14, 18, 22
 _BMP_BITS, _BMP_COMPRESSION, _BMP_COLOURS, _BMP_ALPHA_MASK = 28, 30, 46, 66
 _BI_BITFIELDS = 3
 # An EXIF block's IFD0 entries looked at for the orientation tag (it is usually among the
-# first ten).
+# first ten), and how far into a JPEG its APP1 segment is looked for (it follows the start
+# marker, after at most an APP0 segment; a segment holds at most 64 KiB).
 _EXIF_ENTRIES = 64
+_EXIF_WITHIN = 2 ** 17
 _ORIENTATION_TAG = 0x0112
 
 
@@ -63,17 +65,16 @@ def _int32(data, position):
 
 
 def _rgba(image):
-    """uint8/uint16 (h, w, 1..4) -> float32 (h, w, 4) RGBA in 0..255."""
+    """uint8/uint16 (h, w, 1..4) -> float32 (h, w, 4) RGBA in 0..255. Without control flow:
+    a tf.data map pays for each conditional it runs, per image."""
     scale = 255.0 / image.dtype.max  # uint16: v / 257, exactly v for 8-bit data stored wide
     image = tf.cast(image, tf.float32) * scale
     channels = tf.shape(image)[-1]
-    opaque = tf.fill(tf.concat([tf.shape(image)[:2], [1]], 0), 255.0)
-    grey = image[..., :1]
-    return tf.switch_case(channels - 1, [
-        lambda: tf.concat([grey, grey, grey, opaque], -1),
-        lambda: tf.concat([grey, grey, grey, image[..., 1:2]], -1),
-        lambda: tf.concat([image[..., :3], opaque], -1),
-        lambda: image[..., :4]])
+    grey = channels <= 2
+    colour = tf.gather(image, tf.where(grey, [0, 0, 0], [0, 1, 2]), axis=-1)
+    has_alpha = tf.equal(channels % 2, 0)  # grey + alpha, RGBA
+    alpha = tf.where(has_alpha, tf.gather(image, [channels - 1], axis=-1), 255.0)
+    return tf.concat([colour, alpha], -1)
 
 
 def _decode_png(data):
@@ -190,11 +191,11 @@ def _pixel_bytes(data, length):
 
 def jpeg_orientation(data):
     """A JPEG's EXIF orientation (1..8; 1, upright, without a valid one), read from the
-    TIFF header inside its APP1 'Exif' segment."""
-    parts = tf.strings.split(data, sep=b"Exif\0\0", maxsplit=1)
+    TIFF header inside its APP1 'Exif' segment (among the file's first _EXIF_WITHIN bytes)."""
+    parts = tf.strings.split(tf.strings.substr(data, 0, _EXIF_WITHIN), sep=b"Exif\0\0",
+                             maxsplit=1)
     found = tf.size(parts) > 1
-    tiff = tf.cond(found, lambda: parts[-1], lambda: tf.constant(b""))
-    before = tf.cond(found, lambda: parts[0], lambda: tf.constant(b""))
+    before, tiff = parts[0], parts[-1]  # without a match: the head, twice (found is False)
     in_app1 = tf.reduce_all(tf.equal(
         _bytes_at(before, tf.strings.length(before) - 4, 2), tf.constant([0xFF, 0xE1], tf.uint8)))
     big = tf.equal(tf.strings.substr(tiff, 0, 2), b"MM")
@@ -205,26 +206,22 @@ def jpeg_orientation(data):
     first, second = entries[:, 0], entries[:, 1]
     tags = tf.where(big, first * 256 + second, first + second * 256)
     values = tf.where(big, entries[:, 8] * 256 + entries[:, 9], entries[:, 8] + entries[:, 9] * 256)
-    match = tf.boolean_mask(values, tf.equal(tags, _ORIENTATION_TAG))
-    orientation = tf.cond(tf.size(match) > 0, lambda: match[0], lambda: tf.constant(1, tf.int64))
+    # The first orientation entry's value; 1 without one.
+    orientation = tf.concat([tf.boolean_mask(values, tf.equal(tags, _ORIENTATION_TAG)),
+                             tf.constant([1], tf.int64)], 0)[0]
     valid = tf.logical_and(tf.logical_and(found, in_app1),
                            tf.logical_and(orientation >= 1, orientation <= 8))
     return tf.where(valid, orientation, tf.constant(1, tf.int64))
 
 
 def _orient(image, orientation):
-    """Turns an image as EXIF orientation 1..8 asks (what Pillow's exif_transpose does)."""
-    def transpose(x):
-        return tf.transpose(x, [1, 0, 2])
-    return tf.switch_case(tf.cast(orientation - 1, tf.int32), [
-        lambda: image,                                         # 1: upright
-        lambda: tf.reverse(image, [1]),                        # 2: mirrored
-        lambda: tf.image.rot90(image, 2),                      # 3: upside down
-        lambda: tf.reverse(image, [0]),                        # 4: flipped
-        lambda: transpose(image),                              # 5: transposed
-        lambda: tf.image.rot90(image, 3),                      # 6: 90 degrees clockwise
-        lambda: tf.image.rot90(transpose(image), 2),           # 7: transversed
-        lambda: tf.image.rot90(image, 1)])                     # 8: 90 degrees anticlockwise
+    """Turns an image as EXIF orientation 1..8 asks (what Pillow's exif_transpose does):
+    5..8 transpose it, then rows and columns are reversed as the orientation says."""
+    sideways = orientation >= 5
+    image = tf.transpose(image, tf.where(sideways, [1, 0, 2], [0, 1, 2]))
+    flip_rows = tf.reduce_any(tf.equal(orientation, tf.constant([3, 4, 7, 8], tf.int64)))
+    flip_columns = tf.reduce_any(tf.equal(orientation, tf.constant([2, 3, 6, 7], tf.int64)))
+    return tf.reverse(image, tf.boolean_mask([0, 1], [flip_rows, flip_columns]))
 
 
 def decode_rgba(data):
@@ -242,9 +239,11 @@ def decode_rgba(data):
                 "Unknown image file format: PNG, JPEG, GIF or BMP expected"])]):
             return tf.zeros((1, 1, 4))
 
-    image = tf.case([(is_png, lambda: _decode_png(data)), (is_jpeg, lambda: _decode_jpeg(data)),
-                     (is_gif, lambda: _decode_gif(data)), (is_bmp, lambda: _decode_bmp(data))],
-                    default=unknown, exclusive=True)
+    # One switch (tf.case would nest a conditional per format, each costing a tf.data map
+    # time); the first true of these, the last (unknown) when none is.
+    branch = tf.argmax(tf.stack([is_jpeg, is_png, is_gif, is_bmp, True]), output_type=tf.int32)
+    image = tf.switch_case(branch, [lambda: _decode_jpeg(data), lambda: _decode_png(data),
+                                    lambda: _decode_gif(data), lambda: _decode_bmp(data), unknown])
     return tf.ensure_shape(image, (None, None, 4))
 
 
