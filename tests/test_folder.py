@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import idx_bytes, run_python, run_train
 from tf_autoencoder.data import folder, pipeline, sources
-from tf_autoencoder.errors import DataError
+from tf_autoencoder.errors import ConfigError, DataError
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 N_TRAIN, N_TEST = 1200, 200  # validation: the first 100 of train, as the IDX source splits
@@ -161,12 +161,12 @@ def test_sizes_or_colours_that_differ_name_two_files(tmp_path):
     for i in range(30):
         _png(tmp_path / f"{i:02d}.png")
     _png(tmp_path / "wide.png", width=10)
-    with pytest.raises(DataError, match=r"images differ in size: .*\d\d.png is 8x8, .*wide.png "
+    with pytest.raises(ConfigError, match=r"images differ in size: .*\d\d.png is 8x8, .*wide.png "
                                         r"is 8x10 \(HxW\): give --image_size HxW"):
         sources.load_data(data_dir=str(tmp_path))
     os.unlink(tmp_path / "wide.png")
     _png(tmp_path / "rgb.png", mode="RGB")
-    with pytest.raises(DataError, match=r"differ in colour: .*\d\d.png has 1 channel\(s\), "
+    with pytest.raises(ConfigError, match=r"differ in colour: .*\d\d.png has 1 channel\(s\), "
                                         r".*rgb.png has 3: give --channels 1 or 3"):
         sources.load_data(data_dir=str(tmp_path))
     splits = sources.load_data(data_dir=str(tmp_path), image_size=[6, 4], channels=3)
