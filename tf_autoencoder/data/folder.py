@@ -289,8 +289,10 @@ class FileImages(StreamedImages):
 
         paths, shape = tf.constant(self.paths), self.image_shape
         read = decode_plain if self.plain else decode
+        # A value of the pixels, not of their shape: a shape known in advance would let
+        # TensorFlow skip the decoding.
         decoded = tf.data.Dataset.range(len(self.paths)).map(
-            lambda i: (i, tf.shape(read(tf.gather(paths, i), shape))[0]),
+            lambda i: (i, tf.reduce_max(read(tf.gather(paths, i), shape))),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
         good = {int(i) for i, _ in decoded.ignore_errors().as_numpy_iterator()}
         return [i for i in range(len(self.paths)) if i not in good]
@@ -399,9 +401,8 @@ def load_image_folder(root: str, image_size=None, channels=None, max_pixels: int
     order = [item for name in SPLIT_NAMES for item in listed[name]]
     headers, bad = read_headers([item.path for item in order], max_pixels, skip_bad)
     if other:
-        log(f"Skipped {plural(other, 'file')} in {root} that are not images (by their "
-            f"extension: {', '.join(IMAGE_EXTENSIONS)}) or are hidden (a name that starts "
-            "with a dot)")
+        log(f"Skipped {plural(other, 'file')} in {root}: not images (by their extension: "
+            f"{', '.join(IMAGE_EXTENSIONS)}) or hidden (a name that starts with a dot)")
     empty = [name for label, name in enumerate(classes or [])
              if not any(item.label == label for items in listed.values() for item in items)]
     if empty:

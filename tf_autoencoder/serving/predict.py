@@ -118,7 +118,7 @@ def expand_inputs(paths: list[str], log=print) -> tuple[list[str], bool]:
             else:
                 skipped += 1
     if skipped:
-        log(f"Skipped {plural(skipped, 'file')} in the folders given that are not images (by their "
+        log(f"Skipped {plural(skipped, 'file')} in the folders given: not images (by their "
             f"extension: {', '.join(IMAGE_EXTENSIONS)})")
     return files, folders
 
