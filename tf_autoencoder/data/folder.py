@@ -406,7 +406,7 @@ def load_image_folder(root: str, image_size=None, channels=None, max_pixels: int
     empty = [name for label, name in enumerate(classes or [])
              if not any(item.label == label for items in listed.values() for item in items)]
     if empty:
-        log(f"Class {plural(len(empty), 'folder')} without images: "
+        log(f"{plural(len(empty), 'class folder')} without images: "
             f"{', '.join(os.path.join(root, name) for name in empty)} (still a class, with "
             "its label, that the model never sees): add images, or remove the folder")
     if bad:
