@@ -352,7 +352,8 @@ def test_predict_never_writes_over_an_image_it_reads(trained_run, tmp_path, caps
     with open(victim, "rb") as f:
         open(earlier, "wb").write(f.read())
     before = snapshot(folder)
-    status, out, err = main_status(capsys, "predict", trained_run[0], victim, "--csv", victim)
+    status, out, err = main_status(capsys, "predict", trained_run[0], victim, "--csv", victim,
+                                   "--no_reconstructions")
     assert status == 2 and err.count("\n") == 1, err
     assert f"--csv {victim} is one of the files this command reads" in err
     status, out, err = main_status(capsys, "predict", trained_run[0], folder, "--csv",
@@ -599,6 +600,12 @@ def test_metrics_of_a_test_split_of_one_kind_are_absent_and_json_is_strict(tmp_p
     read = json.loads((tmp_path / "e.json").read_text(), parse_constant=refuse)
     assert read["x"] is None and read["metrics"]["psnr"] is None
     assert read["anomaly"]["auroc"] is None
+    # config.json: --learning_rate inf passed the "> 0" check and was written as Infinity.
+    from tf_autoencoder.config import Config, ConfigError
+
+    for name in ("learning_rate", "noise_factor", "weight_decay"):
+        with pytest.raises(ConfigError, match=f"{name} must be a finite number, got inf"):
+            Config(**{name: float("inf")}).validate()
 
 
 def test_the_smaller_words(tmp_path, capsys):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -315,6 +316,9 @@ class Config:
             if choices and value not in choices:
                 raise ConfigError(f"unknown {declared.name} {value!r}: use one of "
                                   f"{', '.join(choices)}")
+            # inf passes the range checks below, and config.json would not be JSON
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{declared.name} must be a finite number, got {value}")
         if self.data_format not in DATA_FORMATS:
             raise ConfigError(
                 f"unknown data_format {self.data_format!r}: use NHWC or NCHW "
@@ -416,7 +420,7 @@ class Config:
                                    precision=facts.precision)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str, source: str = "config.json") -> "Config":
@@ -473,7 +477,7 @@ class RunFacts:
     class_names: Optional[list[str]] = None
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, allow_nan=False)
 
     @classmethod
     def from_dict(cls, values: dict, source: str) -> "RunFacts":
