@@ -403,12 +403,12 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(
     try:
         status, out, err = main_status(capsys, "predict", trained_run[0], folder, "--csv",
                                        str(locked / "s.csv"))
-        assert status == 2 and err.count("\n") == 1, err
-        assert f"--csv {locked / 's.csv'} cannot be written (Permission denied)" in err
+        assert status == 1 and err.count("\n") == 1, err
+        assert f"cannot write --csv {locked / 's.csv'} (Permission denied)" in err
         assert "Model:" not in out and ".tmp-" not in err
         status, out, err = main_status(capsys, "train", "--data_dir", image_folder(
             tmp_path / "data"), "--model_dir", str(tmp_path / "m"), "--cache", str(locked))
-        assert status == 2 and f"--cache {locked} cannot be written" in err, err
+        assert status == 1 and f"cannot write --cache {locked} (Permission" in err, err
         assert "Caching" not in out and not (tmp_path / "m").exists()
         with pytest.raises(WriteError, match=f"cannot write {locked / 'x.json'}: "
                                              "Permission denied"):

@@ -357,7 +357,7 @@ def export(args, parser) -> int:
         if args.export_dir is not None:
             check_folder("--export_dir", args.export_dir)
         # Each format's file is about the size of the weights in model.keras.
-        check_writable("--export_dir" if args.export_dir else "the export folder",
+        check_writable("to export directory",
                        args.export_dir or os.path.join(args.model_dir, EXPORT_DIR),
                        os.path.getsize(os.path.join(args.model_dir, FINAL_MODEL))
                        * (1 + len(formats)))

@@ -19,7 +19,7 @@ import secrets
 import shutil
 from typing import BinaryIO, Callable
 
-from .errors import ConfigError, ModelDirBusy, WriteError
+from .errors import ModelDirBusy, WriteError
 
 LOCK_FILE = ".lock"
 
@@ -183,27 +183,28 @@ def nearest_existing(path: str) -> str:
 
 
 def check_writable(what: str, path: str, needed: int = 0) -> None:
-    """Refuses, naming `path` as the user gave it, a folder (created later if missing)
-    in which no file can be made, or whose disk has less than `needed` bytes free:
-    before the work whose results would go there. A file is made there and removed
-    (the permission bits alone tell nothing to root or on a read-only mount)."""
+    """WriteError, naming `path` as the user gave it (`what`: the flag, or words that
+    say what it is), for a file or folder (created later if missing) that cannot be
+    made because no file can be made in its folder, or whose disk has less than `needed`
+    bytes free: before the work whose results would go there. A file is made there and
+    removed (the permission bits alone tell nothing to root or on a read-only mount)."""
     folder = nearest_existing(path)
     if os.path.isfile(folder) and folder == os.path.abspath(path):
         folder = os.path.dirname(folder)  # a file to be replaced: its folder is written
     if not os.path.isdir(folder):
-        raise ConfigError(f"{what} {path} cannot be made: {folder} is a file")
+        raise WriteError(f"cannot write {what} {path}: {folder} is a file, not a folder")
     probe = temp_path(os.path.join(folder, "write-test"))
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         os.unlink(probe)
     except OSError as e:
-        raise ConfigError(f"{what} {path} cannot be written ({write_reason(e)}): give a "
-                          "folder you can write to") from None
+        raise WriteError(f"cannot write {what} {path} ({write_reason(e)}): give a folder "
+                         "you can write to") from None
     free = shutil.disk_usage(folder).free
     if needed > free:
-        raise ConfigError(f"{what} {path} needs about {needed / 2**20:,.1f} MiB and its disk "
-                          f"has {free / 2**20:,.1f} MiB free: free some space, or give a "
-                          "folder on another disk")
+        raise WriteError(f"cannot write {what} {path}: it needs about "
+                         f"{needed / 2**20:,.1f} MiB and its disk has {free / 2**20:,.1f} "
+                         "MiB free: free some space, or give a folder on another disk")
 
 
 def same_or_inside(path: str, folder: str) -> bool:
