@@ -191,7 +191,7 @@ def test_empty_folder_and_folder_without_images(tmp_path):
     with pytest.raises(DataError, match="is empty: give a folder of images"):
         sources.load_data(data_dir=str(tmp_path))
     (tmp_path / "a.txt").write_text("x")
-    with pytest.raises(DataError, match=r"holds no image files \(1 other files"):
+    with pytest.raises(DataError, match=r"holds no image files \(1 other file;"):
         sources.load_data(data_dir=str(tmp_path))
 
 

@@ -354,13 +354,13 @@ def export(args, parser) -> int:
     from .model_dir import EXPORT_DIR, FINAL_MODEL, check_folder
 
     try:
-        if args.export_dir is not None:
-            check_folder("--export_dir", args.export_dir)
         # Each format's file is about the size of the weights in model.keras.
         check_writable("to export directory",
                        args.export_dir or os.path.join(args.model_dir, EXPORT_DIR),
                        os.path.getsize(os.path.join(args.model_dir, FINAL_MODEL))
                        * (1 + len(formats)))
+        if args.export_dir is not None:
+            check_folder("--export_dir", args.export_dir)
     except ConfigError as e:
         parser.error(str(e))
     from .serving import formats as lib
