@@ -20,9 +20,9 @@ import threading
 from .config import Config, RunFacts
 from .errors import ConfigError, DataError, Interrupted
 from .pause import pause_point
-from .words import plural
 from .model_dir import CONFIG_FILE, EVALUATION, is_saved_model, load_finished_run
 from .serving.formats import find_model
+from .words import plural
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -457,10 +457,8 @@ def evaluate(args, parser) -> int:
         parser.error("--probe_samples must be at least 2")
     from .files import check_writable
 
-    try:  # evaluation.json and threshold.json go there, after minutes of work
-        check_writable("model_dir", args.model_dir)
-    except ConfigError as e:
-        parser.error(str(e))
+    # evaluation.json and threshold.json go there, after minutes of work.
+    check_writable("model_dir", args.model_dir)
     from .data import sources
 
     splits = sources.select_normal(run_data(config), config.normal_classes)

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import ConfigError
-from ..words import plural
 from ..files import write_atomic, write_bytes_atomic, write_error
+from ..words import plural
 from .folder import CACHE_TAG_FILE, SPLIT_NAMES
 from .sources import Split, Splits, StreamedImages
 
