@@ -342,7 +342,7 @@ def refuse_writes_in(monkeypatch, folder):
     monkeypatch.setattr(os, "open", refusing_open)
 
 
-def test_predict_never_writes_over_an_image_it_reads(trained_run, tmp_path, capsys):
+def test_predict_never_writes_over_an_image_it_reads(run, tmp_path, capsys):
     """`predict R victim.png --csv victim.png` used to replace the image by the CSV, exit
     0; a reconstruction could overwrite an image of the folder given (an earlier
     a_reconstruction.png is an input, and a.png's output). Now refused before scoring."""
@@ -351,17 +351,21 @@ def test_predict_never_writes_over_an_image_it_reads(trained_run, tmp_path, caps
     earlier = os.path.join(folder, "00_reconstruction.png")
     with open(victim, "rb") as f:
         open(earlier, "wb").write(f.read())
-    before = snapshot(folder)
-    status, out, err = main_status(capsys, "predict", trained_run[0], victim, "--csv", victim,
+    before, run_before = snapshot(folder), tree_without_lock(run)
+    status, out, err = main_status(capsys, "predict", run, victim, "--csv", victim,
                                    "--no_reconstructions")
     assert status == 2 and err.count("\n") == 1, err
     assert f"--csv {victim} is one of the files this command reads" in err
-    status, out, err = main_status(capsys, "predict", trained_run[0], folder, "--csv",
+    status, out, err = main_status(capsys, "predict", run, folder, "--csv",
                                    os.path.join(folder, "01.png"))
     assert status == 2 and "01.png is one of the files this command reads" in err, err
-    status, out, err = main_status(capsys, "predict", trained_run[0], folder,
+    status, out, err = main_status(capsys, "predict", run, folder,
                                    "--output_dir", folder)
     assert status == 2 and f"would overwrite {earlier}" in err, err
+    model = os.path.join(run, "model.keras")  # not read by predict: a record
+    status, out, err = main_status(capsys, "predict", run, folder, "--csv", model)
+    assert status == 2 and f"would overwrite {model}, a record of the run" in err, err
+    assert tree_without_lock(run) == run_before
     assert "score" not in out  # refused before any image was scored
     assert snapshot(folder) == before
 
@@ -644,11 +648,15 @@ def test_the_smaller_words(tmp_path, capsys):
     assert status == 2 and "images differ in size" in err, err
 
 
-def test_predict_says_one_score_not_1_scores(trained_run, tmp_path, capsys):
+def test_predict_says_one_score_and_makes_the_folder_of_its_csv(trained_run, tmp_path, capsys):
+    """'Wrote 1 scores'; a --csv in a folder not yet made failed after every image was
+    scored."""
     image = image_folder(tmp_path / "i", classes=None, count=1, size=28)
+    csv_path = tmp_path / "new" / "s.csv"
     status, out, _ = main_status(capsys, "predict", trained_run[0], image, "--csv",
-                                 str(tmp_path / "s.csv"))
-    assert status == 0 and f"Wrote 1 score to {tmp_path / 's.csv'}" in out, out
+                                 str(csv_path))
+    assert status == 0 and f"Wrote 1 score to {csv_path}" in out, out
+    assert csv_path.read_text().splitlines()[1].startswith(os.path.join(image, "00.png"))
 
 
 def test_a_resume_refusal_names_only_the_settings_that_differ(run, capsys):

@@ -423,9 +423,16 @@ def predict(args, parser) -> int:
 
 def check_not_read(flag: str, output: str, model_path: str, images: list[str]) -> None:
     """ConfigError if `output` is a file predict reads: the model (or a file inside a
-    SavedModel), one of the images, or an image file under one of the folders given."""
+    SavedModel), one of the images, or an image file under one of the folders given;
+    or a record of the run the model was exported from (its model.keras, ...)."""
     from .data.folder import IMAGE_EXTENSIONS
     from .files import same_or_inside
+    from .model_dir import check_not_run_file
+
+    # A run's export is MODEL_DIR/export/<version>.
+    run_dir = os.path.join(model_path, os.pardir, os.pardir)
+    if os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
+        check_not_run_file(flag, output, os.path.normpath(run_dir), own=None)
 
     read = [model_path] + [path for path in images if not os.path.isdir(path)]
     read += [folder for folder in images if os.path.isdir(folder)

@@ -74,7 +74,7 @@ def check_folder(flag: str, path: str) -> None:
     check_writable(flag, path)
 
 
-def check_not_run_file(flag: str, path: str, model_dir: str, own: str) -> None:
+def check_not_run_file(flag: str, path: str, model_dir: str, own: str | None) -> None:
     """Refuses an output `path` that would replace one of the records of the run in
     `model_dir` (its model, settings, checkpoints, exports...) other than `own`, the
     file the command writes there by default."""

@@ -145,6 +145,8 @@ def write_scores_csv(path: str, rows: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
+    # Checked writable before scoring: its folder, or the nearest one above that exists.
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_text_atomic(path, buffer.getvalue())
 
 
