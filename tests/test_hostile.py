@@ -479,9 +479,15 @@ def test_a_damaged_cache_file_is_said_and_made_again(tmp_path, damage):
 
 def test_a_cache_folder_inside_the_data_is_left_out_of_the_listing(tmp_path):
     """It used to be read as a class ('trained on 2 classes, not 3 (a, b, cache)') or to
-    make a flat folder a mixed layout."""
+    make a flat folder a mixed layout; so did an empty one made beforehand, at once."""
+    from tf_autoencoder.commands import check_outputs_spare_data
+    from tf_autoencoder.config import Config
+
     for classes in (("a", "b"), None):
         data = image_folder(tmp_path / str(bool(classes)), classes=classes)
+        os.mkdir(os.path.join(data, "cache"))  # made by the user, empty
+        check_outputs_spare_data(Config(data_dir=data, cache=os.path.join(data, "cache"),
+                                        model_dir=str(tmp_path / "m")), None, False)
         first = open_cached(data, os.path.join(data, "cache"))
         again = open_cached(data, os.path.join(data, "cache"))
         assert again.class_names == first.class_names == (list(classes) if classes else None)

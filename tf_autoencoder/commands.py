@@ -178,6 +178,10 @@ def check_outputs_spare_data(settings: Config, previous, overwrite: bool) -> Non
         if os.path.exists(cache) and not os.path.isdir(cache):
             raise ConfigError(f"--cache {cache} is a file: give a folder (created if missing)")
         check_writable("--cache", cache)
+        if data_dir and same_or_inside(cache, data_dir):
+            from .data.cache import tag_folder
+
+            tag_folder(cache)  # before the data is listed, which then leaves it out
 
 
 class StrategyOnce:

@@ -186,9 +186,19 @@ def prepare_folder(cache: str, splits: Splits) -> dict[str, str]:
         raise ConfigError(f"--cache {cache}: the decoded images need {needed / 2**30:.1f} GiB, "
                           f"and its disk has {free / 2**30:.1f} GiB free: free some space, "
                           "or give a folder on another disk")
+    tag_folder(cache)
+    return paths
+
+
+def tag_folder(cache: str) -> None:
+    """Makes the folder `cache` if missing and tags it as a cache (CACHEDIR.TAG), so that
+    the listing of a folder of images that holds it leaves it out."""
+    try:
+        os.makedirs(cache, exist_ok=True)
+    except OSError as e:
+        raise write_error(cache, e) from None
     if not os.path.exists(os.path.join(cache, CACHE_TAG_FILE)):
         write_bytes_atomic(os.path.join(cache, CACHE_TAG_FILE), TAG)
-    return paths
 
 
 def _size(images) -> int:
