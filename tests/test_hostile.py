@@ -417,8 +417,29 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(
         with pytest.raises(WriteError, match=f"cannot write {locked / 'x.json'}: "
                                              "Permission denied"):
             write_bytes_atomic(str(locked / "x.json"), b"{}")
+        for flag in ("--model_dir", "--save_images"):
+            args = {"--model_dir": str(tmp_path / "m"), flag: str(locked / "new")}
+            status, out, err = main_status(capsys, "train", "--dataset", "mnist_sample",
+                                           *[item for pair in args.items() for item in pair])
+            assert status == 1 and f"{locked / 'new'} (Permission denied)" in err, err
+            assert not (tmp_path / "m").exists()
+        status, out, err = main_status(capsys, "predict", trained_run[0], folder,
+                                       "--output_dir", str(locked / "out"))
+        assert status == 1 and f"--output_dir {locked / 'out'} (Permission" in err, err
     finally:
         os.chmod(locked, 0o700)
+    # And space: an output of known size is refused when its disk lacks the room.
+    import shutil
+    from collections import namedtuple
+
+    from tf_autoencoder.files import check_writable
+
+    full = namedtuple("usage", "total used free")(10**9, 10**9 - 10**5, 10**5)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: full)
+    with pytest.raises(WriteError, match=r"cannot write --csv .*s\.csv: it needs about 1\.0 "
+                                         r"MiB and its disk has 0\.1 MiB free"):
+        check_writable("--csv", str(tmp_path / "s.csv"), 2**20)
+    check_writable("--csv", str(tmp_path / "s.csv"), 10**4)
 
 
 def test_a_failed_write_on_a_read_only_disk_names_the_file_not_its_temporary(
