@@ -669,6 +669,13 @@ def test_the_smaller_words(tmp_path, capsys):
     assert any(line.startswith("1 class folder without images: ") and "empty" in line
                for line in said), said
 
+    for name in ("train", "test"):  # and beside split folders
+        image_folder(tmp_path / "splits" / name, classes=("a", "b"), count=8)
+    (tmp_path / "splits" / ".DS_Store").write_bytes(b"\0")
+    said = []
+    sources.load_data(data_dir=str(tmp_path / "splits"), log=said.append)
+    assert any(line.startswith("Skipped 1 file in") for line in said), said
+
     image_folder(tmp_path / "data", classes=("a",), count=1, size=9)
     status, _, err = main_status(capsys, "train", "--data_dir", data, "--model_dir",
                                  str(tmp_path / "m"))

@@ -153,6 +153,7 @@ def list_folder(root: str) -> tuple[dict[str, list[Listed]], list[str] | None, i
             raise DataError(f"{root} has {'/, '.join(named)}/ but no train/: the training "
                             "images go in train/")
         listed, skipped, classes = _list_layout(os.path.join(root, "train"), root, None, seen)
+        skipped += [e.path for e in os.scandir(root) if e.is_file()]  # beside the splits
         for item in listed:  # a missing split folder: its share of train/ by the hash
             share = split_of(os.path.relpath(item.path, os.path.join(root, "train")))
             splits[share if share not in named else "train"].append(item)
