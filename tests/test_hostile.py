@@ -519,7 +519,7 @@ def test_a_cache_folder_inside_the_data_is_left_out_of_the_listing(tmp_path):
 def changed_under_a_run(splits, change):
     """Iterates an epoch of the training split after `change()`, inside the command
     line's handler; returns the DataError it raises."""
-    from tf_autoencoder.commands import naming_damaged_files
+    from tf_autoencoder.data.damage import naming_damaged_files
     from tf_autoencoder.data.pipeline import make_training_epochs
     from tf_autoencoder.errors import DataError
 
@@ -560,8 +560,8 @@ def test_a_file_deleted_resized_or_cut_under_a_run_is_named(tmp_path):
 def test_the_last_checkpoint_is_mentioned_only_when_there_is_one(tmp_path):
     """'the run keeps its last checkpoint' used to be said after a failure in the first
     epoch, when there was none."""
-    from tf_autoencoder.commands import damaged_data
     from tf_autoencoder.data import sources
+    from tf_autoencoder.data.damage import damaged_data
 
     data = image_folder(tmp_path / "data")
     splits = sources.load_data(data_dir=data)
@@ -578,13 +578,11 @@ def test_the_last_checkpoint_is_mentioned_only_when_there_is_one(tmp_path):
 def test_a_damaged_file_that_no_epoch_reads_is_named_before_training(tmp_path):
     """Each epoch drops the last partial batch of its shuffle: a truncated PNG there was
     never read, and a run over a damaged folder could pass."""
-    from tf_autoencoder.commands import check_never_read
-    from tf_autoencoder.config import Config
     from tf_autoencoder.data import pipeline, sources
+    from tf_autoencoder.data.damage import check_never_read
     from tf_autoencoder.errors import DataError
 
     splits = sources.load_data(data_dir=image_folder(tmp_path / "data"))
-    config = Config(batch_size=16, seed=5, epochs=1)
     unread = pipeline.never_read(len(splits.train), 16, 5, range(1))
     assert len(unread) == len(splits.train) % 16  # the dropped rest of the one epoch
     seen = set()  # the images trained on (random ones: each is told by its pixels)
@@ -593,12 +591,12 @@ def test_a_damaged_file_that_no_epoch_reads_is_named_before_training(tmp_path):
         seen.update(image.tobytes() for image in np.round(batch.numpy() * 255).astype(np.uint8))
     images = splits.train.images[:]
     assert [i for i in range(len(images)) if images[i].tobytes() not in seen] == unread.tolist()
-    check_never_read(splits, config)  # all whole: nothing to say
+    check_never_read(splits, 16, 5, range(1))  # all whole: nothing to say
     bad = splits.train.images.paths[unread[0]]
     with open(bad, "r+b") as f:
         f.truncate(os.path.getsize(bad) // 2)
     with pytest.raises(DataError, match=f"{re.escape(bad)} cannot be decoded"):
-        check_never_read(splits, config)
+        check_never_read(splits, 16, 5, range(1))
 
 
 def test_metrics_of_a_test_split_of_one_kind_are_absent_and_json_is_strict(tmp_path):

@@ -8,7 +8,6 @@ commands, after those checks.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import math
 import os
@@ -18,7 +17,7 @@ import sys
 import threading
 
 from .config import Config, RunFacts
-from .errors import ConfigError, DataError, Interrupted
+from .errors import ConfigError, Interrupted
 from .pause import pause_point
 from .model_dir import CONFIG_FILE, EVALUATION, is_saved_model, load_finished_run
 from .serving.formats import find_model
@@ -123,26 +122,12 @@ def _train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
 
         if ctrl_c.seen:  # a Ctrl-C that an import swallowed
             raise KeyboardInterrupt
-        check_never_read(splits, config)
+        from .data.damage import check_never_read, naming_damaged_files
+
+        check_never_read(splits, config.batch_size, config.seed, range(config.epochs))
         with naming_damaged_files(splits, settings.model_dir):
             train_run(settings, facts, splits, strategy=strategy.strategy)
     return 0
-
-
-def check_never_read(splits, config: Config) -> None:
-    """Decodes the training files that no epoch of the run reads (each epoch drops the
-    last partial batch of its shuffle), so a damaged one among them is named too."""
-    from .data.folder import FileImages
-
-    images = splits.train.images
-    if not isinstance(images, FileImages):
-        return
-    from .data.pipeline import never_read
-
-    unread = never_read(len(images), config.batch_size, config.seed, range(config.epochs))
-    bad = images.subset(unread).bad_files() if len(unread) else []
-    if bad:
-        raise damaged_file_error(images.paths[unread[bad[0]]], None)
 
 
 def check_outputs_spare_data(settings: Config, previous, overwrite: bool) -> None:
@@ -241,59 +226,10 @@ def prepared(splits, config: Config):
     if not config.cache:
         return splits
     from .data.cache import cache_splits
+    from .data.damage import naming_damaged_files
 
     with naming_damaged_files(splits):
         return cache_splits(splits, config.cache)
-
-
-@contextlib.contextmanager
-def naming_damaged_files(splits, model_dir: str | None = None):
-    """Turns the error of a TensorFlow op that met a file gone, cut short or changed
-    since the data was listed (an image file, or a cache file) into a DataError naming
-    it, found by checking each again; other errors pass as they are. model_dir: the
-    run's, whose last checkpoint the message mentions where there is one."""
-    import tensorflow as tf
-
-    try:
-        yield
-    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError, tf.errors.UnknownError,
-            tf.errors.DataLossError):
-        error = damaged_data(splits, model_dir)
-        if error is None:
-            raise
-        raise error from None
-
-
-def damaged_data(splits, model_dir: str | None) -> DataError | None:
-    """DataError naming the first damaged cache file or image file of the splits (each
-    checked again: a pass over them); None if all are whole (the failure was another)."""
-    from .data.cache import CachedImages, cache_file_damage
-    from .data.folder import SPLIT_NAMES, first_bad_file
-
-    for name in SPLIT_NAMES:
-        images = getattr(splits, name).images
-        if isinstance(images, CachedImages):
-            damage = cache_file_damage(images.path, images.file_shape)
-            if damage:
-                return DataError(f"the cache file {images.path} is damaged ({damage}): run "
-                                 "the command again, which decodes the images into it anew")
-    bad = first_bad_file(splits) if splits.name == "folder" else None
-    return bad and damaged_file_error(bad, model_dir)
-
-
-def damaged_file_error(path: str, model_dir: str | None) -> DataError:
-    """One line for an image file that was listed and cannot be read now."""
-    from .model_dir import CHECKPOINT_DIR
-
-    kept = ""
-    if model_dir and os.path.exists(os.path.join(model_dir, CHECKPOINT_DIR, "checkpoint")):
-        kept = "the run keeps its last checkpoint; "
-    if not os.path.exists(path):
-        return DataError(f"{path} is gone (deleted or moved after the folder was listed): "
-                         f"{kept}put it back, or run again to list the folder anew")
-    return DataError(f"{path} cannot be decoded (its header reads, its pixels do not, or it "
-                     f"changed after the folder was listed): {kept}remove or replace the "
-                     "file, or pass --skip_bad_images")
 
 
 def check_same_data(settings: Config, previous, splits) -> None:
@@ -473,6 +409,7 @@ def evaluate(args, parser) -> int:
     from .data import sources
 
     splits = sources.select_normal(run_data(config), config.normal_classes)
+    from .data.damage import naming_damaged_files
     from .run.evaluation import evaluate_run, format_table
 
     pause_point("evaluate")
@@ -588,6 +525,8 @@ def embeddings(args, parser) -> int:
         raise ConfigError(f"the model was trained on {config.image_shape} images, "
                           f"{splits.source} has {splits.image_shape}")
     count = min(args.images or (10_000 if embedding else 10), len(splits.test))
+    from .data.damage import naming_damaged_files
+
     with naming_damaged_files(splits):
         test = sources.Split(splits.test.images[:count], splits.test.labels[:count])
     model = (load_saved_model(args.model_dir, config.batch_size) if saved_model
