@@ -216,7 +216,7 @@ def test_evaluate_measures_the_detector_better_than_the_mean_pixel_baseline(eval
         threshold = json.load(f)["threshold"]
     assert report["threshold"]["threshold"] == threshold
     assert 0 <= anomaly["fpr_at_threshold"] < anomaly["tpr_at_threshold"] <= 1
-    assert f"AUROC, normal 0, 1 vs the rest  " in process.stdout
+    assert "AUROC, normal 0, 1 vs the rest  " in process.stdout
 
 
 def test_evaluate_draws_the_roc_and_the_extremes(evaluation):
@@ -476,5 +476,7 @@ def test_a_rerun_of_a_finished_code_scored_run_rewrites_nothing(code_run, tmp_pa
     assert other.stderr.strip().splitlines()[-1].endswith(
         "is a finished run calibrated with --anomaly_score code --anomaly_fpr 0.01, and a "
         "finished run is not calibrated again: train into a new --model_dir for "
-        "--anomaly_score reconstruction --anomaly_fpr 0.01")
+        "--anomaly_score reconstruction --anomaly_fpr 0.01, or recalibrate this one: set "
+        f"them in its config.json, then run `tf-autoencoder evaluate {model_dir}` and "
+        f"`tf-autoencoder export {model_dir}`")
     assert state() == before

@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import idx_bytes, run_python, run_train
 from tf_autoencoder.data import folder, pipeline, sources
-from tf_autoencoder.errors import DataError
+from tf_autoencoder.errors import ConfigError, DataError
 
 FASHION = "/usr/share/datasets/fashion-mnist"
 N_TRAIN, N_TEST = 1200, 200  # validation: the first 100 of train, as the IDX source splits
@@ -128,8 +128,8 @@ def test_flat_folder_has_no_labels_and_a_stable_hash_split(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     lines = []
     before = sources.load_data(data_dir=str(tmp_path), log=lines.append)
-    assert lines == [f"Skipped 1 files in {tmp_path} that are not images (by their extension: "
-                     ".png, .jpg, .jpeg, .bmp, .gif)"]
+    assert lines == [f"Skipped 1 file in {tmp_path}: not images (by their extension: "
+                     ".png, .jpg, .jpeg, .bmp, .gif) or hidden (a name that starts with a dot)"]
     assert not before.labelled and before.class_names is None
     assert sum(map(len, (before.train, before.validation, before.test))) == 60
     assert len(before.test) and len(before.validation)
@@ -161,12 +161,12 @@ def test_sizes_or_colours_that_differ_name_two_files(tmp_path):
     for i in range(30):
         _png(tmp_path / f"{i:02d}.png")
     _png(tmp_path / "wide.png", width=10)
-    with pytest.raises(DataError, match=r"images differ in size: .*\d\d.png is 8x8, .*wide.png "
+    with pytest.raises(ConfigError, match=r"images differ in size: .*\d\d.png is 8x8, .*wide.png "
                                         r"is 8x10 \(HxW\): give --image_size HxW"):
         sources.load_data(data_dir=str(tmp_path))
     os.unlink(tmp_path / "wide.png")
     _png(tmp_path / "rgb.png", mode="RGB")
-    with pytest.raises(DataError, match=r"differ in colour: .*\d\d.png has 1 channel\(s\), "
+    with pytest.raises(ConfigError, match=r"differ in colour: .*\d\d.png has 1 channel\(s\), "
                                         r".*rgb.png has 3: give --channels 1 or 3"):
         sources.load_data(data_dir=str(tmp_path))
     splits = sources.load_data(data_dir=str(tmp_path), image_size=[6, 4], channels=3)
@@ -191,7 +191,7 @@ def test_empty_folder_and_folder_without_images(tmp_path):
     with pytest.raises(DataError, match="is empty: give a folder of images"):
         sources.load_data(data_dir=str(tmp_path))
     (tmp_path / "a.txt").write_text("x")
-    with pytest.raises(DataError, match=r"holds no image files \(1 other files"):
+    with pytest.raises(DataError, match=r"holds no image files \(1 other file;"):
         sources.load_data(data_dir=str(tmp_path))
 
 
@@ -209,7 +209,7 @@ def test_a_bad_header_is_found_at_listing_or_skipped(tmp_path):
     lines = []
     splits = sources.load_data(data_dir=str(tmp_path), skip_bad_images=True, log=lines.append)
     assert sum(map(len, (splits.train, splits.validation, splits.test))) == 30
-    assert any("Skipped 1 image files whose header" in line and "broken.png" in line
+    assert any("Skipped 1 image file whose header" in line and "broken.png" in line
                for line in lines)
 
 
@@ -269,9 +269,11 @@ def test_bad_pixels_mid_epoch_name_the_file_or_are_skipped(tmp_path):
     for extra in ([], ["--cache", "memory"]):  # met while training, or while caching
         failed = run_train(*args, *extra, "--model_dir", str(tmp_path / "failed"))
         assert failed.returncode == 1
+        # Met in the first epoch (or while caching): no checkpoint to speak of.
         assert failed.stderr.strip().splitlines()[-1].endswith(
-            f"{bad} cannot be decoded (its header reads, its pixels do not): the "
-            "run keeps its last checkpoint; remove the file, or pass --skip_bad_images")
+            f"{bad} cannot be decoded (its header reads, its pixels do not, or it changed "
+            "after the folder was listed): remove or replace the file, or pass "
+            "--skip_bad_images")
     # --skip_bad_images: see test_colour_photographs_train_in_both_layouts.
 
 
@@ -319,7 +321,7 @@ def test_colour_photographs_train_in_both_layouts(photo_patches, tmp_path, data_
                        "--data_format", data_format, "--model_dir", str(model_dir),
                        "--embedding_images", "16", "--skip_bad_images")
     assert result.returncode == 0, result.stderr
-    assert "Skipped 1 images that cannot be decoded (--skip_bad_images), e.g. " \
+    assert "Skipped 1 image that cannot be decoded (--skip_bad_images), e.g. " \
            f"{os.path.join(photo_patches, 'china', 'truncated.jpg')}" in result.stdout
     assert "of 36x44x3" in result.stdout
     facts = json.loads((model_dir / "run.json").read_text())
@@ -380,7 +382,7 @@ def test_cache_folder_gives_the_batches_the_files_give_and_is_reused(fashion, tm
     open_cached = lambda **kw: open_data(Config(data_dir=png, cache=str(cache),  # noqa: E731
                                                 **kw).validate(), None, lambda: None)
     cached, streamed = open_cached(), sources.load_data(data_dir=png)
-    made = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    made = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npy")}
     assert sorted(name.split("-")[0] for name in made) == ["test", "train", "validation"]
     for name in ("train", "validation", "test"):
         images = getattr(cached, name).images
@@ -402,7 +404,7 @@ def test_cache_folder_gives_the_batches_the_files_give_and_is_reused(fashion, tm
         np.testing.assert_array_equal(a, b)
 
     normal = open_cached(normal_classes=[3])
-    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == made  # reused
+    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.npy")} == made  # reused
     kept = streamed.train.labels == 3
     np.testing.assert_array_equal(normal.train.images[:], streamed.train.images[:][kept])
     assert set(normal.train.labels) == {3} and len(normal.test) == len(streamed.test)
@@ -413,7 +415,7 @@ def test_cache_folder_gives_the_batches_the_files_give_and_is_reused(fashion, tm
         Image.fromarray(np.full((28, 28), 7, np.uint8)).save(test_file)
         again = open_cached()
         np.testing.assert_array_equal(again.test.images[[0]][0, ..., 0], 7)
-        names = {p.name for p in cache.iterdir()}
+        names = {p.name for p in cache.glob("*.npy")}
         assert len(names) == 4 and set(made) < names  # a new test file; train's reused
     finally:
         open(test_file, "wb").write(original)

@@ -161,7 +161,7 @@ def test_a_folder_is_scored_in_batches_into_a_csv(trained_run, image_files, pred
     scores_csv = tmp_path / "scores.csv"
     assert main(["predict", trained_run[0], str(folder), "--csv", str(scores_csv)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[1:] == ["Skipped 1 files in the folders given that are not images (by their "
+    assert out[1:] == ["Skipped 1 file in the folders given: not images (by their "
                        "extension: .png, .jpg, .jpeg, .bmp, .gif)",
                        "Scored 2 of 4 images (0 failed)", "Scored 4 of 4 images (0 failed)",
                        f"Wrote 4 scores to {scores_csv}", out[-1]]

@@ -283,7 +283,7 @@ def test_cache_decodes_a_tfds_split_once_into_memory_or_a_file(tfds_dir, tmp_pat
             images = getattr(cached, name).images
             assert isinstance(images, np.ndarray if cache == "memory" else CachedImages)
             np.testing.assert_array_equal(images[:], getattr(streamed, name).images[:])
-    names = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
+    names = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.npy"))
     assert names == ["test", "train", "validation"]
     batches = pipeline.make_training_epochs(cached.train.images, batch_size=10, epochs=range(1),
                                             seed=2)

@@ -8,11 +8,14 @@ line and exit status 1 (--verbose shows the traceback, and TensorFlow's C++ logg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import signal
 import sys
+import threading
 
-from .config import DEFAULTS, GROUPS, MAX_PIXELS, Config
-from .errors import Error, Interrupted
+from .config import DEFAULTS, GROUPS, MAX_PIXELS, Config, whole_number
+from .errors import Error, Interrupted, Terminated
 from .files import DISK_FULL, is_disk_full
 from .logs import set_up_logging
 from .model_dir import CONFIG_FILE, EXPORT_DIR, FINAL_MODEL
@@ -146,7 +149,8 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                         "reconstructions, when only files are given; none for folders)")
     p.add_argument("--no_reconstructions", action="store_true",
                    help="write no reconstruction PNGs, only the scores")
-    p.add_argument("--max_pixels", type=int, default=MAX_PIXELS, metavar="N",
+    p.add_argument("--max_pixels", type=_argparse_type(whole_number), default=MAX_PIXELS,
+                   metavar="N",
                    help="refuse an image of more than N pixels (width x height), told by "
                         "its header before it is decoded")
 
@@ -262,19 +266,40 @@ def main(argv: list[str] | None = None, *, command: str | None = None,
     set_up_logging(args.verbose)
     prog = args.command_parser.prog
     try:
-        from . import commands  # after parsing: --help and usage errors need nothing more
+        with terminate_as_interrupt():
+            from . import commands  # after parsing: --help and usage errors need nothing more
 
-        return commands.run(args, args.command_parser)
+            return commands.run(args, args.command_parser)
     except Exception as error:  # the one place an error becomes the command's last line
         if args.verbose:
             raise
         print(f"{prog}: {describe(error)}", file=sys.stderr)
         return error.exit_status if isinstance(error, Error) else 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if args.verbose:
             raise
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        terminated = isinstance(interrupt, Terminated)
+        print(f"{prog}: {'terminated (SIGTERM)' if terminated else 'interrupted'}",
+              file=sys.stderr)
+        return 128 + int(signal.SIGTERM if terminated else signal.SIGINT)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """While inside: SIGTERM raises Terminated (a KeyboardInterrupt), so that a command
+    stopped by a scheduler or `kill` ends with its one line and status 143, as Ctrl-C
+    ends with 130, instead of dying without a word."""
+    def handler(signum, frame):
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread():  # signals need it
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def describe(error: Exception) -> str:

@@ -17,10 +17,11 @@ import sys
 import threading
 
 from .config import Config, RunFacts
-from .errors import ConfigError, DataError, Interrupted
+from .errors import ConfigError, Interrupted
 from .pause import pause_point
 from .model_dir import CONFIG_FILE, EVALUATION, THRESHOLD, is_saved_model, load_finished_run
 from .serving.formats import find_model
+from .words import plural
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -67,9 +68,11 @@ def train(args, parser) -> int:
     try:
         with CtrlCBeforeTraining() as ctrl_c:
             return _train(args, parser, ctrl_c)
-    except KeyboardInterrupt:  # Ctrl-C outside the training loop
-        raise Interrupted("interrupted; rerun the same command to resume from the last "
-                          "saved checkpoint") from None
+    except KeyboardInterrupt as interrupt:  # Ctrl-C or SIGTERM outside the training loop
+        signum = getattr(interrupt, "signum", signal.SIGINT)
+        raise Interrupted(f"{'interrupted' if signum == signal.SIGINT else 'terminated (SIGTERM)'}"
+                          "; rerun the same command to resume from the last saved "
+                          "checkpoint", signum) from None
 
 
 def _train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
@@ -86,6 +89,10 @@ def _train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
     except ConfigError as e:
         parser.error(str(e))
     previous = None if args.overwrite else read_run(settings.model_dir)
+    try:
+        check_outputs_spare_data(settings, previous, args.overwrite)
+    except ConfigError as e:
+        parser.error(str(e))
     strategy = StrategyOnce(settings)
     splits = open_data(settings, previous, strategy.set_up)
     facts = run_facts(settings, previous, splits)
@@ -106,7 +113,7 @@ def _train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
         elif chief:  # again, now that no other run can start there
             check_same_model(config, read_run(settings.model_dir))
         print(f"Data: {splits.source}: {len(splits.train):,} train / {len(splits.validation):,} "
-              f"validation / {len(splits.test):,} test images of "
+              f"validation / {plural(len(splits.test), 'test image')} of "
               f"{'x'.join(map(str, splits.image_shape))}")
         if splits.normal_classes is not None:
             from .data.sources import describe_classes
@@ -121,16 +128,51 @@ def _train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
 
         if ctrl_c.seen:  # a Ctrl-C that an import swallowed
             raise KeyboardInterrupt
-        import tensorflow as tf
+        from .data.damage import check_never_read, naming_damaged_files
 
-        try:
+        check_never_read(splits, config.batch_size, config.seed, range(config.epochs))
+        with naming_damaged_files(splits, settings.model_dir):
             train_run(settings, facts, splits, strategy=strategy.strategy)
-        except tf.errors.InvalidArgumentError:
-            error = bad_pixels(splits) if splits.name == "folder" else None
-            if error is None:
-                raise
-            raise error from None
     return 0
+
+
+def check_outputs_spare_data(settings: Config, previous, overwrite: bool) -> None:
+    """ConfigError if the run would write into the data it reads (model_dir or
+    --save_images inside --data_dir: their PNGs would be read as images next time; a
+    cache folder inside it is tagged and left out, but not the data folder itself), or
+    --overwrite would delete the data or the cache (inside what it clears); checks that
+    the --cache folder can be written before the images are decoded into it."""
+    from .files import check_writable, same_or_inside
+    from .model_dir import RUN_OUTPUTS
+
+    data_dir = settings.data_dir or (previous[0].data_dir if previous and not settings.dataset
+                                     else None)
+    cache = settings.cache if settings.cache not in (None, "memory") else None
+    if data_dir:
+        for flag, path in (("model_dir", settings.model_dir),
+                           ("--save_images", settings.save_images), ("--cache", cache)):
+            inside = path is not None and (
+                same_or_inside(path, data_dir) if flag != "--cache"
+                else os.path.realpath(path) == os.path.realpath(data_dir))
+            if inside:
+                raise ConfigError(f"{flag} {path} is inside --data_dir {data_dir}: what the "
+                                  "run writes there would be read as images next time; give "
+                                  "a folder outside the data")
+    if overwrite:
+        for name in RUN_OUTPUTS:
+            cleared = os.path.join(settings.model_dir, name)
+            for flag, path in (("--data_dir", data_dir), ("--cache", cache)):
+                if path and os.path.exists(cleared) and same_or_inside(path, cleared):
+                    raise ConfigError(f"--overwrite would delete {cleared}, which holds "
+                                      f"{flag} {path}: move it, or use another --model_dir")
+    if cache:
+        if os.path.exists(cache) and not os.path.isdir(cache):
+            raise ConfigError(f"--cache {cache} is a file: give a folder (created if missing)")
+        check_writable("--cache", cache)
+        if data_dir and same_or_inside(cache, data_dir):
+            from .data.cache import tag_folder
+
+            tag_folder(cache)  # before the data is listed, which then leaves it out
 
 
 class StrategyOnce:
@@ -190,28 +232,11 @@ def prepared(splits, config: Config):
         splits = drop_bad_files(splits)
     if not config.cache:
         return splits
-    import tensorflow as tf
-
     from .data.cache import cache_splits
+    from .data.damage import naming_damaged_files
 
-    try:
+    with naming_damaged_files(splits):
         return cache_splits(splits, config.cache)
-    except tf.errors.InvalidArgumentError:
-        error = bad_pixels(splits) if splits.name == "folder" else None
-        if error is None:
-            raise
-        raise error from None
-
-
-def bad_pixels(splits) -> DataError | None:
-    """After a decoding failure of a folder's images: DataError naming the file, found
-    by decoding each once; None if every file decodes (the failure was another)."""
-    from .data.folder import first_bad_file
-
-    bad = first_bad_file(splits)
-    return bad and DataError(f"{bad} cannot be decoded (its header reads, its pixels do "
-                             "not): the run keeps its last checkpoint; remove the file, or "
-                             "pass --skip_bad_images")
 
 
 def check_same_data(settings: Config, previous, splits) -> None:
@@ -274,14 +299,20 @@ def export(args, parser) -> int:
     """Exports MODEL_DIR/model.keras as a new SavedModel version, with the TFLite and ONNX
     files --format asks for beside it; prints its path and each file added beside it."""
     finished_run(args, parser)
-    if args.export_dir is not None:
-        from .model_dir import check_folder
-
-        try:
-            check_folder("--export_dir", args.export_dir)
-        except ConfigError as e:
-            parser.error(str(e))
     formats = list(dict.fromkeys(name for names in args.formats or [] for name in names))
+    from .files import check_writable
+    from .model_dir import EXPORT_DIR, FINAL_MODEL, check_folder
+
+    try:
+        # Each format's file is about the size of the weights in model.keras.
+        check_writable("to export directory",
+                       args.export_dir or os.path.join(args.model_dir, EXPORT_DIR),
+                       os.path.getsize(os.path.join(args.model_dir, FINAL_MODEL))
+                       * (1 + len(formats)))
+        if args.export_dir is not None:
+            check_folder("--export_dir", args.export_dir)
+    except ConfigError as e:
+        parser.error(str(e))
     from .serving import formats as lib
     from .serving.export import export_model_dir
     from .files import ModelDirLock
@@ -306,6 +337,7 @@ def predict(args, parser) -> int:
         model_path = find_model(args.model)
     except ConfigError as e:
         parser.error(str(e))
+    from .files import check_writable
     from .model_dir import check_folder
 
     # Reconstruction PNGs: where --output_dir says; by default for files named one by
@@ -322,7 +354,9 @@ def predict(args, parser) -> int:
         if args.csv is not None:
             if os.path.isdir(args.csv):
                 raise ConfigError(f"--csv {args.csv} is a directory: give a file path")
+            check_writable("--csv", args.csv)  # named as given, not by its folder
             check_folder("the folder of --csv", os.path.dirname(os.path.abspath(args.csv)))
+            check_not_read("--csv", args.csv, model_path, args.images)
         if args.max_pixels < 1:
             raise ConfigError(f"--max_pixels must be >= 1, got {args.max_pixels}")
     except ConfigError as e:
@@ -335,6 +369,28 @@ def predict(args, parser) -> int:
     failed = predict_files(model_path, args.images, output_dir, error=error,
                            max_pixels=args.max_pixels, csv_path=args.csv)
     return 1 if failed else 0
+
+
+def check_not_read(flag: str, output: str, model_path: str, images: list[str]) -> None:
+    """ConfigError if `output` is a file predict reads: the model (or a file inside a
+    SavedModel), one of the images, or an image file under one of the folders given;
+    or a record of the run the model was exported from (its model.keras, ...)."""
+    from .data.folder import IMAGE_EXTENSIONS
+    from .files import same_or_inside
+    from .model_dir import check_not_run_file
+
+    # A run's export is MODEL_DIR/export/<version>.
+    run_dir = os.path.join(model_path, os.pardir, os.pardir)
+    if os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
+        check_not_run_file(flag, output, os.path.normpath(run_dir), own=None)
+
+    read = [model_path] + [path for path in images if not os.path.isdir(path)]
+    read += [folder for folder in images if os.path.isdir(folder)
+             and output.lower().endswith(IMAGE_EXTENSIONS)]
+    for path in read:
+        if same_or_inside(output, path):
+            raise ConfigError(f"{flag} {output} is one of the files this command reads "
+                              f"({path}): writing it would destroy it; give another path")
 
 
 # --- evaluate, sample ----------------------------------------------------------------------
@@ -368,23 +424,30 @@ def evaluate(args, parser) -> int:
     config = finished_run(args, parser)
     if args.probe_samples is not None and args.probe_samples < 2:
         parser.error("--probe_samples must be at least 2")
+    from .files import check_writable
+
+    # evaluation.json and threshold.json go there, after minutes of work.
+    check_writable("model_dir", args.model_dir)
     from .data import sources
 
     splits = run_data(config)
     check_same_classes(args.model_dir, splits)
     splits = sources.select_normal(splits, config.normal_classes)  # label numbers already
+    from .data.damage import naming_damaged_files
     from .run.evaluation import evaluate_run, format_table
 
     pause_point("evaluate")
     said = []  # the threshold's calibration, said after the table it belongs under
-    report = evaluate_run(args.model_dir, config, splits, probe_samples=args.probe_samples,
-                          log=said.append)
+    with naming_damaged_files(splits):
+        report = evaluate_run(args.model_dir, config, splits, probe_samples=args.probe_samples,
+                              log=said.append)
     print(format_table(report))
     for line in said:
         print(line)
     written = [os.path.join(args.model_dir, THRESHOLD), os.path.join(args.model_dir, EVALUATION)]
     if "anomaly" in report:
-        written += [report["anomaly"]["plot"], report["anomaly"]["extremes"]]
+        written += [report["anomaly"][name] for name in ("plot", "extremes")
+                    if name in report["anomaly"]]
     if "latent_2d" in report:
         written.append(report["latent_2d"])
     for path in written:
@@ -407,10 +470,13 @@ def sample(args, parser) -> int:
                "lower --n")
     out = args.out or os.path.join(args.model_dir, "samples.png")
     try:
-        from .model_dir import check_folder
+        from .files import check_writable
+        from .model_dir import check_folder, check_not_run_file
 
         if os.path.isdir(out):
             raise ConfigError(f"--out {out} is a directory: give a PNG file path")
+        check_not_run_file("--out", out, args.model_dir, own="samples.png")
+        check_writable("--out", out)  # named as given, not by its folder
         check_folder("the folder of --out", os.path.dirname(os.path.abspath(out)))
     except ConfigError as e:
         parser.error(str(e))
@@ -420,7 +486,7 @@ def sample(args, parser) -> int:
 
     images = generate(load_finished_model(args.model_dir), args.n, args.seed, config.data_format)
     write_png(out, image_grid(grid_rows(images, math.ceil(math.sqrt(args.n)))))
-    print(f"Wrote {args.n} generated images to {out}")
+    print(f"Wrote {plural(args.n, 'generated image')} to {out}")
     return 0
 
 
@@ -430,6 +496,7 @@ def embeddings_config(args) -> tuple[Config, bool]:
     """The settings the codes are made with: the run's (a SavedModel's run is two levels
     up, if there), with the flags given on top; and whether args.model_dir is a
     SavedModel. Raises ConfigError for bad input."""
+    from .files import check_writable, same_or_inside
     from .model_dir import read_run
 
     path = args.model_dir
@@ -455,6 +522,17 @@ def embeddings_config(args) -> tuple[Config, bool]:
         raise ConfigError(f"--images must be >= 1, got {args.images}")
     if args.what == "reconstruction" and args.output and os.path.isdir(args.output):
         raise ConfigError(f"--output {args.output} is a directory: give a PNG file path")
+    if not args.output:  # the projector or the picture goes into model_dir
+        check_writable("model_dir", path)
+    else:
+        from .model_dir import check_not_run_file
+
+        check_not_run_file("--output", args.output, run_dir, own="projector"
+                           if args.what == "embedding" else "reconstructions.png")
+        if saved_model and same_or_inside(args.output, path):
+            raise ConfigError(f"--output {args.output} is inside the SavedModel {path}, which "
+                              "this command reads: give another path")
+        check_writable("--output", args.output)
     return dataclasses.replace(config, **given).validate(), saved_model
 
 
@@ -476,7 +554,10 @@ def embeddings(args, parser) -> int:
         raise ConfigError(f"the model was trained on {config.image_shape} images, "
                           f"{splits.source} has {splits.image_shape}")
     count = min(args.images or (10_000 if embedding else 10), len(splits.test))
-    test = sources.Split(splits.test.images[:count], splits.test.labels[:count])
+    from .data.damage import naming_damaged_files
+
+    with naming_damaged_files(splits):
+        test = sources.Split(splits.test.images[:count], splits.test.labels[:count])
     model = (load_saved_model(args.model_dir, config.batch_size) if saved_model
              else load_finished_codec(config))
     if embedding:

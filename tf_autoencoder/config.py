@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from .errors import ConfigError
 from .files import write_text_atomic
+from .words import plural
 
 MODELS = ("convolutional", "fully_connected", "variational")
 CONV_MODELS = ("convolutional", "variational")  # built from conv_encoder / conv_decoder
@@ -64,6 +66,20 @@ def class_list(text: str) -> list:
     if not parts:
         raise ValueError(f"expected comma-separated classes such as 0,4 or cat,dog, got {text!r}")
     return [int(part) if part.isdigit() else part for part in parts]
+def whole_number(text: str) -> int:
+    """'100000000', '1e8', '100,000,000' or '100_000_000' -> 100000000; ValueError for
+    anything that is not a whole number."""
+    try:
+        return int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        pass
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value.is_integer():
+        raise ValueError(f"expected a whole number such as 100000000 or 1e8, got {text!r}")
+    return int(value)
 
 
 def sizes(text: str) -> list[int]:
@@ -197,6 +213,7 @@ class Config:
     max_pixels: int = setting(
         MAX_PIXELS, "refuse a folder's image of more than N pixels (width x height), told by "
                     "its header before it is decoded", "data", metavar="N", hparam=False,
+        parse=whole_number,
         shown_default=f"{MAX_PIXELS:,}")
     cache: Optional[str] = setting(
         None, "decode a folder's (or a TFDS dataset's) images once, then read their pixels "
@@ -308,6 +325,9 @@ class Config:
             if choices and value not in choices:
                 raise ConfigError(f"unknown {declared.name} {value!r}: use one of "
                                   f"{', '.join(choices)}")
+            # inf passes the range checks below, and config.json would not be JSON
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{declared.name} must be a finite number, got {value}")
         if self.data_format not in DATA_FORMATS:
             raise ConfigError(
                 f"unknown data_format {self.data_format!r}: use NHWC or NCHW "
@@ -385,7 +405,7 @@ class Config:
         `image_shape` must be set (a resolved config)."""
         if self.batch_size > num_train:
             raise ConfigError(f"batch_size {self.batch_size} is larger than the training set "
-                              f"({num_train} images): lower --batch_size")
+                              f"({plural(num_train, 'image')}): lower --batch_size")
         if self.model in CONV_MODELS:
             check_encoder_fits(*self.image_shape[:2], self.num_filters, self.kernel_size)
 
@@ -413,7 +433,7 @@ class Config:
                                    precision=facts.precision, normal_classes=classes)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str, source: str = "config.json") -> "Config":
@@ -470,7 +490,7 @@ class RunFacts:
     class_names: Optional[list[str]] = None
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, allow_nan=False)
 
     @classmethod
     def from_dict(cls, values: dict, source: str) -> "RunFacts":
@@ -544,9 +564,12 @@ def check_encoder_fits(height: int, width: int, num_filters, kernel_size: int = 
     size = min(height, width)
     for block in range(len(num_filters)):
         if size < 2:
+            least = 2 ** (len(num_filters) - 1) + 1  # halved (rounding up) to 2 at the last
+            fewer = f", or --num_filters with at most {block} sizes" if block else ""
             raise ConfigError(
                 f"{height}x{width} images are too small for {len(num_filters)} pooling blocks "
-                f"(--num_filters {','.join(map(str, num_filters))}): give at most {block} sizes")
+                f"(--num_filters {','.join(map(str, num_filters))}), which need at least "
+                f"{least}x{least}: give --image_size {least}x{least} or larger{fewer}")
         size = -(-size // 2)
     if kernel_size > min(height, width):
         raise ConfigError(f"kernel_size {kernel_size} is larger than the {height}x{width} "

@@ -14,6 +14,7 @@ ends with. The command line's one handler (cli.main) prints an Error as one line
       WriteError        a file or folder cannot be written
       TrainingDiverged  the loss became NaN or Inf
     Interrupted         exit 128 + the signal: Ctrl-C (130) or SIGTERM (143)
+  Terminated            (a KeyboardInterrupt) SIGTERM outside the training loop: exit 143
 
 Messages say what failed, where, and how to fix it, in one line.
 """
@@ -66,6 +67,13 @@ class WriteError(RunError):
 
 class TrainingDiverged(RunError):
     """The loss became NaN or Inf; nothing of the diverged state was saved."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside the training loop (which handles its own), raised in the main
+    thread as Ctrl-C's KeyboardInterrupt is, so that no `except Exception` swallows it."""
+
+    signum = signal.SIGTERM
 
 
 class Interrupted(Error):

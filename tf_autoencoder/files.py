@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
+import math
 import os
 import secrets
 import shutil
@@ -141,7 +143,9 @@ def write_atomic(path: str, write: Callable[[BinaryIO], object]) -> None:
         os.replace(tmp, path)
         fsync_dir(directory)
     except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
+        # OSError, not only FileNotFoundError: on a read-only disk unlinking the file
+        # that was never made fails with EROFS, which must not hide the first error.
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         if isinstance(e, OSError):
             raise write_error(path, e) from None
@@ -150,6 +154,63 @@ def write_atomic(path: str, write: Callable[[BinaryIO], object]) -> None:
 
 def write_text_atomic(path: str, text: str) -> None:
     write_bytes_atomic(path, text.encode())
+
+
+def strict_json(value):
+    """`value` with every NaN or infinite float replaced by None (JSON's null): strict
+    parsers reject the bare NaN and Infinity that json.dumps writes by default."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
+
+
+def write_json_atomic(path: str, value) -> None:
+    """`value` as strict JSON (strict_json), indented, written atomically."""
+    write_text_atomic(path, json.dumps(strict_json(value), indent=2, allow_nan=False) + "\n")
+
+
+def nearest_existing(path: str) -> str:
+    """`path` itself if it exists, else the nearest folder above it that does (where it
+    would be created)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def check_writable(what: str, path: str, needed: int = 0) -> None:
+    """WriteError, naming `path` as the user gave it (`what`: the flag, or words that
+    say what it is), for a file or folder (created later if missing) that cannot be
+    made because no file can be made in its folder, or whose disk has less than `needed`
+    bytes free: before the work whose results would go there. A file is made there and
+    removed (the permission bits alone tell nothing to root or on a read-only mount)."""
+    folder = nearest_existing(path)
+    if os.path.isfile(folder) and folder == os.path.abspath(path):
+        folder = os.path.dirname(folder)  # a file to be replaced: its folder is written
+    if not os.path.isdir(folder):
+        raise WriteError(f"cannot write {what} {path}: {folder} is a file, not a folder")
+    probe = temp_path(os.path.join(folder, "write-test"))
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as e:
+        raise WriteError(f"cannot write {what} {path} ({write_reason(e)}): give a folder "
+                         "you can write to") from None
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise WriteError(f"cannot write {what} {path}: it needs about "
+                         f"{needed / 2**20:,.1f} MiB and its disk has {free / 2**20:,.1f} "
+                         "MiB free: free some space, or give a folder on another disk")
+
+
+def same_or_inside(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or lies under it, links followed."""
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 

@@ -36,6 +36,7 @@ import shutil
 
 from .config import Config, RunFacts
 from .errors import ConfigError
+from .files import check_writable, same_or_inside
 
 CONFIG_FILE = "config.json"
 RUN_FACTS = "run.json"  # what the run found out: image shape, data, seed, precision
@@ -61,7 +62,8 @@ EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard logs in model_dir itse
 
 def check_folder(flag: str, path: str) -> None:
     """Refuses a folder path that cannot be one (empty, a file, a broken symbolic link or
-    a loop of them), before anything is written."""
+    a loop of them) or that cannot be written to (files.check_writable), before anything
+    is written."""
     if not path:
         raise ConfigError(f"{flag} is empty: give a directory path")
     if os.path.islink(path) and not os.path.exists(path):
@@ -69,6 +71,18 @@ def check_folder(flag: str, path: str) -> None:
                           "links): give a directory path")
     if os.path.exists(path) and not os.path.isdir(path):
         raise ConfigError(f"{flag} {path} is a file: give a directory path")
+    check_writable(flag, path)
+
+
+def check_not_run_file(flag: str, path: str, model_dir: str, own: str | None) -> None:
+    """Refuses an output `path` that would replace one of the records of the run in
+    `model_dir` (its model, settings, checkpoints, exports...) other than `own`, the
+    file the command writes there by default."""
+    for name in RUN_OUTPUTS:
+        record = os.path.join(model_dir, name)
+        if name != own and os.path.exists(record) and same_or_inside(path, record):
+            raise ConfigError(f"{flag} {path} would overwrite {record}, a record of the run: "
+                              "give another path")
 
 
 def check_model_dir_path(model_dir: str) -> None:
@@ -96,11 +110,15 @@ def check_same_model(config: Config, previous: tuple[Config, RunFacts] | None) -
     resolved (its image_shape set)."""
     if previous is None:
         return
-    before = previous[0].resolved(previous[1]).architecture()
-    if before != config.architecture():
+    before, now = previous[0].resolved(previous[1]).architecture(), config.architecture()
+    if before != now:
+        differ = ", ".join(f"{name} {before.get(name)} (now {now.get(name)})"
+                           for name in sorted(set(before) | set(now))
+                           if before.get(name) != now.get(name))
         raise ConfigError(
-            f"model_dir {config.model_dir} holds a different model {before}, not "
-            f"{config.architecture()}: use another --model_dir, or --overwrite to replace it")
+            f"model_dir {config.model_dir} holds a different model, trained with {differ}: "
+            "give the same settings to resume, use another --model_dir, or --overwrite to "
+            "replace it")
 
 
 def clear_run(model_dir: str) -> None:

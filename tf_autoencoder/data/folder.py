@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import MAX_PIXELS
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from ..words import plural
 from .sources import IDX_FILES, Split, Splits, StreamedImages
 
 if TYPE_CHECKING:
@@ -57,9 +58,20 @@ class Listed:
     label: int
 
 
-def walk(root: str, seen: set) -> list[str]:
-    """Every file under `root`, sorted, following links; DataError for a symlink loop or
-    a folder that cannot be read."""
+# Marks a --cache folder (cache.py writes it): a listing leaves such a folder out.
+CACHE_TAG_FILE = "CACHEDIR.TAG"
+
+
+def is_cache_folder(path: str) -> bool:
+    """Whether `path` is a folder tagged as a cache (a --cache folder kept inside the
+    data), which a listing leaves out."""
+    return os.path.isfile(os.path.join(path, CACHE_TAG_FILE))
+
+
+def walk(root: str, seen: set, hidden: list | None = None) -> list[str]:
+    """Every file under `root`, sorted, following links, but hidden ones (their names
+    start with a dot: added to `hidden` if given) and tagged cache folders; DataError for
+    a symlink loop or a folder that cannot be read."""
     real = os.path.realpath(root)
     if real in seen:
         raise DataError(f"{root} leads back to {real}, a folder already listed (a symlink "
@@ -72,17 +84,22 @@ def walk(root: str, seen: set) -> list[str]:
     files = []
     for entry in entries:
         if entry.name.startswith("."):
+            if hidden is not None:
+                hidden.append(entry.path)
             continue
         try:
             is_dir = entry.is_dir()
         except OSError as e:  # ELOOP: a link that points at itself
             raise DataError(f"cannot follow {entry.path}: {e.strerror} (a symlink loop?)") from None
-        files.extend(walk(entry.path, seen) if is_dir else [entry.path])
+        if is_dir and is_cache_folder(entry.path):
+            continue
+        files.extend(walk(entry.path, seen, hidden) if is_dir else [entry.path])
     return files
 
 
 def _subfolders(path: str) -> list[str]:
-    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+    return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith(".")
+                  and not is_cache_folder(e.path))
 
 
 def _list_layout(folder: str, root: str, classes: list[str] | None, seen: set
@@ -99,12 +116,14 @@ def _list_layout(folder: str, root: str, classes: list[str] | None, seen: set
             skipped.append(path)
 
     if not subfolders:
-        for path in walk(folder, seen):
+        for path in walk(folder, seen, skipped):
             add(path, -1)
         return listed, skipped, None
-    beside = [e.path for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")]
-    stray = [path for path in beside if path.lower().endswith(IMAGE_EXTENSIONS)]
+    beside = [e.path for e in os.scandir(folder) if e.is_file()]
+    stray = [path for path in beside if path.lower().endswith(IMAGE_EXTENSIONS)
+             and not os.path.basename(path).startswith(".")]
     skipped += [path for path in beside if path not in stray]
+    skipped += [e.path for e in os.scandir(folder) if e.is_dir() and e.name.startswith(".")]
     if stray:
         raise DataError(f"{folder} holds class folders and also images beside them (e.g. "
                         f"{sorted(stray)[0]}): move those into a class folder")
@@ -113,14 +132,14 @@ def _list_layout(folder: str, root: str, classes: list[str] | None, seen: set
         if name not in classes:
             raise DataError(f"{os.path.join(folder, name)} is a class that train/ does not "
                             f"have (it has {', '.join(classes)})")
-        for path in walk(os.path.join(folder, name), seen):
+        for path in walk(os.path.join(folder, name), seen, skipped):
             add(path, classes.index(name))
     return listed, skipped, classes
 
 
 def list_folder(root: str) -> tuple[dict[str, list[Listed]], list[str] | None, int]:
     """The image files of each split, the class names (None: no labels) and how many
-    files were skipped as not images (by their extension)."""
+    files were skipped as not images (by their extension) or hidden."""
     if not os.listdir(root):
         raise DataError(f"data_dir {root} is empty: give a folder of images (DIR/<class>/"
                         "*.png, DIR/*.png, or DIR/train|validation|test/)")
@@ -132,6 +151,7 @@ def list_folder(root: str) -> tuple[dict[str, list[Listed]], list[str] | None, i
             raise DataError(f"{root} has {'/, '.join(named)}/ but no train/: the training "
                             "images go in train/")
         listed, skipped, classes = _list_layout(os.path.join(root, "train"), root, None, seen)
+        skipped += [e.path for e in os.scandir(root) if e.is_file()]  # beside the splits
         for item in listed:  # a missing split folder: its share of train/ by the hash
             share = split_of(os.path.relpath(item.path, os.path.join(root, "train")))
             splits[share if share not in named else "train"].append(item)
@@ -148,7 +168,7 @@ def list_folder(root: str) -> tuple[dict[str, list[Listed]], list[str] | None, i
         for item in listed:
             splits[split_of(item.relative)].append(item)
     if not any(splits.values()):
-        raise DataError(f"data_dir {root} holds no image files ({len(skipped)} other files; "
+        raise DataError(f"data_dir {root} holds no image files ({plural(len(skipped), 'other file')}; "
                         f"images end in {', '.join(IMAGE_EXTENSIONS)}), nor the four IDX "
                         f"files ({', '.join(IDX_FILES.values())}, gzipped or not)")
     return splits, classes, len(skipped)
@@ -192,15 +212,16 @@ def read_headers(paths: list[str], max_pixels: int = MAX_PIXELS, skip_bad: bool 
 def check_same(headers: list, paths: list[str], image_size, channels
                ) -> tuple[tuple[int, int, int], bool]:
     """The images' shape (H, W, C) after --image_size / --channels, and whether every
-    file is plain and of that shape already (prepare_plain reads it); DataError naming
-    two files that differ where these are not given."""
+    file is plain and of that shape already (prepare_plain reads it); ConfigError (a
+    usage error: a flag fixes it) naming two files that differ where these are not
+    given."""
     first = headers[0]
     for header, path in zip(headers, paths):
         if image_size is None and header[:2] != first[:2]:
-            raise DataError(f"images differ in size: {paths[0]} is {first[0]}x{first[1]}, "
+            raise ConfigError(f"images differ in size: {paths[0]} is {first[0]}x{first[1]}, "
                             f"{path} is {header[0]}x{header[1]} (HxW): give --image_size HxW")
         if channels is None and header[2] != first[2]:
-            raise DataError(f"images differ in colour: {paths[0]} has {first[2]} channel(s), "
+            raise ConfigError(f"images differ in colour: {paths[0]} has {first[2]} channel(s), "
                             f"{path} has {header[2]}: give --channels 1 or 3")
     shape = (*(image_size or first[:2]), channels or first[2])
     plain = all(header[3] and tuple(header[:3]) == shape for header in headers)
@@ -262,7 +283,8 @@ class FileImages(StreamedImages):
                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def bad_files(self) -> list[int]:
-        """The indices of the files that cannot be read or decoded (a pass over them all)."""
+        """The indices of the files that cannot be read or decoded as training reads them
+        (a pass over them all): plain files must still be of the listed size."""
         import tensorflow as tf
 
         from ..preparation import prepare_file
@@ -292,7 +314,7 @@ def drop_bad_files(splits: Splits, log=print) -> Splits:
                 raise DataError(f"no image of the {name} split can be decoded, e.g. "
                                 f"{dropped[-1]}")
     if dropped:
-        log(f"Skipped {len(dropped):,} images that cannot be decoded (--skip_bad_images), "
+        log(f"Skipped {plural(len(dropped), 'image')} that cannot be decoded (--skip_bad_images), "
             f"e.g. {dropped[0]}")
     return splits
 
@@ -317,10 +339,16 @@ def load_image_folder(root: str, image_size=None, channels=None, max_pixels: int
     order = [item for name in SPLIT_NAMES for item in listed[name]]
     headers, bad = read_headers([item.path for item in order], max_pixels, skip_bad)
     if other:
-        log(f"Skipped {other:,} files in {root} that are not images (by their extension: "
-            f"{', '.join(IMAGE_EXTENSIONS)})")
+        log(f"Skipped {plural(other, 'file')} in {root}: not images (by their extension: "
+            f"{', '.join(IMAGE_EXTENSIONS)}) or hidden (a name that starts with a dot)")
+    empty = [name for label, name in enumerate(classes or [])
+             if not any(item.label == label for items in listed.values() for item in items)]
+    if empty:
+        log(f"{plural(len(empty), 'class folder')} without images: "
+            f"{', '.join(os.path.join(root, name) for name in empty)} (still a class, with "
+            "its label, that the model never sees): add images, or remove the folder")
     if bad:
-        log(f"Skipped {len(bad):,} image files whose header cannot be read "
+        log(f"Skipped {plural(len(bad), 'image file')} whose header cannot be read "
             f"(--skip_bad_images), e.g. {bad[0]}")
     kept = {id(item): header for item, header in zip(order, headers) if header is not None}
     for name in SPLIT_NAMES:
@@ -333,7 +361,7 @@ def load_image_folder(root: str, image_size=None, channels=None, max_pixels: int
     for name in SPLIT_NAMES:
         if not listed[name]:
             raise DataError(f"data_dir {root} gives the {name} split no image "
-                            f"({len(order):,} images in all): add images, or give a "
+                            f"({plural(len(order), 'image')} in all): add images, or give a "
                             f"{name}/ folder")
     splits = {name: Split(FileImages([item.path for item in items], shape, plain),
                           np.array([item.label for item in items], np.int64))

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..model.layout import to_model_layout
+from ..words import plural
 
 if TYPE_CHECKING:  # imported for real only where a pipeline is built
     import tensorflow as tf
@@ -95,7 +96,7 @@ def check_replicas(replicas: int, batch_size: int, splits: dict[str, int]) -> No
                         "which each need a share of every batch: raise --batch_size")
     for name, count in splits.items():
         if count < replicas:
-            raise DataError(f"the {name} split has {count} images, fewer than the {replicas} "
+            raise DataError(f"the {name} split has {plural(count, 'image')}, fewer than the {replicas} "
                             "replicas, which each need a share of every batch: train on fewer "
                             "replicas or more data")
 
@@ -302,6 +303,19 @@ def _order(count: int, batch_size: int, seed, reshuffle: bool) -> "tf.data.Datas
 
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=reshuffle)
     return seeds.batch(2).take(1).flat_map(permuted_batches)
+
+
+def never_read(count: int, batch_size: int, seed: int, epochs: range) -> np.ndarray:
+    """The indices of the images that no epoch of `epochs` trains on (int64, sorted):
+    each drops the last partial batch of its permutation (_order, seeded as
+    make_training_epochs seeds it)."""
+    read = np.zeros(count, bool)
+    for e in epochs:
+        for batch in _order(count, batch_size, seed + e, reshuffle=False).as_numpy_iterator():
+            read[batch] = True
+        if read.all():
+            break
+    return np.flatnonzero(~read)
 
 
 def _stream_batches(images, data_format: str, batch_size: int, *, shuffle: bool, seed,

@@ -29,11 +29,12 @@ import numpy as np
 
 from ..config import Config
 from ..data.pipeline import noisy_inputs
-from ..data.sources import name_of_class
+from ..data.sources import describe_classes, name_of_class
 from ..errors import ConfigError, DataError
-from ..files import write_bytes_atomic, write_text_atomic
+from ..files import write_bytes_atomic, write_json_atomic
 from ..model.layout import to_nhwc
 from ..model_dir import CODE_GAUSSIAN, THRESHOLD, read_code_gaussian
+from ..words import plural
 
 BATCH_SIZE = 512
 # Images beyond the threshold a calibration needs (10 / rate validation images in all).
@@ -153,7 +154,9 @@ def check_same_calibration(model_dir: str, config: Config) -> None:
             f"{model_dir} is a finished run calibrated with --anomaly_score {calibrated[0]} "
             f"--anomaly_fpr {calibrated[1]:g}, and a finished run is not calibrated again: "
             f"train into a new --model_dir for --anomaly_score {config.anomaly_score} "
-            f"--anomaly_fpr {config.anomaly_fpr:g}")
+            f"--anomaly_fpr {config.anomaly_fpr:g}, or recalibrate this one: set them in its "
+            f"config.json, then run `tf-autoencoder evaluate {model_dir}` and "
+            f"`tf-autoencoder export {model_dir}`")
 
 
 def images_needed(anomaly_fpr: float) -> int:
@@ -191,11 +194,10 @@ def calibrate(model: keras.Model, model_dir: str, config: Config,
     needed = images_needed(fpr)
     if len(scores) < needed:
         usable = min(0.5, IMAGES_BEYOND / max(1, len(scores)))
-        log(f"Warning: {len(scores):,} validation images are too few to calibrate a threshold "
-            f"at a {fpr:g} false-positive rate (about {needed:,} needed): it is a rough one; "
-            f"give more normal images, or --anomaly_fpr {usable:.2g} or higher")
-    write_text_atomic(os.path.join(model_dir, THRESHOLD),
-                      json.dumps(record, indent=2) + "\n")
+        log(f"Warning: {plural(len(scores), 'validation image')} are too few to calibrate a "
+            f"threshold at a {fpr:g} false-positive rate (about {needed:,} needed): it is a "
+            f"rough one; give more normal images, or --anomaly_fpr {usable:.2g} or higher")
+    write_json_atomic(os.path.join(model_dir, THRESHOLD), record)
     log(f"Anomaly threshold {record['threshold']:.6f}: it flags "
         f"{record['validation_flagged']:.2%} of the {len(scores):,} validation images "
         f"(--anomaly_fpr {fpr:g})")
@@ -207,10 +209,21 @@ def detection_metrics(scores: np.ndarray, labels: np.ndarray, normal_classes,
     """How well `scores` (higher: more anomalous) tell the test images of other classes
     (positives) from those of `normal_classes`: AUROC, AUPRC (average precision), the
     false- and true-positive rates at `threshold`, and the AUROC of each anomalous class
-    against the normal images (keyed by its name, where `class_names` gives one)."""
+    against the normal images (keyed by its name, where `class_names` gives one). A test
+    split of one kind only (no anomalous image, or no normal one) ranks nothing: AUROC,
+    AUPRC and the rate of the missing kind are None."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     anomalous = ~np.isin(labels, list(normal_classes))
+    if anomalous.all() or not anomalous.any():
+        return {
+            "auroc": None, "auprc": None,
+            "fpr_at_threshold": float(np.mean(scores > threshold)) if not anomalous.any() else None,
+            "tpr_at_threshold": float(np.mean(scores > threshold)) if anomalous.all() else None,
+            "normal_images": int(np.sum(~anomalous)),
+            "anomalous_images": int(np.sum(anomalous)),
+            "auroc_per_anomalous_class": {},
+        }
     per_class = {}
     for label in np.unique(labels[anomalous]).tolist():
         chosen = ~anomalous | (labels == label)
@@ -299,22 +312,30 @@ def extremes_figure(images: np.ndarray, scores: np.ndarray, classes: list[str],
 
 def write_anomaly_report(model_dir: str, model: keras.Model, config: Config, test,
                          threshold: float, plot_path: str, extremes_path: str,
-                         columns: int = 10, class_names: list[str] | None = None) -> dict:
+                         columns: int = 10, log=print,
+                         class_names: list[str] | None = None) -> dict:
     """Scores the test split (`test`: images and labels), returns detection_metrics and
     draws them into `plot_path` (ROC and histograms) and `extremes_path` (the `columns`
     most anomalous test images above, the least anomalous below, captioned), both PNGs
     written atomically; the ROC picture also goes to TensorBoard (model_dir's
-    `anomaly/roc`)."""
+    `anomaly/roc`). A test split of normal or of anomalous images only has no ROC: said
+    in one line through `log`, and no plot is drawn."""
     import tensorflow as tf
 
     scores = anomaly_scores(model, test.images, config, served_gaussian(model_dir, config))
     metrics = detection_metrics(scores, test.labels, config.normal_classes, threshold,
                                 class_names)
     anomalous = ~np.isin(test.labels, list(config.normal_classes))
-    buffer = io.BytesIO()
-    anomaly_figure(scores, anomalous, threshold, metrics["auroc"],
-                   SCORE_NAMES[config.anomaly_score]).savefig(buffer, format="png", dpi=100)
-    write_bytes_atomic(plot_path, buffer.getvalue())
+    if metrics["auroc"] is None:
+        kind = "anomalous" if anomalous.any() else "normal"
+        log(f"No AUROC, AUPRC or ROC plot: all {len(anomalous):,} test images are {kind} "
+            f"(--normal_classes {describe_classes(config.normal_classes, class_names)}), so "
+            "there is nothing to rank them against: leave a class out of --normal_classes")
+    else:
+        buffer = io.BytesIO()
+        anomaly_figure(scores, anomalous, threshold, metrics["auroc"],
+                       SCORE_NAMES[config.anomaly_score]).savefig(buffer, format="png", dpi=100)
+        write_bytes_atomic(plot_path, buffer.getvalue())
     order = np.argsort(scores)
     count = min(columns, len(order))
     chosen = np.concatenate([order[::-1][:count], order[:count]])
@@ -325,6 +346,7 @@ def write_anomaly_report(model_dir: str, model: keras.Model, config: Config, tes
                     anomalous[chosen], threshold, SCORE_NAMES[config.anomaly_score]).savefig(
         extremes, format="png", dpi=100)
     write_bytes_atomic(extremes_path, extremes.getvalue())
-    with tf.summary.create_file_writer(model_dir).as_default(step=0):
-        tf.summary.image("anomaly/roc", tf.io.decode_png(buffer.getvalue())[None])
+    if metrics["auroc"] is not None:
+        with tf.summary.create_file_writer(model_dir).as_default(step=0):
+            tf.summary.image("anomaly/roc", tf.io.decode_png(buffer.getvalue())[None])
     return metrics

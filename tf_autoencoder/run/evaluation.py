@@ -11,7 +11,6 @@ anomalous class, with anomaly.png and anomaly_extremes.png.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -22,7 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from ..config import Config
-from ..files import write_text_atomic
+from ..files import write_json_atomic
 from .anomaly import calibrate, write_anomaly_report
 from .latent_2d import has_2d_code, write_latent_2d
 from ..model.layout import to_nhwc
@@ -134,17 +133,18 @@ def evaluate_run(model_dir: str, config: Config, splits: Splits,
         report["anomaly"] = write_anomaly_report(
             model_dir, model, config, splits.test, threshold["threshold"],
             os.path.join(model_dir, ANOMALY_PLOT), os.path.join(model_dir, ANOMALY_EXTREMES),
-            class_names=splits.class_names)
+            log=log, class_names=splits.class_names)
         report["anomaly"].update(normal_classes=config.normal_classes,
                                  normal_class_names=[splits.class_name(label)
                                                      for label in config.normal_classes],
-                                 plot=os.path.join(model_dir, ANOMALY_PLOT),
                                  extremes=os.path.join(model_dir, ANOMALY_EXTREMES))
+        if report["anomaly"]["auroc"] is not None:
+            report["anomaly"]["plot"] = os.path.join(model_dir, ANOMALY_PLOT)
     if has_2d_code(model):
         report["latent_2d"] = os.path.join(model_dir, LATENT_2D)
         write_latent_2d(report["latent_2d"], model, test_codes, splits.test.labels,
                         config.data_format)
-    write_text_atomic(os.path.join(model_dir, EVALUATION), json.dumps(report, indent=2) + "\n")
+    write_json_atomic(os.path.join(model_dir, EVALUATION), report)
     return report
 
 
@@ -155,8 +155,8 @@ def _clean_inputs(images: np.ndarray, config: Config) -> np.ndarray:
 
 def format_table(report: dict) -> str:
     """The report as a two-column text table."""
-    def shown(accuracy):
-        return "n/a" if accuracy is None else f"{accuracy:.4f}"
+    def shown(value):
+        return "n/a" if value is None else f"{value:.4f}"
 
     m = report["metrics"]
     rows = [
@@ -175,10 +175,10 @@ def format_table(report: dict) -> str:
     if anomaly:
         rows += [
             (f"AUROC, normal {', '.join(anomaly['normal_class_names'])} vs the rest",
-             f"{anomaly['auroc']:.4f}"),
-            ("AUPRC (anomalous positive)", f"{anomaly['auprc']:.4f}"),
-            ("false-positive rate at the threshold", f"{anomaly['fpr_at_threshold']:.4f}"),
-            ("true-positive rate at the threshold", f"{anomaly['tpr_at_threshold']:.4f}"),
+             shown(anomaly["auroc"])),
+            ("AUPRC (anomalous positive)", shown(anomaly["auprc"])),
+            ("false-positive rate at the threshold", shown(anomaly["fpr_at_threshold"])),
+            ("true-positive rate at the threshold", shown(anomaly["tpr_at_threshold"])),
         ]
         rows += [(f"AUROC of class {label} alone", f"{value:.4f}")
                  for label, value in anomaly["auroc_per_anomalous_class"].items()]

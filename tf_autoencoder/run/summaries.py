@@ -27,7 +27,7 @@ from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.histogram import metadata as histogram_metadata
 
 from ..config import HPARAMS, Config
-from ..files import write_text_atomic
+from ..files import write_json_atomic
 from ..images import image_grid, write_png
 from .latent_2d import has_2d_code, write_latent_2d
 from ..model.layout import to_nhwc
@@ -35,6 +35,7 @@ from ..model_dir import LATENT_2D
 from ..data.pipeline import noisy_inputs
 from .projector import write_projector
 from ..data.sources import Splits
+from ..words import plural
 
 NUM_RECONSTRUCTIONS = 10
 TRAIN_RUN, VALIDATION_RUN, PROJECTOR_RUN = "train", "validation", "projector"
@@ -282,7 +283,7 @@ def write_test_metrics(path: str, metrics: dict, noise_factor: float) -> None:
     """test_metrics.json: the metrics under "metrics", with what they score beside them."""
     record = {"inputs": test_inputs(noise_factor), "noise_factor": noise_factor,
               "metrics": metrics}
-    write_text_atomic(path, json.dumps(record, indent=2) + "\n")
+    write_json_atomic(path, record)
 
 
 def read_test_metrics(path: str) -> dict:
@@ -349,7 +350,7 @@ def write_run_end(model: keras.Model, config: Config, splits: Splits,
         log_dir = os.path.join(config.model_dir, PROJECTOR_RUN)
         write_projector(log_dir, codes, splits.test.labels[:count], images,
                         class_names=splits.class_names)
-        log(f"Projector: codes of {count:,} test images in {log_dir}")
+        log(f"Projector: codes of {plural(count, 'test image')} in {log_dir}")
         if has_2d_code(model):
             path = os.path.join(config.model_dir, LATENT_2D)
             write_latent_2d(path, model, codes, splits.test.labels[:count], config.data_format)

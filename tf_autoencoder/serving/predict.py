@@ -23,12 +23,13 @@ import numpy as np
 import tensorflow as tf
 
 from ..data.folder import IMAGE_EXTENSIONS, walk
-from ..errors import DataError, ModelError
-from ..files import write_text_atomic
+from ..errors import ConfigError, DataError, ModelError
+from ..files import check_writable, write_text_atomic
 from ..images import LIBJPEG_NOTE, MAX_PIXELS, check_pixels, describe_size, write_png
 from ..logs import stderr_without
 from ..pause import pause_point
 from ..preparation import describe_preparation, prepare_image, to_model_input
+from ..words import plural
 from .loading import load_exported
 
 
@@ -107,9 +108,20 @@ def expand_inputs(paths: list[str], log=print) -> tuple[list[str], bool]:
             else:
                 skipped += 1
     if skipped:
-        log(f"Skipped {skipped:,} files in the folders given that are not images (by their "
+        log(f"Skipped {plural(skipped, 'file')} in the folders given: not images (by their "
             f"extension: {', '.join(IMAGE_EXTENSIONS)})")
     return files, folders
+
+
+def check_inputs_kept(inputs: list[str], outputs: list[str]) -> None:
+    """ConfigError, before any image is scored, if a reconstruction would be written over
+    one of the images read (a folder holding earlier reconstructions given as both)."""
+    read = {os.path.realpath(path): path for path in inputs}
+    for output in outputs:
+        if os.path.realpath(output) in read:
+            raise ConfigError(f"the reconstruction {output} would overwrite "
+                              f"{read[os.path.realpath(output)]}, one of the images to score: "
+                              "give another --output_dir")
 
 
 def write_scores_csv(path: str, rows: list[dict]) -> None:
@@ -123,6 +135,8 @@ def write_scores_csv(path: str, rows: list[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
+    # Checked writable before scoring: its folder, or the nearest one above that exists.
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_text_atomic(path, buffer.getvalue())
 
 
@@ -144,6 +158,12 @@ def predict_files(model_path: str, paths: list[str], output_dir: str | None, *, 
         raise DataError(f"no image files to score in {', '.join(paths)} (images end in "
                         f"{', '.join(IMAGE_EXTENSIONS)})")
     names = output_names(files) if output_dir is not None else [None] * len(files)
+    if output_dir is not None:
+        check_inputs_kept(files, [os.path.join(output_dir, name) for name in names])
+        # A PNG is at most about its pixels' bytes, and a CSV row its path and a score.
+        check_writable("--output_dir", output_dir, len(files) * (int(np.prod(shape)) + 1024))
+    if csv_path is not None:
+        check_writable("--csv", csv_path, sum(len(path) + 32 for path in files))
     rows, failed, verdicts_said = [], 0, False
     pause_point("predict")
     for start in range(0, len(files), BATCH):
@@ -187,12 +207,12 @@ def predict_files(model_path: str, paths: list[str], output_dir: str | None, *, 
         seen = min(start + BATCH, len(files))
         if csv_path is not None and len(files) > PROGRESS_EVERY and (
                 seen // PROGRESS_EVERY > start // PROGRESS_EVERY or seen == len(files)):
-            log(f"Scored {len(rows):,} of {len(files):,} images ({failed:,} failed)")
+            log(f"Scored {len(rows):,} of {plural(len(files), 'image')} ({failed:,} failed)")
     if csv_path is not None:
         write_scores_csv(csv_path, rows)
-        log(f"Wrote {len(rows):,} scores to {csv_path}")
+        log(f"Wrote {plural(len(rows), 'score')} to {csv_path}")
     if rows and rows[0]["verdict"]:
         flagged = sum(row["verdict"] == "anomalous" for row in rows)
-        log(f"{flagged:,} of {len(rows):,} images anomalous"
+        log(f"{flagged:,} of {plural(len(rows), 'image')} anomalous"
             + (f" ({failed:,} could not be read)" if failed else ""))
     return failed
