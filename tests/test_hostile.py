@@ -618,9 +618,10 @@ def test_metrics_of_a_test_split_of_one_kind_are_absent_and_json_is_strict(tmp_p
     assert metrics["tpr_at_threshold"] is None and metrics["anomalous_images"] == 0
     report = {"metrics": {"bce": 0.1, "mse": 0.01, "psnr": float("inf"), "ssim": 0.5},
               "inputs": "x", "data": "y", "test_images": 12, "probe_train_images": 3,
-              "knn_neighbours": 5, "anomaly": {**metrics, "normal_classes": [0, 1, 2]}}
+              "knn_neighbours": 5, "anomaly": {**metrics, "normal_classes": [0, 1, 2],
+                                               "normal_class_names": ["0", "1", "2"]}}
     table = format_table(report)
-    assert "nan" not in table.lower() and "AUROC, normal 0,1,2 vs the rest" in table
+    assert "nan" not in table.lower() and "AUROC, normal 0, 1, 2 vs the rest" in table
     write_json_atomic(str(tmp_path / "e.json"), {**report, "x": float("nan")})
 
     def refuse(constant):

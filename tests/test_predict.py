@@ -125,7 +125,7 @@ def test_predict_says_which_side_of_a_size_is_the_width(trained_run, image_files
     assert model.endswith("(TensorFlow): greyscale images 28 wide x 28 high")
     assert line.endswith("(centre cropped to the model's aspect ratio and resized from 56 "
                          "wide x 42 high to 28 wide x 28 high)")
-    assert count in ("0 of 1 images anomalous", "1 of 1 images anomalous")
+    assert count in ("0 of 1 image anomalous", "1 of 1 image anomalous")
 
 
 def test_predict_help_and_docs_say_what_an_anomaly_score_takes():
