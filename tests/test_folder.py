@@ -450,22 +450,27 @@ def test_cache_folder_is_never_half_written(tmp_path):
 
 
 def test_plain_files_skip_the_conversions_and_decode_alike(photo_patches, tmp_path):
-    """8-bit grey or RGB PNG/JPEG files already of the model's size are read without
-    decode's branches: the same pixels either way (RGB JPEG here, grey PNG in
+    """8-bit grey or RGB PNG/JPEG files, upright and opaque, are read without the steps
+    they do not need (already of the model's size: without resizing either): the same
+    pixels each way (RGB JPEG here, grey PNG in
     test_split_folders_hold_the_same_images_as_the_idx_files); any file that needs a
-    conversion (alpha, another size) makes the folder take the general decoder."""
+    conversion (alpha here) makes the folder take the whole preparation."""
     splits = sources.load_data(data_dir=photo_patches, skip_bad_images=True, log=lambda _: None)
     plain = splits.train.images
-    assert plain.plain
+    assert plain.reader == "plain"
     general = folder.FileImages(plain.paths[:40], plain.image_shape)
     np.testing.assert_array_equal(plain.subset(np.arange(40))[:], general[:])
     _png(tmp_path / "a" / "rgba.png", 36, 44, mode="RGBA")
     for name in os.listdir(os.path.join(photo_patches, "flower"))[:30]:
         os.symlink(os.path.join(photo_patches, "flower", name), tmp_path / "a" / name)
-    assert not sources.load_data(data_dir=str(tmp_path / "a")).train.images.plain
-    resized = sources.load_data(data_dir=photo_patches, skip_bad_images=True, image_size=[18, 22],
-                                log=lambda _: None)
-    assert not resized.train.images.plain
+    assert sources.load_data(data_dir=str(tmp_path / "a")).train.images.reader == "any"
+    for size, channels in [([18, 22], None), ([40, 30], 1)]:
+        resized = sources.load_data(data_dir=photo_patches, skip_bad_images=True,
+                                    image_size=size, channels=channels, log=lambda _: None)
+        simple = resized.train.images
+        assert simple.reader == "simple"
+        general = folder.FileImages(simple.paths[:40], simple.image_shape)
+        np.testing.assert_array_equal(simple.subset(np.arange(40))[:], general[:])
 
 
 def test_cache_folder_checks_the_free_disk_for_what_it_still_has_to_write(tmp_path, monkeypatch):

@@ -20,7 +20,7 @@ from tf_autoencoder.config import Config
 from tf_autoencoder.data.folder import FileImages, read_headers
 from tf_autoencoder.images import image_header
 from tf_autoencoder.model.models import build_autoencoder
-from tf_autoencoder.preparation import prepare_image, prepare_plain
+from tf_autoencoder.preparation import prepare_image, prepare_plain, prepare_simple
 from tf_autoencoder.run.anomaly import reconstruction_scores
 from tf_autoencoder.serving.export import export_saved_model
 
@@ -167,7 +167,7 @@ def test_each_pixel_is_what_pillow_shows(every_mode):
 
 
 def test_the_fast_path_gives_the_pixels_of_the_full_preparation(every_mode):
-    plain = [path for path in every_mode[1] if image_header(path).plain]
+    plain = [path for path in every_mode[1] if image_header(path).simple]
     assert {os.path.basename(path) for path in plain} == {"grey.png", "rgb.png"}
     jpeg = every_mode[0] / "plain.jpg"
     Image.fromarray(_smooth(np.random.default_rng(3), 12, 20)).save(jpeg, quality=90)
@@ -177,6 +177,10 @@ def test_the_fast_path_gives_the_pixels_of_the_full_preparation(every_mode):
         data = tf.constant(open(path, "rb").read())
         np.testing.assert_array_equal(prepare_plain(data, shape).numpy(),
                                       prepare_image(data, shape).numpy(), err_msg=path)
+        # At other sizes and channels, the simple path's (crop, resize, grey or RGB).
+        for other in [(7, 9, 1), (16, 16, 3), (40, 12, 3), (header.height, header.width, 3)]:
+            np.testing.assert_array_equal(prepare_simple(data, other).numpy(),
+                                          prepare_image(data, other).numpy(), err_msg=path)
     jpeg.unlink()
 
 

@@ -35,7 +35,7 @@ class Header(NamedTuple):
     orientation: int = 1  # a JPEG's EXIF orientation, 1..8
     transparent: bool = False  # has alpha or a transparent colour
     deep: bool = False  # 16 bits a sample, scaled to 8
-    plain: bool = False  # 8-bit grey or RGB PNG or JPEG, upright, opaque: no conversion
+    simple: bool = False  # 8-bit grey or RGB PNG or JPEG, upright, opaque (prepare_simple)
 
     @property
     def channels(self) -> int:
@@ -84,10 +84,10 @@ def _header_of(image) -> Header:
         width, height = height, width
     transparent = image.mode in ("LA", "RGBA", "PA") or "transparency" in image.info
     deep = image.format == "PNG" and ("16" in (raw or "") or image.mode.startswith("I"))
-    plain = (image.format in ("PNG", "JPEG") and image.mode in ("L", "RGB") and raw == image.mode
-             and orientation == 1 and not transparent)
+    simple = (image.format in ("PNG", "JPEG") and image.mode in ("L", "RGB") and raw == image.mode
+              and orientation == 1 and not transparent)
     return Header(width, height, image.mode, image.format, orientation, transparent, deep,
-                  plain)
+                  simple)
 
 
 def check_pixels(path: str, max_pixels: int = MAX_PIXELS) -> Header:

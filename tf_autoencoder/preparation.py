@@ -28,16 +28,15 @@ from .images import Header, describe_size
 BACKGROUND = 255.0
 # The formats told apart by their first bytes.
 _PNG, _JPEG, _GIF, _BMP = b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM"
+_PNG_BIT_DEPTH = 24  # in the IHDR chunk, which follows the 8-byte signature
 # BMP header fields (offsets in the file): BITMAPFILEHEADER is 14 bytes, then the DIB
 # header, whose size says which version it is (40: BITMAPINFOHEADER, 108: V4, 124: V5).
 _BMP_PIXELS_AT, _BMP_DIB_SIZE, _BMP_WIDTH, _BMP_HEIGHT = 10, 14, 18, 22
 _BMP_BITS, _BMP_COMPRESSION, _BMP_COLOURS, _BMP_ALPHA_MASK = 28, 30, 46, 66
 _BI_BITFIELDS = 3
 # An EXIF block's IFD0 entries looked at for the orientation tag (it is usually among the
-# first ten), and how far into a JPEG its APP1 segment is looked for (it follows the start
-# marker, after at most an APP0 segment; a segment holds at most 64 KiB).
+# first ten).
 _EXIF_ENTRIES = 64
-_EXIF_WITHIN = 2 ** 17
 _ORIENTATION_TAG = 0x0112
 
 
@@ -64,33 +63,43 @@ def _int32(data, position):
     return tf.where(value >= 2 ** 31, value - 2 ** 32, value)
 
 
-def _rgba(image):
-    """uint8/uint16 (h, w, 1..4) -> float32 (h, w, 4) RGBA in 0..255. Without control flow:
-    a tf.data map pays for each conditional it runs, per image."""
-    scale = 255.0 / image.dtype.max  # uint16: v / 257, exactly v for 8-bit data stored wide
-    image = tf.cast(image, tf.float32) * scale
-    channels = tf.shape(image)[-1]
-    grey = channels <= 2
-    colour = tf.gather(image, tf.where(grey, [0, 0, 0], [0, 1, 2]), axis=-1)
-    has_alpha = tf.equal(channels % 2, 0)  # grey + alpha, RGBA
-    alpha = tf.where(has_alpha, tf.gather(image, [channels - 1], axis=-1), 255.0)
-    return tf.concat([colour, alpha], -1)
+def _opaque(rgb):
+    """float32 (h, w, 3) -> (h, w, 4): RGB with an opaque alpha channel."""
+    return tf.concat([rgb, tf.fill(tf.concat([tf.shape(rgb)[:2], [1]], 0), 255.0)], -1)
 
 
 def _decode_png(data):
-    return _rgba(tf.io.decode_png(data, dtype=tf.uint16))
+    # 8-bit files as four channels: libpng expands grey, palettes and transparency itself.
+    # 16-bit ones as 16 bits, scaled (v / 257), not truncated; 1- to 4-bit ones as they
+    # are, since libpng does not scale their grey to 0..255 when it expands it to RGB.
+    depth = _uint(data, _PNG_BIT_DEPTH, 1)
+    return tf.switch_case(tf.where(depth == 8, 0, tf.where(depth == 16, 1, 2)), [
+        lambda: tf.cast(tf.io.decode_png(data, 4), tf.float32),
+        lambda: _rgba(tf.cast(tf.io.decode_png(data, dtype=tf.uint16), tf.float32) / 257.0),
+        lambda: _rgba(tf.cast(tf.io.decode_png(data), tf.float32))])
+
+
+def _rgba(image):
+    """float32 (h, w, 1..4: grey, grey + alpha, RGB, RGBA) -> (h, w, 4) RGBA."""
+    grey = image[..., :1]
+    return tf.switch_case(tf.shape(image)[-1] - 1, [
+        lambda: _opaque(tf.tile(grey, [1, 1, 3])),
+        lambda: tf.concat([tf.tile(grey, [1, 1, 3]), image[..., 1:2]], -1),
+        lambda: _opaque(image[..., :3]),
+        lambda: image[..., :4]])
 
 
 def _decode_jpeg(data):
     # INTEGER_ACCURATE: libjpeg's default, which Pillow uses; TensorFlow's default (the
-    # fast DCT) differs from it by up to 7 levels.
-    image = tf.io.decode_jpeg(data, dct_method="INTEGER_ACCURATE")
-    return _orient(_rgba(image), jpeg_orientation(data))
+    # fast DCT) differs from it by up to 7 levels. Grey and CMYK come out as RGB.
+    image = tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE")
+    return _opaque(tf.cast(_orient(image, jpeg_orientation(data)), tf.float32))
 
 
 def _decode_gif(data):
     # The first frame, as a viewer shows it still.
-    return _rgba(tf.io.decode_gif(_gif_transparency_as_background(data))[0])
+    frame = tf.io.decode_gif(_gif_transparency_as_background(data))[0]
+    return _opaque(tf.cast(frame, tf.float32))
 
 
 # ITU-R 601-2 luma, as Pillow's "L": these sum to 1, so grey stays exactly grey
@@ -144,16 +153,14 @@ def _decode_bmp(data):
 
 
 def _decode_bmp_rgb(data):
-    image = tf.io.decode_bmp(data)  # 24 bits: BGR; 32 bits: BGRX or BGRA, as RGB(A)
+    image = tf.cast(tf.io.decode_bmp(data), tf.float32)  # 24 bits: BGR; 32: BGRX or BGRA
     # A 32-bit BMP's fourth byte is alpha only if BI_BITFIELDS names an alpha mask (V4/V5
     # headers); in a plain 32-bit BMP it is unused, and 0 in most files.
-    has_alpha = tf.logical_and(
-        tf.equal(_uint(data, _BMP_COMPRESSION, 4), _BI_BITFIELDS),
-        tf.logical_and(_uint(data, _BMP_DIB_SIZE, 4) >= 56,
-                       _uint(data, _BMP_ALPHA_MASK, 4) != 0))
-    image = tf.cond(tf.logical_and(tf.shape(image)[-1] == 4, tf.logical_not(has_alpha)),
-                    lambda: image[..., :3], lambda: image)
-    return _rgba(image)
+    has_alpha = tf.reduce_all([tf.shape(image)[-1] == 4,
+                               tf.equal(_uint(data, _BMP_COMPRESSION, 4), _BI_BITFIELDS),
+                               _uint(data, _BMP_DIB_SIZE, 4) >= 56,
+                               _uint(data, _BMP_ALPHA_MASK, 4) != 0])
+    return tf.concat([image[..., :3], tf.where(has_alpha, image[..., -1:], 255.0)], -1)
 
 
 def _decode_bmp_palette(data, bits):
@@ -176,8 +183,8 @@ def _decode_bmp_palette(data, bits):
     indices = tf.bitwise.bitwise_and(
         tf.bitwise.right_shift(packed[..., None], shifts), mask)
     indices = tf.reshape(indices, (rows, -1))[:, :width]
-    indices = tf.cond(height > 0, lambda: tf.reverse(indices, [0]), lambda: indices)
-    return _rgba(tf.gather(table, tf.cast(indices, tf.int32)))
+    indices = tf.reverse(indices, tf.boolean_mask([0], [height > 0]))
+    return _opaque(tf.cast(tf.gather(table, tf.cast(indices, tf.int32)), tf.float32))
 
 
 def _pixel_bytes(data, length):
@@ -191,17 +198,20 @@ def _pixel_bytes(data, length):
 
 def jpeg_orientation(data):
     """A JPEG's EXIF orientation (1..8; 1, upright, without a valid one), read from the
-    TIFF header inside its APP1 'Exif' segment (among the file's first _EXIF_WITHIN bytes)."""
-    parts = tf.strings.split(tf.strings.substr(data, 0, _EXIF_WITHIN), sep=b"Exif\0\0",
-                             maxsplit=1)
-    found = tf.size(parts) > 1
-    before, tiff = parts[0], parts[-1]  # without a match: the head, twice (found is False)
-    in_app1 = tf.reduce_all(tf.equal(
-        _bytes_at(before, tf.strings.length(before) - 4, 2), tf.constant([0xFF, 0xE1], tf.uint8)))
-    big = tf.equal(tf.strings.substr(tiff, 0, 2), b"MM")
-    ifd = _uint(tiff, 4, 4, big)
-    count = tf.minimum(_uint(tiff, ifd, 2, big), _EXIF_ENTRIES)
-    entries = tf.reshape(_bytes_at(tiff, ifd + 2, 12 * _EXIF_ENTRIES), (_EXIF_ENTRIES, 12))
+    TIFF header of its APP1 'Exif' segment, which the Exif standard puts right after the
+    start marker (after a JFIF APP0 segment in some files). No search of the file: read
+    at fixed offsets, which a tf.data map does at little cost per image."""
+    app0 = tf.equal(_uint(data, 2, 2, True), 0xFFE0)
+    app1 = tf.where(app0, 4 + _uint(data, 4, 2, True), 2)  # where the APP1 marker may be
+    exif = tf.logical_and(tf.equal(_uint(data, app1, 2, True), 0xFFE1),
+                          tf.equal(tf.strings.substr(data, tf.cast(tf.minimum(
+                              app1 + 4, tf.cast(tf.strings.length(data), tf.int64)), tf.int32),
+                              6), b"Exif\0\0"))
+    tiff = app1 + 10  # offsets in the TIFF block count from here
+    big = tf.equal(_uint(data, tiff, 2, True), 0x4D4D)  # "MM": big-endian
+    ifd = tiff + _uint(data, tiff + 4, 4, big)
+    count = tf.minimum(_uint(data, ifd, 2, big), _EXIF_ENTRIES)
+    entries = tf.reshape(_bytes_at(data, ifd + 2, 12 * _EXIF_ENTRIES), (_EXIF_ENTRIES, 12))
     entries = tf.cast(entries[:count], tf.int64)
     first, second = entries[:, 0], entries[:, 1]
     tags = tf.where(big, first * 256 + second, first + second * 256)
@@ -209,8 +219,7 @@ def jpeg_orientation(data):
     # The first orientation entry's value; 1 without one.
     orientation = tf.concat([tf.boolean_mask(values, tf.equal(tags, _ORIENTATION_TAG)),
                              tf.constant([1], tf.int64)], 0)[0]
-    valid = tf.logical_and(tf.logical_and(found, in_app1),
-                           tf.logical_and(orientation >= 1, orientation <= 8))
+    valid = tf.logical_and(exif, tf.logical_and(orientation >= 1, orientation <= 8))
     return tf.where(valid, orientation, tf.constant(1, tf.int64))
 
 
@@ -248,24 +257,35 @@ def decode_rgba(data):
 
 
 def fit(image, shape: tuple[int, int, int]):
-    """float32 (h, w, 4) RGBA in 0..255 -> uint8 (H, W, C) of `shape`: alpha composited
-    onto BACKGROUND, channels converted, the centred crop of the target's aspect ratio
-    resized to H x W, rounded once."""
+    """float32 (h, w, 4) RGBA, or (h, w, 3) opaque RGB, in 0..255 -> uint8 (H, W, C) of
+    `shape`: the centred crop of the target's aspect ratio resized to H x W, alpha
+    composited onto BACKGROUND, channels converted, rounded once. Resizing is linear, so
+    it runs on premultiplied RGBA before the composite and the grey conversion: the same
+    result as compositing first, with those steps on the small image. An opaque image
+    gives the same pixels as RGBA or as RGB (prepare_simple relies on it)."""
     height, width, channels = shape
-    alpha = image[..., 3:] / 255.0
-    rgb = image[..., :3] * alpha + BACKGROUND * (1.0 - alpha)
+    if image.shape[-1] == 4:
+        alpha = image[..., 3:] / 255.0
+        image = tf.concat([image[..., :3] * alpha, alpha], -1)  # premultiplied
+    size = tf.shape(image)[:2]
+    image = tf.cond(tf.reduce_all(size == (height, width)), lambda: image,
+                    lambda: _crop_resize(image, height, width))
+    rgb = image[..., :3]
+    if image.shape[-1] == 4:
+        # Opaque areas stay exactly as they are: resizing an alpha of 1 gives 1 to within
+        # float rounding, which would add a trace of background.
+        clear = 1.0 - image[..., 3:]
+        rgb += BACKGROUND * tf.where(clear < 1e-5, 0.0, clear)
     pixels = tf.tensordot(rgb, _LUMA, 1)[..., None] if channels == 1 else rgb
-    size = tf.shape(pixels)[:2]
-    pixels = tf.cond(tf.reduce_all(size == (height, width)), lambda: pixels,
-                     lambda: _crop_resize(pixels, height, width))
     pixels = tf.cast(tf.clip_by_value(tf.round(pixels), 0, 255), tf.uint8)
     return tf.ensure_shape(pixels, shape)
 
 
 def fit_pixels(image, shape: tuple[int, int, int]):
-    """Decoded uint8 or uint16 pixels (h, w, 1..4: grey, grey + alpha, RGB, RGBA) ->
-    uint8 (H, W, C) of `shape`, as prepare_image fits what it decodes."""
-    return fit(_rgba(image), shape)
+    """Decoded uint8 grey or RGB pixels (h, w, 1 or 3, known when traced) -> uint8
+    (H, W, C) of `shape`, as prepare_image fits what it decodes."""
+    image = tf.cast(image, tf.float32)
+    return fit(tf.tile(image, [1, 1, 3]) if image.shape[-1] == 1 else image, shape)
 
 
 def _crop_resize(image, height: int, width: int):
@@ -313,9 +333,20 @@ def encoded_size(data):
                    default=lambda: (zero, zero), exclusive=True)
 
 
+def prepare_simple(data, shape: tuple[int, int, int]):
+    """prepare_image for an 8-bit grey or RGB PNG or JPEG, upright and opaque, of any size
+    (the file's header says so: images.Header.simple): the same pixels, without the steps
+    such a file does not need; each op of a tf.data map costs time per image, and small
+    images spend most of theirs there."""
+    image = tf.cond(tf.equal(tf.strings.substr(data, 0, 2), _JPEG),
+                    lambda: tf.io.decode_jpeg(data, 3, dct_method="INTEGER_ACCURATE"),
+                    lambda: tf.io.decode_png(data, 3))
+    return fit(tf.cast(image, tf.float32), shape)
+
+
 def prepare_plain(data, shape: tuple[int, int, int]):
     """prepare_image for an 8-bit grey or RGB PNG or JPEG, upright, already of `shape`
-    (the file's header says so: images.Header.plain): the same pixels without the
+    (the file's header says so: images.Header.simple): the same pixels without the
     conversions, which took half the decoding time of small PNG files."""
     image = tf.cond(tf.equal(tf.strings.substr(data, 0, 2), _JPEG),
                     lambda: tf.io.decode_jpeg(data, channels=shape[2],
@@ -324,9 +355,17 @@ def prepare_plain(data, shape: tuple[int, int, int]):
     return tf.ensure_shape(image, shape)
 
 
-def prepare_file(path, shape: tuple[int, int, int], plain: bool = False):
-    """An image file (a scalar string tensor: its path) -> uint8 (H, W, C)."""
-    return (prepare_plain if plain else prepare_image)(tf.io.read_file(path), shape)
+# How the files of a folder are read, by what their headers say of all of them:
+# "plain" (prepare_plain), "simple" (prepare_simple) or "any" (prepare_image).
+READERS = {"plain": lambda data, shape: prepare_plain(data, shape),
+           "simple": lambda data, shape: prepare_simple(data, shape),
+           "any": lambda data, shape: prepare_image(data, shape)}
+
+
+def prepare_file(path, shape: tuple[int, int, int], reader: str = "any"):
+    """An image file (a scalar string tensor: its path) -> uint8 (H, W, C), read by
+    READERS[reader]: the same pixels each way, for the files it applies to."""
+    return READERS[reader](tf.io.read_file(path), shape)
 
 
 def to_model_input(images):

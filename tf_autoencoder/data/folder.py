@@ -175,12 +175,12 @@ def list_folder(root: str) -> tuple[dict[str, list[Listed]], list[str] | None, i
 
 
 def _header(path: str, max_pixels: int) -> tuple[int, int, int, bool]:
-    """(height, width, channels, plain) from the file's header, without decoding its
+    """(height, width, channels, simple) from the file's header, without decoding its
     pixels (images.Header: the size upright, the channels the preparation gives)."""
     from ..images import check_pixels
 
     header = check_pixels(path, max_pixels)  # one opening of the file
-    return header.height, header.width, header.channels, header.plain
+    return header.height, header.width, header.channels, header.simple
 
 
 def read_headers(paths: list[str], max_pixels: int = MAX_PIXELS, skip_bad: bool = False
@@ -210,11 +210,11 @@ def read_headers(paths: list[str], max_pixels: int = MAX_PIXELS, skip_bad: bool 
 
 
 def check_same(headers: list, paths: list[str], image_size, channels
-               ) -> tuple[tuple[int, int, int], bool]:
-    """The images' shape (H, W, C) after --image_size / --channels, and whether every
-    file is plain and of that shape already (prepare_plain reads it); ConfigError (a
-    usage error: a flag fixes it) naming two files that differ where these are not
-    given."""
+               ) -> tuple[tuple[int, int, int], str]:
+    """The images' shape (H, W, C) after --image_size / --channels, and how to read them
+    (preparation.READERS): "plain" when every file is simple and of that shape already,
+    "simple" when every file is simple, else "any"; ConfigError (a usage error: a flag
+    fixes it) naming two files that differ where these are not given."""
     first = headers[0]
     for header, path in zip(headers, paths):
         if image_size is None and header[:2] != first[:2]:
@@ -224,20 +224,21 @@ def check_same(headers: list, paths: list[str], image_size, channels
             raise ConfigError(f"images differ in colour: {paths[0]} has {first[2]} channel(s), "
                             f"{path} has {header[2]}: give --channels 1 or 3")
     shape = (*(image_size or first[:2]), channels or first[2])
-    plain = all(header[3] and tuple(header[:3]) == shape for header in headers)
-    return shape, plain
+    if not all(header[3] for header in headers):
+        return shape, "any"
+    return shape, "plain" if all(tuple(header[:3]) == shape for header in headers) else "simple"
 
 
 class FileImages(StreamedImages):
     """The images of one split as files (StreamedImages: indexing reads just those
     files). The training pipeline reads them through tf.data (dataset), each prepared by
-    preparation.prepare_file. plain: every file's header says it needs no conversion to
-    `shape` (preparation.prepare_plain)."""
+    preparation.prepare_file. reader: what the files' headers allow (check_same): the
+    same pixels each way, fewer steps for simpler files."""
 
-    def __init__(self, paths: list[str], shape: tuple[int, int, int], plain: bool = False):
+    def __init__(self, paths: list[str], shape: tuple[int, int, int], reader: str = "any"):
         self.paths = list(paths)
         self.image_shape = tuple(shape)
-        self.plain = plain
+        self.reader = reader
         self._tensor = None
 
     def __len__(self) -> int:
@@ -245,7 +246,7 @@ class FileImages(StreamedImages):
 
     def subset(self, kept) -> "FileImages":
         """The files that `kept` (a boolean mask or indices) chooses, still unread."""
-        return FileImages(np.asarray(self.paths)[kept].tolist(), self.image_shape, self.plain)
+        return FileImages(np.asarray(self.paths)[kept].tolist(), self.image_shape, self.reader)
 
     def fingerprint(self, digest) -> None:
         """Feeds `digest` (a hashlib object) what the images are: each file's path, size
@@ -278,8 +279,8 @@ class FileImages(StreamedImages):
             indices = tf.data.Dataset.from_tensor_slices(tf.constant(indices, tf.int64))
         from ..preparation import prepare_file
 
-        shape, plain = self.image_shape, self.plain
-        return indices.map(lambda i: prepare_file(tf.gather(paths, i), shape, plain),
+        shape, reader = self.image_shape, self.reader
+        return indices.map(lambda i: prepare_file(tf.gather(paths, i), shape, reader),
                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
     def bad_files(self) -> list[int]:
@@ -289,11 +290,11 @@ class FileImages(StreamedImages):
 
         from ..preparation import prepare_file
 
-        paths, shape, plain = tf.constant(self.paths), self.image_shape, self.plain
+        paths, shape, reader = tf.constant(self.paths), self.image_shape, self.reader
         decoded = tf.data.Dataset.range(len(self.paths)).map(
             # A value of the pixels, not their shape, which is static and lets TensorFlow
             # prune the decoding away.
-            lambda i: (i, tf.reduce_max(prepare_file(tf.gather(paths, i), shape, plain))),
+            lambda i: (i, tf.reduce_max(prepare_file(tf.gather(paths, i), shape, reader))),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
         good = {int(i) for i, _ in decoded.ignore_errors().as_numpy_iterator()}
         return [i for i in range(len(self.paths)) if i not in good]
@@ -356,14 +357,14 @@ def load_image_folder(root: str, image_size=None, channels=None, max_pixels: int
     order = [item for item in order if id(item) in kept]
     if not order:
         raise DataError(f"data_dir {root} holds no readable image")
-    shape, plain = check_same([kept[id(item)] for item in order],
+    shape, reader = check_same([kept[id(item)] for item in order],
                               [item.path for item in order], image_size, channels)
     for name in SPLIT_NAMES:
         if not listed[name]:
             raise DataError(f"data_dir {root} gives the {name} split no image "
                             f"({plural(len(order), 'image')} in all): add images, or give a "
                             f"{name}/ folder")
-    splits = {name: Split(FileImages([item.path for item in items], shape, plain),
+    splits = {name: Split(FileImages([item.path for item in items], shape, reader),
                           np.array([item.label for item in items], np.int64))
               for name, items in listed.items()}
     described = f"image files in {root}"
