@@ -15,13 +15,14 @@ import random
 import signal
 import sys
 import threading
+import time
 
 from .config import Config, RunFacts
 from .errors import ConfigError, Interrupted
 from .pause import pause_point
 from .model_dir import CONFIG_FILE, EVALUATION, THRESHOLD, is_saved_model, load_finished_run
 from .serving.formats import find_model
-from .words import plural
+from .words import images_per_second, plural
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -438,6 +439,7 @@ def evaluate(args, parser) -> int:
 
     pause_point("evaluate")
     said = []  # the threshold's calibration, said after the table it belongs under
+    started = time.perf_counter()
     with naming_damaged_files(splits):
         report = evaluate_run(args.model_dir, config, splits, probe_samples=args.probe_samples,
                               log=said.append)
@@ -452,6 +454,10 @@ def evaluate(args, parser) -> int:
         written.append(report["latent_2d"])
     for path in written:
         print(f"Wrote {path}")
+    seconds = time.perf_counter() - started
+    counts = (report["test_images"], report["probe_train_images"], len(splits.validation))
+    print(f"Evaluated {images_per_second(sum(counts), seconds)}: {counts[0]:,} test, "
+          f"{counts[1]:,} training (the probes'), {counts[2]:,} validation (the threshold's)")
     return 0
 
 
@@ -556,10 +562,11 @@ def embeddings(args, parser) -> int:
     count = min(args.images or (10_000 if embedding else 10), len(splits.test))
     from .data.damage import naming_damaged_files
 
-    with naming_damaged_files(splits):
-        test = sources.Split(splits.test.images[:count], splits.test.labels[:count])
     model = (load_saved_model(args.model_dir, config.batch_size) if saved_model
              else load_finished_codec(config))
+    started = time.perf_counter()  # the test images read, then encoded or reconstructed
+    with naming_damaged_files(splits):
+        test = sources.Split(splits.test.images[:count], splits.test.labels[:count])
     if embedding:
         lib.export_embedding(model, test, output, noise_factor=config.noise_factor,
                              seed=config.seed, save_npy=args.save_npy, save_tsv=args.save_tsv,
@@ -567,8 +574,10 @@ def embeddings(args, parser) -> int:
     else:
         grid = lib.export_reconstruction(model, test, output,
                                          noise_factor=config.noise_factor, seed=config.seed)
-        if not args.no_show and lib.display_available():
-            lib.show(grid, output)
+    print(f"{'Encoded' if embedding else 'Reconstructed'} "
+          f"{images_per_second(count, time.perf_counter() - started)}")
+    if not embedding and not args.no_show and lib.display_available():
+        lib.show(grid, output)
     return 0
 
 
