@@ -1,7 +1,7 @@
 """Each epoch's line on screen: Keras' progress line, saying how many images the
 epoch trained per second, e.g.
 
-    15/15 - 3s - 187ms/step - 1,412 images/s - loss: 0.2871 - ... - val_loss: 0.2512
+    STEPS/STEPS - Ns - Nms/step - N images/s - bce: ... - val_rmse: ...
 """
 from __future__ import annotations
 
