@@ -148,7 +148,7 @@ def check_outputs_spare_data(settings: Config, previous, overwrite: bool) -> Non
 
     data_dir = settings.data_dir or (previous[0].data_dir if previous and not settings.dataset
                                      else None)
-    cache = settings.cache if settings.cache not in (None, "memory") else None
+    cache = settings.cache if settings.cache not in (None, "memory", "none") else None
     if data_dir:
         for flag, path in (("model_dir", settings.model_dir),
                            ("--save_images", settings.save_images), ("--cache", cache)):
@@ -218,26 +218,32 @@ def open_data(settings: Config, previous, before_tensorflow):
         fits = splits.name == "folder" or (streamed and applies == either)
         if getattr(settings, name) and not fits:
             raise ConfigError(f"--{name} applies to {applies}, not {splits.source}")
-    if settings.skip_bad_images or settings.cache:
+    from .data.cache import NEVER, choose_cache
+
+    cache = None  # IDX files and the sample: arrays already
+    if streamed:
+        cache, why = choose_cache(splits, settings.cache)
+        print(why)
+    if settings.skip_bad_images or cache not in (None, NEVER):
         before_tensorflow()  # decoding runs TensorFlow
-    splits = prepared(splits, settings)
+    splits = prepared(splits, settings, cache)
     return sources.select_normal(splits, sources.resolve_classes(settings.normal_classes, splits))
 
 
-def prepared(splits, config: Config):
+def prepared(splits, config: Config, cache: str | None):
     """The splits without the images --skip_bad_images drops from a folder, cached as
-    --cache says (each image decoded once for either)."""
+    `cache` (a --cache value) says (each image decoded once for either)."""
     if config.skip_bad_images and splits.name == "folder":
         from .data.folder import drop_bad_files
 
         splits = drop_bad_files(splits)
-    if not config.cache:
+    if not cache:
         return splits
     from .data.cache import cache_splits
     from .data.damage import naming_damaged_files
 
     with naming_damaged_files(splits):
-        return cache_splits(splits, config.cache)
+        return dataclasses.replace(cache_splits(splits, cache), cache=cache)
 
 
 def check_same_data(settings: Config, previous, splits) -> None:
@@ -281,7 +287,7 @@ def run_facts(settings: Config, previous, splits) -> RunFacts:
                      normal_classes=splits.normal_classes,
                      split_sizes={name: len(getattr(splits, name))
                                   for name in ("train", "validation", "test")},
-                     class_names=splits.class_names)
+                     class_names=splits.class_names, cache=splits.cache)
     facts.architecture = settings.resolved(facts).architecture()
     return facts
 
@@ -405,7 +411,7 @@ def run_data(config: Config):
                                image_size=config.image_size, channels=config.channels,
                                max_pixels=config.max_pixels,
                                skip_bad_images=config.skip_bad_images)
-    return prepared(splits, config)
+    return prepared(splits, config, config.cache)
 
 
 def check_same_classes(model_dir: str, splits) -> None:
