@@ -4,8 +4,7 @@
 1. Peak memory (the process's maximum resident set) of `train.py --epochs 1` on a
    folder of --small and of --large PNG files (Fashion-MNIST images, repeated as hard
    links), read from the files (--cache none) and from a cache file (--cache DIR):
-   streaming means it
-   must not grow with the number of files.
+   streaming means it must not grow with the number of files.
 2. In one process, on the --small folder: images/s of the input pipeline alone and of
    the training step fed by it, from the files (decoded every epoch), from the cache file
    (--cache DIR) and from uint8 arrays in memory (what IDX files and --cache memory
