@@ -156,8 +156,8 @@ def choose_cache(splits: Splits, asked: str | None) -> tuple[str, str]:
     needed = sum(_size(getattr(splits, name).images) for name in SPLIT_NAMES)
     available = memory.available_bytes()
     fits = memory.fits_comfortably(needed, available)
-    why = (f"{_amount(needed)} decoded, {'at most' if fits else 'more than'} {memory.HELD_SHARE:.0%} "
-           f"of the {_amount(available)} of memory available")
+    why = (f"{_amount(needed)} decoded, {'at most' if fits else 'more than'} "
+           f"{memory.HELD_SHARE:.0%} of the {_amount(available)} of memory available")
     if fits:
         return MEMORY, (f"Images: decoded once and held in memory ({why}; --cache none "
                         "streams them instead)")
