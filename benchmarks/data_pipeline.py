@@ -3,8 +3,8 @@
 
 1. Peak memory (the process's maximum resident set) of `train.py --epochs 1` on a
    folder of --small and of --large PNG files (Fashion-MNIST images, repeated as hard
-   links), read from the files and from a cache file (--cache DIR): streaming means it
-   must not grow with the number of files.
+   links), read from the files (--cache none) and from a cache file (--cache DIR):
+   streaming means it must not grow with the number of files.
 2. In one process, on the --small folder: images/s of the input pipeline alone and of
    the training step fed by it, from the files (decoded every epoch), from the cache file
    (--cache DIR) and from uint8 arrays in memory (what IDX files and --cache memory
@@ -175,7 +175,7 @@ def main(argv=None):
         for count in (args.small, args.large):
             folders[count] = write_folder(os.path.join(work, str(count)), count, args.data_dir,
                                           distinct=min(1000, count))
-            for source, extra in (("files", ()),
+            for source, extra in (("files", ("--cache", "none")),
                                   ("cache file", ("--cache", os.path.join(work, f"cache{count}")))):
                 if args.quick and (source == "files" or count == args.small):
                     continue  # a smoke run: one process, on the cache

@@ -175,7 +175,12 @@ def test_evaluate_command_writes_evaluation_json_and_prints_a_table(vae_run, cap
     out = capsys.readouterr().out
     assert "linear probe accuracy (1,000 train codes)" in out
     assert out.splitlines()[1] == "inputs: clean test images (no noise), scored against themselves"
-    assert out.splitlines()[-1] == f"Wrote {os.path.join(vae_run, 'evaluation.json')}"
+    assert out.splitlines()[-2] == f"Wrote {os.path.join(vae_run, 'evaluation.json')}"
+    # 500 test, 1,000 probe and 500 validation images: catches counting the whole
+    # training split (4,000) instead of the probe's share.
+    assert re.fullmatch(r"Evaluated 2,000 images in [\d.]+ s, [\d,]+ images/s: 500 test, "
+                        r"1,000 training \(the probes'\), 500 validation \(the threshold's\)",
+                        out.splitlines()[-1]), out
     report = json.load(open(os.path.join(vae_run, "evaluation.json")))
     assert report["inputs"] == "clean test images (no noise), scored against themselves"
     assert "training_test_metrics" not in report  # the run trained without noise

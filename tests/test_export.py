@@ -3,6 +3,7 @@ versions, and the export command line."""
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -302,7 +303,7 @@ def test_fully_connected_nchw_model_exports_nhwc_signatures(tmp_path):
         np.testing.assert_allclose(got.numpy(), expected.transpose(0, 2, 3, 1), atol=1e-5, rtol=0)
 
 
-def test_export_embeddings_reads_an_export_like_its_model_dir(trained_run, tmp_path):
+def test_export_embeddings_reads_an_export_like_its_model_dir(trained_run, tmp_path, capsys):
     """Both sources give the codes the trained model (model.keras) gives the first 50
     test images: codes of other images, of noisy ones, or of an untrained model fail,
     even when the two sources agree with each other."""
@@ -315,6 +316,8 @@ def test_export_embeddings_reads_an_export_like_its_model_dir(trained_run, tmp_p
         assert main(["--model_dir", source, "--what", "embedding", "--images", "50",
                      "--noise_factor", "0", "--save_npy", "--output", str(tmp_path / name)],
                     command="embeddings", prog="export_embeddings.py") == 0
+        assert re.fullmatch(r"Encoded 50 images in [\d.]+ s, [\d,]+ images/s",
+                            capsys.readouterr().out.splitlines()[-1])
     codes = np.load(tmp_path / "model_dir" / "codes.npy")
     assert codes.shape == (50, 128)
     np.testing.assert_allclose(np.load(tmp_path / "export" / "codes.npy"), codes, atol=1e-5)

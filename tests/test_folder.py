@@ -98,16 +98,21 @@ def test_files_give_the_batches_an_array_gives(fashion, data_format):
 
 
 def test_training_from_png_files_gives_the_test_loss_of_the_idx_files(fashion, tmp_path):
-    """The same images, order and seed: the same test loss, to the last bit."""
+    """The same images, order and seed: the same test loss, to the last bit. The files
+    stream (--cache none), decoded as training goes."""
     png, idx = fashion
     losses = {}
-    for name, data in (("png", png), ("idx", idx)):
+    for name, data, extra in (("png", png, ["--cache", "none"]), ("idx", idx, [])):
         model_dir = tmp_path / name
         result = run_train("--data_dir", data, "--epochs", "1", "--batch_size", "100",
                            "--model_dir", str(model_dir), "--seed", "5", "--deterministic",
-                           "--embedding_images", "20")
+                           "--embedding_images", "20", *extra)
         assert result.returncode == 0, result.stderr
         losses[name] = json.loads((model_dir / "test_metrics.json").read_text())
+        streamed = "Images: streamed, decoded anew every epoch (--cache none)"
+        assert (streamed in result.stdout) == (name == "png"), result.stdout
+        assert json.loads((model_dir / "run.json").read_text())["cache"] == (
+            "none" if name == "png" else None)
     assert losses["png"] == losses["idx"]
     metadata = (tmp_path / "png" / "projector" / "metadata.tsv").read_text().splitlines()
     assert metadata[1].split("\t")[0] in CLASSES  # class names, not numbers
@@ -266,7 +271,8 @@ def test_bad_pixels_mid_epoch_name_the_file_or_are_skipped(tmp_path):
     bad.write_bytes(bad.read_bytes()[:len(bad.read_bytes()) // 2])
     args = ("--data_dir", str(data_dir), "--epochs", "1", "--batch_size", "4",
             "--num_filters", "4", "--embedding_images", "0")
-    for extra in ([], ["--cache", "memory"]):  # met while training, or while caching
+    # Met while training, or while decoding into memory (the folder fits: the default).
+    for extra in (["--cache", "none"], []):
         failed = run_train(*args, *extra, "--model_dir", str(tmp_path / "failed"))
         assert failed.returncode == 1
         # Met in the first epoch (or while caching): no checkpoint to speak of.
@@ -324,7 +330,10 @@ def test_colour_photographs_train_in_both_layouts(photo_patches, tmp_path, data_
     assert "Skipped 1 image that cannot be decoded (--skip_bad_images), e.g. " \
            f"{os.path.join(photo_patches, 'china', 'truncated.jpg')}" in result.stdout
     assert "of 36x44x3" in result.stdout
+    assert "Images: decoded once and held in memory (" in result.stdout
     facts = json.loads((model_dir / "run.json").read_text())
+    assert facts["cache"] == "memory"  # what the run did; config.json keeps what was asked
+    assert json.loads((model_dir / "config.json").read_text())["cache"] is None
     assert facts["image_shape"] == [36, 44, 3]
     assert facts["class_names"] == (["china", "flower"] if labelled else None)
     metrics = json.loads((model_dir / "test_metrics.json").read_text())
@@ -496,3 +505,54 @@ def test_cache_folder_checks_the_free_disk_for_what_it_still_has_to_write(tmp_pa
     monkeypatch.setattr(shutil, "disk_usage", lambda path: full)
     cached = open_data(config, None, lambda: None)
     assert len(cached.train) + len(cached.validation) + len(cached.test) == 30
+
+
+# --- in memory or streamed ----------------------------------------------------------------
+
+def open_said(config, capsys):
+    """open_data on `config` and the lines it printed."""
+    from tf_autoencoder.commands import open_data
+
+    splits = open_data(config.validate(), None, lambda: None)
+    return splits, capsys.readouterr().out.splitlines()
+
+
+def test_a_folder_that_fits_is_held_in_memory_unasked_and_a_larger_one_streams(
+        tmp_path, monkeypatch, capsys):
+    """The rule's edge: with 4x the decoded size available the images are decoded once
+    into arrays; a byte less, and they stream from the files. Each says so, and run.json
+    records it. Catches a rule that ignores the size, one that streams what fits, and a
+    run that holds the images without saying so."""
+    from tf_autoencoder import memory
+    from tf_autoencoder.commands import run_facts
+    from tf_autoencoder.config import Config
+
+    _many(tmp_path / "data")  # 30 grey 8x8 images: 1,920 bytes decoded
+    config = Config(data_dir=str(tmp_path / "data"), seed=0)
+    decoded = 30 * 8 * 8
+    monkeypatch.setattr(memory, "available_bytes", lambda: 4 * decoded)
+    held, said = open_said(config, capsys)
+    assert said == ["Images: decoded once and held in memory (1.9 KiB decoded, at most 25% "
+                    "of the 7.5 KiB of memory available; --cache none streams them instead)"]
+    assert all(isinstance(getattr(held, name).images, np.ndarray)
+               for name in ("train", "validation", "test"))
+    assert run_facts(config.validate(), None, held).cache == "memory"
+    streamed = sources.load_data(data_dir=str(tmp_path / "data"))
+    np.testing.assert_array_equal(held.train.images, streamed.train.images[:])
+
+    monkeypatch.setattr(memory, "available_bytes", lambda: 4 * decoded - 1)
+    files, said = open_said(config, capsys)
+    assert said == ["Images: streamed, decoded anew every epoch (1.9 KiB decoded, more than "
+                    "25% of the 7.5 KiB of memory available; --cache DIR decodes them once "
+                    "into files there)"]
+    assert isinstance(files.train.images, folder.FileImages)
+    assert run_facts(config.validate(), None, files).cache == "none"
+
+
+def test_cache_none_streams_what_would_fit(tmp_path, capsys):
+    from tf_autoencoder.config import Config
+
+    _many(tmp_path / "data")
+    files, said = open_said(Config(data_dir=str(tmp_path / "data"), cache="none"), capsys)
+    assert said == ["Images: streamed, decoded anew every epoch (--cache none)"]
+    assert isinstance(files.train.images, folder.FileImages) and files.cache == "none"

@@ -361,7 +361,7 @@ def test_predict_gives_the_same_scores_and_pictures_in_every_runtime(nhwc_export
         shown = version if runtime == "TensorFlow" else model
         assert lines[0] == f"Model: {shown} ({runtime}): greyscale images 28 wide x 28 high"
         scores[runtime] = [float(re.search(r": score (\d\.\d{6}), (?:normal|anomalous) -> ",
-                                           line)[1]) for line in lines[1:-1]]
+                                           line)[1]) for line in lines[1:-2]]
         pictures[runtime] = [tf.io.decode_png((out / name).read_bytes()).numpy().astype(int)
                              for name in ["digit_reconstruction.png", "inverted_reconstruction.png"]]
     reference = scores["TensorFlow"]

@@ -36,7 +36,7 @@ def predicted(trained_run, image_files, tmp_path_factory):
     result = run_python("-m", "tf_autoencoder", "predict", trained_run[0], *image_files[2],
                         "--output_dir", str(out))
     scores = {}
-    for line in result.stdout.splitlines()[1:-1]:  # between the model's line and the count
+    for line in result.stdout.splitlines()[1:-2]:  # between the model's line and the counts
         path, score = re.match(r"(.+): score (\d\.\d{6}), (?:normal|anomalous) -> ", line).groups()
         scores[os.path.basename(path)] = float(score)
     return result, scores, out
@@ -57,7 +57,10 @@ def test_predict_reports_every_file_and_exits_1_for_the_bad_ones(predicted, trai
     assert lines["big.png"].endswith("(resized from 56 wide x 56 high to 28 wide x 28 high)")
     assert not lines["digit.png"].endswith(")")
     flagged = sum(", anomalous -> " in line for line in lines.values())
-    assert result.stdout.splitlines()[-1] == f"{flagged} of 4 images anomalous (2 could not be read)"
+    assert result.stdout.splitlines()[-2] == f"{flagged} of 4 images anomalous (2 could not be read)"
+    # The images scored, not the 6 files given: catches a count of the files.
+    assert re.fullmatch(r"Scored 4 images in [\d.]+ s, [\d,]+ images/s",
+                        result.stdout.splitlines()[-1]), result.stdout
     assert sorted(os.listdir(out)) == [f"{stem}_reconstruction.png"
                                        for stem in ["big", "digit", "inverted", "rgb"]]
 
@@ -121,11 +124,12 @@ def test_predict_says_which_side_of_a_size_is_the_width(trained_run, image_files
     write_png(tmp_path / "wide.png", wide)
     assert main(["predict", trained_run[0], str(tmp_path / "wide.png"),
                  "--output_dir", str(tmp_path / "out")]) == 0
-    model, line, count = capsys.readouterr().out.splitlines()
+    model, line, count, scored = capsys.readouterr().out.splitlines()
     assert model.endswith("(TensorFlow): greyscale images 28 wide x 28 high")
     assert line.endswith("(centre cropped to the model's aspect ratio and resized from 56 "
                          "wide x 42 high to 28 wide x 28 high)")
     assert count in ("0 of 1 image anomalous", "1 of 1 image anomalous")
+    assert re.fullmatch(r"Scored 1 image in [\d.]+ s, [\d,]+ images/s", scored), scored
 
 
 def test_predict_help_and_docs_say_what_an_anomaly_score_takes():
@@ -164,9 +168,10 @@ def test_a_folder_is_scored_in_batches_into_a_csv(trained_run, image_files, pred
     assert out[1:] == ["Skipped 1 file in the folders given: not images (by their "
                        "extension: .png, .jpg, .jpeg, .bmp, .gif)",
                        "Scored 2 of 4 images (0 failed)", "Scored 4 of 4 images (0 failed)",
-                       f"Wrote 4 scores to {scores_csv}", out[-1]]
-    flagged = int(out[-1].split()[0])
-    assert out[-1] == f"{flagged} of 4 images anomalous"
+                       f"Wrote 4 scores to {scores_csv}", out[-2], out[-1]]
+    flagged = int(out[-2].split()[0])
+    assert out[-2] == f"{flagged} of 4 images anomalous"
+    assert re.fullmatch(r"Scored 4 images in [\d.]+ s, [\d,]+ images/s", out[-1]), out
     import csv
 
     with open(scores_csv, newline="") as f:

@@ -212,8 +212,10 @@ def mock_cifar10(monkeypatch, tmp_path):
         yield
 
 
-def test_cifar10_trains_streamed_at_its_own_size_and_colour(mock_cifar10, tmp_path,
-                                                          monkeypatch, capsys):
+def test_cifar10_trains_in_memory_at_its_own_size_and_colour(mock_cifar10, tmp_path,
+                                                            monkeypatch, capsys):
+    """A TFDS dataset that fits is decoded once and held in memory, and says so; evaluate
+    and embeddings then stream it (nothing asked to hold it)."""
     from tf_autoencoder.cli import main
     from tf_autoencoder.run import training
 
@@ -228,11 +230,14 @@ def test_cifar10_trains_streamed_at_its_own_size_and_colour(mock_cifar10, tmp_pa
     model_dir = str(tmp_path / "run")
     assert main(["train", "--dataset", "cifar10", "--epochs", "1", "--batch_size", "16",
                  "--normal_classes", "0,2", "--seed", "3", "--model_dir", model_dir]) == 0
-    assert "Data: TensorFlow Datasets 'cifar10'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Data: TensorFlow Datasets 'cifar10'" in out
+    assert "Images: decoded once and held in memory (" in out
     [splits] = trained_on
     for split in (splits.train, splits.validation, splits.test):
-        assert isinstance(split.images, TfdsImages) and not isinstance(split.images, np.ndarray)
+        assert isinstance(split.images, np.ndarray)
         assert len(split.images) == len(split.labels)
+    assert run_record(model_dir)["cache"] == "memory"
     assert set(splits.train.labels) == set(splits.validation.labels) == {0, 2}
     assert len(set(splits.test.labels)) > 2  # the test split keeps every class
     assert run_record(model_dir)["image_shape"] == [32, 32, 3]

@@ -1,6 +1,7 @@
 """End-to-end: `python train.py` in a subprocess, on the MNIST sample and small IDX folders."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -58,6 +59,13 @@ def test_loss_goes_down_over_two_epochs(sample_run):
     assert float(epochs[1]["loss"]) < float(epochs[0]["loss"])
     assert float(epochs[1]["val_loss"]) < float(epochs[0]["val_loss"])
     assert "7,873" in first.stdout  # the parameter summary's total
+
+
+def test_each_epoch_says_its_images_per_second(sample_run):
+    """The run's two epochs of 15 steps: one line each, Keras' with the rate after ms/step."""
+    lines = re.findall(r"^15/15 - \d+s - \d+m?s/step - [\d,]+ images/s - bce: [\d.]+ - loss: ",
+                       sample_run[1].stdout, re.M)
+    assert len(lines) == 2, sample_run[1].stdout
 
 
 def test_run_writes_config_checkpoints_logs_images_and_model(sample_run):

@@ -15,13 +15,14 @@ import random
 import signal
 import sys
 import threading
+import time
 
 from .config import Config, RunFacts
 from .errors import ConfigError, Interrupted
 from .pause import pause_point
 from .model_dir import CONFIG_FILE, EVALUATION, THRESHOLD, is_saved_model, load_finished_run
 from .serving.formats import find_model
-from .words import plural
+from .words import images_per_second, plural
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -147,7 +148,7 @@ def check_outputs_spare_data(settings: Config, previous, overwrite: bool) -> Non
 
     data_dir = settings.data_dir or (previous[0].data_dir if previous and not settings.dataset
                                      else None)
-    cache = settings.cache if settings.cache not in (None, "memory") else None
+    cache = settings.cache if settings.cache not in (None, "memory", "none") else None
     if data_dir:
         for flag, path in (("model_dir", settings.model_dir),
                            ("--save_images", settings.save_images), ("--cache", cache)):
@@ -217,26 +218,32 @@ def open_data(settings: Config, previous, before_tensorflow):
         fits = splits.name == "folder" or (streamed and applies == either)
         if getattr(settings, name) and not fits:
             raise ConfigError(f"--{name} applies to {applies}, not {splits.source}")
-    if settings.skip_bad_images or settings.cache:
+    from .data.cache import NEVER, choose_cache
+
+    cache = None  # IDX files and the sample: arrays already
+    if streamed:
+        cache, why = choose_cache(splits, settings.cache)
+        print(why)
+    if settings.skip_bad_images or cache not in (None, NEVER):
         before_tensorflow()  # decoding runs TensorFlow
-    splits = prepared(splits, settings)
+    splits = prepared(splits, settings, cache)
     return sources.select_normal(splits, sources.resolve_classes(settings.normal_classes, splits))
 
 
-def prepared(splits, config: Config):
+def prepared(splits, config: Config, cache: str | None):
     """The splits without the images --skip_bad_images drops from a folder, cached as
-    --cache says (each image decoded once for either)."""
+    `cache` (a --cache value) says (each image decoded once for either)."""
     if config.skip_bad_images and splits.name == "folder":
         from .data.folder import drop_bad_files
 
         splits = drop_bad_files(splits)
-    if not config.cache:
+    if not cache:
         return splits
     from .data.cache import cache_splits
     from .data.damage import naming_damaged_files
 
     with naming_damaged_files(splits):
-        return cache_splits(splits, config.cache)
+        return dataclasses.replace(cache_splits(splits, cache), cache=cache)
 
 
 def check_same_data(settings: Config, previous, splits) -> None:
@@ -280,7 +287,7 @@ def run_facts(settings: Config, previous, splits) -> RunFacts:
                      normal_classes=splits.normal_classes,
                      split_sizes={name: len(getattr(splits, name))
                                   for name in ("train", "validation", "test")},
-                     class_names=splits.class_names)
+                     class_names=splits.class_names, cache=splits.cache)
     facts.architecture = settings.resolved(facts).architecture()
     return facts
 
@@ -404,7 +411,7 @@ def run_data(config: Config):
                                image_size=config.image_size, channels=config.channels,
                                max_pixels=config.max_pixels,
                                skip_bad_images=config.skip_bad_images)
-    return prepared(splits, config)
+    return prepared(splits, config, config.cache)
 
 
 def check_same_classes(model_dir: str, splits) -> None:
@@ -438,6 +445,7 @@ def evaluate(args, parser) -> int:
 
     pause_point("evaluate")
     said = []  # the threshold's calibration, said after the table it belongs under
+    started = time.perf_counter()
     with naming_damaged_files(splits):
         report = evaluate_run(args.model_dir, config, splits, probe_samples=args.probe_samples,
                               log=said.append)
@@ -452,6 +460,10 @@ def evaluate(args, parser) -> int:
         written.append(report["latent_2d"])
     for path in written:
         print(f"Wrote {path}")
+    seconds = time.perf_counter() - started
+    counts = (report["test_images"], report["probe_train_images"], len(splits.validation))
+    print(f"Evaluated {images_per_second(sum(counts), seconds)}: {counts[0]:,} test, "
+          f"{counts[1]:,} training (the probes'), {counts[2]:,} validation (the threshold's)")
     return 0
 
 
@@ -556,10 +568,11 @@ def embeddings(args, parser) -> int:
     count = min(args.images or (10_000 if embedding else 10), len(splits.test))
     from .data.damage import naming_damaged_files
 
-    with naming_damaged_files(splits):
-        test = sources.Split(splits.test.images[:count], splits.test.labels[:count])
     model = (load_saved_model(args.model_dir, config.batch_size) if saved_model
              else load_finished_codec(config))
+    started = time.perf_counter()  # the test images read, then encoded or reconstructed
+    with naming_damaged_files(splits):
+        test = sources.Split(splits.test.images[:count], splits.test.labels[:count])
     if embedding:
         lib.export_embedding(model, test, output, noise_factor=config.noise_factor,
                              seed=config.seed, save_npy=args.save_npy, save_tsv=args.save_tsv,
@@ -567,8 +580,10 @@ def embeddings(args, parser) -> int:
     else:
         grid = lib.export_reconstruction(model, test, output,
                                          noise_factor=config.noise_factor, seed=config.seed)
-        if not args.no_show and lib.display_available():
-            lib.show(grid, output)
+    print(f"{'Encoded' if embedding else 'Reconstructed'} "
+          f"{images_per_second(count, time.perf_counter() - started)}")
+    if not embedding and not args.no_show and lib.display_available():
+        lib.show(grid, output)
     return 0
 
 

@@ -7,8 +7,8 @@ TensorBoard's HParams tab shows it. The parser (cli.py), HPARAMS, the architectu
 check and the README's flag table are all made from these declarations.
 
 `RunFacts` holds what was found while running (the image shape, the data actually read,
-the seed drawn, the precision picked): it is written beside config.json as run.json,
-and `Config.resolved(facts)` is the configuration a run trains with.
+the seed drawn, the precision picked, how the images were read): it is written beside
+config.json as run.json, and `Config.resolved(facts)` is the configuration a run trains with.
 """
 from __future__ import annotations
 
@@ -217,10 +217,16 @@ class Config:
         shown_default=f"{MAX_PIXELS:,}")
     cache: Optional[str] = setting(
         None, "decode a folder's (or a TFDS dataset's) images once, then read their pixels "
-              "every epoch: from "
-              "memory (memory, for data that fits) or from a file in the folder DIR, "
-              "reused while the images are unchanged (default: decode the files anew every "
-              "epoch)", "data", metavar="memory|DIR", hparam=False)
+              "every epoch: from memory (memory) or from a file in the folder DIR, reused "
+              "while the images are unchanged; none decodes them anew every epoch "
+              "(default: memory when the decoded images take at most a quarter of the "
+              "memory available, else none)", "data", metavar="memory|none|DIR",
+        hparam=False, shown_default="by size",
+        doc="decode a folder's (or a TFDS dataset's) images once, then read their pixels "
+            "every epoch: from memory (`memory`) or from a file in the folder DIR, reused "
+            "while the images are unchanged; `none` decodes them anew every epoch; by "
+            "default `memory` when the decoded images take at most a quarter of the memory "
+            "available, else `none` ([in memory or streamed](docs/data.md#in-memory-or-streamed))")
     skip_bad_images: bool = setting(
         False, "skip (and count) a folder's images that cannot be read or decoded, instead "
                "of stopping at the first one (every image is then decoded once before "
@@ -280,12 +286,12 @@ class Config:
             "same machine (see [reproducibility](docs/reliability.md#reproducibility))")
     precision: str = setting(
         "auto", "mixed_bfloat16: compute in bfloat16, keep float32 weights; auto: "
-                "mixed_bfloat16 when training on a CPU with AMX or AVX-512 bfloat16, else "
-                "float32 (on a GPU too)", "training", choices=PRECISIONS,
+                "mixed_bfloat16 when training on a CPU with AMX, else float32 (on a GPU "
+                "too)", "training", choices=PRECISIONS,
         doc="`mixed_bfloat16`: compute in bfloat16, keep the weights (and codes, logits, "
             "losses) in float32; `float32`; `auto`: `mixed_bfloat16` when training on a CPU "
-            "with AMX or AVX-512 bfloat16 instructions, else `float32` (also on a GPU, where "
-            "bfloat16 is unmeasured for this model) ([speed](docs/speed.md))")
+            "with AMX instructions, else `float32` (with AVX-512 bfloat16 alone float32 was "
+            "faster; on a GPU bfloat16 is unmeasured for this model) ([speed](docs/speed.md))")
     # --- distribution
     distribute: str = setting(
         "none", "mirrored: every local GPU; multi_worker: the workers in TF_CONFIG; "
@@ -387,7 +393,7 @@ class Config:
         if self.channels not in (None, 1, 3):
             raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {self.channels}")
         if self.cache == "":
-            raise ConfigError("cache must be memory or a folder, not empty")
+            raise ConfigError("cache must be memory, none or a folder, not empty")
         if self.cpu_replicas is not None:
             if self.distribute != "mirrored":
                 raise ConfigError("cpu_replicas applies to --distribute mirrored only, "
@@ -488,6 +494,10 @@ class RunFacts:
     split_sizes: Optional[dict] = None
     # What the labels mean, where the data names them (a folder's class folders).
     class_names: Optional[list[str]] = None
+    # How the images were read: "memory" (decoded once and held), "none" (decoded every
+    # epoch) or a cache folder, chosen by --cache or, unasked, by their size; None for
+    # arrays read whole (IDX files, the sample) and runs from before it was recorded.
+    cache: Optional[str] = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, allow_nan=False)

@@ -1,6 +1,7 @@
 """What the machine can hold: sizes a user asks for (images to generate, pixels to
 decode) are checked against the memory available before the work starts, so that too
-much is one line instead of the kernel killing the process without a word."""
+much is one line instead of the kernel killing the process without a word; and whether
+a dataset is small enough to hold in memory unasked."""
 from __future__ import annotations
 
 import os
@@ -19,6 +20,18 @@ def available_bytes() -> int:
     except OSError:
         pass
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+# A dataset is held in memory by default when its decoded pixels take at most this share
+# of the memory available: training adds a copy of the training split as a tensor, and
+# the model, TensorFlow and the rest of the machine need the remainder.
+HELD_SHARE = 0.25
+
+
+def fits_comfortably(needed: int, available: int | None = None) -> bool:
+    """Whether `needed` bytes are at most HELD_SHARE of the memory available."""
+    available = available_bytes() if available is None else available
+    return needed <= HELD_SHARE * available
 
 
 def check_fits(what: str, needed: int, fix: str, available: int | None = None) -> None:

@@ -4,6 +4,8 @@ back as raw pixels every epoch.
 Decoding PNG or JPEG files takes a real share of the CPU beside the training step;
 after one decoding pass the pixels come from memory (`--cache memory`, for data that
 fits) or from a file (`--cache DIR`, for data that fits on disk but not in memory).
+Training holds them in memory unasked when they fit comfortably (choose_cache), and
+streams them otherwise or with `--cache none`.
 
 A cache file holds one split: a .npy file (numpy's format, so `numpy.load` reads it
 too) of uint8 (N, H, W, C), followed by the SHA-256 of those pixel bytes (32 bytes,
@@ -34,6 +36,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..files import write_atomic, write_bytes_atomic, write_error
+from .. import memory
 from ..words import plural
 from .folder import CACHE_TAG_FILE, SPLIT_NAMES
 from .sources import Split, Splits, StreamedImages
@@ -41,6 +44,7 @@ from .sources import Split, Splits, StreamedImages
 if TYPE_CHECKING:
     import tensorflow as tf
 
+MEMORY, NEVER = "memory", "none"  # --cache memory, --cache none (decode every epoch)
 # Bump when the file's content changes meaning: old caches are then ignored, not misread.
 CACHE_FORMAT = "tf-autoencoder cache 2"  # 2: the pixels' SHA-256 after them
 DIGEST_BYTES = 32  # SHA-256
@@ -139,13 +143,43 @@ class CachedImages(StreamedImages):
             os.close(self._fd)
 
 
+def choose_cache(splits: Splits, asked: str | None) -> tuple[str, str]:
+    """How training reads streamed splits (a folder's, a TFDS dataset's): a --cache value,
+    and a line saying which and why. What --cache asked for; else MEMORY when their
+    decoded pixels fit comfortably (memory.fits_comfortably), else NEVER: streamed."""
+    if asked == MEMORY:
+        return asked, "Images: decoded once and held in memory (--cache memory)"
+    if asked == NEVER:
+        return asked, "Images: streamed, decoded anew every epoch (--cache none)"
+    if asked is not None:
+        return asked, f"Images: decoded once into cache files in {asked} (--cache {asked})"
+    needed = sum(_size(getattr(splits, name).images) for name in SPLIT_NAMES)
+    available = memory.available_bytes()
+    fits = memory.fits_comfortably(needed, available)
+    why = (f"{_amount(needed)} decoded, {'at most' if fits else 'more than'} "
+           f"{memory.HELD_SHARE:.0%} of the {_amount(available)} of memory available")
+    if fits:
+        return MEMORY, (f"Images: decoded once and held in memory ({why}; --cache none "
+                        "streams them instead)")
+    return NEVER, (f"Images: streamed, decoded anew every epoch ({why}; --cache DIR "
+                   "decodes them once into files there)")
+
+
+def _amount(size: int) -> str:
+    """'1.9 KiB', '47.0 MiB', '30.2 GiB'."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if size >= scale:
+            return f"{size / scale:,.1f} {unit}"
+    return f"{size / 2**10:,.1f} KiB"
+
+
 def cache_splits(splits: Splits, cache: str | None, log=print) -> Splits:
     """The streamed splits with their pixels decoded once: into memory
-    ("memory") or into files in the folder `cache`; unchanged for None.
+    (MEMORY) or into files in the folder `cache`; unchanged for None and NEVER.
     tensorflow.errors.InvalidArgumentError if an image cannot be decoded."""
-    if cache is None:
+    if cache in (None, NEVER):
         return splits
-    if cache == "memory":
+    if cache == MEMORY:
         return dataclasses.replace(splits, **{
             name: Split(getattr(splits, name).images[:], getattr(splits, name).labels)
             for name in SPLIT_NAMES})

@@ -87,6 +87,9 @@ class Splits:
     class_names: list[str] | None = None
     # The labels training and validation kept (select_normal); None: every image.
     normal_classes: list[int] | None = None
+    # How streamed images are read (cache.choose_cache): "memory", "none" or a cache
+    # folder; None for arrays read whole (IDX files, the sample).
+    cache: str | None = None
 
     def class_name(self, label: int) -> str:
         """'china' for a named class, else the label's number."""

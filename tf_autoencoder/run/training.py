@@ -42,6 +42,7 @@ from ..model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, H
 from ..model.models import build_autoencoder, float32_twin
 from ..data.pipeline import check_replicas, make_dataset, make_training_epochs
 from ..data.sources import Splits
+from .progress import EpochLine
 from .anomaly import calibrate, check_same_calibration, served_gaussian, test_auroc
 from .summaries import (read_test_metrics, tensorboard_callbacks, test_metrics_line,
                         write_run_end, write_test_auroc, write_test_metrics)
@@ -500,6 +501,7 @@ def _fit(model, checkpoint, config: Config, splits: Splits, initial_epoch: int,
         keras.callbacks.CSVLogger(os.path.join(config.model_dir, HISTORY), append=True),
         *tensorboard_callbacks(config, splits),
         *PauseAtStep.from_environment(),
+        EpochLine(config.batch_size),  # the line each epoch prints, with its images/s
         checkpoint,  # last, so an epoch is checkpointed only after everything else logged it
     ]
     # Epoch e's batches follow from the seed and e alone: the same with and without

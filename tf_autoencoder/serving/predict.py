@@ -18,6 +18,7 @@ scored a batch at a time (BATCH images), so memory stays bounded however many th
 import functools
 import os
 import re
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -29,7 +30,7 @@ from ..images import LIBJPEG_NOTE, MAX_PIXELS, check_pixels, describe_size, writ
 from ..logs import stderr_without
 from ..pause import pause_point
 from ..preparation import describe_preparation, prepare_image, to_model_input
-from ..words import plural
+from ..words import images_per_second, plural
 from .loading import load_exported
 
 
@@ -146,7 +147,8 @@ def predict_files(model_path: str, paths: list[str], output_dir: str | None, *, 
     `output_dir`, writes each one's reconstruction there; with `csv_path`, one CSV row
     per image (path, score, verdict, notes: what the preparation changed) at the end.
     Without a CSV each image gets a line; with one, a line every PROGRESS_EVERY images;
-    an export with verdicts ends with how many were anomalous. Files that fail get one line through `error` and
+    an export with verdicts then says how many were anomalous, and the last line how many
+    images were scored and how fast. Files that fail get one line through `error` and
     the rest go on. `model_path`: a SavedModel folder, a .tflite or an .onnx file.
     Returns the number of files that failed. Raises loading.ModelError for an unusable
     model, formats.MissingExtra when its runtime is not installed."""
@@ -166,6 +168,7 @@ def predict_files(model_path: str, paths: list[str], output_dir: str | None, *, 
         check_writable("--csv", csv_path, sum(len(path) + 32 for path in files))
     rows, failed, verdicts_said = [], 0, False
     pause_point("predict")
+    started = time.perf_counter()
     for start in range(0, len(files), BATCH):
         images, done = [], []
         for path, name in zip(files[start:start + BATCH], names[start:start + BATCH]):
@@ -215,4 +218,5 @@ def predict_files(model_path: str, paths: list[str], output_dir: str | None, *, 
         flagged = sum(row["verdict"] == "anomalous" for row in rows)
         log(f"{flagged:,} of {plural(len(rows), 'image')} anomalous"
             + (f" ({failed:,} could not be read)" if failed else ""))
+    log(f"Scored {images_per_second(len(rows), time.perf_counter() - started)}")
     return failed
