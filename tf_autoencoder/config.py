@@ -395,7 +395,7 @@ class Config:
         in place of what was left open (a new object; this one stays as asked)."""
         shape = list(facts.image_shape) if facts.image_shape else None
         return dataclasses.replace(self, image_shape=shape, dataset=facts.dataset, seed=facts.seed,
-                                   precision=facts.precision)
+                                   precision=facts.precision, **(facts.chosen or {}))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -453,6 +453,10 @@ class RunFacts:
     split_sizes: Optional[dict] = None
     # What the labels mean, where the data names them (a folder's class folders).
     class_names: Optional[list[str]] = None
+    # Settings chosen from a folder's images where the command line gave none
+    # (image_defaults.py): {setting: value}, and why, one reason per group of them.
+    chosen: Optional[dict] = None
+    chosen_because: Optional[list[str]] = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -468,6 +472,11 @@ class RunFacts:
             raise ConfigError(f"{source} records a seed that is not an integer: {facts.seed!r}")
         if facts.architecture is not None and not isinstance(facts.architecture, dict):
             raise ConfigError(f"{source} records an architecture that is not an object")
+        settings = {f.name for f in dataclasses.fields(Config)}
+        if facts.chosen is not None and not (isinstance(facts.chosen, dict)
+                                             and set(facts.chosen) <= settings):
+            raise ConfigError(f"{source} records chosen settings that are not an object of "
+                              f"settings: {facts.chosen!r}")
         return facts
 
     def check_settings(self, settings: "Config", source: str) -> None:
