@@ -33,9 +33,6 @@ PHOTO_FILTERS = (32, 64)
 MAX_MAP = 8
 PHOTO_CODE = 64
 
-FITTED = ("batch_size", "epochs", "lr_decay_steps", "lr_decay_rate", "loss", "num_filters",
-          "downsample", "code_size")
-
 
 def photo_filters(height: int, width: int) -> list[int]:
     """PHOTO_FILTERS, then 64 per further halving, until the map is at most MAX_MAP."""
