@@ -67,6 +67,9 @@ ANOMALY_MODELS = {
              "downsample", "code_size"),
     "post, chosen training": ("num_filters", "downsample", "code_size"),
 }
+# Fashion-MNIST: code values -> the model of quality.py's fashion-mnist-full section.
+FASHION_CODES = {12: "tutorial_strided", 32: "tutorial_linear", 128: "conv (the post's)",
+                 196: "tutorial_pooled"}
 READING_MARK = "<!-- reading: written by hand; a rerun keeps what follows -->"
 
 
@@ -344,6 +347,37 @@ def anomaly_section(args, argv) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fashion_section(args, argv) -> str:
+    """PCA on Fashion-MNIST at the code sizes of the models quality.py measured (the
+    post's 128 values, the tutorials' 12, 32 and 196): their figures are in the
+    fashion-mnist-full section, on the same split."""
+    from tf_autoencoder.data import sources
+
+    splits = sources.load_data(data_dir=args.fashion_dir)
+    train = splits.train.images[:].astype(np.float32) / 255
+    test = splits.test.images[:].astype(np.float32) / 255
+    if args.quick:
+        train, test = train[:2000], test[:500]
+    lines = [
+        "## Fashion-MNIST: PCA at the code sizes of the models above",
+        "",
+        f"Command: `python benchmarks/photos.py {shlex.join(argv)}`".replace("``", ""),
+        "",
+        f"PCA fitted on the {len(train):,} training images of {splits.source}, scored on "
+        f"the {len(test):,} test images as `evaluate` scores a model (PSNR, SSIM). The "
+        "models' figures, at their own code sizes, are those of the fashion-mnist-full "
+        f"section (quality.py, the same split). {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| code values | the model of that code size (fashion-mnist-full) | PCA: PSNR (dB) | SSIM |",
+        "|---:|---|---:|---:|",
+    ]
+    for components, model in FASHION_CODES.items():
+        found = metrics(test, pca_pixels(components, train, test))
+        lines.append(f"| {components} | {model} | {found['psnr']:.2f} | {found['ssim']:.3f} |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines) + "\n"
+
+
 def kept_reading(path: str, section: str) -> str:
     from anomaly import kept_reading as kept
 
@@ -356,7 +390,10 @@ def parse_args(argv):
     p.add_argument("--anomaly_size", type=int, default=64,
                    help="patch size of the china / flower section")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--skip", default="", help="sections to leave out: reconstruction,anomaly")
+    p.add_argument("--skip", default="",
+                   help="sections to leave out: reconstruction,anomaly,fashion")
+    p.add_argument("--fashion_dir", default="/usr/share/datasets/fashion-mnist",
+                   help="Fashion-MNIST's IDX files (Debian's dataset-fashion-mnist)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: few patches, one epoch per model")
     p.add_argument("--out", default=os.path.join(HERE, "QUALITY.md"))
@@ -378,6 +415,12 @@ def main(argv=None) -> int:
     if "anomaly" not in args.skip:
         body = anomaly_section(args, argv)
         section = "photos-anomaly"
+        update_report(args.out, section,
+                      f"{body}\n{READING_MARK}{kept_reading(args.out, section)}")
+        print(body, flush=True)
+    if "fashion" not in args.skip and os.path.isdir(args.fashion_dir):
+        body = fashion_section(args, argv)
+        section = "photos-fashion-pca"
         update_report(args.out, section,
                       f"{body}\n{READING_MARK}{kept_reading(args.out, section)}")
         print(body, flush=True)

@@ -46,6 +46,9 @@ def test_a_setting_the_command_line_gave_is_never_chosen():
         "batch_size": 256, "loss": "bce", "num_filters": [16, 8, 8]})
     assert not {"batch_size", "loss", "num_filters", "downsample"} & set(chosen)
     assert chosen["epochs"] == math.ceil(image_defaults.UPDATES / (800 // 256))
+    # Epochs given: the run's length is the user's, and so is the schedule (the post's).
+    chosen, _ = image_defaults.choose([64, 64, 3], 800, given={"epochs": 3})
+    assert not {"epochs", "lr_decay_steps", "lr_decay_rate"} & set(chosen)
 
 
 def test_too_few_updates_are_said_with_the_epochs_that_would_do():

@@ -63,9 +63,10 @@ def choose(image_shape, num_train: int, given: dict) -> tuple[dict, list[str]]:
         chosen["epochs"] = math.ceil(UPDATES / steps_per_epoch)
         reasons.append(f"{chosen['epochs']:,} epochs of {steps_per_epoch:,} updates: about "
                        f"{UPDATES:,} updates")
-    if not {"lr_decay_steps", "lr_decay_rate"} & set(given):
-        epochs = chosen.get("epochs")
-        total = steps_per_epoch * epochs if epochs else UPDATES
+    # The schedule fits the run's length where that is chosen too (a run whose epochs
+    # are given keeps the post's schedule, as on any other data).
+    if "epochs" in chosen and not {"lr_decay_steps", "lr_decay_rate"} & set(given):
+        total = steps_per_epoch * chosen["epochs"]
         chosen.update(lr_decay_steps=max(1, total // HALVINGS), lr_decay_rate=0.5)
         reasons.append(f"the rate halves every {chosen['lr_decay_steps']:,} updates "
                        f"({HALVINGS} times over the run)")
