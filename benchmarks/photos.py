@@ -66,6 +66,7 @@ ANOMALY_MODELS = {
     "post": ("batch_size", "epochs", "lr_decay_steps", "lr_decay_rate", "loss", "num_filters",
              "downsample", "code_size"),
     "post, chosen training": ("num_filters", "downsample", "code_size"),
+    "chosen": (),
 }
 # Fashion-MNIST: code values -> the model of quality.py's fashion-mnist-full section.
 FASHION_CODES = {12: "tutorial_strided", 32: "tutorial_linear", 128: "conv (the post's)",
@@ -282,8 +283,8 @@ def anomaly_section(args, argv) -> str:
     anomalous = labels != 0
     results = {}
     seeds = [args.seed] if args.quick else [args.seed, args.seed + 1]
-    for name, given_names in ANOMALY_MODELS.items():
-        given = {setting: DEFAULTS[setting] for setting in given_names}
+    for name in args.anomaly_models.split(";"):
+        given = {setting: DEFAULTS[setting] for setting in ANOMALY_MODELS[name]}
         chosen, _ = image_defaults.choose(list(train.shape[1:]), len(train), given)
         for seed in seeds:
             keras.utils.set_random_seed(seed)
@@ -389,6 +390,9 @@ def parse_args(argv):
     p.add_argument("--size", type=int, default=32, help="patch size (square)")
     p.add_argument("--anomaly_size", type=int, default=64,
                    help="patch size of the china / flower section")
+    p.add_argument("--anomaly_models", default="post;post, chosen training",
+                   help="models of the china / flower section, separated by ';', of "
+                        + "; ".join(ANOMALY_MODELS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip", default="",
                    help="sections to leave out: reconstruction,anomaly,fashion")
@@ -414,7 +418,7 @@ def main(argv=None) -> int:
         print(body, flush=True)
     if "anomaly" not in args.skip:
         body = anomaly_section(args, argv)
-        section = "photos-anomaly"
+        section = "photos-anomaly" + ("" if args.anomaly_size == 64 else f"-{args.anomaly_size}")
         update_report(args.out, section,
                       f"{body}\n{READING_MARK}{kept_reading(args.out, section)}")
         print(body, flush=True)
