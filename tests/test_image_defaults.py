@@ -78,11 +78,11 @@ def _steps(model_dir):
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return _folder(tmp_path_factory.mktemp("images") / "data", 120)
+    return _folder(tmp_path_factory.mktemp("images") / "data", 80, size=16)
 
 
 def test_a_folders_run_prints_records_and_trains_with_the_chosen_settings(folder, tmp_path):
-    """One epoch (given) on 120 colour images of 32x32: the batch, schedule, loss and
+    """One epoch (given) on 80 colour images of 16x16: the batch, schedule, loss and
     filters are chosen, printed right after the Data line, recorded in run.json, and
     trained with (the checkpoint's step count is the chosen batch's); config.json keeps
     the defaults as asked. Catches a choice that is printed but not used, or written
@@ -96,11 +96,11 @@ def test_a_folders_run_prints_records_and_trains_with_the_chosen_settings(folder
     with open(os.path.join(model_dir, "config.json")) as f:
         asked = json.load(f)
     train = facts["split_sizes"]["train"]
-    expected, because = image_defaults.choose([32, 32, 3], train, given={"epochs": 1})
+    expected, because = image_defaults.choose([16, 16, 3], train, given={"epochs": 1})
     assert facts["chosen"] == expected and facts["chosen_because"] == because
     lines = result.stdout.splitlines()
     data = next(i for i, line in enumerate(lines) if line.startswith("Data: "))
-    assert lines[data + 1] == image_defaults.describe(expected, because, [32, 32, 3], train)
+    assert lines[data + 1] == image_defaults.describe(expected, because, [16, 16, 3], train)
     assert f"--batch_size {expected['batch_size']} " in lines[data + 1]
     assert lines[data + 2].startswith(f"Warning: 1 epochs of {train // expected['batch_size']} "
                                       "updates")
