@@ -217,7 +217,7 @@ def reconstruction_section(args, argv) -> tuple[str, list]:
         f"## Photographs, {args.size}x{args.size} patches: the autoencoder against PCA at its "
         "code size",
         "",
-        f"Command: `python benchmarks/photos.py {shlex.join(argv)}`".replace(" `", "`"),
+        f"Command: `{shlex.join(['python', 'benchmarks/photos.py', *argv])}`",
         "",
         f"Data: {counts['train']:,} training, {counts['validation']:,} validation and "
         f"{counts['test']:,} test patches of {args.size}x{args.size} RGB from "
@@ -322,7 +322,7 @@ def anomaly_section(args, argv) -> str:
     lines = [
         f"## Photographs: the code score with fewer normal images than code values",
         "",
-        f"Command: `python benchmarks/photos.py {shlex.join(argv)}`".replace(" `", "`"),
+        f"Command: `{shlex.join(['python', 'benchmarks/photos.py', *argv])}`",
         "",
         f"china's {size}x{size} patches are normal, flower's anomalous: the models train on "
         f"the {len(train):,} china training patches and score the {len(test):,} test "
@@ -362,7 +362,7 @@ def fashion_section(args, argv) -> str:
     lines = [
         "## Fashion-MNIST: PCA at the code sizes of the models above",
         "",
-        f"Command: `python benchmarks/photos.py {shlex.join(argv)}`".replace(" `", "`"),
+        f"Command: `{shlex.join(['python', 'benchmarks/photos.py', *argv])}`",
         "",
         f"PCA fitted on the {len(train):,} training images of {splits.source}, scored on "
         f"the {len(test):,} test images as `evaluate` scores a model (PSNR, SSIM). The "
