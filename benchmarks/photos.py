@@ -320,7 +320,8 @@ def anomaly_section(args, argv) -> str:
         return " / ".join(f"{value:.3f}" for value in values)
 
     lines = [
-        f"## Photographs: the code score with fewer normal images than code values",
+        f"## Photographs, china against flower ({size}x{size}): the code score and the "
+        "reconstruction score",
         "",
         f"Command: `{shlex.join(['python', 'benchmarks/photos.py', *argv])}`",
         "",
