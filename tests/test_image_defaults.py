@@ -45,10 +45,19 @@ def test_a_setting_the_command_line_gave_is_never_chosen():
     chosen, _ = image_defaults.choose([64, 64, 3], 800, given={
         "batch_size": 256, "loss": "bce", "num_filters": [16, 8, 8]})
     assert not {"batch_size", "loss", "num_filters", "downsample"} & set(chosen)
-    assert chosen["epochs"] == math.ceil(image_defaults.UPDATES / (800 // 256))
+    assert chosen["epochs"] == min(math.ceil(image_defaults.UPDATES / (800 // 256)),
+                                   image_defaults.MAX_EPOCHS)
     # Epochs given: the run's length is the user's, and so is the schedule (the post's).
     chosen, _ = image_defaults.choose([64, 64, 3], 800, given={"epochs": 3})
     assert not {"epochs", "lr_decay_steps", "lr_decay_rate"} & set(chosen)
+
+
+def test_a_folder_of_a_few_dozen_images_gets_at_most_max_epochs():
+    """40 images make one update an epoch: 4,000 one-update epochs would spend the run
+    validating and saving checkpoints."""
+    chosen, reasons = image_defaults.choose([64, 64, 3], 40, given={})
+    assert chosen["epochs"] == image_defaults.MAX_EPOCHS
+    assert f"at most {image_defaults.MAX_EPOCHS} epochs" in reasons[1]
 
 
 def test_too_few_updates_are_said_with_the_epochs_that_would_do():

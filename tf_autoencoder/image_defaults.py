@@ -18,6 +18,9 @@ import math
 # little. benchmarks/photos.py measured how PSNR on held-out photographs grows with them.
 UPDATES = 4000
 MIN_UPDATES = 1000
+# Every epoch validates and saves a checkpoint: a folder of a few dozen images would make
+# thousands of one-update epochs, mostly spent on those. At most this many.
+MAX_EPOCHS = 500
 # A folder of at least this many images per batch of 256 trains at the post's batch: an
 # epoch is then dozens of updates, as on MNIST. Below it, batches of SMALL_BATCH.
 POST_BATCH = 256
@@ -60,9 +63,10 @@ def choose(image_shape, num_train: int, given: dict) -> tuple[dict, list[str]]:
                                            "smaller batches make more updates"))
     steps_per_epoch = max(1, num_train // batch)
     if "epochs" not in given:
-        chosen["epochs"] = math.ceil(UPDATES / steps_per_epoch)
-        reasons.append(f"{chosen['epochs']:,} epochs of {steps_per_epoch:,} updates: about "
-                       f"{UPDATES:,} updates")
+        chosen["epochs"] = min(math.ceil(UPDATES / steps_per_epoch), MAX_EPOCHS)
+        reasons.append(f"{chosen['epochs']:,} epochs of {steps_per_epoch:,} updates: " + (
+            f"about {UPDATES:,} updates" if chosen["epochs"] < MAX_EPOCHS else
+            f"at most {MAX_EPOCHS} epochs, {steps_per_epoch * MAX_EPOCHS:,} updates"))
     # The schedule fits the run's length where that is chosen too (a run whose epochs
     # are given keeps the post's schedule, as on any other data).
     if "epochs" in chosen and not {"lr_decay_steps", "lr_decay_rate"} & set(given):
