@@ -18,8 +18,11 @@ code score (--anomaly_score code) against the reconstruction score on china (nor
 against flower, with the codes' Gaussian estimated as the package does (OAS shrinkage)
 and as it did before (a 1e-3 ridge).
 
+    pip install -e .[benchmarks]               # scikit-image, for its photographs
     python benchmarks/photos.py                # about 30-40 minutes on 2 CPU cores
     python benchmarks/photos.py --quick --out /tmp/Q.md   # a smoke run, a few minutes
+    python benchmarks/photos.py --skip reconstruction,fashion --anomaly_size 32 \
+        --anomaly_models 'chosen;post'         # the china / flower section at 32x32
 
 Writes its sections of benchmarks/QUALITY.md (quality.py's report, other sections kept;
 the hand-written reading below each table is kept too) and the pictures under
