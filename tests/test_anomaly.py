@@ -336,13 +336,15 @@ def numpy_codes(model_dir, images):
 
 
 def numpy_gaussian(model_dir):
-    """(mean, precision) of the normal training images' codes: numpy's mean and
-    covariance, plus 1e-3 times the mean variance on the diagonal."""
+    """(mean, precision) of the normal training images' codes: numpy's mean, and
+    scikit-learn's OAS covariance, shrunk by at least 1e-3."""
+    from sklearn.covariance import OAS, empirical_covariance, shrunk_covariance
+
     codes = numpy_codes(model_dir, sources.select_normal(sources.load_mnist_sample(),
                                                          NORMAL).train.images)
-    covariance = np.cov(codes, rowvar=False)
-    ridge = 1e-3 * np.mean(np.diag(covariance))
-    return codes.mean(axis=0), np.linalg.inv(covariance + ridge * np.eye(len(covariance)))
+    shrinkage = max(OAS().fit(codes).shrinkage_, 1e-3)
+    covariance = shrunk_covariance(empirical_covariance(codes), shrinkage)
+    return codes.mean(axis=0), np.linalg.inv(covariance)
 
 
 def numpy_distances(model_dir, images):
@@ -354,8 +356,8 @@ def numpy_distances(model_dir, images):
 def test_a_code_scored_run_keeps_its_score_and_fits_the_gaussian_of_the_normal_training_codes(
         code_run):
     """Catches a Gaussian of all training images or of the validation ones, codes
-    flattened in NCHW order, a covariance without the ridge (or another one), and a
-    config that forgets the score."""
+    flattened in NCHW order, a covariance not shrunk as OAS shrinks it, and a config
+    that forgets the score."""
     model_dir, _ = code_run
     with open(os.path.join(model_dir, "config.json")) as f:
         assert json.load(f)["anomaly_score"] == "code"
@@ -480,3 +482,61 @@ def test_a_rerun_of_a_finished_code_scored_run_rewrites_nothing(code_run, tmp_pa
         f"them in its config.json, then run `tf-autoencoder evaluate {model_dir}` and "
         f"`tf-autoencoder export {model_dir}`")
     assert state() == before
+
+
+# --- the codes' Gaussian with few images ---------------------------------------------------
+
+def test_the_codes_gaussian_from_batches_is_scikit_learns_oas():
+    """Fewer images (30) than code values (50), in two batches. Catches a covariance not
+    shrunk as OAS shrinks it (the old 1e-3 ridge, a Ledoit-Wolf one), sums that lose the
+    batches' offset, and a shrinkage of the unbiased covariance instead of OAS's."""
+    from sklearn.covariance import OAS
+
+    from tf_autoencoder.run.anomaly import code_gaussian
+
+    codes = np.random.default_rng(0).normal(size=(30, 50)) * np.linspace(0.5, 3, 50) + 5
+    gaussian = code_gaussian([codes[:7], codes[7:]])
+    expected = OAS().fit(codes)
+    assert gaussian["shrinkage"] == pytest.approx(expected.shrinkage_, rel=1e-9)
+    np.testing.assert_allclose(gaussian["mean"], expected.location_, rtol=1e-12)
+    np.testing.assert_allclose(gaussian["precision"], expected.precision_, rtol=1e-6,
+                               atol=1e-9 * np.abs(expected.precision_).max())
+    assert gaussian["images"] == 30
+
+
+def test_with_fewer_images_than_code_values_new_normal_codes_score_as_the_true_gaussian_scores_them():
+    """40 codes of 200 values. The baseline is the Gaussian the codes were drawn from: new
+    codes of it get distances of about the same median under the fitted one. Catches the
+    old estimator (the sample covariance plus a 1e-3 ridge), whose precision weighs the
+    160 directions no training code varied in ~1,000 times too much: there new codes,
+    normal or not, land ~27 times farther than the true Gaussian puts them."""
+    from tf_autoencoder.run.anomaly import code_distances, code_gaussian
+
+    rng = np.random.default_rng(0)
+    std = np.linspace(0.5, 2, 200)
+    train, new = (rng.normal(size=(count, 200)) * std + 3 for count in (40, 500))
+    truth = {"mean": np.full(200, 3.0), "precision": np.diag(1 / std ** 2)}
+    ratio = np.median(code_distances(new, code_gaussian([train]))) / np.median(
+        code_distances(new, truth))
+    assert 2 / 3 < ratio < 3 / 2
+
+
+def test_a_gaussian_of_fewer_images_than_code_values_is_said_in_one_line(tmp_path):
+    """calibrate fits the Gaussian of 12 images' 32-value codes (an untrained 8x8 model)
+    and says so; of 40 images, nothing. Catches a silent fit."""
+    from tf_autoencoder.config import Config
+    from tf_autoencoder.model.models import build_autoencoder
+    from tf_autoencoder.run.anomaly import calibrate
+
+    config = Config(image_shape=[8, 8, 1], num_filters=[4, 8], precision="float32",
+                    anomaly_score="code", anomaly_fpr=0.1).validate()
+    model = build_autoencoder(config)
+    images = np.random.default_rng(0).integers(0, 256, (40, 8, 8, 1), dtype=np.uint8)
+    said = {}
+    for count in (12, 40):
+        said[count] = []
+        calibrate(model, str(tmp_path), config, images, images[:count], log=said[count].append)
+    (note,) = [line for line in said[12] if "Gaussian" in line]
+    assert note.startswith("Note: the codes' Gaussian rests on 12 images for 32 code values: "
+                           "its covariance is shrunk ")
+    assert not [line for line in said[40] if "Gaussian" in line]

@@ -57,10 +57,20 @@ def flag_name(declared: dataclasses.Field) -> str:
     return declared.metadata["flag"].name or f"--{declared.name}"
 
 
+class Given(argparse.Action):
+    """Stores a setting's value and remembers that the command line gave it (in `given`),
+    so that a setting left at its default can be chosen from the data instead."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = frozenset(namespace.given | {self.dest})
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """One argument per declared setting of Config (config.py), in its group, then the
     options of the command itself."""
     groups = {name: p.add_argument_group(name) for name in GROUPS}
+    p.set_defaults(given=frozenset())
     for declared in dataclasses.fields(Config):
         flag = declared.metadata["flag"]
         if not flag.on_command_line:
@@ -72,7 +82,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         else:
             parse = flag.parse or (type(default) if default is not None else str)
             kwargs.update(type=_argparse_type(parse), choices=flag.choices,
-                          metavar=flag.metavar)
+                          metavar=flag.metavar, action=Given)
         groups[flag.group].add_argument(flag_name(declared), **kwargs)
     for name, kwargs in TRAIN_OPTIONS.items():
         groups["output"].add_argument(name, **kwargs)

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 
+from . import image_defaults
 from .config import Config, RunFacts
 from .errors import ConfigError, Interrupted
 from .pause import pause_point
@@ -96,7 +97,7 @@ def _train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
         parser.error(str(e))
     strategy = StrategyOnce(settings)
     splits = open_data(settings, previous, strategy.set_up)
-    facts = run_facts(settings, previous, splits)
+    facts = run_facts(settings, previous, splits, given_settings(settings, args))
     config = settings.resolved(facts)
     config.check_data(len(splits.train))
     from .model_dir import check_same_model, clear_run
@@ -122,6 +123,14 @@ def _train(args, parser, ctrl_c: CtrlCBeforeTraining) -> int:
             print(f"Normal classes: {describe_classes(splits.normal_classes, splits.class_names)}"
                   " (training and validation keep only these; the test split keeps every class,"
                   " scored as normal or anomalous)")
+        if facts.chosen:
+            print(image_defaults.describe(facts.chosen, facts.chosen_because,
+                                          splits.image_shape, len(splits.train)))
+        if splits.name == "folder":
+            warning = image_defaults.too_few_updates(config.batch_size, config.epochs,
+                                                     len(splits.train))
+            if warning:
+                print(warning)
         if facts.precision == "mixed_bfloat16":
             print("Precision: mixed_bfloat16 (bfloat16 compute, float32 weights); "
                   "--precision float32 for float32 throughout")
@@ -266,9 +275,28 @@ def check_same_data(settings: Config, previous, splits) -> None:
             "or use another --model_dir (--overwrite replaces the run)")
 
 
-def run_facts(settings: Config, previous, splits) -> RunFacts:
+def chosen_settings(previous, splits, given) -> tuple[dict, list[str]]:
+    """The settings chosen for a folder's images where the command line gave none
+    (`given`): a resumed run keeps its own choice (none for a run from before choices),
+    else image_defaults chooses from the images."""
+    if splits.name != "folder":
+        return {}, []
+    if previous:
+        chosen = previous[1].chosen or {}
+        return ({name: value for name, value in chosen.items() if name not in given},
+                previous[1].chosen_because or [])
+    return image_defaults.choose(splits.image_shape, len(splits.train), given)
+
+
+def given_settings(settings: Config, args) -> dict:
+    """The settings the command line gave: {name: value}."""
+    return {name: getattr(settings, name) for name in getattr(args, "given", ())}
+
+
+def run_facts(settings: Config, previous, splits, given=None) -> RunFacts:
     """What this run trains with beyond its settings: the data's image shape and name,
-    the seed (given, the resumed run's, or drawn) and the precision `auto` picks."""
+    the seed (given, the resumed run's, or drawn), the precision `auto` picks, and the
+    settings chosen for a folder's images where the command line (`given`) left them."""
     from .model.precision import resolve_precision
 
     seed = settings.seed
@@ -288,6 +316,9 @@ def run_facts(settings: Config, previous, splits) -> RunFacts:
                      split_sizes={name: len(getattr(splits, name))
                                   for name in ("train", "validation", "test")},
                      class_names=splits.class_names, cache=splits.cache)
+    chosen, because = chosen_settings(previous, splits, given or {})
+    if chosen:
+        facts.chosen, facts.chosen_because = chosen, because
     facts.architecture = settings.resolved(facts).architecture()
     return facts
 

@@ -436,7 +436,8 @@ class Config:
         # The classes as the label numbers they were found to be (names resolved).
         classes = self.normal_classes if facts.normal_classes is None else facts.normal_classes
         return dataclasses.replace(self, image_shape=shape, dataset=facts.dataset, seed=facts.seed,
-                                   precision=facts.precision, normal_classes=classes)
+                                   precision=facts.precision, normal_classes=classes,
+                                   **(facts.chosen or {}))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, allow_nan=False)
@@ -498,6 +499,10 @@ class RunFacts:
     # epoch) or a cache folder, chosen by --cache or, unasked, by their size; None for
     # arrays read whole (IDX files, the sample) and runs from before it was recorded.
     cache: Optional[str] = None
+    # Settings chosen from a folder's images where the command line gave none
+    # (image_defaults.py): {setting: value}, and why, one reason per group of them.
+    chosen: Optional[dict] = None
+    chosen_because: Optional[list[str]] = None
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, allow_nan=False)
@@ -513,6 +518,11 @@ class RunFacts:
             raise ConfigError(f"{source} records a seed that is not an integer: {facts.seed!r}")
         if facts.architecture is not None and not isinstance(facts.architecture, dict):
             raise ConfigError(f"{source} records an architecture that is not an object")
+        settings = {f.name for f in dataclasses.fields(Config)}
+        if facts.chosen is not None and not (isinstance(facts.chosen, dict)
+                                             and set(facts.chosen) <= settings):
+            raise ConfigError(f"{source} records chosen settings that are not an object of "
+                              f"settings: {facts.chosen!r}")
         return facts
 
     def check_settings(self, settings: "Config", source: str) -> None:

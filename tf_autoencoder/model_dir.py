@@ -207,15 +207,14 @@ def read_threshold(model_dir: str) -> float:
 
 def read_code_gaussian(model_dir: str) -> dict:
     """The Gaussian of the normal training images' codes of a run scored by --anomaly_score
-    code (code_gaussian.npz): {"mean": (D,), "precision": (D, D), "ridge": float}, float64.
+    code (code_gaussian.npz): {"mean": (D,), "precision": (D, D)}, float64.
     ConfigError if there is none or it cannot be read."""
     import numpy as np
 
     path = os.path.join(model_dir, CODE_GAUSSIAN)
     try:
         with np.load(path) as saved:
-            gaussian = {"mean": saved["mean"], "precision": saved["precision"],
-                        "ridge": float(saved["ridge"])}
+            gaussian = {"mean": saved["mean"], "precision": saved["precision"]}
     except FileNotFoundError:
         raise ConfigError(f"{model_dir} has no {CODE_GAUSSIAN} to score codes with: run "
                           f"`tf-autoencoder evaluate {model_dir}` to fit one, then "

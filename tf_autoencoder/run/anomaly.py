@@ -39,18 +39,23 @@ from ..words import plural
 BATCH_SIZE = 512
 # Images beyond the threshold a calibration needs (10 / rate validation images in all).
 IMAGES_BEYOND = 10
-# Added to the covariance's diagonal, as a share of its mean variance: a code value that
-# never varies (a dead ReLU) or more code values than images (a convolutional code of
-# thousands of values) leaves the covariance singular. The ridge makes it invertible and
-# bounds the precision's largest values, so that the export's float32 arithmetic stays
-# close to this float64 one; scaled by the variance, it means the same at any code scale.
-RIDGE = 1e-3
+# The codes' covariance is shrunk toward equal variances by the Oracle Approximating
+# Shrinkage rule (Chen, Wiesel, Eldar and Hero, IEEE Trans. Signal Processing 2010;
+# sklearn.covariance.OAS), which picks the shrinkage from the number of images and the
+# covariance alone, so it can be computed from streamed sums. With fewer images than code
+# values (a convolutional code of hundreds of values, a few hundred normal images) the
+# sample covariance is singular, and its inverse, even with a small ridge, weighs the
+# directions no training code varied in a thousand times more than the rest: every new
+# image, normal or not, lands far away. At least MIN_SHRINKAGE, so that a code value that
+# never varies (a dead ReLU) keeps a variance and the precision's largest values stay
+# bounded, which keeps the export's float32 arithmetic close to this float64 one.
+MIN_SHRINKAGE = 1e-3
 SCORES = {
     "reconstruction": "mean squared error per pixel value between the image in [0, 1] and "
                       "its reconstruction",
     "code": "Mahalanobis distance of the image's code to the Gaussian of the normal training "
-            f"images' codes ({CODE_GAUSSIAN}: mean, precision = inverse of the covariance + "
-            f"{RIDGE:g} x its mean variance on the diagonal)",
+            f"images' codes ({CODE_GAUSSIAN}: mean, precision = inverse of the covariance "
+            "shrunk toward equal variances, OAS)",
 }
 
 
@@ -83,10 +88,13 @@ def image_codes(model: keras.Model, images: np.ndarray, data_format: str,
 
 
 def code_gaussian(code_batches) -> dict:
-    """The Gaussian of codes that come in batches (n, D): {"mean", "precision", "ridge",
-    "images"}, from sums accumulated in float64, so that memory does not grow with the
-    number of images. The sums are taken about the first batch's mean: sums of squares
-    about a far-off origin would lose the variance to rounding."""
+    """The Gaussian of codes that come in batches (n, D): {"mean", "precision",
+    "shrinkage", "images"}, from sums accumulated in float64, so that memory does not grow
+    with the number of images. The sums are taken about the first batch's mean: sums of
+    squares about a far-off origin would lose the variance to rounding. The covariance is
+    OAS's (as sklearn.covariance.OAS computes it), shrunk by at least MIN_SHRINKAGE."""
+    from sklearn.covariance import shrunk_covariance
+
     count, shift, total, outer = 0, None, None, None
     for codes in code_batches:
         if shift is None:
@@ -100,13 +108,38 @@ def code_gaussian(code_batches) -> dict:
         raise DataError(f"fitting a Gaussian to the training images' codes takes at least 2 "
                         f"images, got {count}")
     mean = total / count
-    covariance = (outer - count * np.outer(mean, mean)) / (count - 1)
-    # Codes that never vary at all (variance 0) get the ridge of unit variance.
-    ridge = RIDGE * (float(np.mean(np.diag(covariance))) or 1.0)
-    precision = np.linalg.inv(covariance + ridge * np.eye(len(mean)))
+    covariance = outer / count - np.outer(mean, mean)  # the maximum-likelihood one, as OAS's
+    shrinkage = max(oas_shrinkage(covariance, count), MIN_SHRINKAGE)
+    if not np.trace(covariance) > 0:  # codes that never vary at all: unit variances
+        covariance, shrinkage = np.eye(len(mean)), 1.0
+    precision = np.linalg.inv(shrunk_covariance(covariance, shrinkage))
     # Symmetric exactly, as the quadratic form assumes.
-    return {"mean": shift + mean, "precision": (precision + precision.T) / 2, "ridge": ridge,
-            "images": count}
+    return {"mean": shift + mean, "precision": (precision + precision.T) / 2,
+            "shrinkage": shrinkage, "images": count}
+
+
+def oas_shrinkage(covariance: np.ndarray, count: int) -> float:
+    """The Oracle Approximating Shrinkage of the maximum-likelihood covariance of `count`
+    samples: sklearn.covariance.oas's formula, which needs only the covariance (sklearn
+    takes the samples themselves, all in memory)."""
+    size = len(covariance)
+    if size == 1:
+        return 0.0  # one value: shrinking toward its own variance changes nothing
+    alpha = np.mean(covariance ** 2)
+    mu_squared = (np.trace(covariance) / size) ** 2
+    denominator = (count + 1) * (alpha - mu_squared / size)
+    return 1.0 if denominator == 0 else float(min((alpha + mu_squared) / denominator, 1.0))
+
+
+def too_few_images(gaussian: dict) -> str | None:
+    """One line when the Gaussian rests on no more images than the code has values (its
+    covariance is then mostly the shrinkage's guess), else None."""
+    images, values = gaussian["images"], len(gaussian["mean"])
+    if images > values:
+        return None
+    return (f"Note: the codes' Gaussian rests on {images:,} images for {values:,} code values: "
+            f"its covariance is shrunk {gaussian['shrinkage']:.0%} toward equal variances; "
+            f"more normal training images, or a smaller code (--code_size), estimate it better")
 
 
 def code_distances(codes: np.ndarray, gaussian: dict) -> np.ndarray:
@@ -180,6 +213,8 @@ def calibrate(model: keras.Model, model_dir: str, config: Config,
         else:
             gaussian = code_gaussian(image_codes(model, train_images, config.data_format))
             write_code_gaussian(model_dir, gaussian)
+            if too_few_images(gaussian):
+                log(too_few_images(gaussian))
     scores = anomaly_scores(model, validation_images, config, gaussian)
     fpr = config.anomaly_fpr
     record = {

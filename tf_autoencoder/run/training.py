@@ -373,7 +373,7 @@ def train(settings: Config, facts: RunFacts, splits: Splits, log=print,
     others restore from it, write to a scratch directory and remove it at the end.
     """
     strategy = strategy or tf.distribute.get_strategy()
-    check_replicas(strategy.num_replicas_in_sync, settings.batch_size,
+    check_replicas(strategy.num_replicas_in_sync, settings.resolved(facts).batch_size,
                    {"validation": len(splits.validation), "test": len(splits.test)})
     # Every worker shuffles with the chief's seed, so that its shard is its share.
     facts = dataclasses.replace(facts, seed=chief_value(strategy, facts.seed))
