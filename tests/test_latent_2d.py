@@ -146,8 +146,9 @@ def test_training_and_evaluate_draw_a_two_value_code(tmp_path):
     report = json.loads((model_dir / "evaluation.json").read_text())
     assert report["latent_2d"] == str(model_dir / "latent_2d.png")
     assert (model_dir / "latent_2d.png").read_bytes() != before  # 500 test codes, not 100
-    assert evaluated.stdout.splitlines()[-2:] == [f"Wrote {model_dir / 'evaluation.json'}",
-                                                  f"Wrote {model_dir / 'latent_2d.png'}"]
+    # The files written, then the count and rate of the images evaluated.
+    assert evaluated.stdout.splitlines()[-3:-1] == [f"Wrote {model_dir / 'evaluation.json'}",
+                                                    f"Wrote {model_dir / 'latent_2d.png'}"]
     sampled = run_python("-m", "tf_autoencoder", "sample", str(model_dir), "--n", "4")
     assert sampled.returncode == 0, sampled.stderr
     assert sampled.stdout.strip().endswith(str(model_dir / "samples.png"))
