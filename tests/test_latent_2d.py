@@ -155,7 +155,7 @@ def test_training_and_evaluate_draw_a_two_value_code(tmp_path):
     shown = run_python("export_embeddings.py", "--model_dir", str(model_dir), "--what",
                        "reconstruction", "--images", "10", "--no_show")
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout.strip().endswith(str(model_dir / "reconstructions.png"))
+    assert shown.stdout.strip().splitlines()[0].endswith(str(model_dir / "reconstructions.png"))
 
     entries = os.listdir(model_dir)
     assert {".lock", "latent_2d.png", "samples.png", "reconstructions.png"} <= set(entries)
