@@ -16,7 +16,10 @@ The steps, in order:
             (bilinear, antialiased); an image already of that size is left as it is
 
 Pixel values stay floats from decoding to the end and are rounded once, so an image that
-needs no conversion comes out exactly as decoded (prepare_plain relies on it).
+needs no conversion comes out exactly as decoded. The size step runs before the alpha and
+channel steps, on premultiplied RGBA, which gives the same result (fit says why). A
+folder whose headers show simpler files is read by prepare_simple or prepare_plain
+(READERS), which give the same pixels with fewer steps.
 """
 from __future__ import annotations
 
