@@ -360,9 +360,7 @@ def prepare_plain(data, shape: tuple[int, int, int]):
 
 # How the files of a folder are read, by what their headers say of all of them:
 # "plain" (prepare_plain), "simple" (prepare_simple) or "any" (prepare_image).
-READERS = {"plain": lambda data, shape: prepare_plain(data, shape),
-           "simple": lambda data, shape: prepare_simple(data, shape),
-           "any": lambda data, shape: prepare_image(data, shape)}
+READERS = {"plain": prepare_plain, "simple": prepare_simple, "any": prepare_image}
 
 
 def prepare_file(path, shape: tuple[int, int, int], reader: str = "any"):
