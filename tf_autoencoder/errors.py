@@ -5,6 +5,7 @@ ends with. The command line's one handler (cli.main) prints an Error as one line
   Error                 exit 1 unless a subclass says otherwise
     UsageError          exit 2: the input asks for something that cannot be done
       ConfigError       a setting is invalid
+      LayoutError       a data folder breaks its layout's rules (an MVTec AD category's masks)
     RunError            exit 1: a failure while running
       DataError         the data cannot be read
       ModelError        a path holds no usable trained model
@@ -35,6 +36,11 @@ class UsageError(Error):
 
 class ConfigError(UsageError, ValueError):
     """A setting is invalid; the message says which and how to fix it."""
+
+
+class LayoutError(UsageError):
+    """A folder of images breaks its layout's rules (a defect without its mask, a mask of
+    another size than its image): the input itself must change, so a usage error."""
 
 
 class RunError(Error):

@@ -311,6 +311,8 @@ def drop_bad_files(splits: Splits, log=print) -> Splits:
             keep = [i for i in range(len(split.images)) if i not in bad]
             dropped += [split.images.paths[i] for i in sorted(bad)]
             setattr(splits, name, Split(split.images.subset(keep), split.labels[keep]))
+            if name == "test" and splits.masks is not None:  # the masks follow their images
+                splits.masks = [splits.masks[i] for i in keep]
             if not keep:
                 raise DataError(f"no image of the {name} split can be decoded, e.g. "
                                 f"{dropped[-1]}")

@@ -90,6 +90,9 @@ class Splits:
     # How streamed images are read (cache.choose_cache): "memory", "none" or a cache
     # folder; None for arrays read whole (IDX files, the sample).
     cache: str | None = None
+    # The test images' defect masks (the MVTec AD layout, mvtec.py): one mask file per
+    # test image, in its order, None for a defect-free one; None for other sources.
+    masks: list[str | None] | None = None
 
     def class_name(self, label: int) -> str:
         """'china' for a named class, else the label's number."""
@@ -357,11 +360,16 @@ def load_data(dataset: str = "mnist", data_dir: str | None = None,
     falls back to the MNIST sample (and says so) instead of failing. IDX files and the
     sample load without TensorFlow; TFDS runs TensorFlow ops, so `before_tensorflow` is
     called first (to set up devices, which are fixed once TensorFlow runs). A data_dir
-    without IDX files is a folder of images (folder.py). A folder's and a TFDS dataset's
+    without IDX files is a folder of images (folder.py), an MVTec AD category when laid
+    out as one (mvtec.py). A folder's and a TFDS dataset's
     images are resized to `image_size` (H, W) and converted to `channels` where given."""
     if data_dir:
-        from . import folder
+        from . import folder, mvtec
 
+        if os.path.isdir(data_dir) and mvtec.is_mvtec_layout(data_dir):
+            return mvtec.load_mvtec(data_dir, image_size, channels,
+                                    max_pixels or folder.MAX_PIXELS, skip_bad=skip_bad_images,
+                                    log=log)
         if os.path.isdir(data_dir) and folder.is_image_folder(data_dir):
             return folder.load_image_folder(data_dir, image_size, channels,
                                             max_pixels or folder.MAX_PIXELS,

@@ -1,0 +1,115 @@
+"""The MVTec AD layout as a data source (data/mvtec.py): detection, the splits and the
+masks it gives, its errors, and a train + evaluate run that reports localisation.
+
+Real images: patches of scikit-image's brick texture with the synthetic defects of
+benchmarks/maps.py, written in the layout by its own writer."""
+import json
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, error_lines, run_python, run_train
+from tf_autoencoder.data import folder, mvtec, sources
+from tf_autoencoder.errors import LayoutError
+
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+import maps as benchmark  # noqa: E402
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def category(tmp_path_factory):
+    """A brick category: 80 training patches, 16 test patches, 8 of them defective (two
+    of each of the benchmark's four defect types), as PNG files."""
+    root = tmp_path_factory.mktemp("mvtec")
+    benchmark.write_category(str(root), "brick", train_count=80, test_count=16, size=SIZE)
+    return str(root / "brick")
+
+
+def copy_of(category, tmp_path):
+    destination = tmp_path / "brick"
+    shutil.copytree(category, destination)
+    return str(destination)
+
+
+def test_the_layout_is_recognised_and_split_as_its_folders_say(category):
+    assert mvtec.is_mvtec_layout(category)
+    splits = sources.load_data(data_dir=category, log=lambda *a: None)
+    assert splits.class_names == ["good", "blob", "scratch", "spots", "texture"]
+    assert splits.normal_classes == [0]
+    # Training and validation: train/good alone, shared by the folders' hash rule.
+    trained = splits.train.images.paths + splits.validation.images.paths
+    assert sorted(trained) == sorted(
+        os.path.join(category, "train", "good", name)
+        for name in os.listdir(os.path.join(category, "train", "good")))
+    for path in splits.validation.images.paths:
+        assert folder.split_of(os.path.relpath(path, os.path.join(category, "train"))) == "validation"
+    assert len(splits.validation) > 0 and not splits.train.labels.any()
+    # Test: every test image, labelled by its folder, its mask beside it in the same order.
+    assert len(splits.test) == 16 and np.sum(splits.test.labels == 0) == 8
+    for path, label, mask in zip(splits.test.images.paths, splits.test.labels, splits.masks):
+        defect = splits.class_names[label]
+        assert os.path.basename(os.path.dirname(path)) == defect
+        if defect == "good":
+            assert mask is None
+        else:
+            stem = os.path.splitext(os.path.basename(path))[0]
+            assert mask == os.path.join(category, "ground_truth", defect, f"{stem}_mask.png")
+
+
+def test_masks_are_prepared_as_their_images_are(category):
+    """The same crop for mask and image: at 32x16 from 32x32, both are the centre
+    columns 8..23 (no resize), so each mask still marks where its image changed."""
+    splits = sources.load_data(data_dir=category, image_size=(SIZE, SIZE // 2),
+                               log=lambda *a: None)
+    masks = mvtec.read_masks(splits.masks, splits.image_shape)
+    images = splits.test.images[:]
+    for i, (path, mask_file) in enumerate(zip(splits.test.images.paths, splits.masks)):
+        original = np.asarray(Image.open(path))
+        np.testing.assert_array_equal(images[i, ..., 0], original[:, 8:24])
+        expected = np.zeros((SIZE, SIZE), bool) if mask_file is None else \
+            np.asarray(Image.open(mask_file)) > 127
+        np.testing.assert_array_equal(masks[i], expected[:, 8:24])
+    assert masks.any()
+    # Resized: binarised after resizing, so a mask stays a mask at any size.
+    small = mvtec.read_masks(splits.masks, (SIZE // 2, SIZE // 2, 1))
+    assert small.dtype == bool and small.shape == (16, SIZE // 2, SIZE // 2) and small.any()
+
+
+def test_the_plain_train_test_layout_is_not_taken_for_it(tmp_path, category):
+    plain = tmp_path / "plain"
+    for split in ("train", "test"):
+        shutil.copytree(os.path.join(category, split, "good"), plain / split / "good")
+    assert not mvtec.is_mvtec_layout(str(plain))
+    assert sources.load_data(data_dir=str(plain), log=lambda *a: None).masks is None
+
+
+def test_a_mask_of_another_size_is_one_line_exit_2(category, tmp_path):
+    root = copy_of(category, tmp_path)
+    mask = os.path.join(root, "ground_truth", "scratch", "0000_mask.png")
+    Image.fromarray(np.zeros((SIZE, SIZE + 4), np.uint8)).save(mask)
+    with pytest.raises(LayoutError, match=f"{mask} is {SIZE}x{SIZE + 4} but its image .* is "
+                                          f"{SIZE}x{SIZE} .*a mask must be the size of its image"):
+        sources.load_data(data_dir=root, log=lambda *a: None)
+    result = run_train("--data_dir", root, "--model_dir", str(tmp_path / "run"), "--epochs", "1")
+    lines = error_lines(result.stderr)
+    assert result.returncode == 2 and len(lines) == 1 and "must be the size of its image" in lines[0]
+    assert not os.path.exists(tmp_path / "run" / "config.json")
+
+
+def test_a_defect_folder_without_masks_is_one_line(category, tmp_path):
+    root = copy_of(category, tmp_path)
+    shutil.rmtree(os.path.join(root, "ground_truth", "blob"))
+    with pytest.raises(LayoutError, match=r"test/blob holds 2 defective images but "
+                                          r".*ground_truth/blob holds no masks: add"):
+        sources.load_data(data_dir=root, log=lambda *a: None)
+    os.remove(os.path.join(root, "ground_truth", "spots", "0001_mask.png"))
+    shutil.rmtree(os.path.join(root, "test", "blob"))
+    with pytest.raises(LayoutError, match=r"spots/0001.png has no mask: expected .*"
+                                          r"ground_truth/spots/0001_mask.png"):
+        sources.load_data(data_dir=root, log=lambda *a: None)
