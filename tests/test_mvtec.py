@@ -113,3 +113,61 @@ def test_a_defect_folder_without_masks_is_one_line(category, tmp_path):
     with pytest.raises(LayoutError, match=r"spots/0001.png has no mask: expected .*"
                                           r"ground_truth/spots/0001_mask.png"):
         sources.load_data(data_dir=root, log=lambda *a: None)
+
+
+def test_train_and_evaluate_report_localisation_per_defect(category, tmp_path):
+    """One run on the layout (the end-to-end path: two commands, each starting TensorFlow, hence its minute). The
+    report's pixel AUROC is recomputed here from the files themselves (each image and its
+    mask read by PIL, the model's own maps), so masks that do not follow their images
+    fail it, and it must beat the same maps scored against masks shuffled among the
+    defective images (what a misaligned reader would score) and a constant map (0.5)."""
+    import keras
+    from sklearn.metrics import roc_auc_score
+
+    from tf_autoencoder.model.maps import anomaly_map
+    from tf_autoencoder.run.localisation import pixel_auroc
+    from tf_autoencoder.serving.loading import load_finished_model
+
+    model_dir = str(tmp_path / "run")
+    result = run_train("--data_dir", category, "--model_dir", model_dir, "--epochs", "10",
+                       "--seed", "0", "--embedding_images", "0")
+    assert result.returncode == 0, result.stderr
+    result = run_python("-m", "tf_autoencoder.evaluate", model_dir)
+    assert result.returncode == 0, result.stderr
+    with open(os.path.join(model_dir, "evaluation.json")) as f:
+        report = json.load(f)
+    where = report["localisation"]
+    defects = ["blob", "scratch", "spots", "texture"]
+    assert list(where["per_defect"]) == defects and where["map"] == "l2" and where["sigma"] == 4
+    for name in defects:
+        values = where["per_defect"][name]
+        assert values["images"] == 2
+        assert values["image_auroc"] == report["anomaly"]["auroc_per_anomalous_class"][name]
+        assert f"{name}: image / pixel AUROC, PRO (2 images)" in result.stdout
+    assert where["image_auroc"] == report["anomaly"]["auroc"]
+
+    model = load_finished_model(model_dir)
+    images, masks, labels = [], [], []
+    for label, name in enumerate(["good"] + defects):
+        for file in sorted(os.listdir(os.path.join(category, "test", name))):
+            images.append(np.asarray(Image.open(os.path.join(category, "test", name, file))))
+            mask = os.path.join(category, "ground_truth", name, file[:-4] + "_mask.png")
+            masks.append(np.asarray(Image.open(mask)) > 127 if label else
+                         np.zeros((SIZE, SIZE), bool))
+            labels.append(label)
+    pixels = np.array(images, np.float32)[..., None] / 255
+    maps = keras.ops.convert_to_numpy(anomaly_map(
+        pixels, keras.ops.sigmoid(model(pixels, training=False)), "l2", 4.0))
+    masks, labels = np.array(masks), np.array(labels)
+    assert where["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()),
+                                                 abs=1e-4)
+    defective = np.flatnonzero(labels > 0)
+    shuffled = masks.copy()
+    shuffled[defective] = masks[np.roll(defective, 1)]
+    assert where["pixel_auroc"] > pixel_auroc(maps, shuffled)
+    assert where["pixel_auroc"] > pixel_auroc(np.zeros_like(maps), masks) == 0.5
+    # The picture: six columns of the defective images, three rows (image, mask, map).
+    assert where["figure"] == os.path.join(model_dir, "localisation_worst.png")
+    picture = np.asarray(Image.open(where["figure"]).convert("L"))
+    assert picture.shape[1] > picture.shape[0] and picture.std() > 10
+    assert f"Wrote {where['figure']}" in result.stdout

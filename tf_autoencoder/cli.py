@@ -170,6 +170,11 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe_samples", type=int, default=None, metavar="N",
                    help="fit the probe and k-NN on N random training images "
                         "(default: the whole training split)")
+    p.add_argument("--map", choices=("l2", "ssim"), default="l2",
+                   help="on an MVTec AD category: the anomaly maps scored against its masks, "
+                        "the squared error (l2) or 1 - SSIM (ssim) per pixel")
+    p.add_argument("--map_sigma", type=float, default=4.0, metavar="PIXELS",
+                   help="the maps' Gaussian smoothing, in pixels (0: none)")
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:

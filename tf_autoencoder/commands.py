@@ -462,6 +462,8 @@ def evaluate(args, parser) -> int:
     config = finished_run(args, parser)
     if args.probe_samples is not None and args.probe_samples < 2:
         parser.error("--probe_samples must be at least 2")
+    if not args.map_sigma >= 0:
+        parser.error(f"--map_sigma must be 0 (no smoothing) or more, got {args.map_sigma:g}")
     from .files import check_writable
 
     # evaluation.json and threshold.json go there, after minutes of work.
@@ -479,7 +481,7 @@ def evaluate(args, parser) -> int:
     started = time.perf_counter()
     with naming_damaged_files(splits):
         report = evaluate_run(args.model_dir, config, splits, probe_samples=args.probe_samples,
-                              log=said.append)
+                              log=said.append, map_kind=args.map, map_sigma=args.map_sigma)
     print(format_table(report))
     for line in said:
         print(line)
@@ -487,6 +489,8 @@ def evaluate(args, parser) -> int:
     if "anomaly" in report:
         written += [report["anomaly"][name] for name in ("plot", "extremes")
                     if name in report["anomaly"]]
+    if "figure" in report.get("localisation", {}):
+        written.append(report["localisation"]["figure"])
     if "latent_2d" in report:
         written.append(report["latent_2d"])
     for path in written:

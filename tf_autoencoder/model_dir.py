@@ -26,6 +26,8 @@ model_dir/
                        images' codes, which the score measures distances with (and carries)
   anomaly.png, anomaly_extremes.png  `evaluate` with --normal_classes: the ROC curve and
                        score histograms; the most and least anomalous test images
+  localisation_worst.png  `evaluate` on an MVTec AD category: the defective test images
+                       whose anomaly maps find their defect worst, with masks and maps
   .lock                the lock a run holds while it trains, an export while it reads (files.py)
 """
 from __future__ import annotations
@@ -52,9 +54,11 @@ THRESHOLD = "threshold.json"  # the calibrated anomaly threshold (run/anomaly.py
 CODE_GAUSSIAN = "code_gaussian.npz"  # --anomaly_score code: the codes' Gaussian (run/anomaly.py)
 ANOMALY_PLOT = "anomaly.png"  # evaluate: ROC curve and score histograms
 ANOMALY_EXTREMES = "anomaly_extremes.png"  # evaluate: most and least anomalous test images
+LOCALISATION_WORST = "localisation_worst.png"  # evaluate, MVTec AD layout: the worst maps
 # What --overwrite removes: only what a run writes, never other files of the user's.
 RUN_OUTPUTS = (CONFIG_FILE, RUN_FACTS, CHECKPOINT_DIR, FINAL_MODEL, TEST_METRICS, HISTORY,
                EVALUATION, LATENT_2D, THRESHOLD, CODE_GAUSSIAN, ANOMALY_PLOT, ANOMALY_EXTREMES,
+               LOCALISATION_WORST,
                "samples.png", "reconstructions.png", "train", "validation", "projector",
                EXPORT_DIR)
 EVENT_FILE_PREFIX = "events.out.tfevents."  # TensorBoard logs in model_dir itself

@@ -7,7 +7,10 @@ training images, scored on the codes of test images) and of k-nearest neighbours
 A two-value code is also drawn: model_dir/latent_2d.png (see latent_2d.py).
 A run trained on --normal_classes is also measured as an anomaly detector on the test
 split (anomaly.py): AUROC, AUPRC, the rates at the calibrated threshold, AUROC per
-anomalous class, with anomaly.png and anomaly_extremes.png.
+anomalous class, with anomaly.png and anomaly_extremes.png. On an MVTec AD category (the
+test images' defect masks known) it also scores the anomaly maps against the masks:
+pixel AUROC and PRO, overall and per defect type, with localisation_worst.png
+(defect_maps.py).
 """
 from __future__ import annotations
 
@@ -26,7 +29,8 @@ from .anomaly import calibrate, write_anomaly_report
 from .latent_2d import has_2d_code, write_latent_2d
 from ..model.layout import to_nhwc
 from ..serving.loading import load_finished_model
-from ..model_dir import ANOMALY_EXTREMES, ANOMALY_PLOT, EVALUATION, LATENT_2D, TEST_METRICS
+from ..model_dir import (ANOMALY_EXTREMES, ANOMALY_PLOT, EVALUATION, LATENT_2D,
+                         LOCALISATION_WORST, TEST_METRICS)
 from ..data.pipeline import noisy_inputs
 from ..data.sources import Split, Splits
 
@@ -82,13 +86,15 @@ def _flat(codes) -> np.ndarray:
 
 
 def evaluate_run(model_dir: str, config: Config, splits: Splits,
-                 probe_samples: int | None = None, seed: int = 0, log=print) -> dict:
+                 probe_samples: int | None = None, seed: int = 0, log=print,
+                 map_kind: str = "l2", map_sigma: float = 4.0) -> dict:
     """Every metric of the run in `model_dir` on `splits`; writes model_dir/evaluation.json
     (and latent_2d.png for a two-value code: the key "latent_2d" names it), and calibrates
     the anomaly threshold on the validation images again (threshold.json).
 
     probe_samples: fit the probe and k-NN on this many training images, drawn at random
-    with `seed` (default: the whole training split).
+    with `seed` (default: the whole training split). map_kind, map_sigma: the anomaly
+    maps scored against the masks of an MVTec AD category (model.maps.anomaly_map).
     """
     model = load_finished_model(model_dir)
     # Calibrated again (and written), so that a run from before thresholds has one to
@@ -140,6 +146,16 @@ def evaluate_run(model_dir: str, config: Config, splits: Splits,
                                  extremes=os.path.join(model_dir, ANOMALY_EXTREMES))
         if report["anomaly"]["auroc"] is not None:
             report["anomaly"]["plot"] = os.path.join(model_dir, ANOMALY_PLOT)
+    if splits.masks is not None:
+        from ..data.mvtec import read_masks
+        from .defect_maps import localisation_report
+
+        anomaly = report.get("anomaly", {})
+        report["localisation"] = localisation_report(
+            model, config, splits.test, read_masks(splits.masks, splits.image_shape),
+            splits.class_names, os.path.join(model_dir, LOCALISATION_WORST), map_kind,
+            map_sigma, anomaly.get("auroc_per_anomalous_class"))
+        report["localisation"]["image_auroc"] = anomaly.get("auroc")
     if has_2d_code(model):
         report["latent_2d"] = os.path.join(model_dir, LATENT_2D)
         write_latent_2d(report["latent_2d"], model, test_codes, splits.test.labels,
@@ -182,6 +198,15 @@ def format_table(report: dict) -> str:
         ]
         rows += [(f"AUROC of class {label} alone", f"{value:.4f}")
                  for label, value in anomaly["auroc_per_anomalous_class"].items()]
+    where = report.get("localisation")
+    if where:
+        maps = f"{where['map']} maps, sigma {where['sigma']:g}"
+        rows += [(f"pixel AUROC ({maps})", shown(where["pixel_auroc"])),
+                 (f"PRO to a {where['max_fpr']:.0%} false-positive rate", shown(where["pro"]))]
+        for name, values in where["per_defect"].items():
+            rows += [(f"{name}: image / pixel AUROC, PRO ({values['images']} images)",
+                      " / ".join(shown(values[key])
+                                 for key in ("image_auroc", "pixel_auroc", "pro")))]
     width = max(len(name) for name, _ in rows)
     lines = [f"{report['test_images']:,} test images of {report['data']}",
              f"inputs: {report['inputs']}"]
