@@ -9,6 +9,7 @@ defect type.
 from __future__ import annotations
 
 import io
+import textwrap
 
 import keras
 import numpy as np
@@ -58,7 +59,7 @@ def maps_figure(images: np.ndarray, masks: np.ndarray, maps: dict[str, np.ndarra
         for column in range(count):
             axis = axes[row, column]
             axis.imshow(grey[column], cmap="gray", vmin=0, vmax=255)
-            shown = axis.imshow(values[column], cmap="inferno", alpha=0.6, vmin=low, vmax=high)
+            shown = axis.imshow(values[column], cmap="inferno", alpha=0.7, vmin=low, vmax=high)
             if masks[column].any():
                 axis.contour(masks[column], levels=[0.5], colors="cyan", linewidths=0.8)
         figure.colorbar(shown, ax=list(axes[row]), shrink=0.8, pad=0.01)
@@ -68,7 +69,8 @@ def maps_figure(images: np.ndarray, masks: np.ndarray, maps: dict[str, np.ndarra
     for axis in axes.flat:
         axis.set_xticks([])
         axis.set_yticks([])
-    figure.suptitle(title, fontsize=9)
+    # Wrapped to the figure's width (about 18 characters to a column at this size).
+    figure.suptitle(textwrap.fill(title, max(50, 18 * count)), fontsize=9)
     return figure
 
 
