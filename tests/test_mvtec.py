@@ -116,7 +116,8 @@ def test_a_defect_folder_without_masks_is_one_line(category, tmp_path):
 
 
 def test_train_and_evaluate_report_localisation_per_defect(category, tmp_path):
-    """One run on the layout (the end-to-end path: two commands, each starting TensorFlow, hence its minute). The
+    """One run on the layout, the end-to-end path (two commands, each starting
+    TensorFlow: about a minute on two shared cores, the reason it is one test). The
     report's pixel AUROC is recomputed here from the files themselves (each image and its
     mask read by PIL, the model's own maps), so masks that do not follow their images
     fail it, and it must beat the same maps scored against masks shuffled among the
