@@ -15,7 +15,7 @@ kind. PCA with as many components as the model's code has values is fitted on th
 training patches; its residual maps are smoothed as the model's are (maps.anomaly_map).
 
     pip install -e .[benchmarks]        # scikit-image, for its textures
-    python benchmarks/maps.py           # about 15 minutes on 2 CPU cores
+    python benchmarks/maps.py           # about 30 minutes on 2 shared CPU cores
     python benchmarks/maps.py --quick --out /tmp/Q.md --figure_dir /tmp/fig   # smoke run
 
 Writes its section of benchmarks/QUALITY.md (the hand-written reading below the table is
@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 TEXTURES = ("brick", "grass", "gravel")
 DEFECTS = ("scratch", "blob", "spots", "texture")
-SIZE = 64  # patch side, pixels
+SIZE = 32  # patch side, pixels
 
 
 def texture(name: str) -> np.ndarray:
@@ -251,41 +251,57 @@ def section(args, argv, rows: list[dict], counts: dict) -> str:
         f"training patch overlaps), {counts['defective']} of them with a synthetic defect "
         f"({', '.join(DEFECTS)}, in turn) and its exact mask; written as MVTec AD "
         "categories and read by the package's data source. The model: `tf-autoencoder "
-        f"train --data_dir CATEGORY {' '.join(args.flags)}` (the other settings chosen "
+        f"train --data_dir CATEGORY {' '.join(args.flags)} --seed SEED` (the other settings "
+        "chosen "
         "for the images), then `tf-autoencoder evaluate` with `--map l2` and `--map ssim`. "
         "PCA: as many components as the model's code has values, fitted on the same "
         "training patches; its residual maps made and smoothed by the same function "
         f"(sigma {args.sigma:g} pixels). Image AUROC: the reconstruction MSE of each "
         "patch (the maps do not change it). PRO: integrated to a 30% false-positive rate. "
-        f"Seed {args.seed}. {time.strftime('%Y-%m-%d')}, CPU, {os.cpu_count()} cores, "
+        f"Seeds {', '.join(map(str, args.seeds))} (each draws its own patches and defects and "
+        f"trains anew). {time.strftime('%Y-%m-%d')}, CPU, {os.cpu_count()} cores, "
         "shared with other work (times are rough).",
         "",
-        "| texture | method | code values | training (s) | image AUROC | pixel AUROC, l2 | "
-        "pixel AUROC, ssim | PRO, l2 | PRO, ssim |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| texture | seed | method | code values | training (s) | image AUROC | "
+        "pixel AUROC, l2 | pixel AUROC, ssim | PRO, l2 | PRO, ssim |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         ours, pca = row["model"], row["pca"]
-        lines.append(f"| {row['texture']} | autoencoder | {row['code']} | {ours['seconds']:.0f} | "
+        lines.append(f"| {row['texture']} | {row['seed']} | autoencoder | {row['code']} | "
+                     f"{ours['seconds']:.0f} | "
                      f"{shown(ours['l2']['localisation']['image_auroc'])} | "
                      + " | ".join(shown(ours[kind]["localisation"][metric])
                                   for metric in ("pixel_auroc", "pro") for kind in ("l2", "ssim"))
                      + " |")
-        lines.append(f"| {row['texture']} | PCA | {row['code']} | | {shown(pca['image_auroc'])} | "
+        lines.append(f"| {row['texture']} | {row['seed']} | PCA | {row['code']} | | "
+                     f"{shown(pca['image_auroc'])} | "
                      + " | ".join(shown(pca[kind][metric])
                                   for metric in ("pixel_auroc", "pro") for kind in ("l2", "ssim"))
                      + " |")
+    textures = list(dict.fromkeys(row["texture"] for row in rows))
+    lines += ["", "The autoencoder's pixel AUROC minus PCA's, mean over the seeds (each seed's "
+                  "in brackets):", "", "| texture | l2 maps | ssim maps |", "|---|---:|---:|"]
+    for name in textures:
+        cells = []
+        for kind in ("l2", "ssim"):
+            gaps = [row["model"][kind]["localisation"]["pixel_auroc"]
+                    - row["pca"][kind]["pixel_auroc"] for row in rows if row["texture"] == name]
+            cells.append(f"{np.mean(gaps):+.3f} ({', '.join(f'{g:+.3f}' for g in gaps)})")
+        lines.append(f"| {name} | {' | '.join(cells)} |")
     lines += ["", "Pixel AUROC per defect type (each type's patches with the defect-free "
-                  "ones), autoencoder / PCA:", "",
+                  "ones), autoencoder / PCA, mean over the seeds:", "",
               "| texture | map | " + " | ".join(DEFECTS) + " |",
               "|---|---|" + "---:|" * len(DEFECTS)]
-    for row in rows:
+    for name in textures:
         for kind in ("l2", "ssim"):
-            ours = row["model"][kind]["localisation"]["per_defect"]
-            pca = row["pca"][kind]["per_defect"]
-            lines.append(f"| {row['texture']} | {kind} | " + " | ".join(
-                f"{shown(ours[d]['pixel_auroc'])} / {shown(pca[d]['pixel_auroc'])}"
-                if d in ours else "" for d in DEFECTS) + " |")
+            cells = []
+            for defect in DEFECTS:
+                pairs = [(row["model"][kind]["localisation"]["per_defect"][defect]["pixel_auroc"],
+                          row["pca"][kind]["per_defect"][defect]["pixel_auroc"])
+                         for row in rows if row["texture"] == name]
+                cells.append(" / ".join(f"{np.mean(values):.3f}" for values in zip(*pairs)))
+            lines.append(f"| {name} | {kind} | {' | '.join(cells)} |")
     lines += ["", "For context, not the same images: the autoencoders of the MVTec AD paper "
                   "(Bergmann, Fauser, Sattlegger and Steger, CVPR 2019, Table 3: pixel-level "
                   "ROC AUC on its texture categories, real defects in 256x256 images; quoted "
@@ -303,19 +319,20 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--textures", type=lambda s: s.split(","), default=list(TEXTURES))
     p.add_argument("--size", type=int, default=SIZE, help="patch side")
-    p.add_argument("--train", type=int, default=1000, help="training patches per texture")
+    p.add_argument("--train", type=int, default=2000, help="training patches per texture")
     p.add_argument("--test", type=int, default=120, help="test patches per texture (half defective)")
-    p.add_argument("--flags", type=lambda s: s.split(), default="--epochs 30".split(),
+    p.add_argument("--flags", type=lambda s: s.split(), default="--epochs 10".split(),
                    help="train's flags beside --data_dir, --model_dir (one string)")
     p.add_argument("--sigma", type=float, default=4.0, help="the maps' smoothing, pixels")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1],
+                   help="each seed draws other patches and defects, and trains anew")
     p.add_argument("--quick", action="store_true", help="smoke run: few patches, one epoch")
     p.add_argument("--out", default=os.path.join(HERE, "QUALITY.md"))
     p.add_argument("--figure_dir", default=os.path.join(REPO, "docs", "anomaly"))
     args = p.parse_args(argv)
     if args.quick:
         args.textures, args.train, args.test, args.flags = args.textures[:1], 100, 16, ["--epochs", "1"]
-    args.flags = [*args.flags, "--seed", str(args.seed)]
+        args.seeds = args.seeds[:1]
     return args
 
 
@@ -330,30 +347,12 @@ def main(argv=None) -> int:
     set_up_logging(verbose=False)
     from quality import update_report
 
-    from tf_autoencoder.data import sources
-    from tf_autoencoder.data.mvtec import read_masks
-
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        for number, name in enumerate(args.textures):
-            found = write_category(work, name, args.train, args.test, args.size,
-                                   seed=args.seed + number)
-            category = os.path.join(work, name)
-            model = model_results(category, os.path.join(work, f"run-{name}"), args.flags,
-                                  args.sigma)
-            splits = sources.load_data(data_dir=category, log=lambda *a: None)
-            masks = read_masks(splits.masks, splits.image_shape)
-            code = code_values(os.path.join(work, f"run-{name}"))
-            pca = pca_results(splits, code, masks, args.sigma)
-            overlay_figure(os.path.join(args.figure_dir, f"maps_{name}.png"), name, splits,
-                           masks, os.path.join(work, f"run-{name}"), pca, args.sigma)
-            rows.append({"texture": name, "model": model, "pca": pca, "code": code})
-            ours = model["l2"]["localisation"]["pixel_auroc"]
-            print(f"{name}: pixel AUROC, l2 maps: autoencoder {ours:.3f}, PCA-{code} "
-                  f"{pca['l2']['pixel_auroc']:.3f}; ssim maps: autoencoder "
-                  f"{model['ssim']['localisation']['pixel_auroc']:.3f}, PCA "
-                  f"{pca['ssim']['pixel_auroc']:.3f} ({model['seconds']:.0f} s training)",
-                  flush=True)
+        for seed in args.seeds:
+            for number, name in enumerate(args.textures):
+                rows.append(one_texture(args, work, name, seed, 100 * seed + number,
+                                        figure=seed == args.seeds[0]))
     counts = {"train": args.train, "test": args.test, "defective": args.test // 2}
     body = section(args, argv, rows, counts)
     from anomaly import kept_reading
@@ -362,6 +361,33 @@ def main(argv=None) -> int:
     print(body)
     print(f"Wrote {args.out}")
     return 0
+
+
+def one_texture(args, work: str, name: str, seed: int, data_seed: int, figure: bool) -> dict:
+    """The row of one texture and seed: the category written (patches and defects drawn
+    with `data_seed`), the model trained and evaluated (with `seed`), PCA beside it, and
+    with `figure`, the overlay picture."""
+    from tf_autoencoder.data import sources
+    from tf_autoencoder.data.mvtec import read_masks
+
+    root = os.path.join(work, f"seed{seed}")
+    write_category(root, name, args.train, args.test, args.size, seed=data_seed)
+    category = os.path.join(root, name)
+    model_dir = os.path.join(root, f"run-{name}")
+    model = model_results(category, model_dir, [*args.flags, "--seed", str(seed)], args.sigma)
+    splits = sources.load_data(data_dir=category, log=lambda *a: None)
+    masks = read_masks(splits.masks, splits.image_shape)
+    code = code_values(model_dir)
+    pca = pca_results(splits, code, masks, args.sigma)
+    if figure:
+        overlay_figure(os.path.join(args.figure_dir, f"maps_{name}.png"), name, splits, masks,
+                       model_dir, pca, args.sigma)
+    ours = model["l2"]["localisation"]["pixel_auroc"]
+    print(f"{name}, seed {seed}: pixel AUROC, l2 maps: autoencoder {ours:.3f}, PCA-{code} "
+          f"{pca['l2']['pixel_auroc']:.3f}; ssim maps: autoencoder "
+          f"{model['ssim']['localisation']['pixel_auroc']:.3f}, PCA "
+          f"{pca['ssim']['pixel_auroc']:.3f} ({model['seconds']:.0f} s training)", flush=True)
+    return {"texture": name, "seed": seed, "model": model, "pca": pca, "code": code}
 
 
 def code_values(model_dir: str) -> int:
