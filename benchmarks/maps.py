@@ -304,7 +304,7 @@ def section(args, argv, rows: list[dict], counts: dict) -> str:
             lines.append(f"| {name} | {kind} | {' | '.join(cells)} |")
     lines += ["", "For context, not the same images: the autoencoders of the MVTec AD paper "
                   "(Bergmann, Fauser, Sattlegger and Steger, CVPR 2019, Table 3: pixel-level "
-                  "ROC AUC on its texture categories, real defects in 256x256 images; quoted "
+                  "ROC AUC on its texture categories, real defects in its photographs; quoted "
                   "from Table 1 of the submission \"Few-Shot Fast-Adaptive Anomaly "
                   "Detection\", which reproduces them):", "",
               "| MVTec AD texture | AE scored by SSIM | AE scored by L2 |", "|---|---:|---:|"]
