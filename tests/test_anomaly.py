@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import error_lines, run_python
+from conftest import error_lines, reference_anomaly_maps, run_python
 from tf_autoencoder.data import sources
 from tf_autoencoder.errors import ConfigError
 
@@ -395,7 +395,8 @@ def code_images():
 def test_every_format_serves_the_code_distance_and_its_verdict(code_run, code_images, tmp_path):
     """The SavedModel training wrote, and the TFLite and ONNX files of `export`, each in
     its runtime, score as numpy does and flag by the run's threshold. Catches an export
-    that still scores reconstructions, loses the Gaussian or flattens NCHW codes."""
+    that still scores reconstructions, loses the Gaussian or flattens NCHW codes; and
+    one whose maps are not the reconstruction error's (the score is the code's)."""
     from tf_autoencoder.cli import main
     from conftest import copy_run
     from tf_autoencoder.serving.loading import load_exported
@@ -411,8 +412,11 @@ def test_every_format_serves_the_code_distance_and_its_verdict(code_run, code_im
     for path in [os.path.join(model_dir, "export", "1"), os.path.join(model_dir, "export", "2"),
                  os.path.join(model_dir, "export", "2", "model.tflite"),
                  os.path.join(model_dir, "export", "2", "serving_default.onnx")]:
-        scores, flagged = load_exported(path).score(pixels)
+        model = load_exported(path)
+        scores, flagged, maps = model.score(pixels)
         np.testing.assert_allclose(scores, expected, rtol=1e-4, err_msg=path)
+        np.testing.assert_allclose(maps, reference_anomaly_maps(pixels, model.reconstruct(pixels)),
+                                   atol=1e-6, rtol=1e-4, err_msg=path)
         np.testing.assert_array_equal(flagged[clear], (expected > threshold)[clear])
 
 

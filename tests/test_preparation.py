@@ -260,6 +260,9 @@ def test_the_bytes_signatures_reconstruct_and_encode_what_the_tensor_ones_do(par
         signatures["serving_default"](images=images)["reconstructions"].numpy(), atol=1e-6)
     np.testing.assert_allclose(signatures["encode_bytes"](image_bytes=data)["codes"].numpy(),
                                signatures["encode"](images=images)["codes"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(signatures["score_bytes"](image_bytes=data)["anomaly_maps"].numpy(),
+                               signatures["score"](images=images)["anomaly_maps"].numpy(),
+                               atol=1e-6)
     with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
         signatures["score_bytes"](image_bytes=tf.constant([b"not an image"]))
     # A header that claims 40,000 x 40,000 pixels is refused before anything is decoded.

@@ -27,8 +27,9 @@ class Codec:
     in [0, 1] of `image_shape` (H, W, C), any number of them:
     encode: (n, H, W, C) -> (n, D) codes, NHWC (h, w, k) flattened;
     reconstruct: (n, H, W, C) -> (n, H, W, C) pixels in [0, 1];
-    score: (n, H, W, C) -> ((n,) reconstruction errors, (n,) bool: above the export's
-    threshold), or ModelError saying how to re-export a model without it."""
+    score: (n, H, W, C) -> ((n,) scores, (n,) bool: above the export's threshold,
+    (n, H, W) float32 anomaly maps), or ModelError saying how to re-export a model
+    without it."""
     encode: Callable[[np.ndarray], np.ndarray]
     reconstruct: Callable[[np.ndarray], np.ndarray]
     image_shape: tuple[int, int, int]
@@ -102,7 +103,7 @@ def load_saved_model(path: str, batch_size: int = 256) -> Codec:
         raise ModelError(f"cannot load the SavedModel in {path}: {e}") from None
     images_name, (reconstructions_name,) = SIGNATURES["serving_default"]
     _, (codes_name,) = SIGNATURES["encode"]
-    _, (scores_name, anomalous_name) = SIGNATURES["score"]
+    _, score_names = SIGNATURES["score"]
     serve = loaded.signatures.get("serving_default")
     spec = serve.structured_input_signature[1].get(images_name) if serve else None
     if (spec is None or spec.dtype != tf.float32 or spec.shape.rank != 4
@@ -130,14 +131,17 @@ def load_saved_model(path: str, batch_size: int = 256) -> Codec:
 
     def score(images):
         outputs = score_signature(**{images_name: tf.constant(images, tf.float32)})
-        return outputs[scores_name].numpy(), outputs[anomalous_name].numpy()
+        return tuple(outputs[name].numpy() for name in score_names)
 
+    if score_signature is None or set(score_signature.structured_outputs) != set(score_names):
+        what = "no score signature" if score_signature is None else "a score signature without maps"
+        score = missing(f"the SavedModel in {path} has {what} (it was exported before anomaly "
+                        f"{'scores' if score_signature is None else 'maps'}): export the run "
+                        "again with `tf-autoencoder export MODEL_DIR`")
+    else:
+        score = batched(score, batch_size)
     return Codec(batched(encode, batch_size), batched(reconstruct, batch_size),
-                 tuple(spec.shape[1:]), SAVED_MODEL.runtime,
-                 batched(score, batch_size) if score_signature is not None
-                 else missing(f"the SavedModel in {path} has no score signature (it was exported "
-                              "before anomaly scores): export the run again with "
-                              "`tf-autoencoder export MODEL_DIR`"))
+                 tuple(spec.shape[1:]), SAVED_MODEL.runtime, score)
 
 
 def load_exported(path: str, batch_size: int = 256) -> Codec:

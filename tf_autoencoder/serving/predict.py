@@ -188,7 +188,7 @@ def predict_files(model_path: str, paths: list[str], output_dir: str | None, *, 
             images = np.stack(images)
             reconstructions = model.reconstruct(images)
             try:
-                scores, flagged = model.score(images)
+                scores, flagged, maps = model.score(images)
                 verdicts = ["anomalous" if one else "normal" for one in flagged]
             except ModelError as e:  # an export from before the score signature: no verdict
                 if not verdicts_said:
