@@ -159,6 +159,16 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                         "reconstructions, when only files are given; none for folders)")
     p.add_argument("--no_reconstructions", action="store_true",
                    help="write no reconstruction PNGs, only the scores")
+    p.add_argument("--maps", default=None, metavar="DIR",
+                   help="write a picture of each image's anomaly map to DIR/<name>_map.png: "
+                        "the image, its map with a colour scale, the map over the image, "
+                        "the score and verdict in the title (the map is the one the export "
+                        "serves: the run's --anomaly_map)")
+    p.add_argument("--tiles", action="store_true",
+                   help="score an image larger than the model's input in overlapping tiles "
+                        "of the model's size instead of resizing it (so a small defect is not "
+                        "shrunk away): its map stitched at the image's own size, its score "
+                        "the highest tile's")
     p.add_argument("--max_pixels", type=_argparse_type(whole_number), default=MAX_PIXELS,
                    metavar="N",
                    help="refuse an image of more than N pixels (width x height), told by "

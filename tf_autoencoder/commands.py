@@ -389,6 +389,8 @@ def predict(args, parser) -> int:
             raise ConfigError("--no_reconstructions and --output_dir disagree: give one")
         if output_dir is not None:
             check_folder("--output_dir", output_dir)
+        if args.maps is not None:
+            check_folder("--maps", args.maps)
         if args.csv is not None:
             if os.path.isdir(args.csv):
                 raise ConfigError(f"--csv {args.csv} is a directory: give a file path")
@@ -405,7 +407,8 @@ def predict(args, parser) -> int:
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
 
     failed = predict_files(model_path, args.images, output_dir, error=error,
-                           max_pixels=args.max_pixels, csv_path=args.csv)
+                           max_pixels=args.max_pixels, csv_path=args.csv, maps_dir=args.maps,
+                           tiles=args.tiles)
     return 1 if failed else 0
 
 
