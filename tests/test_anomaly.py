@@ -461,7 +461,7 @@ def test_evaluate_measures_the_code_distance_and_keeps_the_runs_gaussian(code_ru
 
 def test_a_rerun_of_a_finished_code_scored_run_rewrites_nothing(code_run, tmp_path):
     """Catches a rerun that fits the Gaussian or calibrates again (bytes and times), or
-    that takes another --anomaly_score without a word."""
+    that takes another --anomaly_score or --anomaly_map without a word."""
     from conftest import copy_run
 
     model_dir = copy_run(code_run[0], tmp_path / "run")
@@ -485,6 +485,15 @@ def test_a_rerun_of_a_finished_code_scored_run_rewrites_nothing(code_run, tmp_pa
         "--anomaly_score reconstruction --anomaly_fpr 0.01, or recalibrate this one: set "
         f"them in its config.json, then run `tf-autoencoder evaluate {model_dir}` and "
         f"`tf-autoencoder export {model_dir}`")
+    assert state() == before
+    # So with another map than its export serves.
+    other = run_python("train.py", *CODE_RUN, "--anomaly_map", "ssim", "--model_dir", model_dir)
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines()[-1].endswith(
+        "is a finished run whose export serves --anomaly_map l2 --anomaly_map_sigma 4, and a "
+        "finished run is not exported again: train into a new --model_dir for --anomaly_map "
+        "ssim --anomaly_map_sigma 4, or set them in its config.json, then run "
+        f"`tf-autoencoder export {model_dir}` (the map needs no training)")
     assert state() == before
 
 
