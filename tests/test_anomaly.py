@@ -166,6 +166,46 @@ def test_an_export_without_the_score_signature_predicts_without_verdicts_and_say
     assert re.fullmatch(rf"{re.escape(paths[0])}: score \d\.\d{{6}} -> .+", lines[2])
 
 
+def test_an_export_from_before_the_maps_keeps_its_verdicts_and_maps_its_reconstructions(
+        normal_run, tmp_path, capsys):
+    """A score signature without anomaly_maps: its scores and verdicts still, one line
+    saying the maps are made from its reconstructions, and those maps: the l2 map of the
+    written reconstruction, smoothed as by default."""
+    import csv
+
+    import tensorflow as tf
+
+    from conftest import reference_anomaly_maps
+    from tf_autoencoder.cli import main
+    from tf_autoencoder.model_dir import load_finished_run
+    from tf_autoencoder.model.models import serving_twin
+    from tf_autoencoder.serving.export import serving_module
+    from tf_autoencoder.serving.loading import load_finished_model
+
+    config = load_finished_run(normal_run[0])
+    module = serving_module(serving_twin(load_finished_model(normal_run[0]), config), 0.05)
+    old_score = tf.function(
+        lambda images: {k: v for k, v in module.score(images).items() if k != "anomaly_maps"},
+        input_signature=module.score.input_signature)
+    old = str(tmp_path / "old")
+    tf.saved_model.save(module, old, signatures={"serving_default": module.reconstruct,
+                                                 "encode": module.encode, "score": old_score})
+    digit = sources.load_mnist_sample().test.images[0]
+    paths = write_pngs(tmp_path, digit=digit)
+    assert main(["predict", old, *paths, "--csv", str(tmp_path / "s.csv")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith(f"No maps in {old} (exported before them)")
+    with open(tmp_path / "s.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert row["verdict"] in ("normal", "anomalous")
+    pixels = digit[None].astype(np.float32) / 255
+    reconstruction = module.reconstruct(pixels)["reconstructions"].numpy()
+    want = reference_anomaly_maps(pixels, reconstruction)[0]
+    assert float(row["map_max"]) == pytest.approx(want.max(), abs=2e-6)
+    assert (int(row["map_row"]), int(row["map_column"])) == np.unravel_index(np.argmax(want),
+                                                                             want.shape)
+
+
 def test_exporting_a_run_without_a_threshold_says_how_to_calibrate_one(normal_run, tmp_path,
                                                                        capsys):
     from conftest import copy_run

@@ -28,8 +28,8 @@ class Codec:
     encode: (n, H, W, C) -> (n, D) codes, NHWC (h, w, k) flattened;
     reconstruct: (n, H, W, C) -> (n, H, W, C) pixels in [0, 1];
     score: (n, H, W, C) -> ((n,) scores, (n,) bool: above the export's threshold,
-    (n, H, W) float32 anomaly maps), or ModelError saying how to re-export a model
-    without it."""
+    (n, H, W) float32 anomaly maps, or None from a SavedModel exported before maps), or
+    ModelError saying how to re-export a model without it."""
     encode: Callable[[np.ndarray], np.ndarray]
     reconstruct: Callable[[np.ndarray], np.ndarray]
     image_shape: tuple[int, int, int]
@@ -51,11 +51,12 @@ def missing(message: str) -> Callable:
 
 def batched(fn, batch_size):
     """`fn` applied batch_size images at a time; its outputs (an array, or a tuple of
-    them) joined."""
+    them, None for one it does not give) joined."""
     def apply(images):
         parts = [fn(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
         if parts and isinstance(parts[0], tuple):
-            return tuple(np.concatenate([np.asarray(part[k]) for part in parts])
+            return tuple(None if parts[0][k] is None
+                         else np.concatenate([np.asarray(part[k]) for part in parts])
                          for k in range(len(parts[0])))
         return np.concatenate([np.asarray(part) for part in parts])
     return apply
@@ -129,15 +130,14 @@ def load_saved_model(path: str, batch_size: int = 256) -> Codec:
 
     score_signature = loaded.signatures.get("score")
 
-    def score(images):
+    def score(images):  # an export from before the maps has scores and verdicts only
         outputs = score_signature(**{images_name: tf.constant(images, tf.float32)})
-        return tuple(outputs[name].numpy() for name in score_names)
+        return tuple(outputs[name].numpy() if name in outputs else None for name in score_names)
 
-    if score_signature is None or set(score_signature.structured_outputs) != set(score_names):
-        what = "no score signature" if score_signature is None else "a score signature without maps"
-        score = missing(f"the SavedModel in {path} has {what} (it was exported before anomaly "
-                        f"{'scores' if score_signature is None else 'maps'}): export the run "
-                        "again with `tf-autoencoder export MODEL_DIR`")
+    if score_signature is None:
+        score = missing(f"the SavedModel in {path} has no score signature (it was exported "
+                        "before anomaly scores): export the run again with "
+                        "`tf-autoencoder export MODEL_DIR`")
     else:
         score = batched(score, batch_size)
     return Codec(batched(encode, batch_size), batched(reconstruct, batch_size),

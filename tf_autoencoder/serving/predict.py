@@ -199,21 +199,31 @@ def predict_files(model_path: str, paths: list[str], output_dir: str | None, *, 
         check_writable("--maps", maps_dir, len(files) * MAP_PNG_BYTES)
     if csv_path is not None:
         check_writable("--csv", csv_path, sum(len(path) + 64 for path in files))
-    no_verdicts = []  # the reason, said once
+    said = set()  # what an older export lacks, said once
 
     def score(images, reconstructions=None):
         """float32 images -> (scores, bool verdicts or None, maps): the export's score
-        signature, or from the reconstructions for an export without one."""
+        signature; for an export from before it, the reconstruction error and no verdict;
+        from before the maps, the default map of its reconstructions."""
         try:
-            return model.score(images)
-        except ModelError as e:  # an export from before the score signature or its maps
-            if not no_verdicts:
+            scores, flagged, maps = model.score(images)
+        except ModelError as e:  # an export from before the score signature
+            if "verdicts" not in said:
                 log(f"No verdicts: {e}")
-                no_verdicts.append(str(e))
+                said.add("verdicts")
+            scores = flagged = maps = None
+        if maps is None:
             if reconstructions is None:
                 reconstructions = model.reconstruct(images)
-            return (np.mean(np.square(images - reconstructions), axis=(1, 2, 3)), None,
-                    np.asarray(anomaly_map(images, reconstructions)))
+            if scores is not None and "maps" not in said:
+                log(f"No maps in {model_path} (exported before them): maps of its "
+                    "reconstructions' squared error, smoothed as by default; export the run "
+                    "again for the map it was trained to serve")
+                said.add("maps")
+            maps = np.asarray(anomaly_map(images, reconstructions))
+        if scores is None:
+            scores = np.mean(np.square(images - reconstructions), axis=(1, 2, 3))
+        return scores, flagged, maps
 
     rows = []
 
