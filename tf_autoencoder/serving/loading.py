@@ -134,14 +134,12 @@ def load_saved_model(path: str, batch_size: int = 256) -> Codec:
         outputs = score_signature(**{images_name: tf.constant(images, tf.float32)})
         return tuple(outputs[name].numpy() if name in outputs else None for name in score_names)
 
-    if score_signature is None:
-        score = missing(f"the SavedModel in {path} has no score signature (it was exported "
-                        "before anomaly scores): export the run again with "
-                        "`tf-autoencoder export MODEL_DIR`")
-    else:
-        score = batched(score, batch_size)
     return Codec(batched(encode, batch_size), batched(reconstruct, batch_size),
-                 tuple(spec.shape[1:]), SAVED_MODEL.runtime, score)
+                 tuple(spec.shape[1:]), SAVED_MODEL.runtime,
+                 batched(score, batch_size) if score_signature is not None
+                 else missing(f"the SavedModel in {path} has no score signature (it was exported "
+                              "before anomaly scores): export the run again with "
+                              "`tf-autoencoder export MODEL_DIR`"))
 
 
 def load_exported(path: str, batch_size: int = 256) -> Codec:
