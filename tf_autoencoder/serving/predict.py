@@ -8,12 +8,16 @@ for a run trained with --anomaly_score code the distance of its code to the norm
 images' codes. Images unlike the training data score higher, so a high score flags an
 anomaly: each line says "anomalous" when the score is above the threshold the export
 carries, else "normal". An export without a score signature gets the reconstruction
-error and no verdict.
+error and no verdict. The export's anomaly map of each image gives the strongest point
+(the CSV's map_max, map_row, map_column, in the input's pixels) and, with --maps, a
+picture (map_figure.py); with --tiles a large image is scored in tiles (tiles.py).
 
-`tf-autoencoder predict MODEL img1.png folder/ ... [--csv scores.csv] [--output_dir DIR]`
+`tf-autoencoder predict MODEL img1.png folder/ ... [--csv scores.csv] [--output_dir DIR]
+[--maps DIR] [--tiles]`
 
 Folders are walked recursively for image files. Images are read, reconstructed and
-scored a batch at a time (BATCH images), so memory stays bounded however many there are.
+scored a batch at a time (BATCH images), so memory stays bounded however many there are;
+a large image scored in tiles is held alone.
 """
 import functools
 import os
