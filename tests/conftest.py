@@ -152,6 +152,30 @@ def start_paused(args, step, **popen):
                          + "".join(process.lines_before))
 
 
+def reference_anomaly_maps(images, reconstructions, kind="l2", sigma=4.0):
+    """(n, H, W) anomaly maps by NumPy, scipy and scikit-image, independent of the
+    package: the channel-mean squared error (l2) or 1 - SSIM of Wang et al. 2004 per channel
+    then averaged (ssim), smoothed by scipy's Gaussian (symmetric 'reflect' edges, 4 sigma)."""
+    from scipy import ndimage
+    from skimage.metrics import structural_similarity
+
+    maps = []
+    for image, reconstruction in zip(np.asarray(images, np.float64),
+                                     np.asarray(reconstructions, np.float64)):
+        if kind == "l2":
+            per_pixel = np.mean(np.square(image - reconstruction), axis=-1)
+        else:
+            per_pixel = 1.0 - np.mean([structural_similarity(
+                image[..., c], reconstruction[..., c], gaussian_weights=True, sigma=1.5,
+                use_sample_covariance=False, data_range=1.0, full=True)[1]
+                for c in range(image.shape[-1])], axis=0)
+        if sigma:
+            per_pixel = ndimage.gaussian_filter(per_pixel, sigma=sigma, mode="reflect",
+                                                truncate=4.0)
+        maps.append(per_pixel)
+    return np.stack(maps)
+
+
 def keras_outputs(model, config, images):
     """What the Keras `model` (of `config`), in float32, predicts for NHWC `images`:
     reconstructions, codes and the decoded codes, all NHWC (codes included).

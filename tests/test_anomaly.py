@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import error_lines, run_python
+from conftest import error_lines, reference_anomaly_maps, run_python
 from tf_autoencoder.data import sources
 from tf_autoencoder.errors import ConfigError
 
@@ -164,6 +164,46 @@ def test_an_export_without_the_score_signature_predicts_without_verdicts_and_say
                         "exported before anomaly scores): export the run again with "
                         "`tf-autoencoder export MODEL_DIR`")
     assert re.fullmatch(rf"{re.escape(paths[0])}: score \d\.\d{{6}} -> .+", lines[2])
+
+
+def test_an_export_from_before_the_maps_keeps_its_verdicts_and_maps_its_reconstructions(
+        normal_run, tmp_path, capsys):
+    """A score signature without anomaly_maps: its scores and verdicts still, one line
+    saying the maps are made from its reconstructions, and those maps: the l2 map of the
+    written reconstruction, smoothed as by default."""
+    import csv
+
+    import tensorflow as tf
+
+    from conftest import reference_anomaly_maps
+    from tf_autoencoder.cli import main
+    from tf_autoencoder.model_dir import load_finished_run
+    from tf_autoencoder.model.models import serving_twin
+    from tf_autoencoder.serving.export import serving_module
+    from tf_autoencoder.serving.loading import load_finished_model
+
+    config = load_finished_run(normal_run[0])
+    module = serving_module(serving_twin(load_finished_model(normal_run[0]), config), 0.05)
+    old_score = tf.function(
+        lambda images: {k: v for k, v in module.score(images).items() if k != "anomaly_maps"},
+        input_signature=module.score.input_signature)
+    old = str(tmp_path / "old")
+    tf.saved_model.save(module, old, signatures={"serving_default": module.reconstruct,
+                                                 "encode": module.encode, "score": old_score})
+    digit = sources.load_mnist_sample().test.images[0]
+    paths = write_pngs(tmp_path, digit=digit)
+    assert main(["predict", old, *paths, "--csv", str(tmp_path / "s.csv")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith(f"No maps in {old} (exported before them)")
+    with open(tmp_path / "s.csv", newline="") as f:
+        row = next(csv.DictReader(f))
+    assert row["verdict"] in ("normal", "anomalous")
+    pixels = digit[None].astype(np.float32) / 255
+    reconstruction = module.reconstruct(pixels)["reconstructions"].numpy()
+    want = reference_anomaly_maps(pixels, reconstruction)[0]
+    assert float(row["map_max"]) == pytest.approx(want.max(), abs=2e-6)
+    assert (int(row["map_row"]), int(row["map_column"])) == np.unravel_index(np.argmax(want),
+                                                                             want.shape)
 
 
 def test_exporting_a_run_without_a_threshold_says_how_to_calibrate_one(normal_run, tmp_path,
@@ -395,7 +435,8 @@ def code_images():
 def test_every_format_serves_the_code_distance_and_its_verdict(code_run, code_images, tmp_path):
     """The SavedModel training wrote, and the TFLite and ONNX files of `export`, each in
     its runtime, score as numpy does and flag by the run's threshold. Catches an export
-    that still scores reconstructions, loses the Gaussian or flattens NCHW codes."""
+    that still scores reconstructions, loses the Gaussian or flattens NCHW codes; and
+    one whose maps are not the reconstruction error's (the score is the code's)."""
     from tf_autoencoder.cli import main
     from conftest import copy_run
     from tf_autoencoder.serving.loading import load_exported
@@ -411,8 +452,11 @@ def test_every_format_serves_the_code_distance_and_its_verdict(code_run, code_im
     for path in [os.path.join(model_dir, "export", "1"), os.path.join(model_dir, "export", "2"),
                  os.path.join(model_dir, "export", "2", "model.tflite"),
                  os.path.join(model_dir, "export", "2", "serving_default.onnx")]:
-        scores, flagged = load_exported(path).score(pixels)
+        model = load_exported(path)
+        scores, flagged, maps = model.score(pixels)
         np.testing.assert_allclose(scores, expected, rtol=1e-4, err_msg=path)
+        np.testing.assert_allclose(maps, reference_anomaly_maps(pixels, model.reconstruct(pixels)),
+                                   atol=1e-6, rtol=1e-4, err_msg=path)
         np.testing.assert_array_equal(flagged[clear], (expected > threshold)[clear])
 
 
@@ -457,7 +501,7 @@ def test_evaluate_measures_the_code_distance_and_keeps_the_runs_gaussian(code_ru
 
 def test_a_rerun_of_a_finished_code_scored_run_rewrites_nothing(code_run, tmp_path):
     """Catches a rerun that fits the Gaussian or calibrates again (bytes and times), or
-    that takes another --anomaly_score without a word."""
+    that takes another --anomaly_score or --anomaly_map without a word."""
     from conftest import copy_run
 
     model_dir = copy_run(code_run[0], tmp_path / "run")
@@ -481,6 +525,15 @@ def test_a_rerun_of_a_finished_code_scored_run_rewrites_nothing(code_run, tmp_pa
         "--anomaly_score reconstruction --anomaly_fpr 0.01, or recalibrate this one: set "
         f"them in its config.json, then run `tf-autoencoder evaluate {model_dir}` and "
         f"`tf-autoencoder export {model_dir}`")
+    assert state() == before
+    # So with another map than its export serves.
+    other = run_python("train.py", *CODE_RUN, "--anomaly_map", "ssim", "--model_dir", model_dir)
+    assert other.returncode == 2
+    assert other.stderr.strip().splitlines()[-1].endswith(
+        "is a finished run whose export serves --anomaly_map l2 --anomaly_map_sigma 4, and a "
+        "finished run is not exported again: train into a new --model_dir for --anomaly_map "
+        "ssim --anomaly_map_sigma 4, or set them in its config.json, then run "
+        f"`tf-autoencoder export {model_dir}` (the map needs no training)")
     assert state() == before
 
 

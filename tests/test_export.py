@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import copy_run, error_lines, keras_outputs, run_python
+from conftest import copy_run, error_lines, keras_outputs, reference_anomaly_maps, run_python
 from tf_autoencoder import Config, build_autoencoder
 from tf_autoencoder.errors import ModelError, WriteError
 from tf_autoencoder.serving.export import export_holding, export_saved_model
@@ -42,6 +42,7 @@ for saved_model_dir, inputs, outputs in zip(args[0::3], args[1::3], args[2::3]):
             for image in x["images"][:4]]
     on_bytes = sigs["score_bytes"](image_bytes=tf.constant(pngs))
     np.savez(outputs, scores=score["scores"], is_anomalous=score["is_anomalous"],
+             maps=score["anomaly_maps"], bytes_maps=on_bytes["anomaly_maps"],
              bytes_scores=on_bytes["scores"], bytes_anomalous=on_bytes["is_anomalous"],
              reconstructions=sigs["serving_default"](images=tf.constant(x["images"]))["reconstructions"],
              one=sigs["serving_default"](images=tf.constant(x["images"][:1]))["reconstructions"],
@@ -170,6 +171,18 @@ def test_the_score_signature_is_the_reconstruction_error_against_the_runs_thresh
 
 
 @pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_the_score_signature_maps_each_image_as_the_numpy_reference(layout, fresh_loads, images):
+    """The default map (l2, smoothed by sigma 4) of each image against its Keras
+    reconstruction, by scipy; the image files give the same maps. Catches a map of an
+    NCHW model left in NCHW, or the bytes path mapping other pixels."""
+    _, got, expected = fresh_loads[layout]
+    want = reference_anomaly_maps(images, expected["reconstructions"], "l2", 4.0)
+    assert got["maps"].shape == (1000, 28, 28) and want.std() > 0
+    np.testing.assert_allclose(got["maps"], want, atol=1e-6, rtol=1e-4)
+    np.testing.assert_allclose(got["bytes_maps"], got["maps"][:4], atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
 def test_signatures_take_nhwc_with_a_dynamic_batch(layout, fresh_loads):
     image, code = [[None, 28, 28, 1], "float32"], [[None, 4, 4, 8], "float32"]
     files = [[None], "string"]
@@ -178,14 +191,16 @@ def test_signatures_take_nhwc_with_a_dynamic_batch(layout, fresh_loads):
         "encode": {"inputs": {"images": image}, "outputs": {"codes": code}},
         "decode": {"inputs": {"codes": code}, "outputs": {"reconstructions": image}},
         "score": {"inputs": {"images": image},
-                  "outputs": {"scores": [[None], "float32"], "is_anomalous": [[None], "bool"]}},
+                  "outputs": {"scores": [[None], "float32"], "is_anomalous": [[None], "bool"],
+                              "anomaly_maps": [[None, 28, 28], "float32"]}},
         # The same on encoded image files (tests/test_preparation.py checks their outputs).
         "reconstruct_bytes": {"inputs": {"image_bytes": files},
                               "outputs": {"reconstructions": image}},
         "encode_bytes": {"inputs": {"image_bytes": files}, "outputs": {"codes": code}},
         "score_bytes": {"inputs": {"image_bytes": files},
                         "outputs": {"scores": [[None], "float32"],
-                                    "is_anomalous": [[None], "bool"]}},
+                                    "is_anomalous": [[None], "bool"],
+                                    "anomaly_maps": [[None, 28, 28], "float32"]}},
     }
 
 

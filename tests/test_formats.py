@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import copy_run, error_lines, keras_outputs, run_python
+from conftest import copy_run, error_lines, keras_outputs, reference_anomaly_maps, run_python
 from tf_autoencoder import Config, build_autoencoder
 from tf_autoencoder.serving import formats, onnx, tflite
 from tf_autoencoder.cli import main
@@ -23,7 +23,7 @@ from tf_autoencoder.data.sources import load_mnist_sample
 
 SIGNATURES = {"serving_default": ("images", ["reconstructions"]), "encode": ("images", ["codes"]),
               "decode": ("codes", ["reconstructions"]),
-              "score": ("images", ["is_anomalous", "scores"])}
+              "score": ("images", ["anomaly_maps", "is_anomalous", "scores"])}
 ONNX_FILES = ["serving_default.onnx", "encode.onnx", "decode.onnx", "score.onnx"]
 ODD_BATCH = 7
 
@@ -39,7 +39,8 @@ from ai_edge_litert.interpreter import Interpreter
 import onnxruntime as ort
 
 IO = {"serving_default": ("images", ["reconstructions"]), "encode": ("images", ["codes"]),
-      "decode": ("codes", ["reconstructions"]), "score": ("images", ["scores", "is_anomalous"])}
+      "decode": ("codes", ["reconstructions"]),
+      "score": ("images", ["scores", "is_anomalous", "anomaly_maps"])}
 for folder, inputs_path, outputs_path in zip(*[iter(sys.argv[1:])] * 3):
     inputs, outputs, seen = dict(np.load(inputs_path)), {}, {}
     lite = Interpreter(model_path=os.path.join(folder, "model.tflite"))
@@ -109,15 +110,18 @@ BUILT = {
         num_filters=[16, 32], downsample="strided", convs_per_block=0, code_size=12,
         output_layer=False, image_shape=[28, 28, 1], data_format="NCHW",
         precision="mixed_bfloat16"),
-    # 2x2 transposed upsampling, 5x5 kernels, one conv per block, RGB of odd size.
+    # 2x2 transposed upsampling, 5x5 kernels, one conv per block, RGB of odd size; its
+    # anomaly maps are SSIM's, smoothed less.
     "pooled tutorial-like NHWC float32 20x18x3": Config(
         num_filters=[6, 4], convs_per_block=1, kernel_size=5, upsample="transpose_2x2",
-        output_layer=False, image_shape=[20, 18, 3], precision="float32"),
+        output_layer=False, image_shape=[20, 18, 3], precision="float32",
+        anomaly_map="ssim", anomaly_map_sigma=2.0),
     # A VAE with a two-value code.
     "variational code_size 2 NHWC float32 12x12x1": Config(
         model="variational", num_filters=[4, 4], code_size=2, image_shape=[12, 12, 1],
         precision="float32"),
-    # Scored by the code's distance: a VAE's mean code, NCHW (flattened as NHWC), of odd size.
+    # Scored by the code's distance: a VAE's mean code, NCHW (flattened as NHWC), of odd size;
+    # its maps stay the reconstruction error's.
     "variational code-scored NCHW float32 13x11x1": Config(
         model="variational", num_filters=[4, 4], image_shape=[13, 11, 1], data_format="NCHW",
         precision="float32", anomaly_score="code"),
@@ -172,6 +176,10 @@ def parity(nhwc_export, nchw_idx_run, tmp_path_factory):
         expected[name] = keras_outputs(model, config, images)
         expected[name]["scores"] = keras_scores(expected[name], images, gaussian)
         expected[name]["threshold"] = threshold
+        expected[name]["anomaly_maps"] = reference_anomaly_maps(
+            images, expected[name]["reconstructions"], config.anomaly_map,
+            config.anomaly_map_sigma)
+        expected[name]["anomaly_map"] = config.anomaly_map
         inputs = {"images": images, "codes": expected[name]["codes"]}
         jobs.append((folder, inputs, tmp_path_factory.mktemp("fresh")))
     results = run_fresh(jobs, cwd=tmp_path_factory.mktemp("cwd"))
@@ -244,6 +252,25 @@ def test_each_format_scores_and_flags_as_keras_with_the_threshold_it_carries(nam
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_each_format_maps_each_image_as_the_numpy_reference(name, parity):
+    """The score signature's anomaly maps, in LiteRT and ONNX Runtime, against NumPy and
+    scipy (and scikit-image's SSIM) on the Keras reconstructions. Catches a map the
+    converter breaks (a gather or depthwise convolution computed otherwise), maps of an
+    NCHW model laid out as NCHW, and a code-scored run whose map is not the
+    reconstruction's."""
+    seen, got, expected, inputs = parity[name]
+    maps = expected["anomaly_maps"]
+    assert maps.std() > 0
+    # SSIM's variances in float32 against float64 (tests/test_maps.py)
+    atol = 1e-4 if expected["anomaly_map"] == "ssim" else 1e-6
+    for runtime in ("tflite", "onnx"):
+        for batch in (1, ODD_BATCH):
+            np.testing.assert_allclose(got[f"{runtime} score anomaly_maps {batch}"], maps[:batch],
+                                       atol=atol, rtol=1e-4,
+                                       err_msg=f"{runtime} {batch}")
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_each_format_has_the_four_signatures_with_a_dynamic_batch(name, parity):
     seen, _, expected, inputs = parity[name]
     image, code = list(inputs["images"].shape[1:]), list(expected["codes"].shape[1:])
@@ -252,7 +279,7 @@ def test_each_format_has_the_four_signatures_with_a_dynamic_batch(name, parity):
         signature: {"inputs": [name_in], "outputs": names_out}
         for signature, (name_in, names_out) in SIGNATURES.items()}
     shapes = {"images": image, "codes": code, "reconstructions": image, "scores": [],
-              "is_anomalous": []}
+              "is_anomalous": [], "anomaly_maps": image[:2]}
     for signature, (name_in, names_out) in SIGNATURES.items():
         assert seen[f"tflite {signature} shape"] == [-1, *shapes[name_in]]
         ins, outs = seen[f"onnx {signature}"]

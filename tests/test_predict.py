@@ -197,3 +197,101 @@ def test_a_folder_without_images_is_one_line(trained_run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no image files to score in" in err, err
     assert not (tmp_path / "s.csv").exists()
+
+
+# --- anomaly maps and tiles -------------------------------------------------------------------
+
+def camera_jpeg(path, height=70, width=100):
+    """A crop of scikit-image's camera man, a greyscale JPEG larger than the model's 28x28."""
+    from skimage import data
+
+    image = data.camera()[150:150 + height, 180:180 + width, None]
+    path.write_bytes(tf.io.encode_jpeg(image, quality=95).numpy())
+    return path
+
+
+def read_csv(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return {os.path.basename(row["path"]): row for row in csv.DictReader(f)}
+
+
+@pytest.fixture(scope="module")
+def mapped(trained_run, tmp_path_factory):
+    """predict --maps --csv on a JPEG of 100 wide x 70 high, with and without --tiles."""
+    folder = tmp_path_factory.mktemp("mapped")
+    photo = str(camera_jpeg(folder / "camera.jpg"))
+    rows = {}
+    for how, extra in [("resized", []), ("tiled", ["--tiles"])]:
+        assert main(["predict", trained_run[0], photo, "--no_reconstructions", "--maps",
+                     str(folder / how), "--csv", str(folder / f"{how}.csv"), *extra]) == 0
+        rows[how] = read_csv(folder / f"{how}.csv")["camera.jpg"]
+    serve = tf.saved_model.load(os.path.join(trained_run[0], "export", "1")).signatures
+    return folder, photo, rows, serve
+
+
+def test_the_csv_locates_the_strongest_point_of_a_resized_images_map_in_its_own_pixels(mapped):
+    """The export's map of the file (score_bytes: the same preparation) has its maximum at
+    one model pixel; the CSV gives the input pixel there: the 70 x 70 centre crop starts
+    at column 15 and is 2.5 input pixels per model pixel. Catches a location in the
+    model's pixels, rows and columns swapped, and the crop's offset forgotten."""
+    folder, photo, rows, serve = mapped
+    row = rows["resized"]
+    outputs = serve["score_bytes"](image_bytes=tf.constant([open(photo, "rb").read()]))
+    the_map = outputs["anomaly_maps"].numpy()[0]
+    r, c = np.unravel_index(np.argmax(the_map), the_map.shape)
+    assert (int(row["map_row"]), int(row["map_column"])) == (int((r + 0.5) * 2.5),
+                                                             15 + int((c + 0.5) * 2.5))
+    assert float(row["map_max"]) == pytest.approx(the_map.max(), abs=2e-6)
+    assert float(row["score"]) == pytest.approx(float(outputs["scores"][0]), abs=2e-6)
+
+
+def test_tiles_score_the_highest_tile_and_stitch_the_map_at_the_images_size(mapped):
+    """The tiles a test cuts itself (every 14 pixels, the last flush with the edge) from
+    the decoded JPEG, scored by the SavedModel's score signature: the image's score is
+    the highest tile's, its map the tiles' maps averaged, and the CSV's location is that
+    map's maximum in the input's pixels. Catches a mean of the tiles' scores, a map left
+    at the model's size, and a resized image scored as tiles."""
+    folder, photo, rows, serve = mapped
+    pixels = tf.io.decode_jpeg(open(photo, "rb").read(), channels=1,
+                               dct_method="INTEGER_ACCURATE").numpy().astype(np.float32) / 255
+    assert pixels.shape == (70, 100, 1)
+    corners = [(top, left) for top in [0, 14, 28, 42] for left in [0, 14, 28, 42, 56, 70, 72]]
+    cut = np.stack([pixels[t:t + 28, l:l + 28] for t, l in corners])
+    outputs = serve["score"](images=tf.constant(cut))
+    total, count = np.zeros((70, 100)), np.zeros((70, 100))
+    for (t, l), tile_map in zip(corners, outputs["anomaly_maps"].numpy()):
+        total[t:t + 28, l:l + 28] += tile_map
+        count[t:t + 28, l:l + 28] += 1
+    stitched = total / count
+    row = rows["tiled"]
+    assert float(row["score"]) == pytest.approx(float(outputs["scores"].numpy().max()), abs=2e-6)
+    assert float(outputs["scores"].numpy().mean()) < float(row["score"])
+    assert row["notes"] == "scored in 28 tiles of 28 wide x 28 high"
+    r, c = np.unravel_index(np.argmax(stitched), stitched.shape)
+    assert (int(row["map_row"]), int(row["map_column"])) == (r, c)
+    assert float(row["map_max"]) == pytest.approx(stitched.max(), abs=2e-6)
+    assert rows["resized"]["notes"].startswith("centre cropped")
+
+
+def test_each_map_picture_is_a_png_of_three_panels(mapped):
+    """By content: a PNG that decodes, three panels wide, and more than a flat colour."""
+    folder = mapped[0]
+    for how in ("resized", "tiled"):
+        assert os.listdir(folder / how) == ["camera_map.png"]
+        picture = tf.io.decode_png((folder / how / "camera_map.png").read_bytes()).numpy()
+        assert picture.shape[1] > 2.5 * picture.shape[0]
+        assert picture[..., :3].std() > 20
+
+
+def test_a_map_picture_that_would_overwrite_an_input_is_refused_before_scoring(
+        trained_run, image_files, tmp_path, capsys):
+    (tmp_path / "digit_map.png").write_bytes((image_files[0] / "digit.png").read_bytes())
+    (tmp_path / "digit.png").write_bytes((image_files[0] / "digit.png").read_bytes())
+    status = main(["predict", trained_run[0], str(tmp_path), "--maps", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status != 0 and err.count("\n") == 1, err
+    assert f"the map picture {tmp_path / 'digit_map.png'} would overwrite" in err
+    assert "give another --maps" in err
+    assert sorted(os.listdir(tmp_path)) == ["digit.png", "digit_map.png"]

@@ -20,7 +20,8 @@ from tf_autoencoder.config import Config
 from tf_autoencoder.data.folder import FileImages, read_headers
 from tf_autoencoder.images import image_header
 from tf_autoencoder.model.models import build_autoencoder
-from tf_autoencoder.preparation import prepare_image, prepare_plain, prepare_simple
+from tf_autoencoder.preparation import (prepare_image, prepare_plain, prepare_simple,
+                                         prepare_unresized, to_input_pixel)
 from tf_autoencoder.run.anomaly import reconstruction_scores
 from tf_autoencoder.serving.export import export_saved_model
 
@@ -166,6 +167,30 @@ def test_each_pixel_is_what_pillow_shows(every_mode):
             np.testing.assert_allclose(grey, want[..., 0], atol=0.5 + 1e-6, err_msg=path)
 
 
+def test_the_unresized_preparation_is_the_full_one_at_the_images_own_size(every_mode):
+    """prepare_unresized (for tiles) decodes, turns, composites and converts each mode as
+    prepare_image does, at the image's upright size: a portrait JPEG comes out 20 wide x
+    30 high. Catches a second decoder that forgets one of those steps."""
+    for path in every_mode[1]:
+        header = image_header(path)
+        data = tf.constant(open(path, "rb").read())
+        for channels in (1, 3):
+            got = prepare_unresized(data, channels).numpy()
+            assert got.shape == (header.height, header.width, channels), path
+            np.testing.assert_array_equal(
+                got, prepare_image(data, (header.height, header.width, channels)).numpy(),
+                err_msg=path)
+
+
+def test_an_input_pixel_is_found_through_the_crop_and_resize():
+    """A 100 wide x 70 high image for a 28x28 model: its 70x70 centre starts at column
+    15, 2.5 input pixels per model pixel; a 28x28 one is not resized."""
+    assert to_input_pixel(0, 0, (70, 100), (28, 28, 1)) == (1, 16)
+    assert to_input_pixel(27, 27, (70, 100), (28, 28, 1)) == (68, 83)
+    assert to_input_pixel(27, 0, (100, 70), (28, 28, 1)) == (83, 1)  # taller: rows cropped
+    assert to_input_pixel(5, 9, (28, 28), (28, 28, 1)) == (5, 9)
+
+
 def test_the_fast_path_gives_the_pixels_of_the_full_preparation(every_mode):
     plain = [path for path in every_mode[1] if image_header(path).simple]
     assert {os.path.basename(path) for path in plain} == {"grey.png", "rgb.png"}
@@ -260,6 +285,9 @@ def test_the_bytes_signatures_reconstruct_and_encode_what_the_tensor_ones_do(par
         signatures["serving_default"](images=images)["reconstructions"].numpy(), atol=1e-6)
     np.testing.assert_allclose(signatures["encode_bytes"](image_bytes=data)["codes"].numpy(),
                                signatures["encode"](images=images)["codes"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(signatures["score_bytes"](image_bytes=data)["anomaly_maps"].numpy(),
+                               signatures["score"](images=images)["anomaly_maps"].numpy(),
+                               atol=1e-6)
     with pytest.raises(tf.errors.InvalidArgumentError, match="Unknown image file format"):
         signatures["score_bytes"](image_bytes=tf.constant([b"not an image"]))
     # A header that claims 40,000 x 40,000 pixels is refused before anything is decoded.

@@ -173,6 +173,29 @@ def test_reconstruction_images_in_tensorboard_and_png(run):
     assert_reconstructs(load_model(run), noisy, reconstructed, test_images)
 
 
+def test_anomaly_maps_of_the_shown_images_each_epoch(run):
+    """The maps row: one coloured map per shown test image against the reconstruction
+    the row above shows (of its noisy input), by conftest's NumPy/scipy reference,
+    coloured the same way; the reconstructions come from the grid, rounded to 8 bits,
+    hence the tolerance of a few levels. Catches maps of other images, of the noisy
+    inputs against their reconstructions, or a constant picture."""
+    import matplotlib
+    from conftest import reference_anomaly_maps
+
+    validation = events(os.path.join(run, "validation"))
+    assert steps(validation, "anomaly_maps") == [0, 1]
+    width, height, png = tf.make_ndarray(validation.Tensors("anomaly_maps")[-1].tensor_proto)
+    assert (int(width), int(height)) == (10 * 30 + 2, 30 + 2)
+    (row,) = grid_rows(tf.io.decode_png(png).numpy())  # (10, 28, 28, 3)
+    test_images = chosen_test_images(run).astype(np.float32) / 255
+    _, height, png = tf.make_ndarray(validation.Tensors("reconstructions")[-1].tensor_proto)
+    reconstructions = grid_rows(tf.io.decode_png(png).numpy())[-1].astype(np.float32) / 255
+    maps = reference_anomaly_maps(test_images, reconstructions, "l2", 4.0)
+    want = np.round(matplotlib.colormaps["inferno"](maps / maps.max())[..., :3] * 255)
+    assert row.std() > 10
+    assert np.abs(row.astype(int) - want).mean() < 2 and np.abs(row.astype(int) - want).max() <= 12
+
+
 def test_graph_hparams_and_test_metrics(run):
     assert events(os.path.join(run, "train")).Tags()["graph"]
     root = events(run)
@@ -414,8 +437,10 @@ def test_every_scalar_has_values_and_is_in_the_docs_table(run, tensorboard):
 def test_images_tab_serves_the_reconstructions_png(run, tensorboard):
     """The picture of the last epoch as served is the PNG written for it."""
     info = get_json(tensorboard, "/data/plugin/timeseries/tags")["images"]["tagRunSampledInfo"]
-    assert info == {"reconstructions": {"validation": {"maxSamplesPerStep": 1}}}
+    assert info == {"reconstructions": {"validation": {"maxSamplesPerStep": 1}},
+                    "anomaly_maps": {"validation": {"maxSamplesPerStep": 1}}}
     assert documented("Images", "validation", "reconstructions")
+    assert documented("Images", "validation", "anomaly_maps")
     series = time_series(tensorboard, "images", "validation", "reconstructions")
     assert [point["step"] for point in series] == [0, 1]
     png = get(tensorboard, "/data/plugin/timeseries/imageData", imageId=series[-1]["imageId"])

@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 
-from .config import DEFAULTS, GROUPS, MAX_PIXELS, Config, whole_number
+from .config import ANOMALY_MAPS, DEFAULTS, GROUPS, MAX_PIXELS, Config, whole_number
 from .errors import Error, Interrupted, Terminated
 from .files import DISK_FULL, is_disk_full
 from .logs import set_up_logging
@@ -159,6 +159,16 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                         "reconstructions, when only files are given; none for folders)")
     p.add_argument("--no_reconstructions", action="store_true",
                    help="write no reconstruction PNGs, only the scores")
+    p.add_argument("--maps", default=None, metavar="DIR",
+                   help="write a picture of each image's anomaly map to DIR/<name>_map.png: "
+                        "the image, its map with a colour scale, the map over the image, "
+                        "the score and verdict in the title (the map is the one the export "
+                        "serves: the run's --anomaly_map)")
+    p.add_argument("--tiles", action="store_true",
+                   help="score an image larger than the model's input in overlapping tiles "
+                        "of the model's size instead of resizing it (so a small defect is not "
+                        "shrunk away): its map stitched at the image's own size, its score "
+                        "the highest tile's")
     p.add_argument("--max_pixels", type=_argparse_type(whole_number), default=MAX_PIXELS,
                    metavar="N",
                    help="refuse an image of more than N pixels (width x height), told by "
@@ -170,11 +180,13 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe_samples", type=int, default=None, metavar="N",
                    help="fit the probe and k-NN on N random training images "
                         "(default: the whole training split)")
-    p.add_argument("--map", choices=("l2", "ssim"), default="l2",
+    p.add_argument("--map", choices=ANOMALY_MAPS, default=None,
                    help="on an MVTec AD category: the anomaly maps scored against its masks, "
-                        "the squared error (l2) or 1 - SSIM (ssim) per pixel")
-    p.add_argument("--map_sigma", type=float, default=4.0, metavar="PIXELS",
-                   help="the maps' Gaussian smoothing, in pixels (0: none)")
+                        "the squared error (l2) or 1 - SSIM (ssim) per pixel (default: the "
+                        "run's --anomaly_map)")
+    p.add_argument("--map_sigma", type=float, default=None, metavar="PIXELS",
+                   help="the maps' Gaussian smoothing, in pixels, 0: none (default: the run's "
+                        "--anomaly_map_sigma)")
 
 
 def add_sample_arguments(p: argparse.ArgumentParser) -> None:

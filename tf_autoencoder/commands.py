@@ -389,6 +389,8 @@ def predict(args, parser) -> int:
             raise ConfigError("--no_reconstructions and --output_dir disagree: give one")
         if output_dir is not None:
             check_folder("--output_dir", output_dir)
+        if args.maps is not None:
+            check_folder("--maps", args.maps)
         if args.csv is not None:
             if os.path.isdir(args.csv):
                 raise ConfigError(f"--csv {args.csv} is a directory: give a file path")
@@ -405,7 +407,8 @@ def predict(args, parser) -> int:
         print(f"{parser.prog}: error: {message}", file=sys.stderr)
 
     failed = predict_files(model_path, args.images, output_dir, error=error,
-                           max_pixels=args.max_pixels, csv_path=args.csv)
+                           max_pixels=args.max_pixels, csv_path=args.csv, maps_dir=args.maps,
+                           tiles=args.tiles)
     return 1 if failed else 0
 
 
@@ -462,8 +465,12 @@ def evaluate(args, parser) -> int:
     config = finished_run(args, parser)
     if args.probe_samples is not None and args.probe_samples < 2:
         parser.error("--probe_samples must be at least 2")
-    if not args.map_sigma >= 0:
+    if args.map_sigma is not None and not args.map_sigma >= 0:
         parser.error(f"--map_sigma must be 0 (no smoothing) or more, got {args.map_sigma:g}")
+    # The maps scored against an MVTec AD category's masks: the run's, which its export
+    # serves, unless asked for others.
+    map_kind = args.map or config.anomaly_map
+    map_sigma = config.anomaly_map_sigma if args.map_sigma is None else args.map_sigma
     from .files import check_writable
 
     # evaluation.json and threshold.json go there, after minutes of work.
@@ -481,7 +488,7 @@ def evaluate(args, parser) -> int:
     started = time.perf_counter()
     with naming_damaged_files(splits):
         report = evaluate_run(args.model_dir, config, splits, probe_samples=args.probe_samples,
-                              log=said.append, map_kind=args.map, map_sigma=args.map_sigma)
+                              log=said.append, map_kind=map_kind, map_sigma=map_sigma)
     print(format_table(report))
     for line in said:
         print(line)

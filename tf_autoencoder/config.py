@@ -31,6 +31,7 @@ LOSSES = ("bce", "mse")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 DISTRIBUTES = ("none", "mirrored", "multi_worker")
 ANOMALY_SCORES = ("reconstruction", "code")  # run/anomaly.py computes both
+ANOMALY_MAPS = ("l2", "ssim")  # model/maps.py computes both
 # --data_format accepts the TensorFlow names and the Keras names; we store the Keras one.
 DATA_FORMATS = {
     "NHWC": "channels_last",
@@ -253,6 +254,17 @@ class Config:
         doc="how an image is scored as anomalous: `reconstruction`, its mean squared error; "
             "`code`, the Mahalanobis distance of its code to a Gaussian fitted on the "
             "training images' codes ([anomaly](docs/anomaly.md#the-score))")
+    anomaly_map: str = setting(
+        "l2", "the per-pixel map of where an image is unusual, that the export serves and "
+              "predict --maps draws: l2 (squared error) or ssim (1 - SSIM), of the image "
+              "against its reconstruction", "data", choices=ANOMALY_MAPS, hparam=False,
+        doc="the per-pixel map of where an image is unusual, that the export serves and "
+            "`predict --maps` draws: `l2`, the squared error of the image against its "
+            "reconstruction; `ssim`, 1 - SSIM; for a code-scored run too "
+            "([maps](docs/export-and-serving.md#anomaly-maps))")
+    anomaly_map_sigma: float = setting(
+        4.0, "the anomaly map is smoothed by a Gaussian of this many pixels; 0: not smoothed",
+        "data", metavar="PIXELS", hparam=False)
     noise_factor: float = setting(
         0.0, "std of Gaussian noise added to the inputs (denoising)", "data",
         doc="inputs get `noise_factor * N(0, 1)` noise, clipped to [0, 1], new each epoch; "
@@ -385,6 +397,7 @@ class Config:
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.seed is None or 0 <= self.seed < 2**32, "seed must be in [0, 2**32)"),
             (self.max_pixels >= 1, "max_pixels must be >= 1"),
+            (self.anomaly_map_sigma >= 0, "anomaly_map_sigma must be >= 0 (0: no smoothing)"),
             (self.embedding_images >= 0, "embedding_images must be >= 0 (0: no projector)"),
         ]
         for ok, message in checks:

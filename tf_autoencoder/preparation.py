@@ -13,7 +13,9 @@ The steps, in order:
             on a white page; a BMP's fourth byte is alpha only when its header says so
   channels  grey <-> RGB as the model asks (grey: ITU-R 601-2 luma, as Pillow's)
   size      the largest centred crop of the target's aspect ratio, resized to H x W
-            (bilinear, antialiased); an image already of that size is left as it is
+            (bilinear, antialiased); an image already of that size is left as it is.
+            prepare_unresized skips this step: the image at its own size, for scoring
+            a large image in tiles (serving/tiles.py)
 
 Pixel values stay floats from decoding to the end and are rounded once, so an image that
 needs no conversion comes out exactly as decoded. The size step runs before the alpha and
@@ -262,7 +264,8 @@ def decode_rgba(data):
 def fit(image, shape: tuple[int, int, int]):
     """float32 (h, w, 4) RGBA, or (h, w, 3) opaque RGB, in 0..255 -> uint8 (H, W, C) of
     `shape`: the centred crop of the target's aspect ratio resized to H x W, alpha
-    composited onto BACKGROUND, channels converted, rounded once. Resizing is linear, so
+    composited onto BACKGROUND, channels converted, rounded once; H, W None: the image's
+    own size, not resized (prepare_unresized). Resizing is linear, so
     it runs on premultiplied RGBA before the composite and the grey conversion: the same
     result as compositing first, with those steps on the small image. An opaque image
     gives the same pixels as RGBA or as RGB (prepare_simple relies on it)."""
@@ -270,9 +273,10 @@ def fit(image, shape: tuple[int, int, int]):
     if image.shape[-1] == 4:
         alpha = image[..., 3:] / 255.0
         image = tf.concat([image[..., :3] * alpha, alpha], -1)  # premultiplied
-    size = tf.shape(image)[:2]
-    image = tf.cond(tf.reduce_all(size == (height, width)), lambda: image,
-                    lambda: _crop_resize(image, height, width))
+    if height is not None:
+        size = tf.shape(image)[:2]
+        image = tf.cond(tf.reduce_all(size == (height, width)), lambda: image,
+                        lambda: _crop_resize(image, height, width))
     rgb = image[..., :3]
     if image.shape[-1] == 4:
         # Opaque areas stay exactly as they are: resizing an alpha of 1 gives 1 to within
@@ -291,14 +295,34 @@ def fit_pixels(image, shape: tuple[int, int, int]):
     return fit(tf.tile(image, [1, 1, 3]) if image.shape[-1] == 1 else image, shape)
 
 
+def crop_box(h, w, height: int, width: int, minimum=min, maximum=max):
+    """The largest box of the aspect ratio height / width centred in an image of h x w:
+    (top, left, crop_h, crop_w). Python ints, or tensors with minimum=tf.minimum and
+    maximum=tf.maximum: the one formula, for the crop and for mapping back from it."""
+    crop_h = maximum(minimum(h, (w * height) // width), 1)
+    crop_w = maximum(minimum(w, (h * width) // height), 1)
+    return (h - crop_h) // 2, (w - crop_w) // 2, crop_h, crop_w
+
+
 def _crop_resize(image, height: int, width: int):
-    h, w = tf.shape(image)[0], tf.shape(image)[1]
-    # The largest box of the target's aspect ratio, centred: crop_h / crop_w = height / width.
-    crop_h = tf.maximum(tf.minimum(h, (w * height) // width), 1)
-    crop_w = tf.maximum(tf.minimum(w, (h * width) // height), 1)
-    image = tf.image.crop_to_bounding_box(image, (h - crop_h) // 2, (w - crop_w) // 2,
-                                          crop_h, crop_w)
+    top, left, crop_h, crop_w = crop_box(tf.shape(image)[0], tf.shape(image)[1], height, width,
+                                         tf.minimum, tf.maximum)
+    image = tf.image.crop_to_bounding_box(image, top, left, crop_h, crop_w)
     return tf.image.resize(image, (height, width), antialias=True)
+
+
+def to_input_pixel(row: int, column: int, image_size: tuple[int, int],
+                   shape: tuple[int, int, int]) -> tuple[int, int]:
+    """The pixel of the upright input image (image_size: its height, width) at whose place
+    pixel (row, column) of its prepared (H, W, C) image lies: the inverse of the crop and
+    resize, pixel centres to pixel centres."""
+    height, width = shape[:2]
+    h, w = image_size
+    top, left, crop_h, crop_w = crop_box(h, w, height, width)
+    if (h, w) == (height, width):  # not resized
+        return row, column
+    return (min(h - 1, top + int((row + 0.5) * crop_h / height)),
+            min(w - 1, left + int((column + 0.5) * crop_w / width)))
 
 
 def prepare_image(data, shape: tuple[int, int, int], max_pixels: int | None = None):
@@ -314,6 +338,13 @@ def prepare_image(data, shape: tuple[int, int, int], max_pixels: int | None = No
         message=f"the image has more than {max_pixels:,} pixels, the limit")
     with tf.control_dependencies([check]):
         return fit(decode_rgba(tf.identity(data)), shape)
+
+
+def prepare_unresized(data, channels: int, max_pixels: int | None = None):
+    """prepare_image without the size step: encoded bytes -> uint8 (h, w, channels) at
+    the image's own (upright) size, decoded, alpha composited and channels converted as
+    prepare_image does it (the same code)."""
+    return prepare_image(data, (None, None, channels), max_pixels)
 
 
 def encoded_size(data):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-KINDS = ("l2", "ssim")
+from ..config import ANOMALY_MAPS as KINDS  # declared with the --anomaly_map setting
 
 # The smoothing's kernel spans 4 sigma each side: 2 * int(4 sigma + 0.5) + 1 taps, 33 at
 # sigma 4, as anomalib's GaussianBlur2d (compute_kernel_size) and scipy's default

@@ -33,7 +33,7 @@ from ..data.sources import describe_classes, name_of_class
 from ..errors import ConfigError, DataError
 from ..files import write_bytes_atomic, write_json_atomic
 from ..model.layout import to_nhwc
-from ..model_dir import CODE_GAUSSIAN, THRESHOLD, read_code_gaussian
+from ..model_dir import CODE_GAUSSIAN, THRESHOLD, load_finished_run, read_code_gaussian
 from ..words import plural
 
 BATCH_SIZE = 512
@@ -190,6 +190,25 @@ def check_same_calibration(model_dir: str, config: Config) -> None:
             f"--anomaly_fpr {config.anomaly_fpr:g}, or recalibrate this one: set them in its "
             f"config.json, then run `tf-autoencoder evaluate {model_dir}` and "
             f"`tf-autoencoder export {model_dir}`")
+
+
+def check_same_map(model_dir: str, config: Config) -> None:
+    """ConfigError when a finished run, whose export is not made again, serves another
+    anomaly map than `config` asks for (--anomaly_map, --anomaly_map_sigma): a rerun
+    must not look as if it had changed the map its export serves."""
+    try:
+        served = load_finished_run(model_dir)
+    except ConfigError:
+        return  # nothing to compare with: exporting says what is missing
+    if (served.anomaly_map, served.anomaly_map_sigma) != (config.anomaly_map,
+                                                          config.anomaly_map_sigma):
+        raise ConfigError(
+            f"{model_dir} is a finished run whose export serves --anomaly_map "
+            f"{served.anomaly_map} --anomaly_map_sigma {served.anomaly_map_sigma:g}, and a "
+            f"finished run is not exported again: train into a new --model_dir for "
+            f"--anomaly_map {config.anomaly_map} --anomaly_map_sigma "
+            f"{config.anomaly_map_sigma:g}, or set them in its config.json, then run "
+            f"`tf-autoencoder export {model_dir}` (the map needs no training)")
 
 
 def images_needed(anomaly_fpr: float) -> int:

@@ -31,6 +31,7 @@ from ..files import write_json_atomic
 from ..images import image_grid, write_png
 from .latent_2d import has_2d_code, write_latent_2d
 from ..model.layout import to_nhwc
+from ..model.maps import anomaly_map
 from ..model_dir import LATENT_2D
 from ..data.pipeline import noisy_inputs
 from .projector import write_projector
@@ -38,6 +39,7 @@ from ..data.sources import Splits
 from ..words import plural
 
 NUM_RECONSTRUCTIONS = 10
+MAP_COLOURS = "inferno"  # matplotlib's: black (0) through red to yellow (the largest)
 TRAIN_RUN, VALIDATION_RUN, PROJECTOR_RUN = "train", "validation", "projector"
 
 
@@ -58,7 +60,8 @@ def tensorboard_callbacks(config: Config, splits: Splits) -> list:
         keras.callbacks.TensorBoard(config.model_dir, write_graph=False, profile_batch=0),
         TrainingInternals(config, probe, activations_batch[0]),
         Reconstructions(*shown, log_dir=os.path.join(config.model_dir, VALIDATION_RUN),
-                        png_dir=config.save_images, data_format=config.data_format),
+                        png_dir=config.save_images, data_format=config.data_format,
+                        map_kind=config.anomaly_map, map_sigma=config.anomaly_map_sigma),
     ]
 
 
@@ -190,35 +193,55 @@ class Reconstructions(keras.callbacks.Callback):
     """After each epoch, a grid of the same test images: inputs, noisy inputs (when
     denoising) and reconstructions (the original's SaveReconstructionListener), as the
     image summary `reconstructions` in `log_dir` and, with `png_dir`, as
-    `png_dir/step_XXXXX.png` named by the global step.
+    `png_dir/step_XXXXX.png` named by the global step. Beside it, `anomaly_maps`: the
+    anomaly map (model/maps.py, the run's map_kind and map_sigma) of each clean image
+    against its reconstruction, coloured on one scale for the row, from 0 to its largest
+    value: the same ten small maps, so their cost is that of ten reconstructions.
 
     inputs, clean: (n, H, W, C) or (n, C, H, W) float32 in [0, 1] in the model's layout;
     `inputs` is `clean` itself when there is no noise.
     """
 
     def __init__(self, inputs: np.ndarray, clean: np.ndarray, *, log_dir: str,
-                 png_dir: str | None = None, data_format: str = "channels_last"):
+                 png_dir: str | None = None, data_format: str = "channels_last",
+                 map_kind: str = "l2", map_sigma: float = 4.0):
         super().__init__()
         self.inputs, self.clean = inputs, clean
         self.log_dir, self.png_dir = log_dir, png_dir
         self.data_format = data_format
+        self.map_kind, self.map_sigma = map_kind, map_sigma
 
     def on_train_begin(self, logs=None):
         self.writer = tf.summary.create_file_writer(self.log_dir)
 
-    def grid(self) -> np.ndarray:
+    def grid(self, reconstructions: np.ndarray) -> np.ndarray:
         """uint8 (rows * (H + 2) + 2, n * (W + 2) + 2, C): one row of images each."""
-        reconstructions = tf.sigmoid(self.model(self.inputs, training=False)).numpy()
         noisy = [] if self.inputs is self.clean else [self.inputs]
         return image_grid([to_nhwc(r, self.data_format)
                            for r in [self.clean, *noisy, reconstructions]])
 
+    def maps_row(self, reconstructions: np.ndarray) -> np.ndarray:
+        """uint8 (H + 4, n * (W + 2) + 2, 3): each clean image's anomaly map, coloured."""
+        import matplotlib
+
+        maps = np.asarray(anomaly_map(to_nhwc(self.clean, self.data_format),
+                                      to_nhwc(reconstructions, self.data_format),
+                                      self.map_kind, self.map_sigma))
+        scaled = maps / max(float(maps.max()), 1e-12)
+        coloured = matplotlib.colormaps[MAP_COLOURS](scaled)[..., :3]
+        return image_grid([coloured])
+
     def on_epoch_end(self, epoch, logs=None):
-        grid = self.grid()
+        reconstructions = tf.sigmoid(self.model(self.inputs, training=False)).numpy()
+        grid = self.grid(reconstructions)
         rows = "input, noisy input, reconstruction" if self.inputs is not self.clean \
             else "input, reconstruction"
         with self.writer.as_default(step=epoch):
             tf.summary.image("reconstructions", grid[None], description=f"rows: {rows}")
+            tf.summary.image("anomaly_maps", self.maps_row(reconstructions)[None],
+                             description=f"the {self.map_kind} anomaly map of each input above "
+                                         "against its reconstruction; one colour scale "
+                                         f"({MAP_COLOURS}) from 0 to the row's largest value")
         self.writer.flush()
         if self.png_dir:
             step = int(self.model.optimizer.iterations.numpy())

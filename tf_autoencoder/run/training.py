@@ -43,7 +43,8 @@ from ..model.models import build_autoencoder, float32_twin
 from ..data.pipeline import check_replicas, make_dataset, make_training_epochs
 from ..data.sources import Splits
 from .progress import EpochLine
-from .anomaly import calibrate, check_same_calibration, served_gaussian, test_auroc
+from .anomaly import (calibrate, check_same_calibration, check_same_map, served_gaussian,
+                      test_auroc)
 from .summaries import (read_test_metrics, tensorboard_callbacks, test_metrics_line,
                         write_run_end, write_test_auroc, write_test_metrics)
 
@@ -451,6 +452,7 @@ def _finished_run(model, checkpoint, config: Config, initial_epoch: int, strateg
         return None
     if finished:
         check_same_calibration(config.model_dir, config)
+        check_same_map(config.model_dir, config)
     # The end of a run writes its export last: everything before it is there too.
     log(f"{config.model_dir} already holds {held}, exported as "
         f"{exported}: nothing to train or export (raise --epochs to train longer)")

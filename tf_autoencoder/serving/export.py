@@ -13,6 +13,10 @@ trained in (the export computes in float32, NHWC):
                    (their mean and precision are constants of the export);
                    is_anomalous (batch,) bool: score above the threshold calibrated on
                    the validation images
+                   anomaly_maps (batch, H, W) float32: where each image is unusual, per
+                   pixel (model/maps.py): the squared error against its reconstruction or
+                   1 - SSIM (--anomaly_map), smoothed (--anomaly_map_sigma); for a
+                   code-scored run too, whose score stays the code distance
   reconstruct_bytes, encode_bytes, score_bytes (the SavedModel's alone)
                    the same on image_bytes (batch,) string: encoded PNG, JPEG, GIF or BMP
                    files, prepared in the graph as training prepared them
@@ -38,6 +42,7 @@ from ..preparation import prepare_image, to_model_input
 from ..files import fsync_dir, fsync_tree, remove_leftovers, temp_path, write_reason
 from .formats import BYTES_SIGNATURES, FORMATS, SAVED_MODEL, SIGNATURES
 from .loading import load_finished_model
+from ..model.maps import anomaly_map
 from ..model.models import named_weights, serving_twin
 from ..model_dir import (EXPORT_DIR, export_versions, load_finished_run, read_code_gaussian,
                          read_threshold)
@@ -48,13 +53,15 @@ from ..model_dir import (EXPORT_DIR, export_versions, load_finished_run, read_co
 
 
 def serving_module(model: keras.Model, threshold: float = math.inf,
-                   gaussian: dict | None = None) -> tf.Module:
+                   gaussian: dict | None = None, map_kind: str = "l2",
+                   map_sigma: float = 4.0) -> tf.Module:
     """A tf.Module with the four signature functions (as .reconstruct, .encode, .decode,
     .score) of `model`, an NHWC float32 model (models.serving_twin). `threshold`: the
     score above which an image is anomalous, a constant of the score signature (inf: a
     model without a calibrated threshold flags nothing). `gaussian` (run/anomaly.py's
     code_gaussian, of NHWC codes flattened): score by the code's Mahalanobis distance to
-    it; None: by the reconstruction error.
+    it; None: by the reconstruction error. map_kind, map_sigma: the anomaly map the score
+    signature gives beside the score (maps.anomaly_map's kind and sigma).
 
     It tracks the model's weights only, not the model object, so the SavedModel holds no
     optimizer state and loads without Keras or this package.
@@ -62,7 +69,7 @@ def serving_module(model: keras.Model, threshold: float = math.inf,
     # The arguments' names are the signatures' input names, as SIGNATURES has them.
     images_name, (reconstructions,) = SIGNATURES["serving_default"]
     (codes_name,) = SIGNATURES["encode"][1]
-    scores_name, anomalous_name = SIGNATURES["score"][1]
+    scores_name, anomalous_name, maps_name = SIGNATURES["score"][1]
     images_spec = tf.TensorSpec((None, *model.encoder.input_shape[1:]), tf.float32,
                                 name=images_name)
     codes_spec = tf.TensorSpec((None, *model.encoder.output_shape[1:]), tf.float32,
@@ -80,7 +87,7 @@ def serving_module(model: keras.Model, threshold: float = math.inf,
     def decode(codes):
         return {reconstructions: tf.sigmoid(model.decoder(codes, training=False))}
 
-    def code_distances(images):
+    def code_distances(images, reconstructed):
         codes = model.encoder(images, training=False)
         # Constants of the graph, made while it is traced: tensors made outside it would be
         # captured, and tf2onnx makes a captured tensor an input of the ONNX model.
@@ -91,15 +98,17 @@ def serving_module(model: keras.Model, threshold: float = math.inf,
         squared = tf.reduce_sum(tf.matmul(centred, precision) * centred, axis=1)
         return tf.sqrt(tf.maximum(squared, 0.0))  # >= 0 but for float32 rounding
 
-    def reconstruction_errors(images):
-        errors = tf.square(images - tf.sigmoid(model(images, training=False)))
-        return tf.reduce_mean(errors, axis=[1, 2, 3])
+    def reconstruction_errors(images, reconstructed):
+        return tf.reduce_mean(tf.square(images - reconstructed), axis=[1, 2, 3])
 
     @tf.function(input_signature=[images_spec])
     def score(images):
-        scores = (reconstruction_errors if gaussian is None else code_distances)(images)
+        reconstructed = tf.sigmoid(model(images, training=False))
+        scores = (reconstruction_errors if gaussian is None else code_distances)(
+            images, reconstructed)
         return {scores_name: scores,
-                anomalous_name: tf.greater(scores, tf.constant(threshold, tf.float32))}
+                anomalous_name: tf.greater(scores, tf.constant(threshold, tf.float32)),
+                maps_name: anomaly_map(images, reconstructed, map_kind, map_sigma)}
 
     bytes_spec = tf.TensorSpec((None,), tf.string, name=BYTES_SIGNATURES["score_bytes"][0])
     shape = tuple(model.encoder.input_shape[1:])
@@ -163,14 +172,16 @@ def export_saved_model(model: keras.Model, config: Config, export_base: str,
     place.
 
     threshold: the calibrated anomaly threshold the score signature carries; gaussian:
-    the codes' Gaussian it measures distances with (None: it scores reconstructions).
+    the codes' Gaussian it measures distances with (None: it scores reconstructions);
+    its anomaly maps are config.anomaly_map's, smoothed by config.anomaly_map_sigma.
 
     Raises WriteError, with one clear line, when `export_base` cannot be written;
     ConversionError when a conversion is wrong, MissingExtra when its converter or
     runtime is not installed. Either way no version appears.
     """
     wanted = [fmt for name, fmt in FORMATS.items() if fmt is SAVED_MODEL or name in formats]
-    module = serving_module(serving_twin(model, config), threshold, gaussian)
+    module = serving_module(serving_twin(model, config), threshold, gaussian,
+                            config.anomaly_map, config.anomaly_map_sigma)
     try:
         os.makedirs(export_base, exist_ok=True)
         remove_leftovers(export_base)  # of exports that were killed

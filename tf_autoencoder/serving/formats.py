@@ -23,18 +23,20 @@ from ..model_dir import EXPORT_DIR, SAVED_MODEL_FILE, find_saved_model
 
 # Every format's signatures: name -> (input name, output names). All NHWC float32 with a
 # dynamic batch: images (batch, H, W, C) in [0, 1], codes (batch, h, w, k) or (batch, k);
-# score gives each image's reconstruction error (batch,) and whether it is above the
-# threshold calibrated after training (batch,) bool, a constant of the export.
+# score gives each image's score (batch,), whether it is above the threshold calibrated
+# after training (batch,) bool, a constant of the export, and its anomaly map
+# (batch, H, W) float32: where the image and its reconstruction disagree (model/maps.py,
+# the run's --anomaly_map and --anomaly_map_sigma, built into the graph).
 SIGNATURES = {"serving_default": ("images", ("reconstructions",)),
               "encode": ("images", ("codes",)),
               "decode": ("codes", ("reconstructions",)),
-              "score": ("images", ("scores", "is_anomalous"))}
+              "score": ("images", ("scores", "is_anomalous", "anomaly_maps"))}
 # The SavedModel's alone: the same three functions on a batch of encoded image files
 # (batch,) string: PNG, JPEG, GIF or BMP bytes, prepared inside the graph as training
 # prepared them (preparation.prepare_image), so a client needs no code of ours.
 BYTES_SIGNATURES = {"reconstruct_bytes": ("image_bytes", ("reconstructions",)),
                     "encode_bytes": ("image_bytes", ("codes",)),
-                    "score_bytes": ("image_bytes", ("scores", "is_anomalous"))}
+                    "score_bytes": ("image_bytes", ("scores", "is_anomalous", "anomaly_maps"))}
 
 
 @dataclass(frozen=True)

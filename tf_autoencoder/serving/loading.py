@@ -27,8 +27,9 @@ class Codec:
     in [0, 1] of `image_shape` (H, W, C), any number of them:
     encode: (n, H, W, C) -> (n, D) codes, NHWC (h, w, k) flattened;
     reconstruct: (n, H, W, C) -> (n, H, W, C) pixels in [0, 1];
-    score: (n, H, W, C) -> ((n,) reconstruction errors, (n,) bool: above the export's
-    threshold), or ModelError saying how to re-export a model without it."""
+    score: (n, H, W, C) -> ((n,) scores, (n,) bool: above the export's threshold,
+    (n, H, W) float32 anomaly maps, or None from a SavedModel exported before maps), or
+    ModelError saying how to re-export a model without it."""
     encode: Callable[[np.ndarray], np.ndarray]
     reconstruct: Callable[[np.ndarray], np.ndarray]
     image_shape: tuple[int, int, int]
@@ -50,11 +51,12 @@ def missing(message: str) -> Callable:
 
 def batched(fn, batch_size):
     """`fn` applied batch_size images at a time; its outputs (an array, or a tuple of
-    them) joined."""
+    them, None for one it does not give) joined."""
     def apply(images):
         parts = [fn(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
         if parts and isinstance(parts[0], tuple):
-            return tuple(np.concatenate([np.asarray(part[k]) for part in parts])
+            return tuple(None if parts[0][k] is None
+                         else np.concatenate([np.asarray(part[k]) for part in parts])
                          for k in range(len(parts[0])))
         return np.concatenate([np.asarray(part) for part in parts])
     return apply
@@ -102,7 +104,7 @@ def load_saved_model(path: str, batch_size: int = 256) -> Codec:
         raise ModelError(f"cannot load the SavedModel in {path}: {e}") from None
     images_name, (reconstructions_name,) = SIGNATURES["serving_default"]
     _, (codes_name,) = SIGNATURES["encode"]
-    _, (scores_name, anomalous_name) = SIGNATURES["score"]
+    _, score_names = SIGNATURES["score"]
     serve = loaded.signatures.get("serving_default")
     spec = serve.structured_input_signature[1].get(images_name) if serve else None
     if (spec is None or spec.dtype != tf.float32 or spec.shape.rank != 4
@@ -128,9 +130,9 @@ def load_saved_model(path: str, batch_size: int = 256) -> Codec:
 
     score_signature = loaded.signatures.get("score")
 
-    def score(images):
+    def score(images):  # an export from before the maps has scores and verdicts only
         outputs = score_signature(**{images_name: tf.constant(images, tf.float32)})
-        return outputs[scores_name].numpy(), outputs[anomalous_name].numpy()
+        return tuple(outputs[name].numpy() if name in outputs else None for name in score_names)
 
     return Codec(batched(encode, batch_size), batched(reconstruct, batch_size),
                  tuple(spec.shape[1:]), SAVED_MODEL.runtime,

@@ -102,8 +102,10 @@ def load(path: str, batch_size: int = 256) -> Codec:
     no_encode = (None if "encode" in paths
                  else f"there is no {FILES['encode']} beside {path}: export the model_dir with "
                       "`tf-autoencoder export MODEL_DIR --format onnx`")
-    no_score = (None if "score" in paths
-                else f"there is no {FILES['score']} beside {path} (it was exported before anomaly "
-                     "scores): export the model_dir with `tf-autoencoder export MODEL_DIR "
-                     "--format onnx`")
+    advice = "export the model_dir with `tf-autoencoder export MODEL_DIR --format onnx`"
+    no_score = (f"there is no {FILES['score']} beside {path} (it was exported before anomaly "
+                f"scores): {advice}" if "score" not in paths
+                else None if runtimes.has_signature(model, "score")
+                else f"{FILES['score']} beside {path} gives no anomaly maps (it was exported "
+                     f"before them): {advice}")
     return runtimes.codec(model, path, batch_size, no_encode, no_score)

@@ -88,6 +88,6 @@ def load(path: str, batch_size: int = 256) -> Codec:
     no_encode = (None if runtimes.has_signature(model, "encode")
                  else f"{path} has no encode signature from 'images' to 'codes': {advice}")
     no_score = (None if runtimes.has_signature(model, "score")
-                else f"{path} has no score signature (it was exported before anomaly scores): "
-                     f"{advice}")
+                else f"{path} has no score signature with anomaly maps (it was exported before "
+                     f"anomaly scores or maps): {advice}")
     return runtimes.codec(model, path, batch_size, no_encode, no_score)
