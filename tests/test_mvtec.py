@@ -167,6 +167,18 @@ def test_train_and_evaluate_report_localisation_per_defect(category, tmp_path):
     shuffled[defective] = masks[np.roll(defective, 1)]
     assert where["pixel_auroc"] > pixel_auroc(maps, shuffled)
     assert where["pixel_auroc"] > pixel_auroc(np.zeros_like(maps), masks) == 0.5
+    # Other maps for the same run, asked for: evaluate scores those.
+    result = run_python("-m", "tf_autoencoder.evaluate", model_dir, "--map", "ssim",
+                        "--map_sigma", "2")
+    assert result.returncode == 0, result.stderr
+    with open(os.path.join(model_dir, "evaluation.json")) as f:
+        other = json.load(f)["localisation"]
+    ssim_maps = keras.ops.convert_to_numpy(anomaly_map(
+        pixels, keras.ops.sigmoid(model(pixels, training=False)), "ssim", 2.0))
+    assert (other["map"], other["sigma"]) == ("ssim", 2)
+    assert other["pixel_auroc"] == pytest.approx(
+        roc_auc_score(masks.ravel(), ssim_maps.ravel()), abs=1e-4)
+    assert "pixel AUROC (ssim maps, sigma 2)" in result.stdout
     # The picture: six columns of the defective images, three rows (image, mask, map).
     assert where["figure"] == os.path.join(model_dir, "localisation_worst.png")
     picture = np.asarray(Image.open(where["figure"]).convert("L"))
