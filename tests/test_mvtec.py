@@ -184,3 +184,23 @@ def test_train_and_evaluate_report_localisation_per_defect(category, tmp_path):
     picture = np.asarray(Image.open(where["figure"]).convert("L"))
     assert picture.shape[1] > picture.shape[0] and picture.std() > 10
     assert f"Wrote {where['figure']}" in result.stdout
+
+
+def test_skipping_a_damaged_test_image_drops_its_mask_too(category, tmp_path):
+    """--skip_bad_images on the layout: a defective test image whose header reads but
+    whose pixels do not is dropped with its mask, so the masks still follow their
+    images (a mask list left whole would shift every later mask by one)."""
+    root = copy_of(category, tmp_path)
+    damaged = os.path.join(root, "test", "blob", "0000.png")
+    with open(damaged, "rb") as f:
+        data = f.read()
+    with open(damaged, "wb") as f:
+        f.write(data[:60])  # the header and the start of the pixels
+    splits = sources.load_data(data_dir=root, skip_bad_images=True, log=lambda *a: None)
+    splits = folder.drop_bad_files(splits, log=lambda *a: None)
+    assert damaged not in splits.test.images.paths and len(splits.masks) == len(splits.test) == 15
+    for path, mask in zip(splits.test.images.paths, splits.masks):
+        if mask is not None:
+            stem = os.path.splitext(os.path.basename(path))[0]
+            assert os.path.basename(mask) == f"{stem}_mask.png"
+            assert os.path.basename(os.path.dirname(mask)) == os.path.basename(os.path.dirname(path))
