@@ -191,7 +191,7 @@ def test_ctrl_c_in_any_command_is_one_line_exit_130_and_nothing_half_written(
             break
     assert waited and waited[-1].startswith("paused at"), waited
     process.send_signal(signal.SIGINT)
-    _, rest = process.communicate(timeout=120)
+    _, rest = process.communicate(timeout=300)
     assert process.returncode == 130, rest
     assert rest.count("\n") == 1 and rest.endswith(f"{command}: interrupted\n"), rest
     assert tree_without_lock(run) == before  # no new version, no temporary folder
@@ -725,6 +725,6 @@ def test_sigterm_outside_the_training_loop_is_one_line_and_143(run):
         if line.startswith("paused at export"):
             break
     process.send_signal(signal.SIGTERM)
-    _, rest = process.communicate(timeout=120)
+    _, rest = process.communicate(timeout=300)
     assert process.returncode == 143, rest
     assert rest.count("\n") == 1 and rest.endswith("export: terminated (SIGTERM)\n"), rest
