@@ -181,7 +181,7 @@ def train_model(name, asked_settings, splits, data_dir, work_dir, seed, quick):
     config = asked.resolved(facts)
     print(f"--- {name}: " + (image_defaults.describe(chosen, because, splits.image_shape,
                                                       len(splits.train)) if chosen else
-                             "the post's settings"), flush=True)
+                             "nothing chosen"), flush=True)
     start = time.perf_counter()
     train(asked, facts, splits, log=lambda *a: None)
     seconds = time.perf_counter() - start
@@ -385,7 +385,7 @@ def fashion_section(args, argv) -> str:
         f"PCA fitted on the {len(train):,} training images of {splits.source}, scored on "
         f"the {len(test):,} test images as `evaluate` scores a model (PSNR, SSIM). The "
         "models' figures, at their own code sizes, are those of the fashion-mnist-full "
-        "section (quality.py, the same split), but for the last row, trained here: "
+        "section (quality.py, the same split), but for the linear path's row, trained here: "
         f"`{' '.join(f'--{k} ' + (','.join(map(str, v)) if isinstance(v, list) else str(v)) for k, v in FASHION_MODEL.items())}`"
         f" ({row['updates']:,} updates, {row['seconds']:.0f} s of training on "
         f"{os.cpu_count()} CPU cores shared with other work, seed {args.seed}). "
