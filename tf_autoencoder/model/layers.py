@@ -345,7 +345,8 @@ class PixelLogits(layers.Layer):
 
     def call(self, pixels):
         clipped = ops.clip(pixels, self.EPS, 1 - self.EPS)
-        return ops.log(clipped) - ops.log1p(-clipped)
+        # log(1 - p), not log1p(-p): tf2onnx has no Log1p, and the clip keeps it exact enough.
+        return ops.log(clipped) - ops.log(1 - clipped)
 
 
 def linear_encoder(images, code_size, *, data_format="channels_last", name="linear_encode"):
