@@ -130,6 +130,11 @@ def test_a_folders_run_prints_records_and_trains_with_the_chosen_settings(folder
     assert _steps(model_dir) == train // expected["batch_size"]
     assert asked["batch_size"] == DEFAULTS["batch_size"] and asked["loss"] == DEFAULTS["loss"]
     assert facts["architecture"]["num_filters"] == expected["num_filters"]
+    # The linear path is chosen, started at PCA, and the run exports its model.
+    assert facts["architecture"]["linear_path"] == "pca"
+    assert any(line.startswith("The linear path starts at PCA with "
+                               f"{expected['code_size']} components") for line in lines)
+    assert os.path.isfile(os.path.join(model_dir, "export", "1", "saved_model.pb"))
 
 
 def test_a_flag_overrides_its_chosen_setting(folder, tmp_path):
