@@ -456,6 +456,7 @@ VARIANTS = {
     "NCHW": Config(num_filters=[4, 4], data_format="NCHW"),
     "mixed_bfloat16": Config(num_filters=[4, 4], precision="mixed_bfloat16"),
     "flat code": Config(num_filters=[4, 4], code_size=3),
+    "linear path": Config(num_filters=[4, 4], code_size=3, linear_path="pca"),
 }
 
 

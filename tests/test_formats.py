@@ -105,6 +105,11 @@ BUILT = {
     "variational NCHW mixed_bfloat16 12x12x1": Config(
         model="variational", num_filters=[4, 4], image_shape=[12, 12, 1], data_format="NCHW",
         downsample="strided", upsample="resize", precision="mixed_bfloat16"),
+    # The linear path (its start does not matter here: perturbed): NCHW colour, so a
+    # flatten or reshape in the wrong order shows.
+    "linear path NCHW float32 12x10x3": Config(
+        num_filters=[4, 4], downsample="strided", code_size=5, linear_path="pca",
+        image_shape=[12, 10, 3], data_format="NCHW", precision="float32"),
     # The strided tutorial model: a flat code through a map-sized conv, no output layer.
     "strided tutorial NCHW mixed_bfloat16 28x28x1": Config(
         num_filters=[16, 32], downsample="strided", convs_per_block=0, code_size=12,

@@ -29,7 +29,21 @@ def test_a_few_hundred_colour_photographs_get_small_batches_enough_updates_and_p
     assert chosen["lr_decay_rate"] ** (total // chosen["lr_decay_steps"]) <= 1 / 100
     assert chosen["loss"] == "mse"
     assert chosen["num_filters"] != DEFAULTS["num_filters"]
-    assert len(reasons) == 5 and all(reasons)
+    assert chosen["linear_path"] == "pca" and chosen["code_size"]
+    assert len(reasons) == 6 and all(reasons)
+
+
+def test_the_linear_path_is_chosen_for_a_photographs_flat_code_alone():
+    """Given --linear_path none, the rest is still chosen; given no flat code (the
+    post's filters alone) or the variational model, there is no linear path to add."""
+    chosen, _ = image_defaults.choose([64, 64, 3], 800, given={"linear_path": "none"})
+    assert "linear_path" not in chosen and chosen["code_size"]
+    chosen, _ = image_defaults.choose([64, 64, 3], 800, given={"num_filters": [16, 8, 8]})
+    assert "linear_path" not in chosen
+    chosen, _ = image_defaults.choose([64, 64, 3], 800, given={"model": "variational"})
+    assert "linear_path" not in chosen
+    chosen, _ = image_defaults.choose([64, 64, 3], 800, given={"code_size": 32})
+    assert chosen["linear_path"] == "pca"
 
 
 def test_a_large_folder_of_small_grey_images_keeps_the_posts_batch_and_model():
@@ -116,6 +130,11 @@ def test_a_folders_run_prints_records_and_trains_with_the_chosen_settings(folder
     assert _steps(model_dir) == train // expected["batch_size"]
     assert asked["batch_size"] == DEFAULTS["batch_size"] and asked["loss"] == DEFAULTS["loss"]
     assert facts["architecture"]["num_filters"] == expected["num_filters"]
+    # The linear path is chosen, started at PCA, and the run exports its model.
+    assert facts["architecture"]["linear_path"] == "pca"
+    assert any(line.startswith("The linear path starts at PCA with "
+                               f"{expected['code_size']} components") for line in lines)
+    assert os.path.isfile(os.path.join(model_dir, "export", "1", "saved_model.pb"))
 
 
 def test_a_flag_overrides_its_chosen_setting(folder, tmp_path):

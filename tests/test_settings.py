@@ -71,7 +71,7 @@ def test_a_choice_error_names_every_declared_choice():
 def test_architecture_and_hparams_come_from_the_declarations():
     assert set(ARCHITECTURE_FIELDS) == {"model", "num_filters", "hidden_units", "downsample",
                                         "upsample", "convs_per_block", "kernel_size",
-                                        "output_layer", "code_size", "image_shape",
+                                        "output_layer", "code_size", "linear_path", "image_shape",
                                         "image_size", "channels"}
     # Every architecture setting the HParams tab can show is shown; run bookkeeping is not,
     # nor the input's size, which (like image_shape) is often None: the data's own.

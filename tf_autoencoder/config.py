@@ -28,6 +28,7 @@ CONV_MODELS = ("convolutional", "variational")  # built from conv_encoder / conv
 DOWNSAMPLES = ("pool", "strided")
 UPSAMPLES = ("transpose", "transpose_2x2", "resize")
 LOSSES = ("bce", "mse")
+LINEAR_PATHS = ("none", "pca")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 DISTRIBUTES = ("none", "mirrored", "multi_worker")
 ANOMALY_SCORES = ("reconstruction", "code")  # run/anomaly.py computes both
@@ -179,6 +180,17 @@ class Config:
             "large as the map) or last hidden layer, mirrored in the decoder; `2` also draws "
             "the codes ([latent_2d.png](docs/variants-and-evaluation.md#a-two-value-code-"
             "latent_2dpng))")
+    linear_path: str = setting(
+        "none", "pca: a linear path image -> code -> image added to the convolutions' own, "
+                "started at the principal components of the training images, so that "
+                "training starts at PCA's reconstruction and the convolutions learn what "
+                "it misses (needs --code_size; the code stays the only path)", "model",
+        choices=LINEAR_PATHS, architecture=True, conv_only=True,
+        doc="`pca`: a linear path image -> code -> image added to the convolutions' own, "
+            "started at the training images' principal components: training starts at "
+            "PCA's reconstruction and the convolutions learn what it misses (needs "
+            "`--code_size`; the code stays the only path from image to image; "
+            "[photographs](#your-own-images))")
     code_l1: float = setting(
         0.0, "L1 penalty on the code, per image (sparse codes; not with variational)",
         "model", doc="L1 penalty on the code: `code_l1 * mean over images of sum abs(code)` "
@@ -364,6 +376,9 @@ class Config:
             raise ConfigError(f"kernel_size must be >= 1, got {self.kernel_size}")
         if self.convs_per_block < 0:
             raise ConfigError(f"convs_per_block must be >= 0, got {self.convs_per_block}")
+        if self.linear_path != "none" and (self.model != "convolutional" or not self.code_size):
+            raise ConfigError(f"linear_path {self.linear_path} needs --model convolutional "
+                              "and a --code_size (its code is the flat code)")
         if self.convs_per_block == 0 and self.downsample == "pool":
             raise ConfigError("convs_per_block 0 with downsample pool leaves the encoder without "
                               "convolutions: use --downsample strided, or at least 1 conv per block")

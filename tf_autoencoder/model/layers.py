@@ -333,3 +333,41 @@ def fc_decoder(code, hidden_units, output_shape, *, data_format="channels_last",
     else:
         x = layers.Reshape(tuple(output_shape), name="unflatten")(x)
     return x
+
+
+@keras.saving.register_keras_serializable(package="tf_autoencoder")
+class PixelLogits(layers.Layer):
+    """Pixels -> logits: log(p / (1 - p)) of p clipped to [EPS, 1 - EPS]. sigmoid gives
+    the clipped pixels back, so a path that computes pixels (the linear one) can join
+    the logits the model outputs."""
+
+    EPS = 1e-4
+
+    def call(self, pixels):
+        clipped = ops.clip(pixels, self.EPS, 1 - self.EPS)
+        # log(1 - p), not log1p(-p): tf2onnx has no Log1p, and the clip keeps it exact enough.
+        return ops.log(clipped) - ops.log(1 - clipped)
+
+
+def linear_encoder(images, code_size, *, data_format="channels_last", name="linear_encode"):
+    """images -> (batch, code_size), one dense layer on the pixels in NHWC order (so the
+    same weights serve both layouts). No weight decay: it holds principal components."""
+    x = images
+    if data_format == "channels_first":
+        x = layers.Permute((2, 3, 1), name=f"{name}_nhwc")(x)
+    x = layers.Flatten(name=f"{name}_flat")(x)
+    return layers.Dense(code_size, name=name)(x)
+
+
+def linear_decoder(code, output_shape, *, data_format="channels_last", name="linear_decode"):
+    """The mirror of `linear_encoder`: (batch, code_size) -> pixels of `output_shape`
+    (one image's, in `data_format`), one dense layer."""
+    if data_format == "channels_first":
+        channels, height, width = output_shape
+    else:
+        height, width, channels = output_shape
+    x = layers.Dense(height * width * channels, name=name)(code)
+    x = layers.Reshape((height, width, channels), name=f"{name}_image")(x)
+    if data_format == "channels_first":
+        x = layers.Permute((3, 1, 2), name=f"{name}_nchw")(x)
+    return x

@@ -11,7 +11,7 @@ from keras import layers, ops
 from ..config import Config
 from ..errors import ModelError
 from .layers import (conv_decoder, conv_encoder, expand_code, fc_decoder, fc_encoder, flat_code,
-                     gaussian_heads)
+                     gaussian_heads, linear_decoder, linear_encoder, PixelLogits)
 from .metrics import batch_mean, gaussian_kl_per_example
 from .precision import resolve_precision
 
@@ -194,6 +194,10 @@ def _build(config: Config) -> Autoencoder | VariationalAutoencoder:
         if config.code_size:
             code = flat_code(features, config.code_size, data_format=config.data_format,
                              weight_decay=config.weight_decay)
+        if config.linear_path != "none":
+            # The code: a linear projection of the image plus the convolutions' share.
+            code = layers.Add(name="code_sum")([
+                linear_encoder(images, config.code_size, data_format=config.data_format), code])
         code = _to_float32(code, "code_float32")
         if config.code_l1:
             # Keras divides the penalty by the batch size: code_l1 * mean over images of sum |code|.
@@ -210,6 +214,11 @@ def _build(config: Config) -> Autoencoder | VariationalAutoencoder:
     else:
         logits = conv_decoder(x, config.num_filters[::-1], shape,
                               **config.builder_options("conv_decoder"), **settings)
+        if config.linear_path != "none":
+            # The image: the linear decoding of the code, plus the convolutions' share.
+            linear_pixels = linear_decoder(code_input, shape, data_format=config.data_format)
+            logits = layers.Add(name="logits_sum")([
+                PixelLogits(name="linear_logits")(linear_pixels), logits])
     decoder = keras.Model(code_input, _to_float32(logits, "logits_float32"), name="decoder")
     if config.model == "variational":
         return VariationalAutoencoder(posterior, decoder, beta=config.beta,

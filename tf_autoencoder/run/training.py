@@ -39,6 +39,7 @@ from ..files import (fsync_dir, fsync_file, remove_leftovers, temp_path, write_e
 from ..model.metrics import make_loss, make_metrics
 from ..model_dir import (CHECKPOINT_DIR, CONFIG_FILE, EXPORT_DIR, FINAL_MODEL, HISTORY, RUN_FACTS,
                         TEST_METRICS)
+from ..model.linear_path import start_at_pca
 from ..model.models import build_autoencoder, float32_twin
 from ..data.pipeline import check_replicas, make_dataset, make_training_epochs
 from ..data.sources import Splits
@@ -395,6 +396,8 @@ def _run(settings: Config, facts: RunFacts, splits: Splits, log,
     the test split, save and export."""
     config = settings.resolved(facts)  # what the model and the data pipeline follow
     model, checkpoint, initial_epoch = _build_and_restore(config, strategy, restore_from, log)
+    if config.linear_path == "pca" and not checkpoint.latest:  # a fresh run: fitted here
+        log(start_at_pca(model, splits.train.images, config.seed))
     if initial_epoch >= config.epochs:
         done = _finished_run(model, checkpoint, config, initial_epoch, strategy, log)
         if done is not None:
