@@ -16,10 +16,13 @@ and SSIM as `evaluate` computes them, beside PCA with as many components as the 
 code has values, fitted on the same training patches; and the training time. Then the
 code score (--anomaly_score code) against the reconstruction score on china (normal)
 against flower, with the codes' Gaussian estimated as the package does (OAS shrinkage)
-and as it did before (a 1e-3 ridge).
+and as it did before (a 1e-3 ridge). Last, Fashion-MNIST: PCA at the code sizes of the
+models quality.py measures, and the model recommended at the post's code size (128
+values, the linear path started at PCA: FASHION_MODEL) trained beside it.
 
     pip install -e .[benchmarks]               # scikit-image, for its photographs
-    python benchmarks/photos.py                # about 30-40 minutes on 2 CPU cores
+    python benchmarks/photos.py                # about an hour on 2 CPU cores (the 64x64
+                                               # china / flower models take most of it)
     python benchmarks/photos.py --quick --out /tmp/Q.md   # a smoke run, a few minutes
     python benchmarks/photos.py --skip reconstruction,fashion --anomaly_size 32 \
         --anomaly_models 'chosen;post'         # the china / flower section at 32x32
