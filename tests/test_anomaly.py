@@ -192,7 +192,8 @@ def test_an_export_from_before_the_maps_keeps_its_verdicts_and_maps_its_reconstr
                                                  "encode": module.encode, "score": old_score})
     digit = sources.load_mnist_sample().test.images[0]
     paths = write_pngs(tmp_path, digit=digit)
-    assert main(["predict", old, *paths, "--csv", str(tmp_path / "s.csv")]) == 0
+    assert main(["predict", old, *paths, "--csv", str(tmp_path / "s.csv"),
+                 "--output_dir", str(tmp_path / "out")]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith(f"No maps in {old} (exported before them)")
     with open(tmp_path / "s.csv", newline="") as f:
