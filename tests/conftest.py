@@ -16,6 +16,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np
 import pytest
 
+import forked_commands
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -53,10 +55,11 @@ def idx_dir(tmp_path):
     return str(directory)
 
 
-def run_python(*args, timeout=300):
-    """`python *args` from the repository root, so this checkout's package is the one imported."""
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=timeout)
+def run_python(*args, timeout=300, fresh=False):
+    """`python *args` from the repository root, so this checkout's package is the one
+    imported; in a process forked after TensorFlow's import (forked_commands.py) unless
+    `fresh`."""
+    return forked_commands.run(list(args), cwd=REPO, timeout=timeout, fresh=fresh)
 
 
 def train_command(*args):
@@ -65,8 +68,8 @@ def train_command(*args):
 
 def run_train(*args, env=None, cwd=None, timeout=300):
     """train.py with `args`, `env` added to this process's environment."""
-    return subprocess.run(train_command(*args), capture_output=True, text=True, cwd=cwd,
-                          env=dict(os.environ, **(env or {})), timeout=timeout)
+    return forked_commands.run([os.path.join(REPO, "train.py"), *args], cwd=cwd,
+                               env=dict(os.environ, **(env or {})), timeout=timeout)
 
 
 def run_record(model_dir) -> dict:
@@ -117,9 +120,10 @@ def start_workers(model_dirs, args, cwds=None, env=None):
     for index, model_dir in enumerate(model_dirs):
         worker_env = dict(os.environ, **(env(index) if env else {}), TF_CONFIG=json.dumps(
             {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-        processes.append(subprocess.Popen(
-            train_command(*args(index), "--model_dir", model_dir, "--distribute", "multi_worker"),
-            cwd=cwds[index] if cwds else None, env=worker_env, text=True,
+        processes.append(forked_commands.start(
+            [os.path.join(REPO, "train.py"), *args(index), "--model_dir", model_dir,
+             "--distribute", "multi_worker"],
+            cwd=cwds[index] if cwds else None, env=worker_env,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     return processes
 
@@ -140,8 +144,9 @@ def start_paused(args, step, **popen):
     TF_AUTOENCODER_PAUSE_AT_STEP hook); returns the process once it says it paused.
     Its stderr is a pipe; the lines before the pause are in `process.lines_before`."""
     env = dict(os.environ, TF_AUTOENCODER_PAUSE_AT_STEP=str(step))
-    process = subprocess.Popen(train_command(*args), stderr=subprocess.PIPE, text=True, env=env,
-                               **{"stdout": subprocess.DEVNULL, **popen})
+    process = forked_commands.start([os.path.join(REPO, "train.py"), *args],
+                                    stderr=subprocess.PIPE, env=env,
+                                    **{"stdout": subprocess.DEVNULL, **popen})
     process.lines_before = []
     for line in process.stderr:  # ends at the pause, or at EOF if the process died
         if line == f"paused at step {step}\n":

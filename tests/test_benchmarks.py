@@ -2,17 +2,17 @@
 They assert that each script runs and reports sane numbers, never how fast anything is."""
 import os
 import re
-import subprocess
 import sys
 
 import pytest
+
+import forked_commands
 
 from conftest import REPO
 
 
 def run_benchmark(*args):
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    return forked_commands.run(list(args), cwd=REPO, timeout=600)
 
 
 def test_train_speed_runs_both_frameworks():

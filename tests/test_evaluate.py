@@ -4,11 +4,11 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+
+import forked_commands
 
 from conftest import REPO, copy_run
 from tf_autoencoder.data import sources
@@ -17,8 +17,7 @@ from tf_autoencoder.run.evaluation import (PSNR_CAP_DB, knn_accuracy, linear_pro
 
 
 def run_module(module, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True,
-                          text=True, cwd=REPO, timeout=timeout)
+    return forked_commands.run(["-m", module, *args], cwd=REPO, timeout=timeout)
 
 
 def png_size(path):
@@ -107,11 +106,10 @@ def vae_run(tmp_path_factory):
     beat the mean image (BCE 0.390). Four epochs at batch 32 did, on seeds 1, 2 and 3:
     BCE 0.206 to 0.227, MSE 0.049 to 0.057, SSIM 0.22 to 0.31. About 20 s on 2 cores."""
     model_dir = str(tmp_path_factory.mktemp("vae"))
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "train.py"), "--dataset", "mnist_sample",
+    result = forked_commands.run(
+        [os.path.join(REPO, "train.py"), "--dataset", "mnist_sample",
          "--model", "variational", "--epochs", "4", "--batch_size", "32", "--seed", "2",
-         "--model_dir", model_dir],
-        capture_output=True, text=True, timeout=300)
+         "--model_dir", model_dir], timeout=300)
     assert result.returncode == 0, result.stderr
     return model_dir
 
@@ -286,11 +284,10 @@ def test_quality_benchmark_smoke(tmp_path):
     """--quick: one epoch per variant on 256 training images; the tutorial model keeps its
     own loss and batch; with conv and fc, the paragraph on the post's claim."""
     out, images = tmp_path / "QUALITY.md", tmp_path / "img"
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "benchmarks", "quality.py"), "--quick",
+    result = forked_commands.run(
+        [os.path.join(REPO, "benchmarks", "quality.py"), "--quick",
          "--dataset", "mnist_sample", "--variants", "conv,fc,tutorial_pooled",
-         "--test_images", "40", "--out", str(out), "--images_dir", str(images)],
-        capture_output=True, text=True, timeout=600)
+         "--test_images", "40", "--out", str(out), "--images_dir", str(images)], timeout=600)
     assert result.returncode == 0, result.stderr
     text = out.read_text()
     assert "## mnist_sample: 1 epoch\n" in text

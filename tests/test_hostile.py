@@ -13,6 +13,8 @@ import zlib
 import numpy as np
 import pytest
 
+import forked_commands
+
 from conftest import REPO, copy_run, error_lines, run_python, run_train, snapshot
 from tf_autoencoder.cli import describe
 from tf_autoencoder.errors import WriteError
@@ -180,8 +182,8 @@ def test_ctrl_c_in_any_command_is_one_line_exit_130_and_nothing_half_written(
     args = {"export": [run], "evaluate": [run],
             "predict": [run, str(image), "--output_dir", str(tmp_path / "out")]}[command]
     before = tree_without_lock(run)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tf_autoencoder", command, *args], cwd=REPO, text=True,
+    process = forked_commands.start(
+        ["-m", "tf_autoencoder", command, *args], cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "TF_AUTOENCODER_PAUSE_AT": command})
     waited = []
@@ -717,8 +719,8 @@ def test_sigterm_outside_the_training_loop_is_one_line_and_143(run):
     """It used to end the command with status 143 and no word (Ctrl-C got one)."""
     import signal
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tf_autoencoder", "export", run], cwd=REPO, text=True,
+    process = forked_commands.start(
+        ["-m", "tf_autoencoder", "export", run], cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "TF_AUTOENCODER_PAUSE_AT": "export"})
     for line in process.stderr:  # the pause point's line: the command is there now

@@ -3,18 +3,17 @@ lock), ordinary file modes, synced atomic writes, reruns that change nothing, an
 workers that must agree on where they resume."""
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
+
+import forked_commands
 
 from conftest import (REFERENCE_RUN, REPO, TRAINED_RUN, copy_run, error_lines, snapshot,
                       start_paused, start_workers, train_command, wait_all)
 
 
 def run(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=timeout, env=env)
+    return forked_commands.run(list(args), cwd=REPO, timeout=timeout, env=env)
 
 
 def test_a_second_run_or_an_export_on_a_training_model_dir_stops_and_writes_nothing(

@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+import forked_commands
+
 from conftest import (REFERENCE_RUN, copy_run, history, idx_bytes, latest_checkpoint, run_train,
                       snapshot, start_paused, train_command, write_idx_dir)
 from tf_autoencoder.errors import RunError
@@ -180,8 +182,8 @@ def test_deterministic_runs_with_the_same_seed_have_identical_histories(tmp_path
     processes = {}  # the two runs at once, each in its own process
     for name in ["first", "second"]:
         with open(tmp_path / f"{name}.stderr", "w") as stderr:
-            processes[name] = subprocess.Popen(
-                train_command(*args, "--model_dir", str(tmp_path / name)),
+            processes[name] = forked_commands.start(
+                train_command(*args, "--model_dir", str(tmp_path / name))[1:],
                 stdout=subprocess.DEVNULL, stderr=stderr)
     histories = []
     try:
@@ -492,8 +494,8 @@ def test_a_run_killed_mid_epoch_and_resumed_is_the_uninterrupted_run_bit_for_bit
             "--seed", "5", "--deterministic", "--noise_factor", "0.3", "--embedding_images",
             "0", "--precision", "float32", *RESUMED_MODELS[model]]
     through, resumed = str(tmp_path / "through"), str(tmp_path / "resumed")
-    first = subprocess.Popen(train_command(*args, "--model_dir", through),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = forked_commands.start(train_command(*args, "--model_dir", through)[1:],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         killed = start_paused([*args, "--model_dir", resumed], 110 // 16 + 2)
         killed.kill()

@@ -14,6 +14,8 @@ import urllib.request
 
 import numpy as np
 import pytest
+
+import forked_commands
 import tensorflow as tf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -53,8 +55,7 @@ def export_embeddings(*args):
 
 def run_script(script, *args, timeout=300):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    return subprocess.run([sys.executable, os.path.join(REPO, script), *args],
-                          capture_output=True, text=True, env=env, timeout=timeout)
+    return forked_commands.run([os.path.join(REPO, script), *args], env=env, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
