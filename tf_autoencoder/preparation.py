@@ -44,6 +44,12 @@ _BI_BITFIELDS = 3
 _EXIF_ENTRIES = 64
 _ORIENTATION_TAG = 0x0112
 
+# The preparation is written in graph ops throughout (tf.cond, tf.case, static Python
+# branches), so AutoGraph has nothing to convert here; left to it, it transpiles every
+# function below the first time a process traces one (the export, a folder's tf.data
+# map, predict), which cost seconds of CPU per command.
+graph_ops_only = tf.autograph.experimental.do_not_convert
+
 
 def _bytes_at(data, position, length: int):
     """`length` bytes of `data` from `position` as uint8, zeros past the end: a header
@@ -201,6 +207,7 @@ def _pixel_bytes(data, length):
     return tf.io.decode_raw(pixels, tf.uint8)
 
 
+@graph_ops_only
 def jpeg_orientation(data):
     """A JPEG's EXIF orientation (1..8; 1, upright, without a valid one), read from the
     TIFF header of its APP1 'Exif' segment, which the Exif standard puts right after the
@@ -238,6 +245,7 @@ def _orient(image, orientation):
     return tf.reverse(image, tf.boolean_mask([0, 1], [flip_rows, flip_columns]))
 
 
+@graph_ops_only
 def decode_rgba(data):
     """Encoded image bytes (PNG, JPEG, GIF or BMP) -> float32 (h, w, 4) RGBA in 0..255,
     upright. InvalidArgumentError for bytes that are none of these, or damaged."""
@@ -261,6 +269,7 @@ def decode_rgba(data):
     return tf.ensure_shape(image, (None, None, 4))
 
 
+@graph_ops_only
 def fit(image, shape: tuple[int, int, int]):
     """float32 (h, w, 4) RGBA, or (h, w, 3) opaque RGB, in 0..255 -> uint8 (H, W, C) of
     `shape`: the centred crop of the target's aspect ratio resized to H x W, alpha
@@ -288,6 +297,7 @@ def fit(image, shape: tuple[int, int, int]):
     return tf.ensure_shape(pixels, shape)
 
 
+@graph_ops_only
 def fit_pixels(image, shape: tuple[int, int, int]):
     """Decoded uint8 grey or RGB pixels (h, w, 1 or 3, known when traced) -> uint8
     (H, W, C) of `shape`, as prepare_image fits what it decodes."""
@@ -325,6 +335,7 @@ def to_input_pixel(row: int, column: int, image_size: tuple[int, int],
             min(w - 1, left + int((column + 0.5) * crop_w / width)))
 
 
+@graph_ops_only
 def prepare_image(data, shape: tuple[int, int, int], max_pixels: int | None = None):
     """Encoded image bytes (a scalar string tensor) -> uint8 (H, W, C) of `shape`: the one
     preparation (this module's docstring). max_pixels: refuse (InvalidArgumentError) an
@@ -340,6 +351,7 @@ def prepare_image(data, shape: tuple[int, int, int], max_pixels: int | None = No
         return fit(decode_rgba(tf.identity(data)), shape)
 
 
+@graph_ops_only
 def prepare_unresized(data, channels: int, max_pixels: int | None = None):
     """prepare_image without the size step: encoded bytes -> uint8 (h, w, channels) at
     the image's own (upright) size, decoded, alpha composited and channels converted as
@@ -347,6 +359,7 @@ def prepare_unresized(data, channels: int, max_pixels: int | None = None):
     return prepare_image(data, (None, None, channels), max_pixels)
 
 
+@graph_ops_only
 def encoded_size(data):
     """(height, width) as the header of encoded PNG, JPEG, GIF or BMP bytes says (0, 0 for
     others), int64, without decoding the pixels."""
@@ -367,6 +380,7 @@ def encoded_size(data):
                    default=lambda: (zero, zero), exclusive=True)
 
 
+@graph_ops_only
 def prepare_simple(data, shape: tuple[int, int, int]):
     """prepare_image for an 8-bit grey or RGB PNG or JPEG, upright and opaque, of any size
     (the file's header says so: images.Header.simple): the same pixels, without the steps
@@ -378,6 +392,7 @@ def prepare_simple(data, shape: tuple[int, int, int]):
     return fit(tf.cast(image, tf.float32), shape)
 
 
+@graph_ops_only
 def prepare_plain(data, shape: tuple[int, int, int]):
     """prepare_image for an 8-bit grey or RGB PNG or JPEG, upright, already of `shape`
     (the file's header says so: images.Header.simple): the same pixels without the
@@ -394,12 +409,14 @@ def prepare_plain(data, shape: tuple[int, int, int]):
 READERS = {"plain": prepare_plain, "simple": prepare_simple, "any": prepare_image}
 
 
+@graph_ops_only
 def prepare_file(path, shape: tuple[int, int, int], reader: str = "any"):
     """An image file (a scalar string tensor: its path) -> uint8 (H, W, C), read by
     READERS[reader]: the same pixels each way, for the files it applies to."""
     return READERS[reader](tf.io.read_file(path), shape)
 
 
+@graph_ops_only
 def to_model_input(images):
     """uint8 pixels -> float32 in [0, 1], what the model takes."""
     return tf.cast(images, tf.float32) / 255.0

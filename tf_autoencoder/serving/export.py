@@ -66,7 +66,9 @@ def serving_module(model: keras.Model, threshold: float = math.inf,
     It tracks the model's weights only, not the model object, so the SavedModel holds no
     optimizer state and loads without Keras or this package.
     """
-    # The arguments' names are the signatures' input names, as SIGNATURES has them.
+    # The arguments' names are the signatures' input names, as SIGNATURES has them. The
+    # functions are graph ops already (autograph=False): AutoGraph would only spend
+    # seconds transpiling the model's and the maps' code on each export.
     images_name, (reconstructions,) = SIGNATURES["serving_default"]
     (codes_name,) = SIGNATURES["encode"][1]
     scores_name, anomalous_name, maps_name = SIGNATURES["score"][1]
@@ -75,15 +77,15 @@ def serving_module(model: keras.Model, threshold: float = math.inf,
     codes_spec = tf.TensorSpec((None, *model.encoder.output_shape[1:]), tf.float32,
                                name=codes_name)
 
-    @tf.function(input_signature=[images_spec])
+    @tf.function(input_signature=[images_spec], autograph=False)
     def reconstruct(images):
         return {reconstructions: tf.sigmoid(model(images, training=False))}
 
-    @tf.function(input_signature=[images_spec])
+    @tf.function(input_signature=[images_spec], autograph=False)
     def encode(images):
         return {codes_name: model.encoder(images, training=False)}
 
-    @tf.function(input_signature=[codes_spec])
+    @tf.function(input_signature=[codes_spec], autograph=False)
     def decode(codes):
         return {reconstructions: tf.sigmoid(model.decoder(codes, training=False))}
 
@@ -101,7 +103,7 @@ def serving_module(model: keras.Model, threshold: float = math.inf,
     def reconstruction_errors(images, reconstructed):
         return tf.reduce_mean(tf.square(images - reconstructed), axis=[1, 2, 3])
 
-    @tf.function(input_signature=[images_spec])
+    @tf.function(input_signature=[images_spec], autograph=False)
     def score(images):
         reconstructed = tf.sigmoid(model(images, training=False))
         scores = (reconstruction_errors if gaussian is None else code_distances)(
@@ -115,22 +117,22 @@ def serving_module(model: keras.Model, threshold: float = math.inf,
 
     # A function of its own, traced once and called by the three signatures on bytes:
     # traced into each, it made the export take two thirds longer.
-    @tf.function(input_signature=[bytes_spec])
+    @tf.function(input_signature=[bytes_spec], autograph=False)
     def prepared(image_bytes):
         """Each file's bytes -> float32 (H, W, C) in [0, 1]: the one preparation."""
         pixels = tf.map_fn(lambda data: prepare_image(data, shape, MAX_PIXELS), image_bytes,
                            fn_output_signature=tf.TensorSpec(shape, tf.uint8))
         return to_model_input(pixels)
 
-    @tf.function(input_signature=[bytes_spec])
+    @tf.function(input_signature=[bytes_spec], autograph=False)
     def reconstruct_bytes(image_bytes):
         return reconstruct(prepared(image_bytes))
 
-    @tf.function(input_signature=[bytes_spec])
+    @tf.function(input_signature=[bytes_spec], autograph=False)
     def encode_bytes(image_bytes):
         return encode(prepared(image_bytes))
 
-    @tf.function(input_signature=[bytes_spec])
+    @tf.function(input_signature=[bytes_spec], autograph=False)
     def score_bytes(image_bytes):
         return score(prepared(image_bytes))
 
