@@ -59,7 +59,7 @@ SCORES = {
 }
 
 
-def _clean_batches(images: np.ndarray, data_format: str, batch_size: int):
+def clean_batches(images: np.ndarray, data_format: str, batch_size: int):
     """uint8 NHWC images -> float32 batches in [0, 1] in `data_format`, a batch at a time:
     files stay files."""
     for start in range(0, len(images), batch_size):
@@ -71,7 +71,7 @@ def reconstruction_scores(model: keras.Model, images: np.ndarray, data_format: s
     """uint8 (N, H, W, C) -> (N,) float64 scores: each image's mean squared error between
     the clean image in [0, 1] and the model's reconstruction (sigmoid of its logits)."""
     scores = []
-    for batch in _clean_batches(images, data_format, batch_size):
+    for batch in clean_batches(images, data_format, batch_size):
         pixels = keras.ops.convert_to_numpy(keras.ops.sigmoid(model(batch, training=False)))
         scores.append(np.mean(np.square(batch - pixels), axis=tuple(range(1, batch.ndim))))
     return np.concatenate(scores).astype(np.float64) if scores else np.zeros(0)
@@ -81,7 +81,7 @@ def image_codes(model: keras.Model, images: np.ndarray, data_format: str,
                 batch_size: int = BATCH_SIZE):
     """uint8 (N, H, W, C) -> batches of float64 codes (n, D), each flattened in NHWC order
     (so that an NCHW model and its NHWC twin give the same vectors, as the export's do)."""
-    for batch in _clean_batches(images, data_format, batch_size):
+    for batch in clean_batches(images, data_format, batch_size):
         codes = to_nhwc(keras.ops.convert_to_numpy(model.encoder(batch, training=False)),
                         data_format)
         yield codes.reshape(len(codes), -1).astype(np.float64)

@@ -17,7 +17,7 @@ import numpy as np
 from ..files import write_bytes_atomic
 from ..model.layout import to_nhwc
 from ..model.maps import anomaly_map
-from .anomaly import BATCH_SIZE, _clean_batches
+from .anomaly import BATCH_SIZE, clean_batches
 from .localisation import localisation_metrics, per_image_auroc
 
 WORST_SHOWN = 6  # columns of the worst-localised picture
@@ -28,7 +28,7 @@ def test_maps(model: keras.Model, images, data_format: str, kind: str = "l2",
     """uint8 (N, H, W, C) images -> float32 (N, H, W) anomaly maps of `kind`, a batch at
     a time (files stay files)."""
     maps = []
-    for batch in _clean_batches(images, data_format, BATCH_SIZE):
+    for batch in clean_batches(images, data_format, BATCH_SIZE):
         pixels = keras.ops.sigmoid(model(batch, training=False))
         maps.append(keras.ops.convert_to_numpy(anomaly_map(
             to_nhwc(batch, data_format), to_nhwc(keras.ops.convert_to_numpy(pixels), data_format),
