@@ -1,9 +1,7 @@
 #!/usr/bin/env python
 """Codes of test images for TensorBoard's projector, or a picture of reconstructions, from
 a trained model: `python export_embeddings.py --help` (`tf-autoencoder embeddings`)."""
-import sys
-
-from tf_autoencoder.cli import main
+from tf_autoencoder.cli import exit_with, main
 
 if __name__ == "__main__":
-    sys.exit(main(command="embeddings", prog="export_embeddings.py"))
+    exit_with(main(command="embeddings", prog="export_embeddings.py"))

@@ -171,3 +171,14 @@ def test_data_pipeline_benchmark_smoke():
     assert re.search(r"from the files ran at \*\*\d+%\*\* .* from the cache file at \*\*\d+%\*\*",
                      result.stdout)
     assert open(results).read() == before
+
+
+def test_command_exit_benchmark_times_both_endings_of_one_predict():
+    result = run_benchmark("benchmarks/command_exit.py", "--quick")
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^\| (exit_with \(now\)|sys.exit \(before\)) \| ([\d.]+) \| ([\d.]+) \|$",
+                      result.stdout, re.M)
+    assert [row[0] for row in rows] == ["exit_with (now)", "sys.exit (before)"]
+    assert all(float(wall) > 0 and float(cpu) > 0 for _, wall, cpu in rows)
+    assert "now / before, pair by pair: median " in result.stdout
+

@@ -1,7 +1,5 @@
 """`python -m tf_autoencoder COMMAND ...`, the same as `tf-autoencoder COMMAND ...`."""
-import sys
-
-from .cli import main
+from .cli import exit_with, main
 
 if __name__ == "__main__":
-    sys.exit(main(prog="python -m tf_autoencoder"))
+    exit_with(main(prog="python -m tf_autoencoder"))

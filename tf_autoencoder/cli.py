@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import signal
 import sys
 import threading
+from typing import NoReturn
 
 from .config import ANOMALY_MAPS, DEFAULTS, GROUPS, MAX_PIXELS, Config, whole_number
 from .errors import Error, Interrupted, Terminated
@@ -309,6 +311,30 @@ def main(argv: list[str] | None = None, *, command: str | None = None,
         print(f"{prog}: {'terminated (SIGTERM)' if terminated else 'interrupted'}",
               file=sys.stderr)
         return 128 + int(signal.SIGTERM if terminated else signal.SIGINT)
+
+
+def exit_with(status: int) -> NoReturn:
+    """Ends the process with a command's exit status: what the scripts and
+    `tf-autoencoder` do after main(). As sys.exit would (atexit callbacks run, output
+    flushed), but once TensorFlow is loaded without the interpreter's teardown of every
+    module, which took over a second after the command had finished (docs/speed.md).
+    The commands close, and sync, every file they write before they return."""
+    if "tensorflow" not in sys.modules:
+        sys.exit(status)
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`| head`): as the interpreter says it
+            status = status or 120
+    os._exit(status)
+
+
+def console_main() -> NoReturn:
+    """The `tf-autoencoder` command."""
+    exit_with(main())
 
 
 @contextlib.contextmanager

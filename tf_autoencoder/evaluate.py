@@ -1,8 +1,6 @@
 """The old spelling `python -m tf_autoencoder.evaluate`: now `tf-autoencoder evaluate`.
 Kept thin: it imports only the command line, as `tf-autoencoder evaluate` does."""
 if __name__ == "__main__":
-    import sys
+    from .cli import exit_with, main
 
-    from .cli import main
-
-    sys.exit(main(command="evaluate", prog="python -m tf_autoencoder.evaluate"))
+    exit_with(main(command="evaluate", prog="python -m tf_autoencoder.evaluate"))

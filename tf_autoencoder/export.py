@@ -1,8 +1,6 @@
 """The old spelling `python -m tf_autoencoder.export`: now `tf-autoencoder export`.
 Kept thin: it imports only the command line, as `tf-autoencoder export` does."""
 if __name__ == "__main__":
-    import sys
+    from .cli import exit_with, main
 
-    from .cli import main
-
-    sys.exit(main(command="export", prog="python -m tf_autoencoder.export"))
+    exit_with(main(command="export", prog="python -m tf_autoencoder.export"))

@@ -1,8 +1,6 @@
 """The old spelling `python -m tf_autoencoder.sample`: now `tf-autoencoder sample`.
 Kept thin: it imports only the command line, as `tf-autoencoder sample` does."""
 if __name__ == "__main__":
-    import sys
+    from .cli import exit_with, main
 
-    from .cli import main
-
-    sys.exit(main(command="sample", prog="python -m tf_autoencoder.sample"))
+    exit_with(main(command="sample", prog="python -m tf_autoencoder.sample"))
