@@ -8,8 +8,8 @@ logging, as `tf-autoencoder` would), then forks for each command: the command st
 runs in a process of its own, with its own exit status, stdout, stderr, working folder,
 environment and signals, but starts in a moment. Nothing has run in TensorFlow before the
 fork (no op, no eager context, no thread pool), which is what makes forking it safe.
-A command that ends normally or by sys.exit skips the interpreter's teardown of its
-modules (end_without_teardown), which with TensorFlow loaded cost another second.
+A command that ends normally or by sys.exit ends as the package's own scripts do
+(cli.exit_with), without the interpreter's teardown of its modules.
 
 What depends on a fresh interpreter runs in one (`fresh=True`, and always for `-c`
 snippets and `--verbose`, which test what importing TensorFlow prints or loads), as
@@ -314,24 +314,16 @@ def exit_status(e: SystemExit) -> int:
     return 1
 
 
-def end_without_teardown(status: int):
-    """Ends the command's process as the interpreter would (atexit callbacks, streams
-    flushed), but without tearing down every module: with TensorFlow loaded that took
-    1.2 s of CPU per command, after the command was done."""
-    import atexit
-
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(status)
-
-
 if __name__ == "__main__":
     command = serve(sys.argv[1])
     if command is not None:
+        # Ended as the package's scripts end (cli.exit_with), whatever the script: without
+        # the teardown of every module, which cost a second of CPU per command.
+        from tf_autoencoder.cli import exit_with
+
         try:
             run_as_python(command)
         except SystemExit as e:
-            end_without_teardown(exit_status(e))
+            exit_with(exit_status(e))
         # An uncaught exception (a traceback, Ctrl-C) ends as the interpreter ends it.
-        end_without_teardown(0)
+        exit_with(0)
