@@ -4,6 +4,7 @@ computed here by an SVD of our own; the same in both layouts; a run starts it th
 a resumed run keeps its trained weights."""
 import dataclasses
 
+import keras
 import numpy as np
 import pytest
 import skimage.data
@@ -11,6 +12,7 @@ import skimage.data
 from tf_autoencoder.config import Config, ConfigError
 from tf_autoencoder.model.linear_path import start_at_pca
 from tf_autoencoder.model.models import build_autoencoder, copy_weights
+from tf_autoencoder.run.training import compile_model
 
 CODE = 6
 
@@ -62,6 +64,31 @@ def test_the_model_starts_at_pcas_reconstruction_error_of_its_training_images(pa
     codes = model.encoder.predict_on_batch(patches.astype(np.float32) / 255)
     variances = np.var(codes, axis=0)
     assert np.all(np.diff(variances) < 0)
+
+
+def test_the_convolutions_learn_beside_a_frozen_linear_path(patches):
+    """With the linear path frozen at PCA, whatever lowers the training error below PCA's
+    is the convolutions' doing. Both of their layers next to the code start at zero, so
+    every other conv layer gets no gradient at first: a start that blocks the gradient
+    for good (a zeroed ReLU layer, the code's layer zeroed on the wrong side, weights that
+    die) leaves the error at PCA's. The bound: a tenth of what the last principal
+    component adds (PCA with one component fewer)."""
+    keras.utils.set_random_seed(0)
+    settings = config(learning_rate=1e-2)
+    model = build_autoencoder(settings)
+    start_at_pca(model, patches, seed=0)
+    for part in (model.encoder, model.decoder):
+        for layer in part.layers:
+            if layer.name in ("linear_encode", "linear_decode"):
+                layer.trainable = False
+    compile_model(model, settings)
+    x = patches.astype(np.float32) / 255
+    model.fit(x, x, batch_size=32, epochs=8, shuffle=True, verbose=0)
+    pixels = patches.reshape(len(patches), -1).astype(np.float64) / 255
+    mse = np.mean(np.square(reconstructions(model, patches).reshape(len(patches), -1) - pixels))
+    pca = np.mean(np.square(svd_pca_reconstructions(pixels, CODE) - pixels))
+    fewer = np.mean(np.square(svd_pca_reconstructions(pixels, CODE - 1) - pixels))
+    assert mse < pca - 0.1 * (fewer - pca)
 
 
 def test_nchw_starts_where_nhwc_does(patches):
