@@ -252,7 +252,8 @@ def loader_and_step_speeds(train_paths, image_shape, *, model: str, loss: str, b
                            ) -> dict:
     """Where the reference's time goes, as images/s over `steps` batches (after one): the
     DataLoader alone (workers decoding the files), and the training step alone on
-    batches already in memory (median of `rounds`)."""
+    batches already in memory (median of `rounds`), also per second of this process's
+    CPU time ("step alone, CPU")."""
     torch.set_num_threads(threads)
     height, width, channels = image_shape
     net = (ConvAutoencoder((channels, height, width)) if model == "post"
@@ -275,13 +276,15 @@ def loader_and_step_speeds(train_paths, image_shape, *, model: str, loss: str, b
         optimizer.step()
 
     step(in_memory[0])
-    speeds = []
+    speeds, cpu_speeds = [], []
     for _ in range(rounds):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         for batch in in_memory:
             step(batch)
         speeds.append(steps * batch_size / (time.perf_counter() - start))
+        cpu_speeds.append(steps * batch_size / (time.process_time() - cpu_start))
     result["step alone"] = sorted(speeds)[len(speeds) // 2]
+    result["step alone, CPU"] = sorted(cpu_speeds)[len(cpu_speeds) // 2]
     return result
 
 

@@ -53,7 +53,7 @@ SUBSET_BEGIN, SUBSET_END = "<!-- train_speed_subset:begin -->", "<!-- train_spee
 HEAD_BEGIN, HEAD_END = "<!-- train_speed_head_to_head:begin -->", "<!-- train_speed_head_to_head:end -->"
 EPOCH_DONE = "epoch done, images/s:"  # a child's report line in the head-to-head
 PHOTO_SIZE = 64  # the photographs' patches, a side
-BREAKDOWN_STEPS, BREAKDOWN_ROUNDS = 20, 3  # of each figure of where the time goes
+BREAKDOWN_STEPS, BREAKDOWN_ROUNDS = 10, 3  # of each figure of where the time goes
 TARGET = 2.5  # issue 6: training at least 2.5x the reference's images/s
 # (name, data_format, precision, jit_compile, CPU replicas: 1 is one device, 0 one per thread)
 SETTINGS = [
@@ -223,7 +223,8 @@ def train_folder_tf(data_dir, *, data_format, precision, epochs, threads, max_st
 def folder_breakdown(model, files, pixels, config, *, steps, rounds, seed) -> dict:
     """Where our time goes on a folder, as images/s over `steps` batches (after one): the
     input pipeline alone, from memory and streamed from the files (--cache none); the
-    training step alone on batches already in memory, and fed by each pipeline (the
+    training step alone on batches already in memory (also per second of the process's
+    CPU time), and fed by each pipeline (the
     steps in `rounds` alternating rounds, medians); and the profile of the steps on
     batches in memory, by op type (ms per step, summed over TensorFlow's threads)."""
     import collections
@@ -243,12 +244,15 @@ def folder_breakdown(model, files, pixels, config, *, steps, rounds, seed) -> di
     in_memory = [tuple(tf.constant(t) for t in next(streams["memory"])) for _ in range(4)]
     result = {f"pipeline alone, {name}": images_per_second(stream, steps, batch)
               for name, stream in streams.items()}
-    feeds = {"step alone": itertools.cycle(in_memory), "step fed from memory": streams["memory"],
-             "step fed from files": streams["files"]}
+    alone = itertools.cycle(in_memory)
+    feeds = {"step alone": (alone, time.perf_counter),
+             "step alone, CPU": (alone, time.process_time),
+             "step fed from memory": (streams["memory"], time.perf_counter),
+             "step fed from files": (streams["files"], time.perf_counter)}
     runs = {name: [] for name in feeds}
     for _ in range(rounds):  # alternated, so that a slow spell falls on all alike
-        for name, feed in feeds.items():
-            runs[name].append(images_per_second(feed, steps, batch, model))
+        for name, (feed, clock) in feeds.items():
+            runs[name].append(images_per_second(feed, steps, batch, model, clock=clock))
     result.update({name: statistics.median(values) for name, values in runs.items()})
     with tempfile.TemporaryDirectory() as logdir:
         in_memory_data = tf.data.Dataset.from_tensors(in_memory[0]).repeat(steps)
@@ -558,6 +562,9 @@ def folder_report(pairs, reference_parts, args, command, described, chosen, defa
         f"{parts['pipeline alone, files']:,.0f} | - |",
         f"| training step alone, on batches already in memory | {parts['step alone']:,.0f} | "
         f"{reference_parts['step alone']:,.0f} |",
+        f"| training step alone, per second of the process's CPU time (all its threads; "
+        f"not slowed by waiting for a shared CPU) | {parts['step alone, CPU']:,.0f} | "
+        f"{reference_parts['step alone, CPU']:,.0f} |",
         f"| training step fed by the pipeline from memory | {parts['step fed from memory']:,.0f} "
         "| - |",
         f"| training step fed by the pipeline from the files | "

@@ -56,10 +56,10 @@ def test_train_speed_head_to_head_on_a_folder(path):
     assert weights and weights[1] == weights[2]  # the same architecture and size
     rows = dict(re.findall(r"^\| ((?:decoding|input|training|end).+?) \| ([\d,]+) \|",
                            result.stdout, re.M))
-    assert len(rows) == 7 and all(int(v.replace(",", "")) > 0 for v in rows.values())
+    assert len(rows) == 8 and all(int(v.replace(",", "")) > 0 for v in rows.values())
     reference = re.findall(r"^\| (?:input pipeline alone: ours|training step alone|end to "
                            r"end).+\| [\d,]+ \| ([\d,]+) \|$", result.stdout, re.M)
-    assert len(reference) == 3 and all(int(v.replace(",", "")) > 0 for v in reference)
+    assert len(reference) == 4 and all(int(v.replace(",", "")) > 0 for v in reference)
     assert re.search(r"Our step by op type .*: .*Conv2D", result.stdout)
     assert ("--num_filters 32,64,64" in result.stdout) == (path == "photos")
     assert open(results).read() == before
