@@ -4,6 +4,8 @@
     python benchmarks/train_speed.py --rounds 3     # every run three times, interleaved
     python benchmarks/train_speed.py --settings none --head_to_head 12   # the head-to-head only
     python benchmarks/train_speed.py --quick        # a smoke run: tiny data, one step
+    python benchmarks/train_speed.py --path photos --images 30 --head_to_head 3
+    python benchmarks/train_speed.py --path png --images 17000 --head_to_head 4
 
 Measures, on the same data with the same thread count:
   - head to head: the default setting and the PyTorch reference trained in turn, epoch by
@@ -13,6 +15,11 @@ Measures, on the same data with the same thread count:
     precision, XLA, CPU replicas), each as a ratio to the reference;
   - images/s of the tf.data input pipeline alone, with noise on;
   - peak resident memory of a full `train.py` run.
+With --path png or photos, the head-to-head only, on a folder of image files written for
+the run (Fashion-MNIST as PNG; 64x64 RGB patches of real photographs): ours as `train
+--data_dir DIR` reads and trains it, the reference through a PyTorch Dataset and
+DataLoader over the same files with a model of the same architecture; then where each
+side's time goes (folder_breakdown, torch_reference.loader_and_step_speeds).
 Each setting of ours trains in a fresh process: TensorFlow fixes its thread pools and
 logical devices at start-up. With --rounds R every run is repeated R times, in turn, so
 that a slow spell of a shared machine hits all settings alike; images/s is then the
