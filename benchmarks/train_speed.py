@@ -309,12 +309,20 @@ def head_to_head(splits, data_dir, default: Config, *, epochs, threads, max_step
             raise RuntimeError(f"training {kwargs} failed:\n{log.read()[-3000:]}")
 
         ours, idle = [], {"ours": [], "reference": []}
-        reference_began = None  # the machine's CPU times when the reference's epoch began
+        beside = []  # the cores our waiting child used during each of the reference's epochs
+        reference_began = None  # (the machine's CPU times, our child's, the clock) then
+
+        def reference_ended():
+            machine, child_cpu, clock = reference_began
+            idle["reference"].append(idle_share(machine, cpu_times()))
+            beside.append(None if child_cpu is None else
+                          (process_cpu_seconds(child.pid) - child_cpu)
+                          / (time.perf_counter() - clock))
 
         def our_epoch(reference):  # reference: its images/s per epoch so far
             nonlocal reference_began
             if reference:
-                idle["reference"].append(idle_share(reference_began, cpu_times()))
+                reference_ended()
                 print(f"head to head, epoch {len(reference)}: ours {ours[-1]:,.0f} images/s, "
                       f"reference {reference[-1]:,.0f} ({ours[-1] / reference[-1]:.2f}x)",
                       flush=True)
@@ -322,18 +330,19 @@ def head_to_head(splits, data_dir, default: Config, *, epochs, threads, max_step
             child.stdin.write("\n")
             child.stdin.flush()
             ours.append(float(next_report()[len(EPOCH_DONE):]))
-            reference_began = cpu_times()
-            idle["ours"].append(idle_share(start, reference_began))
+            reference_began = (cpu_times(), process_cpu_seconds(child.pid), time.perf_counter())
+            idle["ours"].append(idle_share(start, reference_began[0]))
 
         try:
             reference = train_reference(our_epoch)
-            idle["reference"].append(idle_share(reference_began, cpu_times()))
+            reference_ended()
             result = json.loads(next_report())
         except BaseException:
             child.kill()
             raise
         finally:
             child.wait()
+    reference["ours_beside"] = beside
     result["idle"], reference["idle"] = idle["ours"], idle["reference"]
     return {"ours": result, "reference": reference}
 
@@ -345,6 +354,17 @@ def cpu_times() -> list[int] | None:
         with open("/proc/stat") as f:
             return [int(v) for v in f.readline().split()[1:]]
     except (OSError, ValueError):
+        return None
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """The CPU time (user + system, all threads) that process `pid` has used, or None
+    where /proc has no such figure."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
         return None
 
 
@@ -594,13 +614,15 @@ def pairs_table(pairs: dict) -> list[str]:
     """head_to_head's pairs after the first as Markdown table rows."""
     ours, reference = (pairs[k]["images_per_second"] for k in ("ours", "reference"))
     percent = lambda share: "n/a" if share is None else f"{100 * share:.0f}%"  # noqa: E731
-    lines = ["| epoch | ours, images/s | reference, images/s | ratio | CPU idle: ours | reference |",
-             "|---:|---:|---:|---:|---:|---:|"]
+    cores = lambda used: "n/a" if used is None else f"{used:.2f}"  # noqa: E731
+    lines = ["| epoch | ours, images/s | reference, images/s | ratio | CPU idle: ours | reference "
+             "| cores our waiting process used in the reference's epoch |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
     return lines + [f"| {i + 2} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x | {percent(idle_a)} | "
-                    f"{percent(idle_b)} |"
-                    for i, (a, b, idle_a, idle_b) in enumerate(zip(
+                    f"{percent(idle_b)} | {cores(used)} |"
+                    for i, (a, b, idle_a, idle_b, used) in enumerate(zip(
                         ours[1:], reference[1:], pairs["ours"]["idle"][1:],
-                        pairs["reference"]["idle"][1:]))]
+                        pairs["reference"]["idle"][1:], pairs["reference"]["ours_beside"][1:]))]
 
 
 def write_section(text: str, begin: str = BEGIN, end: str = END) -> None:
