@@ -590,7 +590,7 @@ def folder_report(pairs, reference_parts, args, command, described, chosen, defa
         f"| training step alone, on batches already in memory | {parts['step alone']:,.0f} | "
         f"{reference_parts['step alone']:,.0f} |",
         f"| training step alone, per second of the process's CPU time (all its threads; "
-        f"not slowed by waiting for a shared CPU) | {parts['step alone, CPU']:,.0f} | "
+        f"less exposed to waits for a shared CPU, not immune) | {parts['step alone, CPU']:,.0f} | "
         f"{reference_parts['step alone, CPU']:,.0f} |",
         f"| training step fed by the pipeline from memory | {parts['step fed from memory']:,.0f} "
         "| - |",
