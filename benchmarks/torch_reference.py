@@ -5,6 +5,10 @@ the same 7,873 weights for [16, 8, 8] on 28x28x1; the same initialisation (Keras
 he_normal, zero biases), loss (sigmoid cross-entropy on logits plus L2 1e-5 / 2 on
 kernels), optimiser (Adam with Keras' epsilon, 0.001 x 0.96 every 1,000 steps,
 staircase) and batch (256, last partial batch dropped).
+`PhotoAutoencoder` mirrors the model `train --data_dir DIR` chooses for a folder of 64x64
+colour photographs (image_defaults.py), and `train_files` trains either model as a
+PyTorch user would on a folder: a `Dataset` over the image files (PIL decode, resize, to
+tensor) and a `DataLoader` with workers.
 Benchmarks only: PyTorch is not a dependency of tf-autoencoder (pip install torch==2.13.0).
 """
 from __future__ import annotations
@@ -75,6 +79,138 @@ class ConvAutoencoder(nn.Module):
                    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
 
 
+class PhotoAutoencoder(nn.Module):
+    """The photographs' model of the same size as ours (image_defaults.photo_filters: 32,
+    64, 64 for 64x64): per block two 3x3 ReLU convs and a stride-2 3x3 ReLU conv; a flat
+    code of `code_size` values (a conv over the whole last map) plus a linear path (one
+    dense layer on the pixels, one back); a 'valid' transposed conv from the code back to
+    the map, stride-2 3x3 ReLU transposed convs and a linear 3x3 one to the pixels, whose
+    logits add to the linear path's. Differences from ours: PyTorch's symmetric padding
+    of the stride-2 convs (TF pads bottom/right only; the same work), and the linear path
+    starts at random, not at PCA (which changes what is learnt, not a step's cost)."""
+
+    def __init__(self, image_shape=(3, 64, 64), num_filters=(32, 64, 64), code_size=64):
+        super().__init__()
+        channels, height, width = self.image_shape = image_shape
+        layers, in_channels = [], channels
+        for filters in num_filters:
+            layers += [nn.Conv2d(in_channels, filters, 3, padding=1), nn.ReLU(),
+                       nn.Conv2d(filters, filters, 3, padding=1), nn.ReLU(),
+                       nn.Conv2d(filters, filters, 3, stride=2, padding=1), nn.ReLU()]
+            in_channels = filters
+        self.encoder = nn.Sequential(*layers)
+        side = height // 2 ** len(num_filters)
+        self.code = nn.Conv2d(in_channels, code_size, side)
+        self.expand = nn.ConvTranspose2d(code_size, in_channels, side)
+        layers = [nn.ReLU()]
+        for filters in reversed(num_filters):
+            layers += [nn.ConvTranspose2d(in_channels, filters, 3, stride=2, padding=1,
+                                          output_padding=1), nn.ReLU()]
+            in_channels = filters
+        layers.append(nn.ConvTranspose2d(in_channels, channels, 3, padding=1))
+        self.decoder = nn.Sequential(*layers)
+        self.linear_encode = nn.Linear(channels * height * width, code_size)
+        self.linear_decode = nn.Linear(code_size, channels * height * width)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+                _he_normal_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x):
+        code = self.code(self.encoder(x)) + self.linear_encode(x.flatten(1))[:, :, None, None]
+        pixels = self.linear_decode(code.flatten(1)).clamp(1e-4, 1 - 1e-4).view_as(x)
+        return self.decoder(self.expand(code)) + torch.log(pixels) - torch.log1p(-pixels)
+
+    def kernel_l2(self):
+        return sum((m.weight ** 2).sum() for m in self.modules()
+                   if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """A PyTorch user's dataset of image files: PIL decodes each, resizes it to `size` if
+    it is another, and makes a float tensor (C, H, W) in [0, 1], as torchvision's ToTensor
+    would (without torchvision: numpy, then torch)."""
+
+    def __init__(self, paths, size, channels):
+        self.paths, self.size, self.mode = list(paths), tuple(size), "L" if channels == 1 else "RGB"
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        with Image.open(self.paths[index]) as image:
+            image = image.convert(self.mode)
+            if image.size != self.size[::-1]:
+                image = image.resize(self.size[::-1], Image.BILINEAR)
+            pixels = np.array(image, np.uint8).reshape(*self.size, -1)  # a writable copy
+        return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255)
+
+
+def file_loader(paths, image_shape, *, batch_size, workers, shuffle, seed=0):
+    """DataLoader over ImageFiles(paths) with `workers` worker processes, which stay between
+    epochs (persistent_workers: no start-up cost per epoch)."""
+    height, width, channels = image_shape
+    return torch.utils.data.DataLoader(
+        ImageFiles(paths, (height, width), channels), batch_size=batch_size, shuffle=shuffle,
+        drop_last=shuffle, num_workers=workers, persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed))
+
+
+def train_files(train_paths, test_paths, image_shape, *, model: str, epochs: int,
+                batch_size: int, workers: int, threads: int = 2, seed: int = 0, loss="bce",
+                lr_decay_steps=1000, lr_decay_rate=0.96, weight_decay=1e-5,
+                max_steps: int | None = None, before_epoch=None):
+    """`train` on image files read through file_loader: model "post" (ConvAutoencoder) or
+    "photo" (PhotoAutoencoder); loss "bce" (on logits) or "mse" (on sigmoid(logits)).
+    Returns per-epoch images/s and the final test loss ("test_loss")."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    height, width, channels = image_shape
+    net = (ConvAutoencoder((channels, height, width)) if model == "post"
+           else PhotoAutoencoder((channels, height, width)))
+    loss_of = ((lambda logits, x: F.binary_cross_entropy_with_logits(logits, x)) if loss == "bce"
+               else (lambda logits, x: F.mse_loss(torch.sigmoid(logits), x)))
+    loader = file_loader(train_paths, image_shape, batch_size=batch_size, workers=workers,
+                         shuffle=True, seed=seed)
+    speeds = _fit(net, loss_of, lambda: loader, epochs=epochs, batch_size=batch_size,
+                  steps_per_epoch=min(len(loader), max_steps or len(loader)),
+                  lr_decay_steps=lr_decay_steps, lr_decay_rate=lr_decay_rate,
+                  weight_decay=weight_decay, before_epoch=before_epoch)
+    net.eval()
+    with torch.no_grad():
+        test = file_loader(test_paths, image_shape, batch_size=1000, workers=0, shuffle=False)
+        test_loss = float(np.mean([loss_of(net(x), x).item() for x in test]))
+    return {"images_per_second": speeds, "test_loss": test_loss,
+            "weights": sum(p.numel() for p in net.parameters())}
+
+
+def _fit(model, loss_of, epoch_batches, *, epochs, batch_size, steps_per_epoch, lr_decay_steps,
+         lr_decay_rate, weight_decay, before_epoch):
+    """Trains `epochs` epochs of `steps_per_epoch` batches of epoch_batches() (called once
+    per epoch); returns each epoch's images/s (the clock starts after before_epoch)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)  # Keras' epsilon
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_decay_steps,
+                                               gamma=lr_decay_rate)
+    images_per_second = []
+    for _ in range(epochs):
+        if before_epoch:
+            before_epoch(images_per_second)
+        model.train()
+        start = time.perf_counter()
+        batches = iter(epoch_batches())
+        for _ in range(steps_per_epoch):
+            batch = next(batches)
+            loss = loss_of(model(batch), batch) + weight_decay / 2 * model.kernel_l2()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        images_per_second.append(steps_per_epoch * batch_size / (time.perf_counter() - start))
+    return images_per_second
+
+
 def train(train_images: np.ndarray, test_images: np.ndarray, *, epochs: int, batch_size=256,
           threads: int = 2, seed: int = 0, weight_decay=1e-5, max_steps: int | None = None,
           before_epoch=None):
@@ -89,27 +225,19 @@ def train(train_images: np.ndarray, test_images: np.ndarray, *, epochs: int, bat
     x = torch.from_numpy(np.array(train_images)).permute(0, 3, 1, 2).float().div_(255).contiguous()
     x_test = torch.from_numpy(np.array(test_images)).permute(0, 3, 1, 2).float().div_(255).contiguous()
     model = ConvAutoencoder(tuple(x.shape[1:]))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)  # Keras' epsilon
-    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1000, gamma=0.96)
     steps_per_epoch = len(x) // batch_size
     if max_steps:
         steps_per_epoch = min(steps_per_epoch, max_steps)
-    images_per_second = []
-    for _ in range(epochs):
-        if before_epoch:
-            before_epoch(images_per_second)
+
+    def epoch_batches():
         order = torch.randperm(len(x))
-        model.train()
-        start = time.perf_counter()
-        for step in range(steps_per_epoch):
-            batch = x[order[step * batch_size:(step + 1) * batch_size]]
-            loss = F.binary_cross_entropy_with_logits(model(batch), batch)
-            loss = loss + weight_decay / 2 * model.kernel_l2()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        images_per_second.append(steps_per_epoch * batch_size / (time.perf_counter() - start))
+        return (x[order[step * batch_size:(step + 1) * batch_size]]
+                for step in range(steps_per_epoch))
+
+    images_per_second = _fit(
+        model, F.binary_cross_entropy_with_logits, epoch_batches, epochs=epochs,
+        batch_size=batch_size, steps_per_epoch=steps_per_epoch, lr_decay_steps=1000,
+        lr_decay_rate=0.96, weight_decay=weight_decay, before_epoch=before_epoch)
     model.eval()
     with torch.no_grad():
         test_bce = float(np.mean([
@@ -117,3 +245,49 @@ def train(train_images: np.ndarray, test_images: np.ndarray, *, epochs: int, bat
             for i in range(0, len(x_test), 1000)]))
     return {"images_per_second": images_per_second, "test_bce": test_bce,
             "weights": sum(p.numel() for p in model.parameters())}
+
+
+def loader_and_step_speeds(train_paths, image_shape, *, model: str, loss: str, batch_size: int,
+                           workers: int, threads: int = 2, steps: int = 30, rounds: int = 3
+                           ) -> dict:
+    """Where the reference's time goes, as images/s over `steps` batches (after one): the
+    DataLoader alone (workers decoding the files), and the training step alone on
+    batches already in memory (median of `rounds`), also per second of this process's
+    CPU time ("step alone, CPU")."""
+    torch.set_num_threads(threads)
+    height, width, channels = image_shape
+    net = (ConvAutoencoder((channels, height, width)) if model == "post"
+           else PhotoAutoencoder((channels, height, width)))
+    loss_of = (F.binary_cross_entropy_with_logits if loss == "bce"
+               else (lambda logits, x: F.mse_loss(torch.sigmoid(logits), x)))
+    loader = file_loader(train_paths, image_shape, batch_size=batch_size, workers=workers,
+                         shuffle=True)
+    batches = iter(_forever(loader))
+    next(batches)
+    start = time.perf_counter()
+    in_memory = [next(batches) for _ in range(steps)]
+    result = {"loader alone": steps * batch_size / (time.perf_counter() - start)}
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
+
+    def step(batch):
+        loss = loss_of(net(batch), batch) + 1e-5 / 2 * net.kernel_l2()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step(in_memory[0])
+    speeds, cpu_speeds = [], []
+    for _ in range(rounds):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        for batch in in_memory:
+            step(batch)
+        speeds.append(steps * batch_size / (time.perf_counter() - start))
+        cpu_speeds.append(steps * batch_size / (time.process_time() - cpu_start))
+    result["step alone"] = sorted(speeds)[len(speeds) // 2]
+    result["step alone, CPU"] = sorted(cpu_speeds)[len(cpu_speeds) // 2]
+    return result
+
+
+def _forever(loader):
+    while True:
+        yield from loader

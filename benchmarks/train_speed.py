@@ -4,6 +4,8 @@
     python benchmarks/train_speed.py --rounds 3     # every run three times, interleaved
     python benchmarks/train_speed.py --settings none --head_to_head 12   # the head-to-head only
     python benchmarks/train_speed.py --quick        # a smoke run: tiny data, one step
+    python benchmarks/train_speed.py --path photos --images 30 --head_to_head 3
+    python benchmarks/train_speed.py --path png --images 17000 --head_to_head 4
 
 Measures, on the same data with the same thread count:
   - head to head: the default setting and the PyTorch reference trained in turn, epoch by
@@ -13,6 +15,11 @@ Measures, on the same data with the same thread count:
     precision, XLA, CPU replicas), each as a ratio to the reference;
   - images/s of the tf.data input pipeline alone, with noise on;
   - peak resident memory of a full `train.py` run.
+With --path png or photos, the head-to-head only, on a folder of image files written for
+the run (Fashion-MNIST as PNG; 64x64 RGB patches of real photographs): ours as `train
+--data_dir DIR` reads and trains it, the reference through a PyTorch Dataset and
+DataLoader over the same files with a model of the same architecture; then where each
+side's time goes (folder_breakdown, torch_reference.loader_and_step_speeds).
 Each setting of ours trains in a fresh process: TensorFlow fixes its thread pools and
 logical devices at start-up. With --rounds R every run is repeated R times, in turn, so
 that a slow spell of a shared machine hits all settings alike; images/s is then the
@@ -52,6 +59,8 @@ BEGIN, END = "<!-- train_speed:begin -->", "<!-- train_speed:end -->"
 SUBSET_BEGIN, SUBSET_END = "<!-- train_speed_subset:begin -->", "<!-- train_speed_subset:end -->"
 HEAD_BEGIN, HEAD_END = "<!-- train_speed_head_to_head:begin -->", "<!-- train_speed_head_to_head:end -->"
 EPOCH_DONE = "epoch done, images/s:"  # a child's report line in the head-to-head
+PHOTO_SIZE = 64  # the photographs' patches, a side
+BREAKDOWN_STEPS, BREAKDOWN_ROUNDS = 10, 3  # of each figure of where the time goes
 TARGET = 2.5  # issue 6: training at least 2.5x the reference's images/s
 # (name, data_format, precision, jit_compile, CPU replicas: 1 is one device, 0 one per thread)
 SETTINGS = [
@@ -95,11 +104,16 @@ def cpu_model() -> str:
 
 
 def train_tf(data_dir, *, data_format, precision, jit_compile, replicas, epochs, threads,
-             max_steps=None, seed=0, on_cue=False):
+             max_steps=None, seed=0, on_cue=False, path="idx"):
     """Our model and pipeline, as training.py builds them, with one setting changed.
     Call it in a fresh process (see `train_tf_in_child`). With `on_cue`, each epoch waits
     for a line on stdin before its clock starts and prints its images/s after EPOCH_DONE
-    when it ends (see `head_to_head`)."""
+    when it ends (see `head_to_head`). path "png" or "photos": data_dir is a folder of
+    image files, read and trained as `train --data_dir DIR` does (train_folder_tf)."""
+    if path != "idx":
+        return train_folder_tf(data_dir, data_format=data_format, precision=precision,
+                               epochs=epochs, threads=threads, max_steps=max_steps, seed=seed,
+                               on_cue=on_cue)
     import keras
     import tensorflow as tf
 
@@ -124,6 +138,18 @@ def train_tf(data_dir, *, data_format, precision, jit_compile, replicas, epochs,
     test = pipeline.make_dataset(splits.test.images, batch_size=1000, training=False,
                              data_format=data_format)
     steps = len(splits.train) // 256 if max_steps is None else max_steps
+    timer, speeds = epoch_timer(steps * 256, on_cue)
+    model.fit(train.take(steps), epochs=epochs, callbacks=[timer], verbose=0)
+    test_bce = model.evaluate(test, return_dict=True, verbose=0)["bce"]
+    return {"images_per_second": speeds, "test_bce": float(test_bce)}
+
+
+def epoch_timer(images_per_epoch: int, on_cue: bool):
+    """(a Keras callback that times each epoch, the list it appends each epoch's images/s
+    to). With `on_cue`, each epoch waits for a line on stdin before its clock starts and
+    prints its images/s after EPOCH_DONE when it ends."""
+    import keras
+
     speeds, started = [], []
 
     def epoch_begin(epoch, logs):
@@ -132,23 +158,131 @@ def train_tf(data_dir, *, data_format, precision, jit_compile, replicas, epochs,
         started.append(time.perf_counter())
 
     def epoch_end(epoch, logs):
-        speeds.append(steps * 256 / (time.perf_counter() - started.pop()))
+        speeds.append(images_per_epoch / (time.perf_counter() - started.pop()))
         if on_cue:
             print(EPOCH_DONE, speeds[-1], flush=True)
 
-    timer = keras.callbacks.LambdaCallback(on_epoch_begin=epoch_begin, on_epoch_end=epoch_end)
-    model.fit(train.take(steps), epochs=epochs, callbacks=[timer], verbose=0)
-    test_bce = model.evaluate(test, return_dict=True, verbose=0)["bce"]
-    return {"images_per_second": speeds, "test_bce": float(test_bce)}
+    return keras.callbacks.LambdaCallback(on_epoch_begin=epoch_begin, on_epoch_end=epoch_end), speeds
+
+
+def folder_settings(image_shape, num_train: int) -> dict:
+    """The settings `train --data_dir DIR` chooses for a folder of `num_train` training
+    images of `image_shape` with no flag given (image_defaults.choose)."""
+    from tf_autoencoder import image_defaults
+
+    return image_defaults.choose(list(image_shape), num_train, {})[0]
+
+
+def train_folder_tf(data_dir, *, data_format, precision, epochs, threads, max_steps, seed,
+                    on_cue):
+    """train_tf on a folder of image files, as `train --data_dir DIR` reads and trains it:
+    the folder source, the cache it chooses by default (decoded once into memory when the
+    images fit), the settings chosen for the images (model, batch, loss, the linear path
+    started at PCA), make_training_epochs; without the noise, validation and checkpoints,
+    which the reference does not have either. After the epochs, `folder_breakdown` of
+    where the time goes."""
+    import keras
+    import tensorflow as tf
+
+    from tf_autoencoder import build_autoencoder
+    from tf_autoencoder.config import RunFacts
+    from tf_autoencoder.data.cache import cache_splits, choose_cache
+    from tf_autoencoder.model.linear_path import start_at_pca
+    from tf_autoencoder.run.training import compile_model
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    files = sources.load_data(data_dir=data_dir, log=lambda *_: None)
+    cache, why = choose_cache(files, None)
+    start = time.perf_counter()
+    splits = cache_splits(files, cache, log=lambda *_: None)
+    decode_seconds = time.perf_counter() - start
+    chosen = folder_settings(files.image_shape, len(files.train))
+    asked = Config(data_dir=data_dir, seed=seed, data_format=data_format, precision=precision,
+                   noise_factor=0.0).validate()
+    config = asked.resolved(RunFacts(image_shape=list(files.image_shape), dataset=files.name,
+                                     data_source=files.source, seed=seed, precision=precision,
+                                     chosen=chosen or None))
+    keras.utils.set_random_seed(seed)
+    model = build_autoencoder(config)
+    compile_model(model, config)
+    if config.linear_path == "pca":
+        start_at_pca(model, splits.train.images, seed)
+    batch = config.batch_size
+    steps = len(splits.train) // batch if max_steps is None else max_steps
+    train = pipeline.make_training_epochs(splits.train.images, batch_size=batch,
+                                          epochs=range(epochs), seed=seed,
+                                          data_format=config.data_format)
+    timer, speeds = epoch_timer(steps * batch, on_cue)
+    model.fit(train, steps_per_epoch=steps, epochs=epochs, callbacks=[timer], verbose=0)
+    test = pipeline.make_dataset(splits.test.images, batch_size=batch, training=False,
+                                 data_format=config.data_format)
+    test_loss = model.evaluate(test, return_dict=True, verbose=0)[config.loss]
+    quick = max_steps is not None
+    return {"images_per_second": speeds, "test_loss": float(test_loss), "cache": why,
+            "batch_size": batch, "weights": model.count_params(),
+            "decoded_once": len(files.train) + len(files.validation) + len(files.test),
+            "decode_seconds": decode_seconds,
+            "breakdown": folder_breakdown(model, files.train.images, splits.train.images,
+                                          config, steps=2 if quick else BREAKDOWN_STEPS,
+                                          rounds=2 if quick else BREAKDOWN_ROUNDS, seed=seed)}
+
+
+def folder_breakdown(model, files, pixels, config, *, steps, rounds, seed) -> dict:
+    """Where our time goes on a folder, as images/s over `steps` batches (after one): the
+    input pipeline alone, from memory and streamed from the files (--cache none); the
+    training step alone on batches already in memory (also per second of the process's
+    CPU time), and fed by each pipeline (the
+    steps in `rounds` alternating rounds, medians); and the profile of the steps on
+    batches in memory, by op type (ms per step, summed over TensorFlow's threads)."""
+    import collections
+    import itertools
+    import tempfile
+
+    import tensorflow as tf
+    from data_pipeline import images_per_second
+    from profile_step import op_table
+
+    batch = config.batch_size
+    needed = (steps + 1) * (2 * rounds + 2) * batch
+    epochs = range(-(-needed // len(files)) + 1)
+    streams = {name: iter(pipeline.make_training_epochs(
+        images, batch_size=batch, epochs=epochs, seed=seed, data_format=config.data_format))
+        for name, images in (("memory", pixels), ("files", files))}
+    in_memory = [tuple(tf.constant(t) for t in next(streams["memory"])) for _ in range(4)]
+    result = {f"pipeline alone, {name}": images_per_second(stream, steps, batch)
+              for name, stream in streams.items()}
+    alone = itertools.cycle(in_memory)
+    feeds = {"step alone": (alone, time.perf_counter),
+             "step alone, CPU": (alone, time.process_time),
+             "step fed from memory": (streams["memory"], time.perf_counter),
+             "step fed from files": (streams["files"], time.perf_counter)}
+    runs = {name: [] for name in feeds}
+    for _ in range(rounds):  # alternated, so that a slow spell falls on all alike
+        for name, (feed, clock) in feeds.items():
+            runs[name].append(images_per_second(feed, steps, batch, model, clock=clock))
+    result.update({name: statistics.median(values) for name, values in runs.items()})
+    with tempfile.TemporaryDirectory() as logdir:
+        in_memory_data = tf.data.Dataset.from_tensors(in_memory[0]).repeat(steps)
+        tf.profiler.experimental.start(logdir)
+        model.fit(in_memory_data, verbose=0)
+        tf.profiler.experimental.stop()
+        by_type = collections.Counter()
+        for row in op_table(logdir):
+            by_type[row["type"]] += row["total_self_time"] / steps / 1000
+    result["profile"] = by_type.most_common(10)
+    result["profile_total"] = sum(by_type.values())
+    return result
 
 
 def head_to_head(splits, data_dir, default: Config, *, epochs, threads, max_steps=None,
-                 seed=0) -> dict:
+                 seed=0, path="idx", train_reference=None) -> dict:
     """The default setting and the PyTorch reference, trained in turn epoch by epoch: ours in
     a child process that waits for its cue, the reference in this one. The two epochs of a
     pair run seconds apart, so a slow spell of a shared machine seldom falls on one side of
     a pair only; a sequential run compares epochs minutes apart. `default`: train.py's
-    validated Config on this machine, whose layout and precision ours trains in.
+    validated Config on this machine, whose layout and precision ours trains in. path
+    "png" or "photos": data_dir is a folder, and train_reference(before_epoch) trains
+    the reference on its files.
     Returns {"ours": train_tf's result, "reference": torch_reference.train's}."""
     import tempfile
 
@@ -156,7 +290,12 @@ def head_to_head(splits, data_dir, default: Config, *, epochs, threads, max_step
 
     kwargs = dict(data_dir=data_dir, data_format=default.data_format,
                   precision=default.precision, jit_compile=False, replicas=1, epochs=epochs,
-                  threads=threads, max_steps=max_steps, seed=seed, on_cue=True)
+                  threads=threads, max_steps=max_steps, seed=seed, on_cue=True, path=path)
+    if train_reference is None:
+        def train_reference(before_epoch):
+            return torch_reference.train(
+                splits.train.images, splits.test.images, epochs=epochs, threads=threads,
+                max_steps=max_steps, seed=seed, before_epoch=before_epoch)
     with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: a full pipe would block
         child = subprocess.Popen(child_command(kwargs), stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, stderr=log, text=True)
@@ -170,12 +309,20 @@ def head_to_head(splits, data_dir, default: Config, *, epochs, threads, max_step
             raise RuntimeError(f"training {kwargs} failed:\n{log.read()[-3000:]}")
 
         ours, idle = [], {"ours": [], "reference": []}
-        reference_began = None  # the machine's CPU times when the reference's epoch began
+        beside = []  # the cores our waiting child used during each of the reference's epochs
+        reference_began = None  # (the machine's CPU times, our child's, the clock) then
+
+        def reference_ended():
+            machine, child_cpu, clock = reference_began
+            idle["reference"].append(idle_share(machine, cpu_times()))
+            beside.append(None if child_cpu is None else
+                          (process_cpu_seconds(child.pid) - child_cpu)
+                          / (time.perf_counter() - clock))
 
         def our_epoch(reference):  # reference: its images/s per epoch so far
             nonlocal reference_began
             if reference:
-                idle["reference"].append(idle_share(reference_began, cpu_times()))
+                reference_ended()
                 print(f"head to head, epoch {len(reference)}: ours {ours[-1]:,.0f} images/s, "
                       f"reference {reference[-1]:,.0f} ({ours[-1] / reference[-1]:.2f}x)",
                       flush=True)
@@ -183,20 +330,19 @@ def head_to_head(splits, data_dir, default: Config, *, epochs, threads, max_step
             child.stdin.write("\n")
             child.stdin.flush()
             ours.append(float(next_report()[len(EPOCH_DONE):]))
-            reference_began = cpu_times()
-            idle["ours"].append(idle_share(start, reference_began))
+            reference_began = (cpu_times(), process_cpu_seconds(child.pid), time.perf_counter())
+            idle["ours"].append(idle_share(start, reference_began[0]))
 
         try:
-            reference = torch_reference.train(
-                splits.train.images, splits.test.images, epochs=epochs, threads=threads,
-                max_steps=max_steps, seed=seed, before_epoch=our_epoch)
-            idle["reference"].append(idle_share(reference_began, cpu_times()))
+            reference = train_reference(our_epoch)
+            reference_ended()
             result = json.loads(next_report())
         except BaseException:
             child.kill()
             raise
         finally:
             child.wait()
+    reference["ours_beside"] = beside
     result["idle"], reference["idle"] = idle["ours"], idle["reference"]
     return {"ours": result, "reference": reference}
 
@@ -208,6 +354,17 @@ def cpu_times() -> list[int] | None:
         with open("/proc/stat") as f:
             return [int(v) for v in f.readline().split()[1:]]
     except (OSError, ValueError):
+        return None
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """The CPU time (user + system, all threads) that process `pid` has used, or None
+    where /proc has no such figure."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
         return None
 
 
@@ -294,15 +451,8 @@ def head_to_head_report(pairs: dict, default: Config, args, command: list[str], 
         "warm-up) is left out. CPU idle is the share of the machine's CPU time that was "
         "idle during the epoch (/proc/stat): a run that keeps every core busy shows about 0%.",
         "",
-        "| epoch | ours, images/s | reference, images/s | ratio | CPU idle: ours | reference |",
-        "|---:|---:|---:|---:|---:|---:|",
     ]
-    percent = lambda share: "n/a" if share is None else f"{100 * share:.0f}%"  # noqa: E731
-    lines += [f"| {i + 2} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x | {percent(idle_a)} | "
-              f"{percent(idle_b)} |"
-              for i, (a, b, idle_a, idle_b) in enumerate(zip(
-                  ours[1:], reference[1:], pairs["ours"]["idle"][1:],
-                  pairs["reference"]["idle"][1:]))]
+    lines += pairs_table(pairs)
     lines += [
         "",
         f"Median ratio **{median:.2f}x** (range {min(ratios):.2f}x to {max(ratios):.2f}x; "
@@ -314,6 +464,165 @@ def head_to_head_report(pairs: dict, default: Config, args, command: list[str], 
     if not args.quick:
         write_section(text, HEAD_BEGIN, HEAD_END)
     return text
+
+
+def make_folder(path: str, root: str, quick: bool, images: int | None) -> str:
+    """Writes the folder of `path` into `root` and describes it. photos: 64x64 RGB patches
+    of the photographs that scikit-image and scikit-learn ship (photos.py's folder:
+    train|validation|test/<photograph>/*.png); png: Fashion-MNIST's first `images`
+    training images as 28x28 grey PNG files in 10 class folders (the split rule hashes
+    the paths)."""
+    if path == "photos":
+        from photos import MAX_TRAIN_PER_PHOTO, write_patch_folder
+
+        counts = write_patch_folder(root, PHOTO_SIZE, names=("rocket",) if quick else None,
+                                    train_limit=100 if quick else images or MAX_TRAIN_PER_PHOTO,
+                                    held_out_limit=8 if quick else 60)
+        return (f"{PHOTO_SIZE}x{PHOTO_SIZE} RGB PNG patches of the colour photographs that "
+                "scikit-image and scikit-learn ship (benchmarks/photos.py's folder: "
+                f"{counts['train']:,} training, {counts['validation']:,} validation, "
+                f"{counts['test']:,} test patches, overlapping by half within a split)")
+    from data_pipeline import write_folder
+
+    count = 300 if quick else images or 20_000
+    write_folder(root, count, FASHION_MNIST, distinct=count)
+    return (f"{count:,} of Fashion-MNIST's training images as 28x28 grey PNG files in 10 class "
+            "folders (split by the folder source's hash rule)")
+
+
+def folder_head_to_head(args, command: list[str]) -> str:
+    """--path png or photos: the head-to-head on a folder of image files, the reference
+    reading the same files through a Dataset and a DataLoader, then where each side's
+    time goes; writes its section of RESULTS.md unless --quick."""
+    import tempfile
+
+    import torch_reference
+
+    from tf_autoencoder.data.folder import list_folder
+
+    default = Config().validate()  # what train uses on this machine
+    default.precision = resolve_precision(default.precision)
+    epochs, max_steps = (2, 1) if args.quick else (args.head_to_head, None)
+    with tempfile.TemporaryDirectory() as folder:
+        described = make_folder(args.path, folder, args.quick, args.images)
+        listed = {name: [item.path for item in items]
+                  for name, items in list_folder(folder)[0].items()}
+        shape = (PHOTO_SIZE, PHOTO_SIZE, 3) if args.path == "photos" else (28, 28, 1)
+        chosen = folder_settings(shape, len(listed["train"]))
+        batch, loss = chosen["batch_size"], chosen.get("loss", "bce")
+        model = "photo" if "num_filters" in chosen else "post"
+        reference_settings = dict(
+            model=model, loss=loss, batch_size=batch, workers=args.workers, threads=args.threads)
+
+        def train_reference(before_epoch):
+            return torch_reference.train_files(
+                listed["train"], listed["test"], shape, epochs=epochs, max_steps=max_steps,
+                lr_decay_steps=chosen.get("lr_decay_steps", 1000),
+                lr_decay_rate=chosen.get("lr_decay_rate", 0.96), before_epoch=before_epoch,
+                **reference_settings)
+
+        pairs = head_to_head(None, folder, default, epochs=epochs, threads=args.threads,
+                             max_steps=max_steps, path=args.path, train_reference=train_reference)
+        if pairs["ours"]["batch_size"] != batch:
+            raise RuntimeError(f"ours trained at batch {pairs['ours']['batch_size']}, the "
+                               f"reference at {batch}")
+        reference_parts = torch_reference.loader_and_step_speeds(
+            listed["train"], shape, steps=2 if args.quick else BREAKDOWN_STEPS,
+            rounds=2 if args.quick else BREAKDOWN_ROUNDS, **reference_settings)
+    text = folder_report(pairs, reference_parts, args, command, described, chosen, default,
+                         len(listed["train"]))
+    if not args.quick:
+        write_section(text, f"<!-- train_speed_{args.path}:begin -->",
+                      f"<!-- train_speed_{args.path}:end -->")
+    return text
+
+
+def folder_report(pairs, reference_parts, args, command, described, chosen, default,
+                  num_train) -> str:
+    """folder_head_to_head's result as a RESULTS.md section."""
+    from tf_autoencoder import image_defaults
+
+    ours, reference = (pairs[k]["images_per_second"] for k in ("ours", "reference"))
+    ratios = [a / b for a, b in zip(ours, reference)][1:]  # the first pair traces and warms up
+    parts, loss = pairs["ours"]["breakdown"], chosen.get("loss", "bce")
+    title = {"photos": "64x64 photographs", "png": "a folder of PNG files"}[args.path]
+    lines = [
+        f"## Training speed head to head on {title}: `train --data_dir DIR` against a "
+        "PyTorch DataLoader",
+        "",
+        f"`{shlex.join(['python', 'benchmarks/train_speed.py', *command])}` on "
+        f"{datetime.date.today()}, {cpu_model()}, {os.cpu_count()} cores shared with other "
+        f"jobs, {args.threads} threads for both frameworks. The folder: {described}. "
+        + image_defaults.describe(chosen, [], shape_of(args.path), num_train).split(";")[0]
+        + f". Ours: {default.data_format}, {default.precision}, the folder source and "
+        f"its default cache ({pairs['ours']['cache']}), make_training_epochs, "
+        f"{pairs['ours']['weights']:,} weights, the linear path started at PCA where chosen. "
+        "The reference: a `Dataset` over the same training files (PIL decode, resize if "
+        f"needed, to a float tensor) and a `DataLoader` with {args.workers} worker processes "
+        f"(persistent), shuffled, batch {chosen['batch_size']}, the same architecture in "
+        f"PyTorch ({pairs['reference']['weights']:,} weights; torch_reference.py says how it "
+        "differs), the same loss, Adam and schedule. Neither adds noise, validates or "
+        "checkpoints. The two train in turn, an epoch each (ours in a child process that "
+        "waits for its cue); the first pair (tracing, warm-up) is left out.",
+        "",
+    ]
+    lines += pairs_table(pairs)
+    lines += [
+        "",
+        f"Median ratio **{statistics.median(ratios):.2f}x** (range {min(ratios):.2f}x to "
+        f"{max(ratios):.2f}x). Test {loss.upper()} after {len(ours)} epochs: ours "
+        f"{pairs['ours']['test_loss']:.4f}, the reference {pairs['reference']['test_loss']:.4f}.",
+        "",
+        f"**Where the time goes**, images/s over {2 if args.quick else BREAKDOWN_STEPS} "
+        f"batches after one (the steps: medians of {2 if args.quick else BREAKDOWN_ROUNDS} "
+        "alternating rounds; train_on_batch for ours, so a step here carries Python's "
+        "per-call cost, which fit does not):",
+        "",
+        "| what | ours | reference |",
+        "|---|---:|---:|",
+        f"| decoding every split once into memory, before the first epoch (ours' default "
+        f"here) | {pairs['ours']['decoded_once'] / pairs['ours']['decode_seconds']:,.0f} | - |",
+        f"| input pipeline alone: ours from memory (the default); the reference's DataLoader "
+        f"decoding the files | {parts['pipeline alone, memory']:,.0f} | "
+        f"{reference_parts['loader alone']:,.0f} |",
+        f"| input pipeline alone, streamed from the files (--cache none) | "
+        f"{parts['pipeline alone, files']:,.0f} | - |",
+        f"| training step alone, on batches already in memory | {parts['step alone']:,.0f} | "
+        f"{reference_parts['step alone']:,.0f} |",
+        f"| training step alone, per second of the process's CPU time (all its threads; "
+        f"less exposed to waits for a shared CPU, not immune) | {parts['step alone, CPU']:,.0f} | "
+        f"{reference_parts['step alone, CPU']:,.0f} |",
+        f"| training step fed by the pipeline from memory | {parts['step fed from memory']:,.0f} "
+        "| - |",
+        f"| training step fed by the pipeline from the files | "
+        f"{parts['step fed from files']:,.0f} | - |",
+        f"| end to end: the head-to-head's epochs after the first (median) | "
+        f"{median_after_warmup(ours):,.0f} | {median_after_warmup(reference):,.0f} |",
+        "",
+        f"Our step by op type (TensorFlow's profiler on batches in memory; ms per step summed "
+        f"over threads, {parts['profile_total']:.1f} ms in all): "
+        + ", ".join(f"{op} {ms:.1f}" for op, ms in parts["profile"]) + ".",
+    ]
+    return "\n".join(lines)
+
+
+def shape_of(path: str) -> list[int]:
+    return [PHOTO_SIZE, PHOTO_SIZE, 3] if path == "photos" else [28, 28, 1]
+
+
+def pairs_table(pairs: dict) -> list[str]:
+    """head_to_head's pairs after the first as Markdown table rows."""
+    ours, reference = (pairs[k]["images_per_second"] for k in ("ours", "reference"))
+    percent = lambda share: "n/a" if share is None else f"{100 * share:.0f}%"  # noqa: E731
+    cores = lambda used: "n/a" if used is None else f"{used:.2f}"  # noqa: E731
+    lines = ["| epoch | ours, images/s | reference, images/s | ratio | CPU idle: ours | reference "
+             "| cores our waiting process used in the reference's epoch |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    return lines + [f"| {i + 2} | {a:,.0f} | {b:,.0f} | {a / b:.2f}x | {percent(idle_a)} | "
+                    f"{percent(idle_b)} | {cores(used)} |"
+                    for i, (a, b, idle_a, idle_b, used) in enumerate(zip(
+                        ours[1:], reference[1:], pairs["ours"]["idle"][1:],
+                        pairs["reference"]["idle"][1:], pairs["reference"]["ours_beside"][1:]))]
 
 
 def write_section(text: str, begin: str = BEGIN, end: str = END) -> None:
@@ -347,6 +656,16 @@ def main(argv=None):
                              "and compare their mean test BCE (speeds come from seed 0)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 epochs of one step on a small sample; writes nothing")
+    parser.add_argument("--path", choices=("idx", "png", "photos"), default="idx",
+                        help="the head-to-head's data: IDX arrays in memory (default), a "
+                             "folder of Fashion-MNIST PNG files, or of 64x64 RGB photograph "
+                             "patches; png and photos run the head-to-head only, with where "
+                             "the time goes")
+    parser.add_argument("--images", type=int, default=None,
+                        help="png: files in the folder (default 20,000); photos: training "
+                             "patches per photograph at most (default photos.py's)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(),
+                        help="the reference's DataLoader worker processes (png, photos)")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # train_tf_in_child's JSON arguments
     args = parser.parse_args(argv)
     if args.head_to_head < 0 or args.head_to_head == 1:
@@ -356,6 +675,13 @@ def main(argv=None):
         parser.error("--settings none with --head_to_head 0 measures nothing")
     if args.child:
         print(json.dumps(train_tf(**json.loads(args.child))))
+        return None
+
+    if args.path != "idx":
+        if not args.head_to_head:
+            parser.error(f"--path {args.path} measures the head-to-head: give --head_to_head 2 "
+                         "or more")
+        print(folder_head_to_head(args, sys.argv[1:] if argv is None else argv), flush=True)
         return None
 
     import torch

@@ -35,6 +35,54 @@ def test_train_speed_runs_both_frameworks():
     assert "input pipeline with noise" in lines[-1]
 
 
+@pytest.mark.parametrize("path", ["photos", "png"])
+def test_train_speed_head_to_head_on_a_folder(path):
+    """--path photos|png --quick: ours on the folder as `train --data_dir` reads it, the
+    reference through a DataLoader over the same files; one pair after the warm-up, both
+    models of the same size, and every figure of where the time goes; RESULTS.md left
+    alone."""
+    pytest.importorskip("torch", reason="the PyTorch reference needs torch==2.13.0 (CPU)")
+    if path == "png" and not os.path.isdir("/usr/share/datasets/fashion-mnist"):
+        pytest.skip("dataset-fashion-mnist is not installed")
+    results = os.path.join(REPO, "benchmarks", "RESULTS.md")
+    before = open(results).read()
+    result = run_benchmark("benchmarks/train_speed.py", "--path", path, "--quick")
+    assert result.returncode == 0, result.stderr
+    assert "head to head, epoch 1: ours " in result.stdout
+    pairs = re.findall(r"^\| 2 \| ([\d,]+) \| ([\d,]+) \| ([\d.]+)x \|", result.stdout, re.M)
+    assert len(pairs) == 1 and all(float(v.replace(",", "")) > 0 for v in pairs[0])
+    weights = re.search(r"make_training_epochs, ([\d,]+) weights.*PyTorch \(([\d,]+) weights",
+                        result.stdout)
+    assert weights and weights[1] == weights[2]  # the same architecture and size
+    rows = dict(re.findall(r"^\| ((?:decoding|input|training|end).+?) \| ([\d,]+) \|",
+                           result.stdout, re.M))
+    assert len(rows) == 8 and all(int(v.replace(",", "")) > 0 for v in rows.values())
+    reference = re.findall(r"^\| (?:input pipeline alone: ours|training step alone|end to "
+                           r"end).+\| [\d,]+ \| ([\d,]+) \|$", result.stdout, re.M)
+    assert len(reference) == 4 and all(int(v.replace(",", "")) > 0 for v in reference)
+    assert re.search(r"Our step by op type .*: .*Conv2D", result.stdout)
+    assert ("--num_filters 32,64,64" in result.stdout) == (path == "photos")
+    assert open(results).read() == before
+
+
+def test_torch_reference_mirrors_the_photographs_model_size():
+    """The PyTorch photographs' model has as many weights as the model `train --data_dir`
+    chooses for 64x64 colour images, and gives logits of the image's shape."""
+    torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch==2.13.0 (CPU)")
+    from tf_autoencoder import Config, build_autoencoder, image_defaults
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from torch_reference import PhotoAutoencoder
+
+    chosen, _ = image_defaults.choose([64, 64, 3], 2000, {})
+    architecture = {k: chosen[k] for k in ("num_filters", "downsample", "code_size",
+                                           "linear_path")}
+    ours = build_autoencoder(Config(image_shape=[64, 64, 3], precision="float32",
+                                    **architecture).validate())
+    reference = PhotoAutoencoder((3, 64, 64), tuple(chosen["num_filters"]), chosen["code_size"])
+    assert sum(p.numel() for p in reference.parameters()) == ours.count_params()
+    assert reference(torch.zeros(2, 3, 64, 64)).shape == (2, 3, 64, 64)
+
+
 def test_torch_reference_has_the_posts_7873_weights():
     torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch==2.13.0 (CPU)")
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
