@@ -6,8 +6,9 @@ against ended by sys.exit (the teardown), alternated, each in a fresh process.
     python benchmarks/command_exit.py --pairs 10
     python benchmarks/command_exit.py --quick      # a smoke run: one pair, printed only
 
-Trains a one-epoch run on the MNIST sample first (in a temporary folder). Writes its
-section of benchmarks/RESULTS.md (between its markers; not with --quick).
+Trains a one-epoch run on the MNIST sample first (in a temporary folder), unless --run
+names one. Writes its section of benchmarks/RESULTS.md (between its markers; not with
+--quick).
 """
 import argparse
 import datetime
@@ -53,15 +54,18 @@ def timed_run(args, cwd) -> tuple[float, float]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=10)
+    parser.add_argument("--run", help="a finished run of 28x28 grey images to predict with "
+                                      "(default: a one-epoch MNIST-sample run, trained first)")
     parser.add_argument("--quick", action="store_true",
                         help="one pair and no warm-up pair, printed only")
     args = parser.parse_args(argv)
     pairs = 1 if args.quick else args.pairs
     with tempfile.TemporaryDirectory() as tmp:
-        run, image = os.path.join(tmp, "run"), os.path.join(tmp, "digit.png")
-        subprocess.run([sys.executable, "train.py", "--dataset", "mnist_sample", "--epochs",
-                        "1", "--model_dir", run], cwd=REPO, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        run, image = args.run or os.path.join(tmp, "run"), os.path.join(tmp, "digit.png")
+        if not args.run:
+            subprocess.run([sys.executable, "train.py", "--dataset", "mnist_sample", "--epochs",
+                            "1", "--model_dir", run], cwd=REPO, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28), np.uint8)).save(image)
         measured = {way: [] for way in WAYS}
         warm_up = 0 if args.quick else 1  # a pair that warms the file cache, not counted

@@ -221,8 +221,8 @@ def test_data_pipeline_benchmark_smoke():
     assert open(results).read() == before
 
 
-def test_command_exit_benchmark_times_both_endings_of_one_predict():
-    result = run_benchmark("benchmarks/command_exit.py", "--quick")
+def test_command_exit_benchmark_times_both_endings_of_one_predict(trained_run):
+    result = run_benchmark("benchmarks/command_exit.py", "--quick", "--run", trained_run[0])
     assert result.returncode == 0, result.stderr
     rows = re.findall(r"^\| (exit_with \(now\)|sys.exit \(before\)) \| ([\d.]+) \| ([\d.]+) \|$",
                       result.stdout, re.M)
