@@ -25,6 +25,7 @@ import atexit
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import struct
@@ -59,11 +60,22 @@ def _connect():
         _server = subprocess.Popen([sys.executable, os.path.abspath(__file__), path],
                                    stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=REPO)
         _server.path, _server.log = path, log
-        atexit.register(_server.stdin.close)
+        atexit.register(_stop, _server, folder)
         _wait_for_server(_server)
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.connect(_server.path)
     return connection
+
+
+def _stop(server, folder):
+    """At this process's end: the server ends when its stdin closes; then its folder goes."""
+    server.stdin.close()
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    server.log.close()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _wait_for_server(server):
