@@ -158,6 +158,30 @@ def file_loader(paths, image_shape, *, batch_size, workers, shuffle, seed=0):
         generator=torch.Generator().manual_seed(seed))
 
 
+def model_and_loss(model: str, loss: str, image_shape):
+    """(the reference's model, its loss on logits and images): model "post"
+    (ConvAutoencoder) or "photo" (PhotoAutoencoder) for (H, W, C) images; loss "bce" (on
+    logits) or "mse" (on sigmoid(logits))."""
+    height, width, channels = image_shape
+    net = (ConvAutoencoder((channels, height, width)) if model == "post"
+           else PhotoAutoencoder((channels, height, width)))
+    loss_of = (F.binary_cross_entropy_with_logits if loss == "bce"
+               else (lambda logits, x: F.mse_loss(torch.sigmoid(logits), x)))
+    return net, loss_of
+
+
+def adam(model):
+    return torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)  # Keras' epsilon
+
+
+def update(model, optimizer, loss_of, batch, weight_decay):
+    """One update on `batch`, with the L2 weight decay of our kernels."""
+    loss = loss_of(model(batch), batch) + weight_decay / 2 * model.kernel_l2()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def train_files(train_paths, test_paths, image_shape, *, model: str, epochs: int,
                 batch_size: int, workers: int, threads: int = 2, seed: int = 0, loss="bce",
                 lr_decay_steps=1000, lr_decay_rate=0.96, weight_decay=1e-5,
@@ -167,11 +191,7 @@ def train_files(train_paths, test_paths, image_shape, *, model: str, epochs: int
     Returns per-epoch images/s and the final test loss ("test_loss")."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    height, width, channels = image_shape
-    net = (ConvAutoencoder((channels, height, width)) if model == "post"
-           else PhotoAutoencoder((channels, height, width)))
-    loss_of = ((lambda logits, x: F.binary_cross_entropy_with_logits(logits, x)) if loss == "bce"
-               else (lambda logits, x: F.mse_loss(torch.sigmoid(logits), x)))
+    net, loss_of = model_and_loss(model, loss, image_shape)
     loader = file_loader(train_paths, image_shape, batch_size=batch_size, workers=workers,
                          shuffle=True, seed=seed)
     speeds = _fit(net, loss_of, lambda: loader, epochs=epochs, batch_size=batch_size,
@@ -190,7 +210,7 @@ def _fit(model, loss_of, epoch_batches, *, epochs, batch_size, steps_per_epoch, 
          lr_decay_rate, weight_decay, before_epoch):
     """Trains `epochs` epochs of `steps_per_epoch` batches of epoch_batches() (called once
     per epoch); returns each epoch's images/s (the clock starts after before_epoch)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)  # Keras' epsilon
+    optimizer = adam(model)
     schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=lr_decay_steps,
                                                gamma=lr_decay_rate)
     images_per_second = []
@@ -201,11 +221,7 @@ def _fit(model, loss_of, epoch_batches, *, epochs, batch_size, steps_per_epoch, 
         start = time.perf_counter()
         batches = iter(epoch_batches())
         for _ in range(steps_per_epoch):
-            batch = next(batches)
-            loss = loss_of(model(batch), batch) + weight_decay / 2 * model.kernel_l2()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            update(model, optimizer, loss_of, next(batches), weight_decay)
             schedule.step()
         images_per_second.append(steps_per_epoch * batch_size / (time.perf_counter() - start))
     return images_per_second
@@ -255,11 +271,7 @@ def loader_and_step_speeds(train_paths, image_shape, *, model: str, loss: str, b
     batches already in memory (median of `rounds`), also per second of this process's
     CPU time ("step alone, CPU")."""
     torch.set_num_threads(threads)
-    height, width, channels = image_shape
-    net = (ConvAutoencoder((channels, height, width)) if model == "post"
-           else PhotoAutoencoder((channels, height, width)))
-    loss_of = (F.binary_cross_entropy_with_logits if loss == "bce"
-               else (lambda logits, x: F.mse_loss(torch.sigmoid(logits), x)))
+    net, loss_of = model_and_loss(model, loss, image_shape)
     loader = file_loader(train_paths, image_shape, batch_size=batch_size, workers=workers,
                          shuffle=True)
     batches = iter(_forever(loader))
@@ -267,20 +279,13 @@ def loader_and_step_speeds(train_paths, image_shape, *, model: str, loss: str, b
     start = time.perf_counter()
     in_memory = [next(batches) for _ in range(steps)]
     result = {"loader alone": steps * batch_size / (time.perf_counter() - start)}
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
-
-    def step(batch):
-        loss = loss_of(net(batch), batch) + 1e-5 / 2 * net.kernel_l2()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    step(in_memory[0])
+    optimizer = adam(net)
+    update(net, optimizer, loss_of, in_memory[0], 1e-5)
     speeds, cpu_speeds = [], []
     for _ in range(rounds):
         start, cpu_start = time.perf_counter(), time.process_time()
         for batch in in_memory:
-            step(batch)
+            update(net, optimizer, loss_of, batch, 1e-5)
         speeds.append(steps * batch_size / (time.perf_counter() - start))
         cpu_speeds.append(steps * batch_size / (time.process_time() - cpu_start))
     result["step alone"] = sorted(speeds)[len(speeds) // 2]

@@ -507,7 +507,7 @@ def folder_head_to_head(args, command: list[str]) -> str:
         described = make_folder(args.path, folder, args.quick, args.images)
         listed = {name: [item.path for item in items]
                   for name, items in list_folder(folder)[0].items()}
-        shape = (PHOTO_SIZE, PHOTO_SIZE, 3) if args.path == "photos" else (28, 28, 1)
+        shape = tuple(shape_of(args.path))
         chosen = folder_settings(shape, len(listed["train"]))
         batch, loss = chosen["batch_size"], chosen.get("loss", "bce")
         model = "photo" if "num_filters" in chosen else "post"
