@@ -55,11 +55,11 @@ def idx_dir(tmp_path):
     return str(directory)
 
 
-def run_python(*args, timeout=300, fresh=False):
+def run_python(*args, env=None, timeout=300, fresh=False):
     """`python *args` from the repository root, so this checkout's package is the one
     imported; in a process forked after TensorFlow's import (forked_commands.py) unless
-    `fresh`."""
-    return forked_commands.run(list(args), cwd=REPO, timeout=timeout, fresh=fresh)
+    `fresh`. env: the whole environment (default: this process's)."""
+    return forked_commands.run(list(args), cwd=REPO, env=env, timeout=timeout, fresh=fresh)
 
 
 def train_command(*args):

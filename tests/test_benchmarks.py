@@ -6,13 +6,11 @@ import sys
 
 import pytest
 
-import forked_commands
-
-from conftest import REPO
+from conftest import REPO, run_python
 
 
 def run_benchmark(*args):
-    return forked_commands.run(list(args), cwd=REPO, timeout=600)
+    return run_python(*args, timeout=600)
 
 
 def test_train_speed_runs_both_frameworks():

@@ -10,14 +10,10 @@ import pytest
 
 import forked_commands
 
-from conftest import REPO, copy_run
+from conftest import REPO, copy_run, run_python
 from tf_autoencoder.data import sources
 from tf_autoencoder.run.evaluation import (PSNR_CAP_DB, knn_accuracy, linear_probe_accuracy,
                                        reconstruction_metrics)
-
-
-def run_module(module, *args, timeout=300):
-    return forked_commands.run(["-m", module, *args], cwd=REPO, timeout=timeout)
 
 
 def png_size(path):
@@ -251,12 +247,12 @@ def test_sample_command_writes_a_grid_of_generated_images(vae_run, tmp_path):
 
 
 def test_evaluate_and_sample_refuse_what_they_cannot_use(tmp_path):
-    result = run_module("tf_autoencoder", "evaluate", str(tmp_path / "nothing"))
+    result = run_python("-m", "tf_autoencoder", "evaluate", str(tmp_path / "nothing"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "does not exist" in result.stderr
     (tmp_path / "config.json").write_text(json.dumps({"model": "convolutional"}))
     (tmp_path / "model.keras").write_bytes(b"")
-    result = run_module("tf_autoencoder", "sample", str(tmp_path))
+    result = run_python("-m", "tf_autoencoder", "sample", str(tmp_path))
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "holds a convolutional model" in result.stderr
 

@@ -6,14 +6,8 @@ import shutil
 
 import pytest
 
-import forked_commands
-
-from conftest import (REFERENCE_RUN, REPO, TRAINED_RUN, copy_run, error_lines, snapshot,
+from conftest import (REFERENCE_RUN, TRAINED_RUN, copy_run, error_lines, run_python, snapshot,
                       start_paused, start_workers, train_command, wait_all)
-
-
-def run(*args, env=None, timeout=300):
-    return forked_commands.run(list(args), cwd=REPO, timeout=timeout, env=env)
 
 
 def test_a_second_run_or_an_export_on_a_training_model_dir_stops_and_writes_nothing(
@@ -26,12 +20,12 @@ def test_a_second_run_or_an_export_on_a_training_model_dir_stops_and_writes_noth
     first = start_paused(train_args, 130)  # in epoch 2
     try:
         before = snapshot(model_dir)
-        second = run(*train_command(*train_args)[1:])
+        second = run_python(*train_command(*train_args)[1:])
         assert second.returncode == 1, second.stderr
         [line] = error_lines(second.stderr)
         assert line.startswith("train.py: error: ") and model_dir in line
         assert f"in use by process {first.pid} (" in line and "train.py" in line
-        export = run("-m", "tf_autoencoder", "export", model_dir)
+        export = run_python("-m", "tf_autoencoder", "export", model_dir)
         assert export.returncode == 1, export.stderr
         [line] = error_lines(export.stderr)
         assert f"{model_dir} is in use by process {first.pid}" in line and "exporting" in line
@@ -39,7 +33,7 @@ def test_a_second_run_or_an_export_on_a_training_model_dir_stops_and_writes_noth
     finally:
         first.kill()  # SIGKILL: the kernel drops the lock with the process
         first.wait(timeout=60)
-    rerun = run(*train_command(*train_args)[1:])
+    rerun = run_python(*train_command(*train_args)[1:])
     assert rerun.returncode == 0, rerun.stderr
     assert "Resuming from the end of epoch 1" in rerun.stdout
     assert sorted(os.listdir(os.path.join(model_dir, "export"))) == ["1", "2"]
@@ -51,7 +45,7 @@ def test_rerunning_a_finished_run_changes_no_export_or_result(tmp_path, trained_
     model_dir = copy_run(trained_run[0], tmp_path / "run")
     kept = {name: snapshot(os.path.join(model_dir, name))
             for name in ("export", "model.keras", "test_metrics.json", "projector")}
-    result = run("train.py", *TRAINED_RUN, "--model_dir", model_dir)
+    result = run_python("train.py", *TRAINED_RUN, "--model_dir", model_dir)
     assert result.returncode == 0, result.stderr
     assert (f"{model_dir} already holds 1 epochs, exported as {model_dir}/export/1: nothing to "
             "train or export") in result.stdout
@@ -63,7 +57,7 @@ def test_a_finished_run_whose_export_is_missing_exports_on_rerun(tmp_path, train
     """The end of a run that died before its export (here: export/ removed) is redone."""
     model_dir = copy_run(trained_run[0], tmp_path / "run")
     shutil.rmtree(os.path.join(model_dir, "export"))
-    result = run("train.py", *TRAINED_RUN, "--model_dir", model_dir)
+    result = run_python("train.py", *TRAINED_RUN, "--model_dir", model_dir)
     assert result.returncode == 0, result.stderr
     assert "nothing to train (raise --epochs" in result.stdout
     assert f"Exported {model_dir}/export/1" in result.stdout
@@ -89,7 +83,7 @@ def test_atomic_writes_follow_the_umask(tmp_path, umask, mode):
     path = tmp_path / "file.txt"
     code = (f"import os; os.umask({umask}); from tf_autoencoder.files import write_text_atomic; "
             f"write_text_atomic({str(path)!r}, 'text')")
-    result = run("-c", code)
+    result = run_python("-c", code)
     assert result.returncode == 0, result.stderr
     assert path.read_text() == "text"
     assert os.stat(path).st_mode & 0o777 == mode
@@ -148,8 +142,8 @@ def test_an_export_reads_the_run_without_writing_to_it_and_no_run_starts_meanwhi
     while an export reads the model it is about to replace."""
     model_dir = copy_run(trained_run[0], tmp_path / "run")
     before = snapshot(model_dir)
-    result = run("-m", "tf_autoencoder", "export", model_dir, "--export_dir",
-                 str(tmp_path / "elsewhere"))
+    result = run_python("-m", "tf_autoencoder", "export", model_dir, "--export_dir",
+                        str(tmp_path / "elsewhere"))
     assert result.returncode == 0, result.stderr
     assert snapshot(model_dir) == before
     assert os.listdir(tmp_path / "elsewhere") == ["1"]
@@ -157,8 +151,8 @@ def test_an_export_reads_the_run_without_writing_to_it_and_no_run_starts_meanwhi
     from tf_autoencoder.files import ModelDirLock
 
     with ModelDirLock(model_dir, "exporting it", shared=True):  # what export holds
-        second = run("train.py", "--dataset", "mnist_sample", "--batch_size", "32",
-                     "--epochs", "2", "--model_dir", model_dir)
+        second = run_python("train.py", "--dataset", "mnist_sample", "--batch_size", "32",
+                            "--epochs", "2", "--model_dir", model_dir)
     assert second.returncode == 1, second.stderr
     [line] = error_lines(second.stderr)
     assert f"{model_dir} is in use by another process" in line
