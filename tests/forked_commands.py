@@ -57,11 +57,15 @@ def _connect():
         path = os.path.join(folder, "socket")
         log = open(os.path.join(folder, "server.log"), "w+")
         # Its stdin is a pipe it watches: when this process ends, however, so does it.
+        # Its stdout says one line, once it listens (an end of file: it failed).
         _server = subprocess.Popen([sys.executable, os.path.abspath(__file__), path],
-                                   stdin=subprocess.PIPE, stdout=log, stderr=log, cwd=REPO)
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                   cwd=REPO, text=True)
         _server.path, _server.log = path, log
         atexit.register(_stop, _server, folder)
-        _wait_for_server(_server)
+        if _server.stdout.readline() != "listening\n":
+            log.seek(0)
+            raise RuntimeError(f"the command server failed to start:\n{log.read()}")
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     connection.connect(_server.path)
     return connection
@@ -74,23 +78,9 @@ def _stop(server, folder):
         server.wait(timeout=60)
     except subprocess.TimeoutExpired:
         server.kill()
+    server.stdout.close()
     server.log.close()
     shutil.rmtree(folder, ignore_errors=True)
-
-
-def _wait_for_server(server):
-    """Until the server says it is listening (a line on its log), or fails."""
-    while True:
-        server.log.seek(0)
-        text = server.log.read()
-        if "listening\n" in text:
-            return
-        if server.poll() is not None:
-            raise RuntimeError(f"the command server failed to start:\n{text}")
-        try:
-            server.wait(timeout=0.1)  # returns early if it dies
-        except subprocess.TimeoutExpired:
-            pass
 
 
 def _send(connection, message: dict, fds=()):
