@@ -133,13 +133,18 @@ def train_tf(data_dir, *, data_format, precision, jit_compile, replicas, epochs,
         model = build_autoencoder(config)
         compile_model(model, config)
     model.jit_compile = jit_compile
-    train = pipeline.make_dataset(splits.train.images, batch_size=256, training=True,
-                              data_format=data_format, seed=seed)
+    # One dataset over all epochs, fitted with steps_per_epoch, as training.py does: a
+    # dataset that fit iterates anew each epoch (train.take(steps)) makes a new tf.data
+    # iterator each epoch, and one ended while its autotuning thread waits left the CPU
+    # idle for seconds at the start of an epoch (RESULTS.md, the head-to-head's reading).
+    train = pipeline.make_training_epochs(splits.train.images, batch_size=256,
+                                          epochs=range(epochs), seed=seed,
+                                          data_format=data_format)
     test = pipeline.make_dataset(splits.test.images, batch_size=1000, training=False,
                              data_format=data_format)
     steps = len(splits.train) // 256 if max_steps is None else max_steps
     timer, speeds = epoch_timer(steps * 256, on_cue)
-    model.fit(train.take(steps), epochs=epochs, callbacks=[timer], verbose=0)
+    model.fit(train, steps_per_epoch=steps, epochs=epochs, callbacks=[timer], verbose=0)
     test_bce = model.evaluate(test, return_dict=True, verbose=0)["bce"]
     return {"images_per_second": speeds, "test_bce": float(test_bce)}
 
