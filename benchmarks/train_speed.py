@@ -409,14 +409,18 @@ def pipeline_speed(splits, noise_factor=0.5, passes=3) -> float:
 # Runs train.py in this child and reports the child's own peak resident memory (VmHWM)
 # at exit. getrusage's RUSAGE_CHILDREN would not do: it counts the forked child's copy of
 # this process's pages before exec, so it reports the benchmark's size, not train.py's.
+# An atexit callback, since train.py ends with os._exit (cli.exit_with), which runs the
+# callbacks but no `finally` after it.
 _MEASURED_CHILD = """
-import runpy, sys
-sys.argv = sys.argv[1:]
-try:
-    runpy.run_path(sys.argv[0], run_name="__main__")
-finally:
+import atexit, runpy, sys
+
+def report_peak():
     with open("/proc/self/status") as f:
         print(next(line for line in f if line.startswith("VmHWM")), file=sys.stderr)
+
+atexit.register(report_peak)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 

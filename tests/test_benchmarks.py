@@ -228,3 +228,20 @@ def test_command_exit_benchmark_times_both_endings_of_one_predict(trained_run):
     assert all(float(wall) > 0 and float(cpu) > 0 for _, wall, cpu in rows)
     assert "now / before, pair by pair: median " in result.stdout
 
+
+
+def test_epoch_starts_benchmark_trains_each_way_and_counts_idle_seconds():
+    """--quick: the three ways of feeding fit on the MNIST sample, 3 epochs of 2 steps
+    each; a row per way with a speed and a core count per epoch; RESULTS.md left alone."""
+    results = os.path.join(REPO, "benchmarks", "RESULTS.md")
+    before = open(results).read()
+    result = run_benchmark("benchmarks/epoch_starts.py", "--quick")
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^\| (one dataset|a new iterator)[^|]* \| ([\d, ]+) \| ([\d., ]+) \| ([\d, ]+) \|$",
+                      result.stdout, re.M)
+    assert [way for way, *_ in rows] == ["one dataset", "a new iterator", "a new iterator"]
+    for _, speeds, cores, waits in rows:
+        assert len(speeds.split(", ")) == 3 and all(float(v.replace(",", "")) > 0
+                                                    for v in speeds.split(", "))
+        assert len(cores.split(", ")) == 3 and len(waits.split(", ")) == 2  # epochs 2 and 3
+    assert open(results).read() == before
