@@ -26,7 +26,7 @@ def test_train_speed_runs_both_frameworks():
     lines = [line for line in result.stdout.splitlines()
              if "images/s" in line and not line.startswith(("|", "`", "head to head"))]
     assert lines[0].startswith("PyTorch ") and "reference" in lines[0]
-    # Marked as the default where --precision auto picks float32 (a CPU without AMX).
+    # Marked as the default where --precision auto picks float32 (a CPU without bfloat16).
     assert lines[1].startswith(("tf-autoencoder NHWC float32: ",
                                 "tf-autoencoder NHWC float32 (the default here): "))
     assert lines[2].startswith(f"tf-autoencoder NHWC float32 on {os.cpu_count()} CPU replicas")

@@ -112,17 +112,21 @@ def test_saved_keras_model_keeps_encoder_and_decoder(tmp_path):
     np.testing.assert_allclose(loaded(images), model(images), atol=1e-6)
 
 
-def test_amx_is_read_from_the_cpu_flags(tmp_path):
-    """AMX alone picks bfloat16: AVX-512 bfloat16 without it trained slower than float32
-    (docs/speed.md). Catches a rule that takes avx512_bf16 for AMX."""
-    amx, avx512, plain = tmp_path / "amx", tmp_path / "avx512", tmp_path / "plain"
-    amx.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
-    avx512.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16\n")
-    plain.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
-    assert precision.cpu_has_amx(str(amx))
-    assert not precision.cpu_has_amx(str(avx512))
-    assert not precision.cpu_has_amx(str(plain))
-    assert not precision.cpu_has_amx(str(tmp_path / "missing"))
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path):
+    """AMX or AVX-512 bfloat16 picks bfloat16 (each measured faster than float32,
+    benchmarks/RESULTS.md); AVX-512 without its bfloat16 instructions does not. Catches a
+    rule that takes any AVX-512 for bfloat16, or misses one of the two."""
+    cases = {"amx": "fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile",
+             "avx512_bf16": "fpu avx512f avx512_bf16",
+             "avx512": "fpu sse2 avx2 avx512f avx512_vnni",
+             "amx_alone": "fpu amx_bf16 amx_tile"}
+    for name, flags in cases.items():
+        (tmp_path / name).write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert precision.cpu_has_bfloat16(str(tmp_path / "amx"))
+    assert precision.cpu_has_bfloat16(str(tmp_path / "avx512_bf16"))
+    assert precision.cpu_has_bfloat16(str(tmp_path / "amx_alone"))
+    assert not precision.cpu_has_bfloat16(str(tmp_path / "avx512"))
+    assert not precision.cpu_has_bfloat16(str(tmp_path / "missing"))
 
 
 @pytest.mark.parametrize("native,gpus,on_cpu,expected", [
@@ -135,7 +139,7 @@ def test_amx_is_read_from_the_cpu_flags(tmp_path):
 def test_auto_precision_resolves_by_the_device_that_computes(monkeypatch, native, gpus, on_cpu,
                                                              expected):
     """Catches: auto decided by the CPU's flags while a GPU trains."""
-    monkeypatch.setattr(precision, "cpu_has_amx", lambda: native)
+    monkeypatch.setattr(precision, "cpu_has_bfloat16", lambda: native)
     monkeypatch.setattr(precision, "gpus", lambda: gpus)
     assert precision.resolve_precision("auto", on_cpu=on_cpu) == expected
     for explicit in ("float32", "mixed_bfloat16"):

@@ -310,12 +310,13 @@ class Config:
             "same machine (see [reproducibility](docs/reliability.md#reproducibility))")
     precision: str = setting(
         "auto", "mixed_bfloat16: compute in bfloat16, keep float32 weights; auto: "
-                "mixed_bfloat16 when training on a CPU with AMX, else float32 (on a GPU "
-                "too)", "training", choices=PRECISIONS,
+                "mixed_bfloat16 when training on a CPU with AMX or AVX-512 bfloat16, else "
+                "float32 (on a GPU too)", "training", choices=PRECISIONS,
         doc="`mixed_bfloat16`: compute in bfloat16, keep the weights (and codes, logits, "
             "losses) in float32; `float32`; `auto`: `mixed_bfloat16` when training on a CPU "
-            "with AMX instructions, else `float32` (with AVX-512 bfloat16 alone float32 was "
-            "faster; on a GPU bfloat16 is unmeasured for this model) ([speed](docs/speed.md))")
+            "with AMX or AVX-512 bfloat16 instructions (measured faster with each), else "
+            "`float32` (also on a GPU, where bfloat16 is unmeasured for this model) "
+            "([speed](docs/speed.md))")
     # --- distribution
     distribute: str = setting(
         "none", "mirrored: every local GPU; multi_worker: the workers in TF_CONFIG; "

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 
 def resolve_precision(precision: str, on_cpu: bool | None = None) -> str:
-    """'auto' -> 'mixed_bfloat16' when the model computes on a CPU with AMX, else
-    'float32'; other values as given. on_cpu: whether the model computes on the CPU
-    (None: it does when TensorFlow sees no GPU).
+    """'auto' -> 'mixed_bfloat16' when the model computes on a CPU with bfloat16
+    instructions (AMX or AVX-512 bfloat16), else 'float32'; other values as given.
+    on_cpu: whether the model computes on the CPU (None: it does when TensorFlow sees no
+    GPU).
 
     On a GPU, auto is float32: every GPU computes it natively, and bfloat16 has not been
     measured on one for this model (--precision mixed_bfloat16 asks for it).
@@ -14,7 +15,7 @@ def resolve_precision(precision: str, on_cpu: bool | None = None) -> str:
         return precision
     if on_cpu is None:
         on_cpu = not gpus()
-    return "mixed_bfloat16" if on_cpu and cpu_has_amx() else "float32"
+    return "mixed_bfloat16" if on_cpu and cpu_has_bfloat16() else "float32"
 
 
 def gpus() -> list:
@@ -23,11 +24,12 @@ def gpus() -> list:
     return tf.config.list_physical_devices("GPU")
 
 
-def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
-    """True if the CPU has AMX bfloat16 instructions (Linux; False elsewhere).
+def cpu_has_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """True if the CPU computes bfloat16 natively: AMX or AVX-512 bfloat16 instructions
+    (Linux; False elsewhere).
 
-    There mixed bfloat16 trained faster than float32; with AVX-512 bfloat16 alone it was
-    slower, and without either oneDNN emulates it (docs/speed.md).
+    With either, mixed bfloat16 trained faster than float32 (benchmarks/RESULTS.md);
+    without them oneDNN emulates bfloat16 (docs/speed.md).
     """
     try:
         with open(cpuinfo) as f:
@@ -35,4 +37,4 @@ def cpu_has_amx(cpuinfo: str = "/proc/cpuinfo") -> bool:
                           if line.startswith("flags")), [])
     except OSError:
         return False
-    return "amx_bf16" in flags
+    return "amx_bf16" in flags or "avx512_bf16" in flags
