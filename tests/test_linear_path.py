@@ -36,8 +36,9 @@ def svd_pca_reconstructions(pixels, components):
 
 
 def config(**changes):
-    return Config(num_filters=[4, 4], downsample="strided", code_size=CODE, linear_path="pca",
-                  loss="mse", image_shape=[8, 8, 3], precision="float32", **changes).validate()
+    settings = dict(num_filters=[4, 4], downsample="strided", code_size=CODE, linear_path="pca",
+                    loss="mse", image_shape=[8, 8, 3], precision="float32")
+    return Config(**{**settings, **changes}).validate()
 
 
 def reconstructions(model, images, data_format="channels_last"):
@@ -64,6 +65,24 @@ def test_the_model_starts_at_pcas_reconstruction_error_of_its_training_images(pa
     codes = model.encoder.predict_on_batch(patches.astype(np.float32) / 255)
     variances = np.var(codes, axis=0)
     assert np.all(np.diff(variances) < 0)
+
+
+def test_mixed_bfloat16_trains_the_linear_path_on_saturated_pixels(patches):
+    """In bfloat16, 1 - 1e-4 rounds to 1, so pixel log-odds computed in it are infinite
+    for white pixels and the first update turns the weights to NaN: the loss of the next
+    step was NaN on photographs. Catches the linear path's log-odds computed in the
+    compute dtype instead of float32."""
+    saturated = patches.copy()
+    saturated[:, :2] = 255  # white rows (and black ones) in every patch, as photos have
+    saturated[:, -2:] = 0
+    settings = config(precision="mixed_bfloat16")
+    model = build_autoencoder(settings)
+    compile_model(model, settings)
+    start_at_pca(model, saturated, seed=0)
+    x = saturated.astype(np.float32) / 255
+    losses = [float(model.train_on_batch(x[:64], x[:64])[0]) for _ in range(3)]
+    assert np.all(np.isfinite(losses)), losses
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
 
 
 def test_the_convolutions_learn_beside_a_frozen_linear_path(patches):
