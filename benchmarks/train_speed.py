@@ -396,17 +396,23 @@ def idle_share(before, after) -> float | None:
     return spent[3] / max(sum(spent), 1)
 
 
-def child_command(kwargs: dict) -> list[str]:
-    """The command that runs `train_tf(**kwargs)` in a new Python process."""
-    return [sys.executable, __file__, "--child", json.dumps(kwargs)]
+def child_command(kwargs: dict, job: str = "train_tf") -> list[str]:
+    """The command that runs `job(**kwargs)` (train_tf or store_tfds) in a new Python
+    process."""
+    return [sys.executable, __file__, "--child", json.dumps({"job": job, **kwargs})]
+
+
+def in_child(job: str, **kwargs) -> dict:
+    """`job(**kwargs)` (train_tf or store_tfds) in a new Python process; its result."""
+    result = subprocess.run(child_command(kwargs, job), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{job} {kwargs} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def train_tf_in_child(**kwargs) -> dict:
     """`train_tf(**kwargs)` in a new Python process; its result, as train_tf returns it."""
-    result = subprocess.run(child_command(kwargs), capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"training {kwargs} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return in_child("train_tf", **kwargs)
 
 
 def pipeline_speed(splits, noise_factor=0.5, passes=3) -> float:
@@ -493,8 +499,17 @@ def make_folder(path: str, root: str, quick: bool, images: int | None, idx_dir: 
     training images (from the IDX files in `idx_dir`) as 28x28 grey PNG files in 10 class
     folders (the split rule hashes the paths); tfds: store_tfds."""
     if path == "tfds":
-        return store_tfds(root, idx_dir, train_limit=300 if quick else images,
+        # In a process of its own: storing runs TensorFlow, and the reference's DataLoader
+        # workers, forked from this process, crashed (SIGSEGV) where it had run here.
+        counts = in_child("store_tfds", root=root, idx_dir=idx_dir,
+                          train_limit=300 if quick else images,
                           test_limit=100 if quick else None)
+        return (f"Fashion-MNIST stored from its IDX files as a local TFDS dataset "
+                f"(`store_as_tfds_dataset`: image 28x28x1 and label; {counts['train']:,} "
+                f"training and {counts['test']:,} test examples, stored as PNG), once as "
+                "TFRecord files, which ours reads, and once as ArrayRecord files, which the "
+                "reference reads (TFDS 4.9 reads each format one way only: TFRecord through "
+                "tf.data, ArrayRecord by random access), the same examples in the same order")
     if path == "photos":
         from photos import MAX_TRAIN_PER_PHOTO, write_patch_folder
 
@@ -513,11 +528,12 @@ def make_folder(path: str, root: str, quick: bool, images: int | None, idx_dir: 
             "folders (split by the folder source's hash rule)")
 
 
-def store_tfds(root: str, idx_dir: str, train_limit: int | None, test_limit: int | None) -> str:
+def store_tfds(root: str, idx_dir: str, train_limit: int | None, test_limit: int | None
+               ) -> dict:
     """Stores Fashion-MNIST from the IDX files in `idx_dir` as the local TFDS dataset
     TFDS_NAME (features image 28x28x1 and label; TFDS's splits train and test are the IDX
-    files', cut to their first `train_limit` and `test_limit` images where given) and
-    describes it. Stored twice, the same examples in the same order (TFDS orders a
+    files', cut to their first `train_limit` and `test_limit` images where given);
+    returns each split's count. Stored twice, the same examples in the same order (TFDS orders a
     split by a hash of each example's key), in TFDS's data folders root/tfrecord and
     root/array_record, because TFDS 4.9 reads each format one way only: `train
     --dataset` reads through `builder.as_dataset` (tf.data), which refuses ArrayRecord
@@ -539,13 +555,7 @@ def store_tfds(root: str, idx_dir: str, train_limit: int | None, test_limit: int
                                             for image, label in zip(split.images[:limit],
                                                                     split.labels[:limit]))
                             for name, (split, limit) in chosen.items()})
-    counts = {name: len(split.images[:limit]) for name, (split, limit) in chosen.items()}
-    return (f"Fashion-MNIST stored from its IDX files as a local TFDS dataset "
-            f"(`store_as_tfds_dataset`: image 28x28x1 and label; {counts['train']:,} training "
-            f"and {counts['test']:,} test examples, stored as PNG), once as TFRecord files, "
-            "which ours reads, and once as ArrayRecord files, which the reference reads "
-            "(TFDS 4.9 reads each format one way only: TFRecord through tf.data, ArrayRecord "
-            "by random access), the same examples in the same order")
+    return {name: len(split.images[:limit]) for name, (split, limit) in chosen.items()}
 
 
 def reference_datasets(path: str, folder: str, shape):
@@ -775,7 +785,7 @@ def main(argv=None):
                              "training examples stored (default all 60,000)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(),
                         help="the reference's DataLoader worker processes (png, photos, tfds)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)  # train_tf_in_child's JSON arguments
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # in_child's job and JSON arguments
     args = parser.parse_args(argv)
     if args.head_to_head < 0 or args.head_to_head == 1:
         parser.error("--head_to_head takes 0 (skip) or at least 2 epochs: the first pair is "
@@ -783,7 +793,9 @@ def main(argv=None):
     if args.settings == "none" and not args.head_to_head:
         parser.error("--settings none with --head_to_head 0 measures nothing")
     if args.child:
-        print(json.dumps(train_tf(**json.loads(args.child))))
+        kwargs = json.loads(args.child)
+        job = {"train_tf": train_tf, "store_tfds": store_tfds}[kwargs.pop("job")]
+        print(json.dumps(job(**kwargs)))
         return None
 
     if args.path != "idx":
