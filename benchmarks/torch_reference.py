@@ -6,9 +6,10 @@ he_normal, zero biases), loss (sigmoid cross-entropy on logits plus L2 1e-5 / 2 
 kernels), optimiser (Adam with Keras' epsilon, 0.001 x 0.96 every 1,000 steps,
 staircase) and batch (256, last partial batch dropped).
 `PhotoAutoencoder` mirrors the model `train --data_dir DIR` chooses for a folder of 64x64
-colour photographs (image_defaults.py), and `train_files` trains either model as a
-PyTorch user would on a folder: a `Dataset` over the image files (PIL decode, resize, to
-tensor) and a `DataLoader` with workers.
+colour photographs (image_defaults.py), and `train_examples` trains either model as a
+PyTorch user would on stored images: a `Dataset` over a sequence of examples (a folder's
+image files, PIL-decoded and resized; a TFDS data source's records, which TFDS decodes),
+each made a float tensor, and a `DataLoader` with workers.
 Benchmarks only: PyTorch is not a dependency of tf-autoencoder (pip install torch==2.13.0).
 """
 from __future__ import annotations
@@ -126,35 +127,59 @@ class PhotoAutoencoder(nn.Module):
                    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)))
 
 
-class ImageFiles(torch.utils.data.Dataset):
-    """A PyTorch user's dataset of image files: PIL decodes each, resizes it to `size` if
-    it is another, and makes a float tensor (C, H, W) in [0, 1], as torchvision's ToTensor
-    would (without torchvision: numpy, then torch)."""
+class Images(torch.utils.data.Dataset):
+    """A PyTorch user's dataset over a sequence of `examples` (image files' paths, a TFDS
+    data source): `pixels(example)` gives an example's image as uint8 (H, W, C), made a
+    float tensor (C, H, W) in [0, 1] here, as torchvision's ToTensor would (without
+    torchvision: numpy, then torch)."""
 
-    def __init__(self, paths, size, channels):
-        self.paths, self.size, self.mode = list(paths), tuple(size), "L" if channels == 1 else "RGB"
+    def __init__(self, examples, pixels):
+        self.examples, self.pixels = examples, pixels
 
     def __len__(self):
-        return len(self.paths)
+        return len(self.examples)
 
     def __getitem__(self, index):
-        from PIL import Image
-
-        with Image.open(self.paths[index]) as image:
-            image = image.convert(self.mode)
-            if image.size != self.size[::-1]:
-                image = image.resize(self.size[::-1], Image.BILINEAR)
-            pixels = np.array(image, np.uint8).reshape(*self.size, -1)  # a writable copy
+        pixels = self.pixels(self.examples[index])
         return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255)
 
 
-def file_loader(paths, image_shape, *, batch_size, workers, shuffle, seed=0):
-    """DataLoader over ImageFiles(paths) with `workers` worker processes, which stay between
-    epochs (persistent_workers: no start-up cost per epoch)."""
-    height, width, channels = image_shape
+class ImageFile:
+    """An image file's pixels as a PyTorch user reads them: PIL decodes the file, converts
+    it to the channels of `image_shape` (H, W, C) and resizes it to its size if it is
+    another."""
+
+    def __init__(self, image_shape):
+        height, width, channels = image_shape
+        self.size, self.mode = (height, width), "L" if channels == 1 else "RGB"
+
+    def __call__(self, path) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            image = image.convert(self.mode)
+            if image.size != self.size[::-1]:
+                image = image.resize(self.size[::-1], Image.BILINEAR)
+            return np.array(image, np.uint8).reshape(*self.size, -1)  # a writable copy
+
+
+def image_files(paths, image_shape) -> Images:
+    """The dataset of the image files at `paths`, read as (H, W, C) `image_shape`."""
+    return Images(list(paths), ImageFile(image_shape))
+
+
+def tfds_image(example) -> np.ndarray:
+    """A TFDS data source's example's image, uint8 (H, W, C): the source decoded it
+    (OpenCV where installed, else PIL) when the example was read."""
+    return example["image"]
+
+
+def loader(dataset, *, batch_size, workers, shuffle, seed=0):
+    """DataLoader over `dataset` with `workers` worker processes, which stay between epochs
+    (persistent_workers: no start-up cost per epoch)."""
     return torch.utils.data.DataLoader(
-        ImageFiles(paths, (height, width), channels), batch_size=batch_size, shuffle=shuffle,
-        drop_last=shuffle, num_workers=workers, persistent_workers=workers > 0,
+        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=shuffle,
+        num_workers=workers, persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(seed))
 
 
@@ -182,25 +207,25 @@ def update(model, optimizer, loss_of, batch, weight_decay):
     optimizer.step()
 
 
-def train_files(train_paths, test_paths, image_shape, *, model: str, epochs: int,
-                batch_size: int, workers: int, threads: int = 2, seed: int = 0, loss="bce",
-                lr_decay_steps=1000, lr_decay_rate=0.96, weight_decay=1e-5,
-                max_steps: int | None = None, before_epoch=None):
-    """`train` on image files read through file_loader: model "post" (ConvAutoencoder) or
-    "photo" (PhotoAutoencoder); loss "bce" (on logits) or "mse" (on sigmoid(logits)).
+def train_examples(train_set, test_set, image_shape, *, model: str, epochs: int,
+                   batch_size: int, workers: int, threads: int = 2, seed: int = 0, loss="bce",
+                   lr_decay_steps=1000, lr_decay_rate=0.96, weight_decay=1e-5,
+                   max_steps: int | None = None, before_epoch=None):
+    """`train` on the datasets `train_set` and `test_set` (Images of (H, W, C)
+    `image_shape`) read through `loader`: model "post" (ConvAutoencoder) or "photo"
+    (PhotoAutoencoder); loss "bce" (on logits) or "mse" (on sigmoid(logits)).
     Returns per-epoch images/s and the final test loss ("test_loss")."""
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     net, loss_of = model_and_loss(model, loss, image_shape)
-    loader = file_loader(train_paths, image_shape, batch_size=batch_size, workers=workers,
-                         shuffle=True, seed=seed)
-    speeds = _fit(net, loss_of, lambda: loader, epochs=epochs, batch_size=batch_size,
-                  steps_per_epoch=min(len(loader), max_steps or len(loader)),
+    batches = loader(train_set, batch_size=batch_size, workers=workers, shuffle=True, seed=seed)
+    speeds = _fit(net, loss_of, lambda: batches, epochs=epochs, batch_size=batch_size,
+                  steps_per_epoch=min(len(batches), max_steps or len(batches)),
                   lr_decay_steps=lr_decay_steps, lr_decay_rate=lr_decay_rate,
                   weight_decay=weight_decay, before_epoch=before_epoch)
     net.eval()
     with torch.no_grad():
-        test = file_loader(test_paths, image_shape, batch_size=1000, workers=0, shuffle=False)
+        test = loader(test_set, batch_size=1000, workers=0, shuffle=False)
         test_loss = float(np.mean([loss_of(net(x), x).item() for x in test]))
     return {"images_per_second": speeds, "test_loss": test_loss,
             "weights": sum(p.numel() for p in net.parameters())}
@@ -263,18 +288,17 @@ def train(train_images: np.ndarray, test_images: np.ndarray, *, epochs: int, bat
             "weights": sum(p.numel() for p in model.parameters())}
 
 
-def loader_and_step_speeds(train_paths, image_shape, *, model: str, loss: str, batch_size: int,
+def loader_and_step_speeds(train_set, image_shape, *, model: str, loss: str, batch_size: int,
                            workers: int, threads: int = 2, steps: int = 30, rounds: int = 3
                            ) -> dict:
     """Where the reference's time goes, as images/s over `steps` batches (after one): the
-    DataLoader alone (workers decoding the files), and the training step alone on
-    batches already in memory (median of `rounds`), also per second of this process's
-    CPU time ("step alone, CPU")."""
+    DataLoader over `train_set` alone (workers reading and decoding the examples), and
+    the training step alone on batches already in memory (median of `rounds`), also per
+    second of this process's CPU time ("step alone, CPU")."""
     torch.set_num_threads(threads)
     net, loss_of = model_and_loss(model, loss, image_shape)
-    loader = file_loader(train_paths, image_shape, batch_size=batch_size, workers=workers,
-                         shuffle=True)
-    batches = iter(_forever(loader))
+    batches = iter(_forever(loader(train_set, batch_size=batch_size, workers=workers,
+                                   shuffle=True)))
     next(batches)
     start = time.perf_counter()
     in_memory = [next(batches) for _ in range(steps)]

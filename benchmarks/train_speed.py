@@ -6,6 +6,7 @@
     python benchmarks/train_speed.py --quick        # a smoke run: tiny data, one step
     python benchmarks/train_speed.py --path photos --images 30 --head_to_head 3
     python benchmarks/train_speed.py --path png --images 17000 --head_to_head 4
+    python benchmarks/train_speed.py --path tfds --head_to_head 4
 
 Measures, on the same data with the same thread count:
   - head to head: the default setting and the PyTorch reference trained in turn, epoch by
@@ -19,7 +20,11 @@ With --path png or photos, the head-to-head only, on a folder of image files wri
 the run (Fashion-MNIST as PNG; 64x64 RGB patches of real photographs): ours as `train
 --data_dir DIR` reads and trains it, the reference through a PyTorch Dataset and
 DataLoader over the same files with a model of the same architecture; then where each
-side's time goes (folder_breakdown, torch_reference.loader_and_step_speeds).
+side's time goes (folder_breakdown, torch_reference.loader_and_step_speeds). With
+--path tfds, the same on Fashion-MNIST stored for the run as a local TFDS dataset
+(store_tfds): ours as `train --dataset NAME` reads and trains it with TFDS_DATA_DIR
+naming the folder, the reference through `tfds.data_source`, as TFDS's guide for
+PyTorch has it, in a Dataset and DataLoader.
 Each setting of ours trains in a fresh process: TensorFlow fixes its thread pools and
 logical devices at start-up. With --rounds R every run is repeated R times, in turn, so
 that a slow spell of a shared machine hits all settings alike; images/s is then the
@@ -54,6 +59,8 @@ from tf_autoencoder.data import sources  # noqa: E402
 from tf_autoencoder.model.precision import resolve_precision  # noqa: E402
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+TFDS_NAME = "fashion_mnist_idx"  # --path tfds: the dataset stored from the IDX files
+FORMATS = ("tfrecord", "array_record")  # --path tfds: ours' file format, the reference's
 RESULTS = os.path.join(HERE, "RESULTS.md")
 BEGIN, END = "<!-- train_speed:begin -->", "<!-- train_speed:end -->"
 SUBSET_BEGIN, SUBSET_END = "<!-- train_speed_subset:begin -->", "<!-- train_speed_subset:end -->"
@@ -109,9 +116,18 @@ def train_tf(data_dir, *, data_format, precision, jit_compile, replicas, epochs,
     Call it in a fresh process (see `train_tf_in_child`). With `on_cue`, each epoch waits
     for a line on stdin before its clock starts and prints its images/s after EPOCH_DONE
     when it ends (see `head_to_head`). path "png" or "photos": data_dir is a folder of
-    image files, read and trained as `train --data_dir DIR` does (train_folder_tf)."""
+    image files, read and trained as `train --data_dir DIR` does; "tfds": TFDS's data
+    folder, which holds TFDS_NAME, trained as `train --dataset TFDS_NAME` does with
+    TFDS_DATA_DIR naming that folder (train_source_tf)."""
     if path != "idx":
-        return train_folder_tf(data_dir, data_format=data_format, precision=precision,
+        source = {"data_dir": data_dir}
+        if path == "tfds":
+            # TFDS reads TFDS_DATA_DIR once, when imported: in this fresh process, not yet.
+            if "tensorflow_datasets" in sys.modules:
+                raise RuntimeError("TFDS was imported before TFDS_DATA_DIR was set")
+            os.environ["TFDS_DATA_DIR"] = data_dir
+            source = {"dataset": TFDS_NAME}
+        return train_source_tf(**source, data_format=data_format, precision=precision,
                                epochs=epochs, threads=threads, max_steps=max_steps, seed=seed,
                                on_cue=on_cue)
     import keras
@@ -178,32 +194,34 @@ def folder_settings(image_shape, num_train: int) -> dict:
     return image_defaults.choose(list(image_shape), num_train, {})[0]
 
 
-def train_folder_tf(data_dir, *, data_format, precision, epochs, threads, max_steps, seed,
-                    on_cue):
-    """train_tf on a folder of image files, as `train --data_dir DIR` reads and trains it:
-    the folder source, the cache it chooses by default (decoded once into memory when the
-    images fit), the settings chosen for the images (model, batch, loss, the linear path
-    started at PCA), make_training_epochs; without the noise, validation and checkpoints,
-    which the reference does not have either. After the epochs, `folder_breakdown` of
-    where the time goes."""
+def train_source_tf(*, dataset=None, data_dir=None, data_format, precision, epochs, threads,
+                    max_steps, seed, on_cue):
+    """train_tf on a folder of image files or a TFDS dataset, as `train --data_dir DIR` or
+    `train --dataset NAME` reads and trains it: the folder or TFDS source, the cache it
+    chooses by default (decoded once into memory when the images fit), the settings
+    chosen for the images where train chooses any (a folder's: model, batch, loss, the
+    linear path started at PCA), make_training_epochs; without the noise, validation and
+    checkpoints, which the reference does not have either. After the epochs,
+    `folder_breakdown` of where the time goes."""
     import keras
     import tensorflow as tf
 
     from tf_autoencoder import build_autoencoder
+    from tf_autoencoder.commands import chosen_settings
     from tf_autoencoder.config import RunFacts
     from tf_autoencoder.data.cache import cache_splits, choose_cache
     from tf_autoencoder.model.linear_path import start_at_pca
     from tf_autoencoder.run.training import compile_model
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
-    files = sources.load_data(data_dir=data_dir, log=lambda *_: None)
+    files = sources.load_data(dataset, data_dir, log=lambda *_: None)
     cache, why = choose_cache(files, None)
     start = time.perf_counter()
     splits = cache_splits(files, cache, log=lambda *_: None)
     decode_seconds = time.perf_counter() - start
-    chosen = folder_settings(files.image_shape, len(files.train))
-    asked = Config(data_dir=data_dir, seed=seed, data_format=data_format, precision=precision,
-                   noise_factor=0.0).validate()
+    chosen = chosen_settings(None, files, {})[0]
+    asked = Config(dataset=dataset, data_dir=data_dir, seed=seed, data_format=data_format,
+                   precision=precision, noise_factor=0.0).validate()
     config = asked.resolved(RunFacts(image_shape=list(files.image_shape), dataset=files.name,
                                      data_source=files.source, seed=seed, precision=precision,
                                      chosen=chosen or None))
@@ -224,6 +242,7 @@ def train_folder_tf(data_dir, *, data_format, precision, epochs, threads, max_st
     test_loss = model.evaluate(test, return_dict=True, verbose=0)[config.loss]
     quick = max_steps is not None
     return {"images_per_second": speeds, "test_loss": float(test_loss), "cache": why,
+            "source": files.source, "chosen": chosen, "num_train": len(files.train),
             "batch_size": batch, "weights": model.count_params(),
             "decoded_once": len(files.train) + len(files.validation) + len(files.test),
             "decode_seconds": decode_seconds,
@@ -286,8 +305,9 @@ def head_to_head(splits, data_dir, default: Config, *, epochs, threads, max_step
     pair run seconds apart, so a slow spell of a shared machine seldom falls on one side of
     a pair only; a sequential run compares epochs minutes apart. `default`: train.py's
     validated Config on this machine, whose layout and precision ours trains in. path
-    "png" or "photos": data_dir is a folder, and train_reference(before_epoch) trains
-    the reference on its files.
+    "png", "photos" or "tfds": data_dir is what train_tf reads (a folder of image files,
+    TFDS's data folder), and train_reference(before_epoch) trains the reference on the
+    same images.
     Returns {"ours": train_tf's result, "reference": torch_reference.train's}."""
     import tempfile
 
@@ -381,17 +401,23 @@ def idle_share(before, after) -> float | None:
     return spent[3] / max(sum(spent), 1)
 
 
-def child_command(kwargs: dict) -> list[str]:
-    """The command that runs `train_tf(**kwargs)` in a new Python process."""
-    return [sys.executable, __file__, "--child", json.dumps(kwargs)]
+def child_command(kwargs: dict, job: str = "train_tf") -> list[str]:
+    """The command that runs `job(**kwargs)` (train_tf or store_tfds) in a new Python
+    process."""
+    return [sys.executable, __file__, "--child", json.dumps({"job": job, **kwargs})]
+
+
+def in_child(job: str, **kwargs) -> dict:
+    """`job(**kwargs)` (train_tf or store_tfds) in a new Python process; its result."""
+    result = subprocess.run(child_command(kwargs, job), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{job} {kwargs} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def train_tf_in_child(**kwargs) -> dict:
     """`train_tf(**kwargs)` in a new Python process; its result, as train_tf returns it."""
-    result = subprocess.run(child_command(kwargs), capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"training {kwargs} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return in_child("train_tf", **kwargs)
 
 
 def pipeline_speed(splits, noise_factor=0.5, passes=3) -> float:
@@ -475,12 +501,24 @@ def head_to_head_report(pairs: dict, default: Config, args, command: list[str], 
     return text
 
 
-def make_folder(path: str, root: str, quick: bool, images: int | None) -> str:
-    """Writes the folder of `path` into `root` and describes it. photos: 64x64 RGB patches
+def make_folder(path: str, root: str, quick: bool, images: int | None, idx_dir: str) -> str:
+    """Writes the data of `path` into `root` and describes it. photos: 64x64 RGB patches
     of the photographs that scikit-image and scikit-learn ship (photos.py's folder:
     train|validation|test/<photograph>/*.png); png: Fashion-MNIST's first `images`
-    training images as 28x28 grey PNG files in 10 class folders (the split rule hashes
-    the paths)."""
+    training images (from the IDX files in `idx_dir`) as 28x28 grey PNG files in 10 class
+    folders (the split rule hashes the paths); tfds: store_tfds."""
+    if path == "tfds":
+        # In a process of its own: storing runs TensorFlow, and the reference's DataLoader
+        # workers, forked from this process, crashed (SIGSEGV) where it had run here.
+        counts = in_child("store_tfds", root=root, idx_dir=idx_dir,
+                          train_limit=300 if quick else images,
+                          test_limit=100 if quick else None)
+        return (f"Fashion-MNIST stored from its IDX files as a local TFDS dataset "
+                f"(`store_as_tfds_dataset`: image 28x28x1 and label; {counts['train']:,} "
+                f"training and {counts['test']:,} test examples, stored as PNG), once as "
+                "TFRecord files, which ours reads, and once as ArrayRecord files, which the "
+                "reference reads (TFDS 4.9 reads each format one way only: TFRecord through "
+                "tf.data, ArrayRecord by random access), the same examples in the same order")
     if path == "photos":
         from photos import MAX_TRAIN_PER_PHOTO, write_patch_folder
 
@@ -494,81 +532,157 @@ def make_folder(path: str, root: str, quick: bool, images: int | None) -> str:
     from data_pipeline import write_folder
 
     count = 300 if quick else images or 20_000
-    write_folder(root, count, FASHION_MNIST, distinct=count)
+    write_folder(root, count, idx_dir, distinct=count)
     return (f"{count:,} of Fashion-MNIST's training images as 28x28 grey PNG files in 10 class "
             "folders (split by the folder source's hash rule)")
 
 
+def store_tfds(root: str, idx_dir: str, train_limit: int | None, test_limit: int | None
+               ) -> dict:
+    """Stores Fashion-MNIST from the IDX files in `idx_dir` as the local TFDS dataset
+    TFDS_NAME (features image 28x28x1 and label; TFDS's splits train and test are the IDX
+    files', cut to their first `train_limit` and `test_limit` images where given);
+    returns each split's count. Stored twice, the same examples in the same order (TFDS orders a
+    split by a hash of each example's key), in TFDS's data folders root/tfrecord and
+    root/array_record, because TFDS 4.9 reads each format one way only: `train
+    --dataset` reads through `builder.as_dataset` (tf.data), which refuses ArrayRecord
+    files, and `tfds.data_source` needs random access, which TFRecord files lack. (TFDS's
+    `convert_format`, which adds a format to a stored dataset, needs Apache Beam.)"""
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
+    splits = load_splits(idx_dir)
+    chosen = {"train": (splits.train, train_limit), "test": (splits.test, test_limit)}
+    features = tfds.features.FeaturesDict({
+        "image": tfds.features.Image(shape=(28, 28, 1)),
+        "label": tfds.features.ClassLabel(num_classes=10)})
+    for file_format in FORMATS:
+        tfds.dataset_builders.store_as_tfds_dataset(
+            name=TFDS_NAME, version="1.0.0", features=features, data_dir=os.path.join(
+                root, file_format), file_format=file_format,
+            split_datasets={name: enumerate({"image": image, "label": int(label)}
+                                            for image, label in zip(split.images[:limit],
+                                                                    split.labels[:limit]))
+                            for name, (split, limit) in chosen.items()})
+    return {name: len(split.images[:limit]) for name, (split, limit) in chosen.items()}
+
+
+def reference_datasets(path: str, folder: str, shape):
+    """(what ours trains on: the folder, or TFDS's data folder of the TFRecord files; the
+    reference's training and test datasets, of the same images). tfds: TFDS's data
+    sources, which decode each example as it is read, over the ArrayRecord files; the
+    training split without the first examples, which our TFDS source holds out to
+    validate (sources.validation_count)."""
+    import torch_reference
+
+    if path == "tfds":
+        import tensorflow_datasets as tfds
+
+        def source(split):
+            return tfds.data_source(TFDS_NAME, split=split,
+                                    data_dir=os.path.join(folder, "array_record"))
+
+        held_out = sources.validation_count(len(source("train")))
+        return (os.path.join(folder, "tfrecord"),
+                *(torch_reference.Images(source(split), torch_reference.tfds_image)
+                  for split in (f"train[{held_out}:]", "test")))
+    from tf_autoencoder.data.folder import list_folder
+
+    listed = {name: [item.path for item in items]
+              for name, items in list_folder(folder)[0].items()}
+    return (folder, *(torch_reference.image_files(listed[split], shape)
+                      for split in ("train", "test")))
+
+
 def folder_head_to_head(args, command: list[str]) -> str:
-    """--path png or photos: the head-to-head on a folder of image files, the reference
-    reading the same files through a Dataset and a DataLoader, then where each side's
-    time goes; writes its section of RESULTS.md unless --quick."""
+    """--path png, photos or tfds: the head-to-head on a folder of image files or a TFDS
+    dataset, the reference reading the same images through a Dataset and a DataLoader,
+    then where each side's time goes; writes its section of RESULTS.md unless --quick."""
     import tempfile
 
     import torch_reference
-
-    from tf_autoencoder.data.folder import list_folder
 
     default = Config().validate()  # what train uses on this machine
     default.precision = resolve_precision(default.precision)
     epochs, max_steps = (2, 1) if args.quick else (args.head_to_head, None)
     with tempfile.TemporaryDirectory() as folder:
-        described = make_folder(args.path, folder, args.quick, args.images)
-        listed = {name: [item.path for item in items]
-                  for name, items in list_folder(folder)[0].items()}
+        described = make_folder(args.path, folder, args.quick, args.images, args.data_dir)
         shape = tuple(shape_of(args.path))
-        chosen = folder_settings(shape, len(listed["train"]))
-        batch, loss = chosen["batch_size"], chosen.get("loss", "bce")
-        model = "photo" if "num_filters" in chosen else "post"
+        ours_dir, train_set, test_set = reference_datasets(args.path, folder, shape)
+        # train chooses settings for a folder's images only (commands.chosen_settings).
+        chosen = folder_settings(shape, len(train_set)) if args.path != "tfds" else {}
+        trained = Config(**chosen)  # the settings both train with: chosen, else defaults
         reference_settings = dict(
-            model=model, loss=loss, batch_size=batch, workers=args.workers, threads=args.threads)
+            model="photo" if "num_filters" in chosen else "post", loss=trained.loss,
+            batch_size=trained.batch_size, workers=args.workers, threads=args.threads)
 
         def train_reference(before_epoch):
-            return torch_reference.train_files(
-                listed["train"], listed["test"], shape, epochs=epochs, max_steps=max_steps,
-                lr_decay_steps=chosen.get("lr_decay_steps", 1000),
-                lr_decay_rate=chosen.get("lr_decay_rate", 0.96), before_epoch=before_epoch,
-                **reference_settings)
+            return torch_reference.train_examples(
+                train_set, test_set, shape, epochs=epochs, max_steps=max_steps,
+                lr_decay_steps=trained.lr_decay_steps, lr_decay_rate=trained.lr_decay_rate,
+                before_epoch=before_epoch, **reference_settings)
 
-        pairs = head_to_head(None, folder, default, epochs=epochs, threads=args.threads,
+        pairs = head_to_head(None, ours_dir, default, epochs=epochs, threads=args.threads,
                              max_steps=max_steps, path=args.path, train_reference=train_reference)
-        if pairs["ours"]["batch_size"] != batch:
-            raise RuntimeError(f"ours trained at batch {pairs['ours']['batch_size']}, the "
-                               f"reference at {batch}")
+        ours = pairs["ours"]
+        if (ours["chosen"], ours["batch_size"], ours["num_train"]) != (
+                json.loads(json.dumps(chosen)), trained.batch_size, len(train_set)):
+            raise RuntimeError(f"ours trained {ours['num_train']} images at batch "
+                               f"{ours['batch_size']} with {ours['chosen']} chosen, the "
+                               f"reference {len(train_set)} at {trained.batch_size} with {chosen}")
         reference_parts = torch_reference.loader_and_step_speeds(
-            listed["train"], shape, steps=2 if args.quick else BREAKDOWN_STEPS,
+            train_set, shape, steps=2 if args.quick else BREAKDOWN_STEPS,
             rounds=2 if args.quick else BREAKDOWN_ROUNDS, **reference_settings)
-    text = folder_report(pairs, reference_parts, args, command, described, chosen, default,
-                         len(listed["train"]))
+    text = folder_report(pairs, reference_parts, args, command, described, chosen, trained,
+                         default, len(train_set))
     if not args.quick:
         write_section(text, f"<!-- train_speed_{args.path}:begin -->",
                       f"<!-- train_speed_{args.path}:end -->")
     return text
 
 
-def folder_report(pairs, reference_parts, args, command, described, chosen, default,
-                  num_train) -> str:
-    """folder_head_to_head's result as a RESULTS.md section."""
+def folder_report(pairs, reference_parts, args, command, described, chosen, trained,
+                  default, num_train) -> str:
+    """folder_head_to_head's result as a RESULTS.md section. chosen: the settings train
+    chose for the images; trained: the Config of those and the defaults."""
     from tf_autoencoder import image_defaults
 
     ours, reference = (pairs[k]["images_per_second"] for k in ("ours", "reference"))
     ratios = [a / b for a, b in zip(ours, reference)][1:]  # the first pair traces and warms up
-    parts, loss = pairs["ours"]["breakdown"], chosen.get("loss", "bce")
-    title = {"photos": "64x64 photographs", "png": "a folder of PNG files"}[args.path]
+    parts, loss = pairs["ours"]["breakdown"], trained.loss
+    tfds = args.path == "tfds"
+    title = {"photos": "64x64 photographs", "png": "a folder of PNG files",
+             "tfds": "a TFDS dataset"}[args.path]
+    stored = "the TFDS files" if tfds else "the files"
+    if tfds:
+        settings = (f"No settings chosen for the images (train chooses them for a folder's "
+                    f"only): batch {trained.batch_size}, the rate x{trained.lr_decay_rate:g} "
+                    f"every {trained.lr_decay_steps:,} steps, {num_train:,} training images")
+        source = (f"the TFDS source ({pairs['ours']['source']}, `builder.as_dataset` over the "
+                  "TFRecord files)")
+        dataset = (f"`tfds.data_source('{TFDS_NAME}', split='train[N:]')` over the ArrayRecord "
+                   "files (random access; TFDS decodes each example's PNG as it is read), the "
+                   "training examples ours trains on, each made a float tensor,")
+    else:
+        settings = image_defaults.describe(chosen, [], shape_of(args.path),
+                                           num_train).split(";")[0]
+        source = "the folder source"
+        dataset = ("the same training files (PIL decode, resize if needed, to a float "
+                   "tensor)")
     lines = [
-        f"## Training speed head to head on {title}: `train --data_dir DIR` against a "
-        "PyTorch DataLoader",
+        f"## Training speed head to head on {title}: `train "
+        f"{'--dataset NAME' if tfds else '--data_dir DIR'}` against a PyTorch DataLoader",
         "",
         f"`{shlex.join(['python', 'benchmarks/train_speed.py', *command])}` on "
         f"{datetime.date.today()}, {cpu_model()}, {os.cpu_count()} cores shared with other "
-        f"jobs, {args.threads} threads for both frameworks. The folder: {described}. "
-        + image_defaults.describe(chosen, [], shape_of(args.path), num_train).split(";")[0]
-        + f". Ours: {default.data_format}, {default.precision}, the folder source and "
+        f"jobs, {args.threads} threads for both frameworks. The "
+        f"{'dataset' if tfds else 'folder'}: {described}. {settings}. Ours: "
+        f"{default.data_format}, {default.precision}, {source} and "
         f"its default cache ({pairs['ours']['cache']}), make_training_epochs, "
         f"{pairs['ours']['weights']:,} weights, the linear path started at PCA where chosen. "
-        "The reference: a `Dataset` over the same training files (PIL decode, resize if "
-        f"needed, to a float tensor) and a `DataLoader` with {args.workers} worker processes "
-        f"(persistent), shuffled, batch {chosen['batch_size']}, the same architecture in "
+        f"The reference: a `Dataset` over {dataset} and a `DataLoader` with {args.workers} "
+        f"worker processes (persistent), shuffled, batch {trained.batch_size}, the same "
+        "architecture in "
         f"PyTorch ({pairs['reference']['weights']:,} weights; torch_reference.py says how it "
         "differs), the same loss, Adam and schedule. Neither adds noise, validates or "
         "checkpoints. The two train in turn, an epoch each (ours in a child process that "
@@ -592,9 +706,9 @@ def folder_report(pairs, reference_parts, args, command, described, chosen, defa
         f"| decoding every split once into memory, before the first epoch (ours' default "
         f"here) | {pairs['ours']['decoded_once'] / pairs['ours']['decode_seconds']:,.0f} | - |",
         f"| input pipeline alone: ours from memory (the default); the reference's DataLoader "
-        f"decoding the files | {parts['pipeline alone, memory']:,.0f} | "
-        f"{reference_parts['loader alone']:,.0f} |",
-        f"| input pipeline alone, streamed from the files (--cache none) | "
+        f"{'reading and decoding the examples' if tfds else 'decoding the files'} | "
+        f"{parts['pipeline alone, memory']:,.0f} | {reference_parts['loader alone']:,.0f} |",
+        f"| input pipeline alone, streamed from {stored} (--cache none) | "
         f"{parts['pipeline alone, files']:,.0f} | - |",
         f"| training step alone, on batches already in memory | {parts['step alone']:,.0f} | "
         f"{reference_parts['step alone']:,.0f} |",
@@ -603,7 +717,7 @@ def folder_report(pairs, reference_parts, args, command, described, chosen, defa
         f"{reference_parts['step alone, CPU']:,.0f} |",
         f"| training step fed by the pipeline from memory | {parts['step fed from memory']:,.0f} "
         "| - |",
-        f"| training step fed by the pipeline from the files | "
+        f"| training step fed by the pipeline from {stored} | "
         f"{parts['step fed from files']:,.0f} | - |",
         f"| end to end: the head-to-head's epochs after the first (median) | "
         f"{median_after_warmup(ours):,.0f} | {median_after_warmup(reference):,.0f} |",
@@ -649,7 +763,9 @@ def write_section(text: str, begin: str = BEGIN, end: str = END) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data_dir", default=FASHION_MNIST)
+    parser.add_argument("--data_dir", default=FASHION_MNIST,
+                        help="the folder of Fashion-MNIST's IDX files (the data of the idx, "
+                             "png and tfds paths)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--settings", default="all",
@@ -665,17 +781,20 @@ def main(argv=None):
                              "and compare their mean test BCE (speeds come from seed 0)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 epochs of one step on a small sample; writes nothing")
-    parser.add_argument("--path", choices=("idx", "png", "photos"), default="idx",
+    parser.add_argument("--path", choices=("idx", "png", "photos", "tfds"), default="idx",
                         help="the head-to-head's data: IDX arrays in memory (default), a "
                              "folder of Fashion-MNIST PNG files, or of 64x64 RGB photograph "
-                             "patches; png and photos run the head-to-head only, with where "
-                             "the time goes")
+                             "patches, or Fashion-MNIST stored as a local TFDS dataset (ours "
+                             "as `train --dataset`, the reference through tfds.data_source); "
+                             "png, photos and tfds run the head-to-head only, with where the "
+                             "time goes")
     parser.add_argument("--images", type=int, default=None,
                         help="png: files in the folder (default 20,000); photos: training "
-                             "patches per photograph at most (default photos.py's)")
+                             "patches per photograph at most (default photos.py's); tfds: "
+                             "training examples stored (default all 60,000)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(),
-                        help="the reference's DataLoader worker processes (png, photos)")
-    parser.add_argument("--child", help=argparse.SUPPRESS)  # train_tf_in_child's JSON arguments
+                        help="the reference's DataLoader worker processes (png, photos, tfds)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # in_child's job and JSON arguments
     args = parser.parse_args(argv)
     if args.head_to_head < 0 or args.head_to_head == 1:
         parser.error("--head_to_head takes 0 (skip) or at least 2 epochs: the first pair is "
@@ -683,7 +802,9 @@ def main(argv=None):
     if args.settings == "none" and not args.head_to_head:
         parser.error("--settings none with --head_to_head 0 measures nothing")
     if args.child:
-        print(json.dumps(train_tf(**json.loads(args.child))))
+        kwargs = json.loads(args.child)
+        job = {"train_tf": train_tf, "store_tfds": store_tfds}[kwargs.pop("job")]
+        print(json.dumps(job(**kwargs)))
         return None
 
     if args.path != "idx":

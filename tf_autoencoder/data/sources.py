@@ -108,8 +108,14 @@ class Splits:
         return bool(len(self.train.labels)) and bool(np.all(self.train.labels >= 0))
 
 
+def validation_count(num_train: int) -> int:
+    """How many of a source's `num_train` training images validate (the first ones): the
+    original's share, at least one."""
+    return max(1, round(num_train * VALIDATION_FRACTION))
+
+
 def _split_train(images, labels, test_images, test_labels, source, name) -> Splits:
-    n_val = max(1, round(len(images) * VALIDATION_FRACTION))
+    n_val = validation_count(len(images))
     return Splits(train=Split(images[n_val:], labels[n_val:]),
                   validation=Split(images[:n_val], labels[:n_val]),
                   test=Split(test_images, test_labels), source=source, name=name)

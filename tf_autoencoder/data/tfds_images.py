@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import DataError
-from .sources import VALIDATION_FRACTION, Split, Splits, StreamedImages
+from .sources import Split, Splits, StreamedImages, validation_count
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -207,7 +207,7 @@ def load_tfds(name: str, image_size=None, channels=None) -> Splits:
     if len(train_labels) < 2:
         raise DataError(f"TensorFlow Datasets {name!r} has fewer than 2 training images: "
                         "nothing to split")
-    n_val = max(1, round(len(train_labels) * VALIDATION_FRACTION))
+    n_val = validation_count(len(train_labels))
     positions = np.arange(len(train_labels))
 
     def split(tfds_split, chosen, labels):
