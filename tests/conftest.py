@@ -6,12 +6,20 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 
 # As the command line sets it (logs.py): after start-up, TensorFlow C++ logs fatal errors only.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# A suite started in the background of a non-interactive shell (`pytest ... &`) inherits
+# SIGINT ignored, and every command it starts with it, so Ctrl-C tests would wait for
+# their command forever. They model a terminal, where Ctrl-C reaches the command: give
+# this process Python's handler, which the processes it starts get back as the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import numpy as np
 import pytest
