@@ -339,9 +339,15 @@ def fc_decoder(code, hidden_units, output_shape, *, data_format="channels_last",
 class PixelLogits(layers.Layer):
     """Pixels -> logits: log(p / (1 - p)) of p clipped to [EPS, 1 - EPS]. sigmoid gives
     the clipped pixels back, so a path that computes pixels (the linear one) can join
-    the logits the model outputs."""
+    the logits the model outputs. Computes in float32 whatever the precision: in
+    bfloat16, 1 - EPS rounds to 1, and the log-odds of a pixel at 1 is infinite (its
+    gradient NaN)."""
 
     EPS = 1e-4
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
 
     def call(self, pixels):
         clipped = ops.clip(pixels, self.EPS, 1 - self.EPS)

@@ -217,10 +217,10 @@ def _build(config: Config) -> Autoencoder | VariationalAutoencoder:
         if config.linear_path != "none":
             # The image: the linear decoding of the code, plus the convolutions' share.
             linear_pixels = linear_decoder(code_input, shape, data_format=config.data_format)
-            # In float32 whatever the precision: in bfloat16, 1 - PixelLogits.EPS rounds
-            # to 1, and the log-odds of a pixel at 1 is infinite (its gradient NaN).
+            # The sum in float32 too, so the linear path's log-odds (PixelLogits: float32)
+            # are not rounded to bfloat16 before the convolutions' share is added.
             logits = layers.Add(name="logits_sum", dtype="float32")([
-                PixelLogits(name="linear_logits", dtype="float32")(linear_pixels), logits])
+                PixelLogits(name="linear_logits")(linear_pixels), logits])
     decoder = keras.Model(code_input, _to_float32(logits, "logits_float32"), name="decoder")
     if config.model == "variational":
         return VariationalAutoencoder(posterior, decoder, beta=config.beta,
