@@ -21,7 +21,6 @@ import argparse
 import datetime
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -30,8 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, HERE]
 
-from train_speed import (FASHION_MNIST, cpu_model, load_splits, process_cpu_seconds,  # noqa: E402
-                         write_section)
+from train_speed import (FASHION_MNIST, cpu_model, json_from_child, load_splits,  # noqa: E402
+                         process_cpu_seconds, write_section)
 
 BEGIN, END = "<!-- epoch_starts:begin -->", "<!-- epoch_starts:end -->"
 WAYS = {
@@ -44,8 +43,9 @@ BATCH = 256
 
 
 def train(way: str, data_dir: str | None, epochs: int, max_steps: int | None) -> dict:
-    """Trains `epochs` epochs fed `way`; the epochs' images/s and cores used, and the cores
-    the process used in each second (with the epochs' start times on the same clock)."""
+    """Trains `epochs` epochs fed `way`; the epochs' images/s and cores used, the cores
+    the process used in each second (with the epochs' start times on the same clock),
+    and the images an epoch trained."""
     import keras
     import tensorflow as tf
 
@@ -96,7 +96,7 @@ def train(way: str, data_dir: str | None, epochs: int, max_steps: int | None) ->
             options.autotune.enabled = False
             data = data.with_options(options)
         model.fit(data, epochs=epochs, callbacks=[Timer()], verbose=0)
-    return {"epochs": epochs_seen, "seconds": list(seconds)}
+    return {"epochs": epochs_seen, "seconds": list(seconds), "images_per_epoch": steps * BATCH}
 
 
 def waits_at_starts(result: dict) -> list[int]:
@@ -108,12 +108,9 @@ def waits_at_starts(result: dict) -> list[int]:
 
 
 def run_child(way: str, data_dir, epochs: int, max_steps) -> dict:
-    command = [sys.executable, __file__, "--child",
-               json.dumps([way, data_dir, epochs, max_steps])]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{way} failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """`train(way, ...)` in a fresh process (its own thread pools); its result."""
+    return json_from_child([sys.executable, __file__, "--child",
+                            json.dumps([way, data_dir, epochs, max_steps])], way)
 
 
 def report(results: dict, images: int, epochs: int, command: list[str]) -> str:
@@ -158,8 +155,8 @@ def main(argv=None):
         speeds = ", ".join(f"{e['images_per_second']:,.0f}" for e in results[way]["epochs"])
         print(f"{WAYS[way]}: {speeds} images/s; idle seconds at epoch starts: "
               f"{waits_at_starts(results[way])}", flush=True)
-    images = BATCH * (max_steps or len(load_splits(data_dir).train) // BATCH)
-    text = report(results, images, epochs, sys.argv[1:] if argv is None else argv)
+    text = report(results, results["one"]["images_per_epoch"], epochs,
+                  sys.argv[1:] if argv is None else argv)
     print(text, flush=True)
     if not args.quick:
         write_section(text, BEGIN, END)

@@ -407,12 +407,18 @@ def child_command(kwargs: dict, job: str = "train_tf") -> list[str]:
     return [sys.executable, __file__, "--child", json.dumps({"job": job, **kwargs})]
 
 
+def json_from_child(command: list[str], what: str) -> dict:
+    """Runs `command`, a Python process that prints its result as JSON on its last line;
+    that result. RuntimeError with the end of its stderr, naming `what`, if it fails."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def in_child(job: str, **kwargs) -> dict:
     """`job(**kwargs)` (train_tf or store_tfds) in a new Python process; its result."""
-    result = subprocess.run(child_command(kwargs, job), capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{job} {kwargs} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return json_from_child(child_command(kwargs, job), f"{job} {kwargs}")
 
 
 def train_tf_in_child(**kwargs) -> dict:
