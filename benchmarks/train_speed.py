@@ -168,7 +168,9 @@ def train_tf(data_dir, *, data_format, precision, jit_compile, replicas, epochs,
 def epoch_timer(images_per_epoch: int, on_cue: bool):
     """(a Keras callback that times each epoch, the list it appends each epoch's images/s
     to). With `on_cue`, each epoch waits for a line on stdin before its clock starts and
-    prints its images/s after EPOCH_DONE when it ends."""
+    prints its images/s after EPOCH_DONE when it ends, and the end of training waits for
+    one more line: what follows it (the test loss) must not run beside the reference's
+    last epoch."""
     import keras
 
     speeds, started = [], []
@@ -183,7 +185,12 @@ def epoch_timer(images_per_epoch: int, on_cue: bool):
         if on_cue:
             print(EPOCH_DONE, speeds[-1], flush=True)
 
-    return keras.callbacks.LambdaCallback(on_epoch_begin=epoch_begin, on_epoch_end=epoch_end), speeds
+    def train_end(logs):
+        if on_cue:
+            sys.stdin.readline()
+
+    return keras.callbacks.LambdaCallback(on_epoch_begin=epoch_begin, on_epoch_end=epoch_end,
+                                          on_train_end=train_end), speeds
 
 
 def folder_settings(image_shape, num_train: int) -> dict:
@@ -361,6 +368,8 @@ def head_to_head(splits, data_dir, default: Config, *, epochs, threads, max_step
         try:
             reference = train_reference(our_epoch)
             reference_ended()
+            child.stdin.write("\n")  # our test loss, now that the reference has finished
+            child.stdin.flush()
             result = json.loads(next_report())
         except BaseException:
             child.kill()
