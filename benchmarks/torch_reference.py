@@ -8,8 +8,9 @@ staircase) and batch (256, last partial batch dropped).
 `PhotoAutoencoder` mirrors the model `train --data_dir DIR` chooses for a folder of 64x64
 colour photographs (image_defaults.py), and `train_examples` trains either model as a
 PyTorch user would on stored images: a `Dataset` over a sequence of examples (a folder's
-image files, PIL-decoded and resized; a TFDS data source's records, which TFDS decodes),
-each made a float tensor, and a `DataLoader` with workers.
+image files, PIL-decoded and resized; a TFDS data source's records, which TFDS decodes;
+IDX arrays, each image made a PIL image as torchvision's MNIST dataset does), each made a
+float tensor, and a `DataLoader` with workers.
 Benchmarks only: PyTorch is not a dependency of tf-autoencoder (pip install torch==2.13.0).
 """
 from __future__ import annotations
@@ -142,6 +143,15 @@ class Images(torch.utils.data.Dataset):
     def __getitem__(self, index):
         pixels = self.pixels(self.examples[index])
         return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255)
+
+
+def idx_image(image: np.ndarray) -> np.ndarray:
+    """An IDX array's image (H, W, 1) as torchvision's MNIST and FashionMNIST datasets
+    give it to their transform: made a PIL image first, which ToTensor turns back into an
+    array (without torchvision: PIL, then numpy)."""
+    from PIL import Image
+
+    return np.array(Image.fromarray(image[..., 0], mode="L"), np.uint8)[..., None]
 
 
 class ImageFile:

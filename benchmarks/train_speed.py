@@ -3,6 +3,7 @@
     python benchmarks/train_speed.py                # full Fashion-MNIST, 4 epochs per setting
     python benchmarks/train_speed.py --rounds 3     # every run three times, interleaved
     python benchmarks/train_speed.py --settings none --head_to_head 12   # the head-to-head only
+    python benchmarks/train_speed.py --settings none --head_to_head 8 --reference dataloader
     python benchmarks/train_speed.py --quick        # a smoke run: tiny data, one step
     python benchmarks/train_speed.py --path photos --images 30 --head_to_head 3
     python benchmarks/train_speed.py --path png --images 17000 --head_to_head 4
@@ -11,6 +12,10 @@
 Measures, on the same data with the same thread count:
   - head to head: the default setting and the PyTorch reference trained in turn, epoch by
     epoch, each pair's images/s ratio (the figure for the 2.5x target: see `head_to_head`);
+    the reference batches the IDX arrays held as one float tensor (--reference arrays,
+    the fastest PyTorch code we know for them), or reads them as a PyTorch user's
+    tutorial does, through a Dataset that makes each image a PIL image as torchvision's
+    FashionMNIST does and a DataLoader with workers (--reference dataloader);
   - training images/s (median of the epochs after the first) and test BCE after the same
     epochs, for the PyTorch reference and for our model in each setting (layout,
     precision, XLA, CPU replicas), each as a ratio to the reference;
@@ -65,6 +70,8 @@ RESULTS = os.path.join(HERE, "RESULTS.md")
 BEGIN, END = "<!-- train_speed:begin -->", "<!-- train_speed:end -->"
 SUBSET_BEGIN, SUBSET_END = "<!-- train_speed_subset:begin -->", "<!-- train_speed_subset:end -->"
 HEAD_BEGIN, HEAD_END = "<!-- train_speed_head_to_head:begin -->", "<!-- train_speed_head_to_head:end -->"
+LOADER_BEGIN, LOADER_END = ("<!-- train_speed_idx_dataloader:begin -->",
+                            "<!-- train_speed_idx_dataloader:end -->")
 EPOCH_DONE = "epoch done, images/s:"  # a child's report line in the head-to-head
 PHOTO_SIZE = 64  # the photographs' patches, a side
 BREAKDOWN_STEPS, BREAKDOWN_ROUNDS = 10, 3  # of each figure of where the time goes
@@ -488,8 +495,10 @@ def head_to_head_report(pairs: dict, default: Config, args, command: list[str], 
     ratios = [a / b for a, b in zip(ours, reference)][1:]  # the first pair traces and warms up
     median = statistics.median(ratios)
     bce = {k: pairs[k]["test_bce"] for k in pairs}
+    loader = args.reference == "dataloader"
     lines = [
-        "## Training speed head to head: the default against the PyTorch reference",
+        "## Training speed head to head: the default against the PyTorch reference"
+        + (", reading the IDX arrays through a DataLoader" if loader else ""),
         "",
         f"`{shlex.join(['python', 'benchmarks/train_speed.py', *command])}` on "
         f"{datetime.date.today()}, {cpu_model()}, {os.cpu_count()} cores, {args.threads} "
@@ -499,7 +508,13 @@ def head_to_head_report(pairs: dict, default: Config, args, command: list[str], 
         "ours in a child process that waits for its cue, the reference in the benchmark's "
         "own, so the two epochs of a pair run seconds apart. The first pair (tracing, "
         "warm-up) is left out. CPU idle is the share of the machine's CPU time that was "
-        "idle during the epoch (/proc/stat): a run that keeps every core busy shows about 0%.",
+        "idle during the epoch (/proc/stat): a run that keeps every core busy shows about 0%. "
+        + (f"The reference reads the arrays as a PyTorch tutorial does: a `Dataset` whose "
+           "examples are made PIL images, then float tensors, as torchvision's FashionMNIST "
+           f"gives them to ToTensor, and a `DataLoader` with {args.workers} worker processes "
+           "(persistent), shuffled." if loader else
+           "The reference holds the arrays as one float tensor and takes each batch by index "
+           "(no per-image work: the fastest PyTorch code we know for them)."),
         "",
     ]
     lines += pairs_table(pairs)
@@ -512,7 +527,7 @@ def head_to_head_report(pairs: dict, default: Config, args, command: list[str], 
     ]
     text = "\n".join(lines)
     if not args.quick:
-        write_section(text, HEAD_BEGIN, HEAD_END)
+        write_section(text, *((LOADER_BEGIN, LOADER_END) if loader else (HEAD_BEGIN, HEAD_END)))
     return text
 
 
@@ -808,7 +823,13 @@ def main(argv=None):
                              "patches per photograph at most (default photos.py's); tfds: "
                              "training examples stored (default all 60,000)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(),
-                        help="the reference's DataLoader worker processes (png, photos, tfds)")
+                        help="the reference's DataLoader worker processes (png, photos, tfds, "
+                             "--reference dataloader)")
+    parser.add_argument("--reference", choices=("arrays", "dataloader"), default="arrays",
+                        help="idx head-to-head: the reference batches the arrays held as one "
+                             "float tensor (default), or reads them through a Dataset (each "
+                             "image a PIL image, as torchvision's FashionMNIST) and a "
+                             "DataLoader with --workers workers")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # in_child's job and JSON arguments
     args = parser.parse_args(argv)
     if args.head_to_head < 0 or args.head_to_head == 1:
@@ -844,9 +865,23 @@ def main(argv=None):
     default_setting = (default.data_format, default.precision, False, 1)
 
     if args.head_to_head:
+        train_reference = None  # head_to_head's: the arrays as one tensor
+        if args.reference == "dataloader":
+            def train_reference(before_epoch):
+                train_set, test_set = (
+                    torch_reference.Images(np.asarray(split.images[:]), torch_reference.idx_image)
+                    for split in (splits.train, splits.test))
+                result = torch_reference.train_examples(
+                    train_set, test_set, tuple(splits.image_shape), model="post",
+                    epochs=2 if args.quick else args.head_to_head, batch_size=256,
+                    workers=args.workers, threads=args.threads, max_steps=max_steps,
+                    before_epoch=before_epoch)
+                return {**result, "test_bce": result["test_loss"]}
+
         pairs = head_to_head(splits, data_dir, default,
                              epochs=2 if args.quick else args.head_to_head,
-                             threads=args.threads, max_steps=max_steps)
+                             threads=args.threads, max_steps=max_steps,
+                             train_reference=train_reference)
         command = sys.argv[1:] if argv is None else argv
         print(head_to_head_report(pairs, default, args, command, splits), flush=True)
     if args.settings == "none":

@@ -33,6 +33,38 @@ def test_train_speed_runs_both_frameworks():
     assert "input pipeline with noise" in lines[-1]
 
 
+def test_train_speed_head_to_head_against_a_dataloader_over_the_idx_arrays():
+    """--reference dataloader: the reference reads the arrays through a Dataset of PIL
+    images (as torchvision's FashionMNIST) and a DataLoader; one pair after the warm-up,
+    and RESULTS.md left alone by --quick."""
+    pytest.importorskip("torch", reason="the PyTorch reference needs torch==2.13.0 (CPU)")
+    results = os.path.join(REPO, "benchmarks", "RESULTS.md")
+    before = open(results).read()
+    result = run_benchmark("benchmarks/train_speed.py", "--quick", "--settings", "none",
+                           "--reference", "dataloader")
+    assert result.returncode == 0, result.stderr
+    assert "reading the IDX arrays through a DataLoader" in result.stdout
+    pairs = re.findall(r"^\| 2 \| ([\d,]+) \| ([\d,]+) \| ([\d.]+)x \|", result.stdout, re.M)
+    assert len(pairs) == 1 and all(float(v.replace(",", "")) > 0 for v in pairs[0])
+    assert open(results).read() == before
+
+
+def test_the_dataloader_reference_gives_the_idx_arrays_pixels():
+    """torch_reference.idx_image through Images: each example is the array's image, as a
+    float (C, H, W) tensor in [0, 1]."""
+    pytest.importorskip("torch", reason="the PyTorch reference needs torch==2.13.0 (CPU)")
+    import numpy as np
+
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import torch_reference
+
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)
+    dataset = torch_reference.Images(images, torch_reference.idx_image)
+    for index in range(3):
+        np.testing.assert_array_equal(dataset[index].numpy(),
+                                      images[index].transpose(2, 0, 1) / np.float32(255))
+
+
 @pytest.mark.parametrize("path", ["photos", "png", "tfds"])
 def test_train_speed_head_to_head_on_stored_images(path):
     """--path photos|png|tfds --quick: ours on the folder as `train --data_dir` reads it,
