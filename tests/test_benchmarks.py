@@ -15,9 +15,12 @@ def run_benchmark(*args):
 
 def test_train_speed_runs_both_frameworks():
     pytest.importorskip("torch", reason="the PyTorch reference needs torch==2.13.0 (CPU)")
+    # The head-to-head against a DataLoader over the arrays (--reference dataloader); the
+    # settings against the arrays as one tensor.
     result = run_benchmark("benchmarks/train_speed.py", "--quick", "--settings",
-                           "NHWC float32,NHWC float32 on CPU replicas")
+                           "NHWC float32,NHWC float32 on CPU replicas", "--reference", "dataloader")
     assert result.returncode == 0, result.stderr
+    assert "reading the IDX arrays through a DataLoader" in result.stdout
     # The head-to-head comes first: one pair after the warm-up pair, then its summary.
     pairs = [line for line in result.stdout.splitlines() if line.startswith("| 2 |")]
     assert len(pairs) == 1 and pairs[0].count("x |") == 1  # the pair's ratio
@@ -31,22 +34,6 @@ def test_train_speed_runs_both_frameworks():
                                 "tf-autoencoder NHWC float32 (the default here): "))
     assert lines[2].startswith(f"tf-autoencoder NHWC float32 on {os.cpu_count()} CPU replicas")
     assert "input pipeline with noise" in lines[-1]
-
-
-def test_train_speed_head_to_head_against_a_dataloader_over_the_idx_arrays():
-    """--reference dataloader: the reference reads the arrays through a Dataset of PIL
-    images (as torchvision's FashionMNIST) and a DataLoader; one pair after the warm-up,
-    and RESULTS.md left alone by --quick."""
-    pytest.importorskip("torch", reason="the PyTorch reference needs torch==2.13.0 (CPU)")
-    results = os.path.join(REPO, "benchmarks", "RESULTS.md")
-    before = open(results).read()
-    result = run_benchmark("benchmarks/train_speed.py", "--quick", "--settings", "none",
-                           "--reference", "dataloader")
-    assert result.returncode == 0, result.stderr
-    assert "reading the IDX arrays through a DataLoader" in result.stdout
-    pairs = re.findall(r"^\| 2 \| ([\d,]+) \| ([\d,]+) \| ([\d.]+)x \|", result.stdout, re.M)
-    assert len(pairs) == 1 and all(float(v.replace(",", "")) > 0 for v in pairs[0])
-    assert open(results).read() == before
 
 
 def test_the_dataloader_reference_gives_the_idx_arrays_pixels():
