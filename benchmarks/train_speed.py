@@ -835,6 +835,9 @@ def main(argv=None):
     if args.head_to_head < 0 or args.head_to_head == 1:
         parser.error("--head_to_head takes 0 (skip) or at least 2 epochs: the first pair is "
                      "a warm-up, left out of the ratios")
+    if args.reference != "arrays" and args.path != "idx":
+        parser.error(f"--reference {args.reference} is the idx path's: --path {args.path} "
+                     "always reads its files through a DataLoader")
     if args.settings == "none" and not args.head_to_head:
         parser.error("--settings none with --head_to_head 0 measures nothing")
     if args.child:
