@@ -235,7 +235,8 @@ def reconstruction_section(args, argv) -> tuple[str, list]:
         f"{counts['test']:,} test patches of {args.size}x{args.size} RGB from "
         f"{len(photographs())} photographs ({', '.join(photographs())}); the test patches "
         "come from the right fifth of each photograph, which no training patch overlaps. "
-        f"Seed {args.seed}. PSNR (dB, mean over test patches) and SSIM as `evaluate` "
+        f"Seed {args.seed}, {rows[0]['config'].precision} (`--precision auto` on this CPU). "
+        "PSNR (dB, mean over test patches) and SSIM as `evaluate` "
         "computes them. PCA: as many components as the model's code has values, fitted on "
         f"the same training patches. {time.strftime('%Y-%m-%d')}, CPU, {os.cpu_count()} "
         "cores, shared with other work (times are rough).",

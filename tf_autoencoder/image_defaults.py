@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-# The updates a folder's run is given (6 minutes on 32x32 colour patches on two CPU
+# The updates a folder's run is given (4 to 12 minutes on 32x32 colour patches on two CPU
 # cores, benchmarks/QUALITY.md), and below which a run is told it trains too little
 # (100 updates left photographs a coloured mush, 1,100 blurred blocks).
 UPDATES = 4000
