@@ -70,6 +70,11 @@ def run_python(*args, env=None, timeout=300, fresh=False):
     return forked_commands.run(list(args), cwd=REPO, env=env, timeout=timeout, fresh=fresh)
 
 
+def run_benchmark(*args):
+    """A benchmark script's smoke run (run_python with a longer timeout)."""
+    return run_python(*args, timeout=600)
+
+
 def train_command(*args):
     return [sys.executable, os.path.join(REPO, "train.py"), *args]
 
