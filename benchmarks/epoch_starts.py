@@ -107,6 +107,11 @@ def waits_at_starts(result: dict) -> list[int]:
             for epoch in result["epochs"][1:]]
 
 
+def speeds(result: dict) -> str:
+    """The epochs' images/s, as the report and the progress lines show them."""
+    return ", ".join(f"{e['images_per_second']:,.0f}" for e in result["epochs"])
+
+
 def run_child(way: str, data_dir, epochs: int, max_steps) -> dict:
     """`train(way, ...)` in a fresh process (its own thread pools); its result."""
     return json_from_child([sys.executable, __file__, "--child",
@@ -128,10 +133,9 @@ def report(results: dict, images: int, epochs: int, command: list[str]) -> str:
         "|---|---|---|---|",
     ]
     for way, result in results.items():
-        speeds = ", ".join(f"{e['images_per_second']:,.0f}" for e in result["epochs"])
         cores = ", ".join(f"{e['cores']:.2f}" for e in result["epochs"])
         waits = ", ".join(str(n) for n in waits_at_starts(result))
-        lines.append(f"| {WAYS[way]} | {speeds} | {cores} | {waits} |")
+        lines.append(f"| {WAYS[way]} | {speeds(result)} | {cores} | {waits} |")
     return "\n".join(lines)
 
 
@@ -152,8 +156,7 @@ def main(argv=None):
     results = {}
     for way in WAYS:
         results[way] = run_child(way, data_dir, epochs, max_steps)
-        speeds = ", ".join(f"{e['images_per_second']:,.0f}" for e in results[way]["epochs"])
-        print(f"{WAYS[way]}: {speeds} images/s; idle seconds at epoch starts: "
+        print(f"{WAYS[way]}: {speeds(results[way])} images/s; idle seconds at epoch starts: "
               f"{waits_at_starts(results[way])}", flush=True)
     text = report(results, results["one"]["images_per_epoch"], epochs,
                   sys.argv[1:] if argv is None else argv)

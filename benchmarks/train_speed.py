@@ -868,23 +868,22 @@ def main(argv=None):
     default_setting = (default.data_format, default.precision, False, 1)
 
     if args.head_to_head:
-        train_reference = None  # head_to_head's: the arrays as one tensor
-        if args.reference == "dataloader":
-            def train_reference(before_epoch):
-                train_set, test_set = (
-                    torch_reference.Images(np.asarray(split.images[:]), torch_reference.idx_image)
-                    for split in (splits.train, splits.test))
-                result = torch_reference.train_examples(
-                    train_set, test_set, tuple(splits.image_shape), model="post",
-                    epochs=2 if args.quick else args.head_to_head, batch_size=256,
-                    workers=args.workers, threads=args.threads, max_steps=max_steps,
-                    before_epoch=before_epoch)
-                return {**result, "test_bce": result["test_loss"]}
+        pair_epochs = 2 if args.quick else args.head_to_head
+        def dataloader_reference(before_epoch):
+            train_set, test_set = (
+                torch_reference.Images(np.asarray(split.images[:]), torch_reference.idx_image)
+                for split in (splits.train, splits.test))
+            result = torch_reference.train_examples(
+                train_set, test_set, tuple(splits.image_shape), model="post",
+                epochs=pair_epochs, batch_size=256, workers=args.workers,
+                threads=args.threads, max_steps=max_steps, before_epoch=before_epoch)
+            return {**result, "test_bce": result["test_loss"]}
 
-        pairs = head_to_head(splits, data_dir, default,
-                             epochs=2 if args.quick else args.head_to_head,
+        # None: head_to_head's own reference, the arrays as one tensor.
+        pairs = head_to_head(splits, data_dir, default, epochs=pair_epochs,
                              threads=args.threads, max_steps=max_steps,
-                             train_reference=train_reference)
+                             train_reference=dataloader_reference
+                             if args.reference == "dataloader" else None)
         command = sys.argv[1:] if argv is None else argv
         print(head_to_head_report(pairs, default, args, command, splits), flush=True)
     if args.settings == "none":
